@@ -1,0 +1,104 @@
+//! The Raft log payload and the values it carries.
+//!
+//! Owns: what a replicated change looks like on the wire and on disk (statement-based
+//! replication: SQL text plus typed bind values, already rewritten for non-determinism).
+//! Does not: execute anything; `store` does that.
+//!
+//! The enum is versioned by variant: new variants are only ever appended, so an old log
+//! replays on a newer binary.
+
+use serde::{Deserialize, Serialize};
+
+/// A bind value, typed as rqlite types them (`i`, `d`, `b`, `s`, `y`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Param {
+    Null,
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// One SQL statement and its parameters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    /// Positional values, bound to `?`, `?NNN` in order.
+    pub positional: Vec<Param>,
+    /// Named values, keys without their `:`/`@`/`$` prefix.
+    pub named: Vec<(String, Param)>,
+    /// Run as a query even on the write path (a `RETURNING` clause was found).
+    pub force_query: bool,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), ..Self::default() }
+    }
+}
+
+/// A batch of statements that is applied as one unit (one log entry).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Request {
+    pub statements: Vec<Statement>,
+    /// Run inside BEGIN/COMMIT; the first error stops and rolls back.
+    pub transaction: bool,
+    /// Per-statement execution limit, in milliseconds (0 = none).
+    pub db_timeout_ms: u64,
+}
+
+/// The payload of a Raft log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Writes (`/db/execute`).
+    Execute(Request),
+    /// A read that must go through the log (`level=strong`).
+    Query(Request),
+    /// The unified endpoint (`/db/request`): reads and writes mixed.
+    ExecuteQuery(Request),
+    /// Replace the whole database with this SQLite file image.
+    Load(Vec<u8>),
+    /// Nothing; used to move the commit index (and by `/boot` before a snapshot).
+    Noop,
+}
+
+/// A value as a client sees it, after rqlite's driver conversions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    /// Bytes from a column whose declared type is not text-like: base64, or an array
+    /// with `blob_array`.
+    Blob(Vec<u8>),
+    Bool(bool),
+}
+
+/// The rows of one query-shaped result.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    /// Lower-cased declared types, back-filled from the first row for expressions.
+    pub types: Vec<String>,
+    pub values: Vec<Vec<Value>>,
+}
+
+/// What one statement produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Execute-shaped: `sqlite3_last_insert_rowid` / `sqlite3_changes` after the statement.
+    Exec { last_insert_id: i64, rows_affected: i64 },
+    /// Query-shaped.
+    Rows(Rows),
+    /// The statement failed; SQLite's message (or ours, e.g. `query timeout`).
+    Error(String),
+}
+
+/// One statement's outcome and how long it took, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StmtResult {
+    pub outcome: Outcome,
+    pub time: f64,
+}
