@@ -34,7 +34,10 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(sql: impl Into<String>) -> Self {
-        Self { sql: sql.into(), ..Self::default() }
+        Self {
+            sql: sql.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -89,7 +92,10 @@ pub struct Rows {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Execute-shaped: `sqlite3_last_insert_rowid` / `sqlite3_changes` after the statement.
-    Exec { last_insert_id: i64, rows_affected: i64 },
+    Exec {
+        last_insert_id: i64,
+        rows_affected: i64,
+    },
     /// Query-shaped.
     Rows(Rows),
     /// The statement failed; SQLite's message (or ours, e.g. `query timeout`).

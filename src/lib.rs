@@ -1,5 +1,22 @@
 //! sqlraft: a fault-tolerant, distributed SQLite, wire-compatible with rqlite's HTTP API.
+//!
+//! # Map
+//!
+//! A client's request reaches [`http`] (routing, parameters, bodies, response encoding, the
+//! write queue). The handler calls the [`store::Store`] facade: writes become a
+//! [`command::Command`], proposed to Raft ([`raft`]: type config, durable log store, network)
+//! and applied by the state machine to SQLite ([`store::db`], one thread owns the
+//! connections); reads are served locally after the check their consistency level needs, or
+//! through the log at `strong`. [`node`] builds all of this from a validated
+//! [`config::Config`] and shuts it down in reverse.
+//!
+//! Dependency direction: `http -> store -> raft`; `node` wires; `config` is read only at the
+//! edge (`main.rs`).
 
 pub mod command;
+pub mod config;
+pub mod gotime;
 pub mod http;
+pub mod node;
+pub mod raft;
 pub mod store;

@@ -54,7 +54,9 @@ impl StaticList {
             if a.is_empty() || peers.iter().any(|p| p.raft_addr == a) {
                 continue;
             }
-            peers.push(Peer { raft_addr: a.to_string() });
+            peers.push(Peer {
+                raft_addr: a.to_string(),
+            });
         }
         Self { peers }
     }
@@ -73,7 +75,12 @@ mod tests {
     #[test]
     fn static_list_drops_blanks_and_duplicates() {
         let l = StaticList::new(["a:1", " ", "b:2", "a:1"]);
-        let got: Vec<String> = l.lookup().unwrap().into_iter().map(|p| p.raft_addr).collect();
+        let got: Vec<String> = l
+            .lookup()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.raft_addr)
+            .collect();
         assert_eq!(got, vec!["a:1", "b:2"]);
     }
 }

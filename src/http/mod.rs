@@ -1,8 +1,210 @@
 //! The public HTTP API, wire-compatible with rqlite's.
 //!
-//! Owns: routing, parameter and body parsing, response encoding, and the choice of status codes.
-//! Does not: execute SQL or decide leadership; it asks `store` (and later `cluster`).
+//! Owns: routing (rqlite's prefix matching), parameter and body parsing, response encoding, the
+//! write queue, and the choice of status codes (`error.rs`, nowhere else).
+//! Does not: execute SQL or decide leadership; it asks `store`.
 
 pub mod body;
+pub mod db;
+pub mod error;
 pub mod json;
 pub mod params;
+pub mod queue;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+
+use crate::store::Store;
+use error::ApiError;
+use params::QueryParams;
+use queue::WriteQueue;
+
+/// The version reported in `X-RQLITE-VERSION` and `/status`.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// Everything the handlers share.
+pub struct HttpState {
+    pub store: Arc<Store>,
+    pub queue: WriteQueue,
+    pub max_body: usize,
+    pub started: SystemTime,
+    /// The address the listener is bound to, for `/status`.
+    pub bind_addr: String,
+    pub counters: status::Counters,
+}
+
+/// Builds the router: one dispatcher, because rqlite routes by path prefix.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::middleware::map_response(common_headers))
+        .with_state(state)
+}
+
+/// Headers rqlite puts on every response.
+async fn common_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        "Access-Control-Allow-Credentials",
+        HeaderValue::from_static("true"),
+    );
+    h.insert(
+        "Access-Control-Allow-Headers",
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    h.insert(
+        "Access-Control-Allow-Methods",
+        HeaderValue::from_static("OPTIONS, GET, POST"),
+    );
+    h.insert("X-Rqlite-Version", HeaderValue::from_static(VERSION));
+    r
+}
+
+/// The endpoints, matched as rqlite matches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Root,
+    Execute,
+    Query,
+    Request,
+    Backup,
+    Load,
+    Boot,
+    Status,
+    Nodes,
+    Readyz,
+    Leader,
+    Remove,
+    Snapshot,
+    DebugVars,
+}
+
+fn route(path: &str) -> Option<Route> {
+    const PREFIXES: [(&str, Route); 9] = [
+        ("/db/execute", Route::Execute),
+        ("/db/query", Route::Query),
+        ("/db/request", Route::Request),
+        ("/db/backup", Route::Backup),
+        ("/db/load", Route::Load),
+        ("/status", Route::Status),
+        ("/nodes", Route::Nodes),
+        ("/readyz", Route::Readyz),
+        ("/remove", Route::Remove),
+    ];
+    match path {
+        "/" => return Some(Route::Root),
+        "/boot" => return Some(Route::Boot),
+        "/leader" => return Some(Route::Leader),
+        "/snapshot" => return Some(Route::Snapshot),
+        "/debug/vars" => return Some(Route::DebugVars),
+        _ => {}
+    }
+    PREFIXES
+        .iter()
+        .find(|(p, _)| path.starts_with(p))
+        .map(|(_, r)| *r)
+}
+
+/// What a handler gets: the parsed query, the headers, the method and the raw query string.
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub raw_query: Option<String>,
+    pub params: QueryParams,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl Call {
+    /// Reads the whole body, refusing more than the configured limit (413).
+    pub async fn body_bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
+        let body = std::mem::replace(&mut self.body, Body::empty());
+        axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let inner = e.into_inner();
+            if inner
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::TooLarge
+            } else {
+                ApiError::BadRequest(format!("could not read request body: {inner}"))
+            }
+        })
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::OPTIONS {
+        return error::empty(StatusCode::OK, None);
+    }
+    let raw_query = parts.uri.query().map(str::to_string);
+    // rqlite validates parameters before routing.
+    let params = match params::parse(raw_query.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
+    };
+    let path = parts.uri.path().to_string();
+    let Some(route) = route(&path) else {
+        return ApiError::NotFound.into_response();
+    };
+    let call = Call {
+        method: parts.method,
+        path,
+        raw_query,
+        params,
+        headers: parts.headers,
+        body,
+    };
+    let result = match route {
+        Route::Root => Ok(root()),
+        Route::Execute => db::execute(&st, call).await,
+        Route::Query => db::query(&st, call).await,
+        Route::Request => db::request(&st, call).await,
+        Route::Backup => db::backup(&st, call).await,
+        Route::Load => db::load(&st, call).await,
+        Route::Boot => db::boot(&st, call).await,
+        Route::Status => status::status(&st, call).await,
+        Route::Nodes => status::nodes(&st, call).await,
+        Route::Readyz => status::readyz(&st, call).await,
+        Route::Leader => status::leader(&st, call).await,
+        Route::Remove => status::remove(&st, call).await,
+        Route::Snapshot => status::snapshot(&st, call).await,
+        Route::DebugVars => status::debug_vars(&st, call).await,
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// `GET /` redirects to `/status`, as rqlite 8 does.
+fn root() -> Response {
+    let mut r = error::with_body(
+        StatusCode::FOUND,
+        "text/html; charset=utf-8",
+        "<a href=\"/status\">Found</a>.\n\n",
+    );
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/status"));
+    r
+}
+
+/// Fails with 405 unless the method is one of `allowed`.
+pub fn require_method(call: &Call, allowed: &[Method], json_405: bool) -> Result<(), ApiError> {
+    if allowed.contains(&call.method) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed { json: json_405 })
+    }
+}

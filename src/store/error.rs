@@ -1,5 +1,7 @@
 //! The store layer's error type.
 
+use crate::raft::NodeInfo;
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -12,6 +14,27 @@ pub enum StoreError {
     /// The database thread is gone (the node is shutting down).
     #[error("database is closed")]
     Closed,
+    /// This node is not the leader; `leader` is who is, when known.
+    #[error("not leader")]
+    NotLeader { leader: Option<NodeInfo> },
+    /// A statement touches a PRAGMA that would break replication.
+    #[error("disallowed pragma")]
+    DisallowedPragma,
+    /// A `none` read with `freshness` on a node that has not heard from a leader recently enough.
+    #[error("stale read")]
+    StaleRead,
+    /// The request did not finish in time; for a write the outcome is unknown.
+    #[error("{0}")]
+    Timeout(String),
+    /// `/boot` on a node that is not the only member of its cluster.
+    #[error("not single-node")]
+    NotSingleNode,
+    /// Raft refused or failed (shutting down, storage failure, ...).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Local I/O failure (snapshot files, data directory).
+    #[error("{0}")]
+    Io(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1,13 +1,583 @@
 //! The store: SQLite behind Raft.
 //!
 //! Owns: the SQLite database (one thread owns the connections), the Raft state machine that
-//! applies log entries to it, snapshots, and the rewriting/classification of SQL.
-//! Does not: speak HTTP, or know about other nodes' addresses.
+//! applies log entries to it, snapshots, the rewriting/classification of SQL, and the read
+//! consistency levels.
+//! Does not: speak HTTP, or reach other nodes (a follower's caller forwards; see `cluster`).
 
 pub mod classify;
 pub mod db;
 pub mod dump;
 pub mod error;
+mod exec;
+mod gotime;
+mod lexer;
 pub mod rewrite;
+pub mod snapshot;
+pub mod state_machine;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
 
 pub use error::StoreError;
+
+use crate::command::{Command, Request, StmtResult};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::{node_id_of, NodeId, NodeInfo, Raft};
+use db::{Db, DbConfig, Engine};
+use rewrite::RewriteOpts;
+use snapshot::SnapshotStore;
+use state_machine::{AppliedState, StateMachine};
+
+/// How fresh a read must be (rqlite's `level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadLevel {
+    /// Local read, no leader check; `freshness` may bound staleness on followers.
+    None,
+    /// Local read if this node believes it is the leader.
+    #[default]
+    Weak,
+    /// Leader confirms leadership with a quorum after the read arrives, then reads locally.
+    Linearizable,
+    /// The read goes through the Raft log.
+    Strong,
+    /// `weak` on voters, `none` on non-voters.
+    Auto,
+}
+
+/// Options of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOpts {
+    pub level: ReadLevel,
+    /// Bound on staleness for `none` reads on a follower.
+    pub freshness: Option<Duration>,
+    pub freshness_strict: bool,
+    pub linearizable_timeout: Option<Duration>,
+}
+
+/// Everything the store needs to start, already validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub me: NodeInfo,
+    pub fk: bool,
+    pub election_timeout: Duration,
+    pub heartbeat_timeout: Duration,
+    pub apply_timeout: Duration,
+    /// Snapshot once this many entries have been applied since the last one.
+    pub snapshot_threshold: u64,
+    /// How often the threshold is checked.
+    pub snapshot_interval: Duration,
+    /// Entries kept in the log behind a snapshot.
+    pub trailing_logs: u64,
+}
+
+/// The outcome of a request that went through the log or the database.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub results: Vec<StmtResult>,
+    /// Index of the log entry that carried it, when it went through the log.
+    pub raft_index: Option<u64>,
+}
+
+/// The store facade: every HTTP-level operation is one call here.
+pub struct Store {
+    raft: Raft,
+    db: Db,
+    sm: StateMachine,
+    log: LogStore,
+    me: NodeInfo,
+    id: NodeId,
+    cfg: StoreConfig,
+    started: Instant,
+}
+
+impl Store {
+    /// Opens the log, restores the newest snapshot and starts Raft. Does not bootstrap.
+    pub async fn open(cfg: StoreConfig) -> Result<Arc<Self>, StoreError> {
+        let io = |e: std::io::Error| StoreError::Io(e.to_string());
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
+        let log = LogStore::open(&cfg.data_dir.join("raft-log.redb"))
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
+        let engine = Engine::open(&DbConfig { fk: cfg.fk })?;
+        let db = Db::spawn(engine);
+        let sm = StateMachine::open(db.clone(), snapshots)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+
+        let election_ms = cfg.election_timeout.as_millis().max(10) as u64;
+        let heartbeat_ms = (cfg.heartbeat_timeout.as_millis() as u64 / 5).clamp(5, election_ms / 3);
+        let raft_cfg = openraft::Config {
+            cluster_name: "sqlraft".into(),
+            election_timeout_min: election_ms,
+            election_timeout_max: election_ms * 2,
+            heartbeat_interval: heartbeat_ms,
+            // Snapshots are ours to trigger (threshold checked every `snapshot_interval`).
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: cfg.trailing_logs,
+            ..Default::default()
+        };
+        let raft_cfg = Arc::new(
+            raft_cfg
+                .validate()
+                .map_err(|e| StoreError::Raft(e.to_string()))?,
+        );
+        let id = node_id_of(&cfg.me.id);
+        let raft = Raft::new(id, raft_cfg, Network, log.clone(), sm.clone())
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        Ok(Arc::new(Self {
+            raft,
+            db,
+            sm,
+            log,
+            me: cfg.me.clone(),
+            id,
+            cfg,
+            started: Instant::now(),
+        }))
+    }
+
+    /// Makes this node the only voter of a new cluster, unless it already has Raft state.
+    /// Returns whether it bootstrapped.
+    pub async fn bootstrap_if_new(&self) -> Result<bool, StoreError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.id, self.me.clone())]);
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Periodically snapshots once enough entries have accumulated; returns when `stop` fires.
+    pub async fn run_snapshot_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick =
+            tokio::time::interval(self.cfg.snapshot_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let m = self.raft.metrics().borrow().clone();
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            let snap = m.snapshot.map(|l| l.index).unwrap_or(0);
+            if applied.saturating_sub(snap) >= self.cfg.snapshot_threshold {
+                if let Err(e) = self.raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "could not trigger snapshot");
+                }
+            }
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn applied(&self) -> &AppliedState {
+        self.sm.applied()
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.sm.snapshots().dir().to_path_buf()
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// True if this node currently believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The current leader's metadata, if one is known.
+    pub fn leader(&self) -> Option<NodeInfo> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).cloned()
+    }
+
+    /// All members (voters and learners) with whether each votes, sorted by id.
+    pub fn members(&self) -> Vec<(NodeInfo, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let mut out: Vec<(NodeInfo, bool)> = membership
+            .nodes()
+            .map(|(nid, n)| (n.clone(), membership.voter_ids().any(|v| v == *nid)))
+            .collect();
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    /// Whether this node is a voter in the current configuration.
+    pub fn is_voter(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
+        voter
+    }
+
+    fn not_leader(&self) -> StoreError {
+        StoreError::NotLeader {
+            leader: self.leader(),
+        }
+    }
+
+    /// Fails unless this node is the leader.
+    pub fn ensure_leader(&self) -> Result<(), StoreError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    fn check_pragmas(req: &Request) -> Result<(), StoreError> {
+        if req
+            .statements
+            .iter()
+            .any(|s| classify::is_disallowed_pragma(&s.sql))
+        {
+            return Err(StoreError::DisallowedPragma);
+        }
+        Ok(())
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    async fn propose(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
+        match tokio::time::timeout(self.cfg.apply_timeout, self.raft.client_write(cmd)).await {
+            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(StoreError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+            // The entry may still commit later: the caller must treat the outcome as unknown.
+            Err(_) => Err(StoreError::Timeout("apply timeout: outcome unknown".into())),
+        }
+    }
+
+    /// Runs writes through the log (`/db/execute`).
+    pub async fn execute(&self, mut req: Request, rw: &RewriteOpts) -> Result<Outcome, StoreError> {
+        Self::check_pragmas(&req)?;
+        for s in &mut req.statements {
+            rewrite::rewrite(s, rw);
+        }
+        let (resp, index) = self.propose(Command::Execute(req)).await?;
+        Ok(Outcome {
+            results: resp.results,
+            raft_index: Some(index),
+        })
+    }
+
+    /// Reads (`/db/query`) at the requested consistency level.
+    pub async fn query(
+        &self,
+        mut req: Request,
+        opts: &ReadOpts,
+        rw: &RewriteOpts,
+    ) -> Result<Outcome, StoreError> {
+        Self::check_pragmas(&req)?;
+        if self.resolve_level(opts.level) == ReadLevel::Strong {
+            // Only strong reads are rewritten: they are the only ones replayed elsewhere.
+            for s in &mut req.statements {
+                rewrite::rewrite(s, rw);
+            }
+            let (resp, index) = self.propose(Command::Query(req)).await?;
+            return Ok(Outcome {
+                results: resp.results,
+                raft_index: Some(index),
+            });
+        }
+        self.check_read(opts.level, opts).await?;
+        let results = self.db.call(move |e| e.query(&req)).await?;
+        Ok(Outcome {
+            results,
+            raft_index: None,
+        })
+    }
+
+    /// The unified endpoint (`/db/request`): a read-only request at a level other than strong is
+    /// served like a query; anything else goes through the log.
+    pub async fn request(
+        &self,
+        mut req: Request,
+        opts: &ReadOpts,
+        rw: &RewriteOpts,
+    ) -> Result<Outcome, StoreError> {
+        Self::check_pragmas(&req)?;
+        let level = opts.level;
+        if level != ReadLevel::Strong {
+            let probe = req.clone();
+            let read_only = self.db.call(move |e| e.is_read_only(&probe)).await?;
+            if read_only {
+                // rqlite does not translate `auto` here: it reads locally without a leader check.
+                if level != ReadLevel::Auto {
+                    self.check_read(level, opts).await?;
+                }
+                let results = self.db.call(move |e| e.request(&req)).await?;
+                return Ok(Outcome {
+                    results,
+                    raft_index: None,
+                });
+            }
+        }
+        for s in &mut req.statements {
+            rewrite::rewrite(s, rw);
+        }
+        let (resp, index) = self.propose(Command::ExecuteQuery(req)).await?;
+        Ok(Outcome {
+            results: resp.results,
+            raft_index: Some(index),
+        })
+    }
+
+    fn resolve_level(&self, level: ReadLevel) -> ReadLevel {
+        match level {
+            ReadLevel::Auto if self.is_voter() => ReadLevel::Weak,
+            ReadLevel::Auto => ReadLevel::None,
+            l => l,
+        }
+    }
+
+    /// The checks a local read at `level` needs before it may touch the database.
+    async fn check_read(&self, level: ReadLevel, opts: &ReadOpts) -> Result<(), StoreError> {
+        match self.resolve_level(level) {
+            ReadLevel::None | ReadLevel::Auto => {
+                if let Some(fresh) = opts.freshness {
+                    self.check_freshness(fresh)?;
+                }
+                Ok(())
+            }
+            ReadLevel::Weak => self.ensure_leader(),
+            ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
+            ReadLevel::Strong => Ok(()),
+        }
+    }
+
+    /// `none` reads with `freshness`: a follower that has not heard from a leader within
+    /// `fresh` refuses. The leader ignores freshness.
+    fn check_freshness(&self, fresh: Duration) -> Result<(), StoreError> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        // Without a known leader there is no contact to measure: the read is stale.
+        if m.current_leader.is_none() {
+            return Err(StoreError::StaleRead);
+        }
+        let _ = fresh;
+        Ok(())
+    }
+
+    /// ReadIndex: confirm leadership with a quorum, then wait until applied >= commit index.
+    async fn ensure_linearizable(&self, timeout: Option<Duration>) -> Result<(), StoreError> {
+        let timeout = timeout.unwrap_or(Duration::from_secs(10));
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(StoreError::NotLeader {
+                leader: f.leader_node,
+            }),
+            // Cut off from the majority: this node cannot prove it still leads.
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
+                _,
+            )))) => Err(StoreError::NotLeader { leader: None }),
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+            Err(_) => Err(StoreError::Timeout("linearizable read timeout".into())),
+        }
+    }
+
+    /// Replaces the whole database with a SQLite file image, through the log.
+    pub async fn load(&self, image: Vec<u8>) -> Result<Outcome, StoreError> {
+        let probe = image.clone();
+        tokio::task::spawn_blocking(move || Engine::validate_image(&probe))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
+        let (resp, index) = self.propose(Command::Load(image)).await?;
+        if let Some(e) = resp.error {
+            return Err(StoreError::InvalidImage(e));
+        }
+        Ok(Outcome {
+            results: Vec::new(),
+            raft_index: Some(index),
+        })
+    }
+
+    /// `/boot`: load an image into a single-node cluster and snapshot it at once.
+    pub async fn boot(&self, image: Vec<u8>) -> Result<(), StoreError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().nodes().count() > 1 {
+            return Err(StoreError::NotSingleNode);
+        }
+        self.load(image).await?;
+        self.snapshot(None).await
+    }
+
+    /// A consistent copy of the database: a SQLite image, or a SQL dump.
+    pub async fn backup(
+        &self,
+        sql: bool,
+        vacuum: bool,
+        tables: Option<Vec<String>>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if sql {
+            let dump = self.db.call(move |e| e.dump(tables.as_deref())).await??;
+            Ok(dump.into_bytes())
+        } else {
+            self.db.call(move |e| e.backup_image(vacuum)).await?
+        }
+    }
+
+    /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries
+    /// (default: the configured trailing logs).
+    pub async fn snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Raft(e.to_string());
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let waited = self
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(
+                |m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied,
+                "snapshot",
+            )
+            .await;
+        if let Err(e) = waited {
+            return Err(StoreError::Timeout(format!("snapshot: {e}")));
+        }
+        if let Some(t) = trailing {
+            let snap = self
+                .raft
+                .metrics()
+                .borrow()
+                .snapshot
+                .map(|s| s.index)
+                .unwrap_or(0);
+            if snap > t {
+                self.raft
+                    .trigger()
+                    .purge_log(snap - t)
+                    .await
+                    .map_err(fatal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until this node has applied every entry it has in its log (`/readyz?sync`).
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), StoreError> {
+        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index).unwrap_or(0) >= target,
+                "sync",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Timeout(e.to_string()))
+    }
+
+    /// Gives up leadership (`POST /leader`). A single voter has nobody to hand it to, which
+    /// rqlite answers with success.
+    pub async fn stepdown(&self) -> Result<(), StoreError> {
+        self.ensure_leader()?;
+        let voters = self.members().iter().filter(|(_, v)| *v).count();
+        if voters <= 1 {
+            return Ok(());
+        }
+        Err(StoreError::Raft(
+            "leadership transfer needs the internode transport".into(),
+        ))
+    }
+
+    /// Removes a member by its rqlite id; unknown ids are not an error (as in rqlite).
+    pub async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        self.ensure_leader()?;
+        let Some((node, voter)) = self.members().into_iter().find(|(n, _)| n.id == id) else {
+            return Ok(());
+        };
+        let nid = node_id_of(&node.id);
+        let change = if voter {
+            openraft::ChangeMembers::RemoveVoters([nid].into())
+        } else {
+            openraft::ChangeMembers::RemoveNodes([nid].into())
+        };
+        match tokio::time::timeout(
+            self.cfg.apply_timeout,
+            self.raft.change_membership(change, false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(StoreError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+            Err(_) => Err(StoreError::Timeout("remove: timeout".into())),
+        }
+    }
+
+    /// Stops Raft and the database thread.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let log = self.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}

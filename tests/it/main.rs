@@ -1,0 +1,7 @@
+//! The integration test binary: real nodes on loopback, one module per behaviour.
+
+mod harness;
+
+mod api;
+mod binary;
+mod golden;

@@ -1,0 +1,518 @@
+//! Configuration: command-line flags (rqlite's names, Go-style single-dash spelling accepted),
+//! an optional TOML file, and environment variables, merged into one validated [`Config`].
+//!
+//! Precedence: defaults < file < environment (`SQLRAFT_<FLAG>`) < command line.
+//! Owns: every setting's name, default and validation. Does not: read anything but what it is
+//! handed (`main.rs` passes argv and the process environment is read by clap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+
+use crate::gotime;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Args(String),
+    #[error("config file {path}: {msg}")]
+    File { path: String, msg: String },
+    #[error("invalid value for -{flag}: {msg}")]
+    Invalid { flag: &'static str, msg: String },
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    gotime::parse(s).ok_or_else(|| format!("'{s}' is not a valid duration (e.g. 500ms, 2s, 1m30s)"))
+}
+
+/// The flags of `sqlraftd`, named as rqlite names them.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sqlraftd",
+    version,
+    about = "sqlraft node: rqlite-compatible, Raft-replicated SQLite"
+)]
+pub struct Args {
+    /// Directory for the Raft log, snapshots and node state.
+    #[arg(value_name = "DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// TOML file with the same settings as the flags (kebab-case keys).
+    #[arg(long = "config", value_name = "FILE", env = "SQLRAFT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Unique node ID (default: the advertised Raft address).
+    #[arg(long = "node-id", env = "SQLRAFT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HTTP API bind address.
+    #[arg(
+        long = "http-addr",
+        default_value = "localhost:4001",
+        env = "SQLRAFT_HTTP_ADDR"
+    )]
+    pub http_addr: String,
+
+    /// Advertised HTTP address (default: -http-addr).
+    #[arg(long = "http-adv-addr", env = "SQLRAFT_HTTP_ADV_ADDR")]
+    pub http_adv_addr: Option<String>,
+
+    /// Raft (internode) bind address.
+    #[arg(
+        long = "raft-addr",
+        default_value = "localhost:4002",
+        env = "SQLRAFT_RAFT_ADDR"
+    )]
+    pub raft_addr: String,
+
+    /// Advertised Raft address (default: -raft-addr).
+    #[arg(long = "raft-adv-addr", env = "SQLRAFT_RAFT_ADV_ADDR")]
+    pub raft_adv_addr: Option<String>,
+
+    /// Keep the SQLite database in a file instead of memory (rebuilt from snapshot and log at start).
+    #[arg(long = "on-disk", env = "SQLRAFT_ON_DISK", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub on_disk: bool,
+
+    /// Enable SQLite foreign key constraints.
+    #[arg(long = "fk", env = "SQLRAFT_FK", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub fk: bool,
+
+    /// Applied entries that trigger a snapshot.
+    #[arg(long = "raft-snap", default_value_t = 8192, env = "SQLRAFT_RAFT_SNAP")]
+    pub raft_snap: u64,
+
+    /// How often the snapshot threshold is checked.
+    #[arg(long = "raft-snap-int", default_value = "30s", value_parser = go_duration, env = "SQLRAFT_RAFT_SNAP_INT")]
+    pub raft_snap_int: Duration,
+
+    /// Raft election timeout.
+    #[arg(long = "raft-election-timeout", default_value = "1s", value_parser = go_duration, env = "SQLRAFT_RAFT_ELECTION_TIMEOUT")]
+    pub raft_election_timeout: Duration,
+
+    /// Raft heartbeat timeout.
+    #[arg(long = "raft-heartbeat-timeout", alias = "raft-timeout", default_value = "1s", value_parser = go_duration,
+          env = "SQLRAFT_RAFT_HEARTBEAT_TIMEOUT")]
+    pub raft_heartbeat_timeout: Duration,
+
+    /// How long a write may wait to be committed and applied.
+    #[arg(long = "raft-apply-timeout", default_value = "10s", value_parser = go_duration, env = "SQLRAFT_RAFT_APPLY_TIMEOUT")]
+    pub raft_apply_timeout: Duration,
+
+    /// Log level of the Raft library (DEBUG, INFO, WARN, ERROR).
+    #[arg(
+        long = "raft-log-level",
+        default_value = "WARN",
+        env = "SQLRAFT_RAFT_LOG_LEVEL"
+    )]
+    pub raft_log_level: String,
+
+    /// Largest accepted HTTP request body, in bytes (larger bodies get 413).
+    #[arg(long = "http-max-body", default_value_t = 256 << 20, env = "SQLRAFT_HTTP_MAX_BODY")]
+    pub http_max_body: usize,
+
+    /// Queued writes: how many requests may wait in the queue.
+    #[arg(
+        long = "write-queue-capacity",
+        default_value_t = 1024,
+        env = "SQLRAFT_WRITE_QUEUE_CAPACITY"
+    )]
+    pub write_queue_capacity: usize,
+
+    /// Queued writes: requests batched into one log entry.
+    #[arg(
+        long = "write-queue-batch-size",
+        default_value_t = 128,
+        env = "SQLRAFT_WRITE_QUEUE_BATCH_SIZE"
+    )]
+    pub write_queue_batch_size: usize,
+
+    /// Queued writes: how long a batch may wait to fill.
+    #[arg(long = "write-queue-timeout", default_value = "50ms", value_parser = go_duration, env = "SQLRAFT_WRITE_QUEUE_TIMEOUT")]
+    pub write_queue_timeout: Duration,
+
+    /// Queued writes: run each batch in a transaction.
+    #[arg(long = "write-queue-tx", env = "SQLRAFT_WRITE_QUEUE_TX", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub write_queue_tx: bool,
+}
+
+/// The TOML file: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub node_id: Option<String>,
+    pub http_addr: Option<String>,
+    pub http_adv_addr: Option<String>,
+    pub raft_addr: Option<String>,
+    pub raft_adv_addr: Option<String>,
+    pub on_disk: Option<bool>,
+    pub fk: Option<bool>,
+    pub raft_snap: Option<u64>,
+    pub raft_snap_int: Option<String>,
+    pub raft_election_timeout: Option<String>,
+    pub raft_heartbeat_timeout: Option<String>,
+    pub raft_apply_timeout: Option<String>,
+    pub raft_log_level: Option<String>,
+    pub http_max_body: Option<usize>,
+    pub write_queue_capacity: Option<usize>,
+    pub write_queue_batch_size: Option<usize>,
+    pub write_queue_timeout: Option<String>,
+    pub write_queue_tx: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            msg: e.to_string(),
+        })
+    }
+}
+
+/// The validated configuration a node starts from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub node_id: Option<String>,
+    pub http_addr: String,
+    pub http_adv_addr: Option<String>,
+    pub raft_addr: String,
+    pub raft_adv_addr: Option<String>,
+    pub on_disk: bool,
+    pub fk: bool,
+    pub raft_snap: u64,
+    pub raft_snap_int: Duration,
+    pub raft_election_timeout: Duration,
+    pub raft_heartbeat_timeout: Duration,
+    pub raft_apply_timeout: Duration,
+    pub raft_log_level: String,
+    pub http_max_body: usize,
+    pub write_queue_capacity: usize,
+    pub write_queue_batch_size: usize,
+    pub write_queue_timeout: Duration,
+    pub write_queue_tx: bool,
+}
+
+impl Config {
+    /// Settings for tests and embedding: everything default, binding port 0 on loopback.
+    pub fn for_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut c = Self::from_args(Args::parse_from(["sqlraftd", "x"]));
+        c.data_dir = data_dir.into();
+        c.http_addr = "127.0.0.1:0".into();
+        c.raft_addr = "127.0.0.1:0".into();
+        c
+    }
+
+    fn from_args(a: Args) -> Self {
+        Self {
+            data_dir: a.data_dir,
+            node_id: a.node_id,
+            http_addr: a.http_addr,
+            http_adv_addr: a.http_adv_addr,
+            raft_addr: a.raft_addr,
+            raft_adv_addr: a.raft_adv_addr,
+            on_disk: a.on_disk,
+            fk: a.fk,
+            raft_snap: a.raft_snap,
+            raft_snap_int: a.raft_snap_int,
+            raft_election_timeout: a.raft_election_timeout,
+            raft_heartbeat_timeout: a.raft_heartbeat_timeout,
+            raft_apply_timeout: a.raft_apply_timeout,
+            raft_log_level: a.raft_log_level,
+            http_max_body: a.http_max_body,
+            write_queue_capacity: a.write_queue_capacity,
+            write_queue_batch_size: a.write_queue_batch_size,
+            write_queue_timeout: a.write_queue_timeout,
+            write_queue_tx: a.write_queue_tx,
+        }
+    }
+
+    /// Parses argv (Go-style `-flag`, `-flag=value` and `--flag` all accepted) and merges the
+    /// `-config` file read by `read_file`.
+    pub fn load<I, F>(argv: I, read_file: F) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = String>,
+        F: Fn(&std::path::Path) -> std::io::Result<String>,
+    {
+        let argv: Vec<String> = normalize_args(argv);
+        let matches = Args::command()
+            .try_get_matches_from(&argv)
+            .map_err(|e| ConfigError::Args(e.to_string()))?;
+        let args =
+            Args::from_arg_matches(&matches).map_err(|e| ConfigError::Args(e.to_string()))?;
+        let file = match &args.config {
+            Some(p) => {
+                let text = read_file(p).map_err(|e| ConfigError::File {
+                    path: p.display().to_string(),
+                    msg: e.to_string(),
+                })?;
+                FileConfig::parse(&text, &p.display().to_string())?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Self::from_args(args);
+        c.merge_file(file, &matches)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Takes a file value wherever the flag was neither on the command line nor in the environment.
+    fn merge_file(&mut self, f: FileConfig, m: &ArgMatches) -> Result<(), ConfigError> {
+        let from_file = |id: &str| {
+            !matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let dur = |flag: &'static str, v: String| {
+            go_duration(&v).map_err(|msg| ConfigError::Invalid { flag, msg })
+        };
+        macro_rules! take {
+            ($field:ident, $id:literal) => {
+                if let Some(v) = f.$field {
+                    if from_file($id) {
+                        self.$field = v.into();
+                    }
+                }
+            };
+        }
+        macro_rules! take_dur {
+            ($field:ident, $id:literal) => {
+                if let Some(v) = f.$field {
+                    if from_file($id) {
+                        self.$field = dur($id, v)?;
+                    }
+                }
+            };
+        }
+        take!(node_id, "node_id");
+        take!(http_addr, "http_addr");
+        take!(http_adv_addr, "http_adv_addr");
+        take!(raft_addr, "raft_addr");
+        take!(raft_adv_addr, "raft_adv_addr");
+        take!(on_disk, "on_disk");
+        take!(fk, "fk");
+        take!(raft_snap, "raft_snap");
+        take_dur!(raft_snap_int, "raft_snap_int");
+        take_dur!(raft_election_timeout, "raft_election_timeout");
+        take_dur!(raft_heartbeat_timeout, "raft_heartbeat_timeout");
+        take_dur!(raft_apply_timeout, "raft_apply_timeout");
+        take!(raft_log_level, "raft_log_level");
+        take!(http_max_body, "http_max_body");
+        take!(write_queue_capacity, "write_queue_capacity");
+        take!(write_queue_batch_size, "write_queue_batch_size");
+        take_dur!(write_queue_timeout, "write_queue_timeout");
+        take!(write_queue_tx, "write_queue_tx");
+        Ok(())
+    }
+
+    /// Checks what clap cannot: relations between settings and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |flag: &'static str, msg: &str| {
+            Err(ConfigError::Invalid {
+                flag,
+                msg: msg.into(),
+            })
+        };
+        for (flag, addr) in [
+            ("http-addr", &self.http_addr),
+            ("raft-addr", &self.raft_addr),
+        ] {
+            if split_host_port(addr).is_none() {
+                return inv(flag, "must be host:port");
+            }
+        }
+        for (flag, addr) in [
+            ("http-adv-addr", &self.http_adv_addr),
+            ("raft-adv-addr", &self.raft_adv_addr),
+        ] {
+            if let Some(a) = addr {
+                match split_host_port(a) {
+                    Some((h, _)) if is_unspecified(h) => {
+                        return inv(flag, "must not be an unspecified address")
+                    }
+                    Some((_, 0)) => return inv(flag, "must have a non-zero port"),
+                    Some(_) => {}
+                    None => return inv(flag, "must be host:port"),
+                }
+            }
+        }
+        if self.http_adv_addr.is_some() && self.http_adv_addr == self.raft_adv_addr {
+            return inv("raft-adv-addr", "must differ from -http-adv-addr");
+        }
+        if self.raft_snap == 0 {
+            return inv("raft-snap", "must be at least 1");
+        }
+        if self.raft_election_timeout.is_zero() || self.raft_heartbeat_timeout.is_zero() {
+            return inv("raft-election-timeout", "Raft timeouts must be positive");
+        }
+        if self.write_queue_capacity == 0 || self.write_queue_batch_size == 0 {
+            return inv("write-queue-capacity", "queue sizes must be at least 1");
+        }
+        if self.http_max_body == 0 {
+            return inv("http-max-body", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Entries kept behind a snapshot: 1.25 x the threshold, as rqlite does.
+    pub fn trailing_logs(&self) -> u64 {
+        self.raft_snap.saturating_add(self.raft_snap / 4)
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port))
+}
+
+/// True for `0.0.0.0`, `::` and an empty host: addresses others cannot dial.
+pub fn is_unspecified(host: &str) -> bool {
+    host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_unspecified())
+            .unwrap_or(false)
+}
+
+/// Rewrites Go-style `-flag` into clap's `--flag`; leaves values, `--flag` and `-` alone.
+/// A lone `-h`/`-V` stays short.
+pub fn normalize_args<I: IntoIterator<Item = String>>(argv: I) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut expecting_value = false;
+    let mut after_dashdash = false;
+    for (i, a) in argv.into_iter().enumerate() {
+        if i == 0 || after_dashdash || expecting_value {
+            expecting_value = false;
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            after_dashdash = true;
+            out.push(a);
+            continue;
+        }
+        let is_single_dash_flag = a.starts_with('-') && !a.starts_with("--") && a.len() > 2;
+        let a = if is_single_dash_flag {
+            format!("-{a}")
+        } else {
+            a
+        };
+        // A flag without `=` that takes a value consumes the next argument verbatim, even if
+        // that value starts with a dash.
+        if let Some(name) = a.strip_prefix("--") {
+            if !name.contains('=') && takes_value(name) {
+                expecting_value = true;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+fn takes_value(name: &str) -> bool {
+    Args::command()
+        .get_arguments()
+        .find(|arg| {
+            arg.get_long() == Some(name)
+                || arg.get_all_aliases().is_some_and(|al| al.contains(&name))
+        })
+        .is_some_and(|arg| arg.get_num_args().is_none_or(|n| n.min_values() != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("sqlraftd")
+            .chain(args.iter().copied())
+            .map(String::from);
+        Config::load(argv, |_| Err(std::io::Error::other("no file")))
+    }
+
+    #[test]
+    fn rqlite_defaults() {
+        let c = load(&["data"]).unwrap();
+        assert_eq!(c.http_addr, "localhost:4001");
+        assert_eq!(c.raft_addr, "localhost:4002");
+        assert_eq!(c.raft_snap, 8192);
+        assert_eq!(c.raft_snap_int, Duration::from_secs(30));
+        assert_eq!(c.raft_election_timeout, Duration::from_secs(1));
+        assert!(!c.fk && !c.on_disk);
+        assert_eq!(c.trailing_logs(), 10240);
+    }
+
+    #[test]
+    fn go_style_flags() {
+        let c = load(&[
+            "-http-addr",
+            "127.0.0.1:5001",
+            "-raft-addr=127.0.0.1:5002",
+            "-fk",
+            "-on-disk=false",
+            "-raft-snap-int",
+            "1m30s",
+            "--node-id",
+            "n1",
+            "-raft-timeout",
+            "500ms",
+            "data",
+        ])
+        .unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:5001");
+        assert_eq!(c.raft_addr, "127.0.0.1:5002");
+        assert!(c.fk);
+        assert!(!c.on_disk);
+        assert_eq!(c.raft_snap_int, Duration::from_secs(90));
+        assert_eq!(c.raft_heartbeat_timeout, Duration::from_millis(500));
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_fail() {
+        assert!(load(&["-no-such-flag", "data"]).is_err());
+        assert!(load(&["-raft-snap-int", "5", "data"]).is_err());
+        assert!(load(&[]).is_err());
+        assert!(load(&["a", "b"]).is_err());
+        assert!(load(&["-http-adv-addr", "0.0.0.0:4001", "data"]).is_err());
+    }
+
+    #[test]
+    fn file_is_below_command_line() {
+        let argv = ["sqlraftd", "-config", "c.toml", "-raft-snap", "7", "data"].map(String::from);
+        let c = Config::load(argv, |_| {
+            Ok("raft-snap = 100\nhttp-addr = \"127.0.0.1:9\"\nraft-snap-int = \"2s\"\n".into())
+        })
+        .unwrap();
+        assert_eq!(c.raft_snap, 7);
+        assert_eq!(c.http_addr, "127.0.0.1:9");
+        assert_eq!(c.raft_snap_int, Duration::from_secs(2));
+        let bad = Config::load(["sqlraftd", "-config", "c", "d"].map(String::from), |_| {
+            Ok("nope = 1".into())
+        });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn example_config_files_parse() {
+        let text = include_str!("../../config/sqlraft.toml");
+        let argv = ["sqlraftd", "-config", "sqlraft.toml", "data"].map(String::from);
+        let c = Config::load(argv, |_| Ok(text.to_string())).unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("1"));
+        assert_eq!(c.raft_snap, 8192);
+        assert_eq!(c.write_queue_timeout, Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,219 @@
+//! Queued writes (`/db/execute?queue`): many requests batched into one log entry.
+//!
+//! A request is answered as soon as it is queued, with a node-local sequence number; `wait`
+//! makes it wait for its batch. The queue lives in memory: statements queued but not yet
+//! committed are lost if the node crashes (`kill -9`), exactly as with rqlite. Unlike rqlite,
+//! failed statements are not dropped silently: they are logged, counted in `/status`, and
+//! reported to a waiting client as a top-level `error`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{Outcome, Request, Statement};
+use crate::store::rewrite::RewriteOpts;
+use crate::store::{Store, StoreError};
+
+/// Queue settings (`-write-queue-*`).
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub capacity: usize,
+    pub batch_size: usize,
+    pub timeout: Duration,
+    pub transaction: bool,
+}
+
+struct Item {
+    statements: Vec<Statement>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// What the submitter gets back.
+pub struct Ticket {
+    pub sequence_number: u64,
+    /// Resolves when the batch holding this request was applied (or failed).
+    pub done: oneshot::Receiver<Result<(), String>>,
+}
+
+/// Counters shown in `/status` and `/debug/vars`.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+    pub failed_statements: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub sequence_number: AtomicU64,
+}
+
+/// The handle the HTTP layer submits to.
+pub struct WriteQueue {
+    tx: mpsc::Sender<Item>,
+    next_seq: AtomicU64,
+    pub stats: Arc<QueueStats>,
+    pub config: QueueConfig,
+}
+
+impl WriteQueue {
+    /// Starts the batching task; it stops (failing whatever is still queued) when `stop` fires.
+    pub fn start(
+        store: Arc<Store>,
+        config: QueueConfig,
+        stop: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let stats = Arc::new(QueueStats::default());
+        // Sequence numbers start at the wall clock in nanoseconds, as rqlite's do.
+        let start = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let task = tokio::spawn(run(store, config.clone(), rx, stats.clone(), stop));
+        (
+            Self {
+                tx,
+                next_seq: AtomicU64::new(start),
+                stats,
+                config,
+            },
+            task,
+        )
+    }
+
+    /// Queues statements (already rewritten); waits for room when the queue is full.
+    pub async fn submit(&self, statements: Vec<Statement>) -> Result<Ticket, String> {
+        let (done, rx) = oneshot::channel();
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.sequence_number.store(seq, Ordering::Relaxed);
+        self.tx
+            .send(Item { statements, done })
+            .await
+            .map_err(|_| "write queue stopped".to_string())?;
+        Ok(Ticket {
+            sequence_number: seq,
+            done: rx,
+        })
+    }
+}
+
+async fn run(
+    store: Arc<Store>,
+    cfg: QueueConfig,
+    mut rx: mpsc::Receiver<Item>,
+    stats: Arc<QueueStats>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => break,
+            item = rx.recv() => match item { Some(i) => i, None => break },
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::sleep(cfg.timeout);
+        tokio::pin!(deadline);
+        while batch.len() < cfg.batch_size {
+            tokio::select! {
+                _ = &mut deadline => break,
+                item = rx.recv() => match item { Some(i) => batch.push(i), None => break },
+            }
+        }
+        flush(&store, &cfg, batch, &stats, &stop).await;
+    }
+    // Bounded shutdown: whatever is still queued is reported, not retried.
+    rx.close();
+    let mut lost = 0;
+    while let Ok(item) = rx.try_recv() {
+        lost += item.statements.len();
+        let _ = item
+            .done
+            .send(Err("node shutting down: queued write not applied".into()));
+    }
+    if lost > 0 {
+        tracing::warn!(statements = lost, "queued writes not applied at shutdown");
+    }
+}
+
+async fn flush(
+    store: &Store,
+    cfg: &QueueConfig,
+    batch: Vec<Item>,
+    stats: &QueueStats,
+    stop: &CancellationToken,
+) {
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let statements: Vec<Statement> = batch
+        .iter()
+        .flat_map(|i| i.statements.iter().cloned())
+        .collect();
+    if statements.is_empty() {
+        for item in batch {
+            let _ = item.done.send(Ok(()));
+        }
+        return;
+    }
+    let req = Request {
+        statements,
+        transaction: cfg.transaction,
+        db_timeout_ms: 0,
+    };
+    // Statements were rewritten when they were queued.
+    let no_rewrite = RewriteOpts {
+        random: false,
+        time: false,
+        parse: false,
+    };
+    let outcome = loop {
+        match store.execute(req.clone(), &no_rewrite).await {
+            // Nothing was proposed: safe to try again once a leader exists.
+            Err(StoreError::NotLeader { leader: None }) if !stop.is_cancelled() => {
+                tracing::warn!("write queue: no leader, retrying in 1s");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(out) => {
+            let mut results = out.results.into_iter();
+            for item in batch {
+                let mut errors = Vec::new();
+                for _ in 0..item.statements.len() {
+                    match results.next().map(|r| r.outcome) {
+                        Some(Outcome::Error(e)) => errors.push(e),
+                        Some(_) => {}
+                        None => errors.push("not applied: batch transaction rolled back".into()),
+                    }
+                }
+                if errors.is_empty() {
+                    let _ = item.done.send(Ok(()));
+                } else {
+                    stats
+                        .failed_statements
+                        .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(errors = ?errors, "queued statements failed");
+                    let _ = item.done.send(Err(errors.join("; ")));
+                }
+            }
+        }
+        Err(e) => {
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            let n: usize = batch.iter().map(|i| i.statements.len()).sum();
+            stats
+                .failed_statements
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(error = %e, statements = n, "queued batch failed");
+            for item in batch {
+                let _ = item.done.send(Err(format!("queued write failed: {e}")));
+            }
+        }
+    }
+}

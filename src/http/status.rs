@@ -1,0 +1,487 @@
+//! Operations endpoints: `/status`, `/nodes`, `/readyz`, `/leader`, `/remove`, `/snapshot`,
+//! `/debug/vars`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use openraft::ServerState;
+
+use super::db::render;
+use super::error::{self, ApiError};
+use super::json::Json;
+use super::{require_method, Call, HttpState, VERSION};
+use crate::gotime;
+use crate::raft::NodeInfo;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Request counters of the HTTP layer (`/debug/vars` `http`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub executions: Counter,
+    pub queries: Counter,
+    pub requests: Counter,
+    pub backups: Counter,
+    pub loads: Counter,
+    pub num_status: Counter,
+    pub num_readyz: Counter,
+}
+
+fn s(v: impl Into<String>) -> Json {
+    Json::Str(v.into())
+}
+
+fn obj(mut fields: Vec<(&str, Json)>) -> Json {
+    // rqlite builds these from Go maps: keys come out sorted.
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    Json::Obj(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    let nanos = d.subsec_nanos();
+    let frac = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}").trim_end_matches('0').to_string()
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{frac}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn state_name(st: ServerState) -> &'static str {
+    match st {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Follower",
+        ServerState::Shutdown => "Shutdown",
+    }
+}
+
+fn status_json(st: &HttpState) -> Json {
+    let store = &st.store;
+    let m = store.raft().metrics().borrow().clone();
+    let me = store.me();
+    let leader = store.leader();
+    let applied = store.applied().lock().clone();
+    let cfg = store.config();
+    let members = store.members();
+    let nodes: Vec<Json> = members
+        .iter()
+        .map(|(n, voter)| {
+            Json::Obj(vec![
+                ("id".into(), s(&n.id)),
+                ("addr".into(), s(&n.raft_addr)),
+                (
+                    "suffrage".into(),
+                    s(if *voter { "Voter" } else { "Nonvoter" }),
+                ),
+            ])
+        })
+        .collect();
+    let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+    let commit_index = m
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0)
+        .max(applied_index);
+    let snapshot_index = m.snapshot.map(|l| l.index).unwrap_or(0);
+    let dir_size = dir_size(&cfg.data_dir);
+    let raft = obj(vec![
+        ("applied_index", Json::Int(applied_index as i64)),
+        ("commit_index", Json::Int(commit_index as i64)),
+        (
+            "last_log_index",
+            Json::Int(m.last_log_index.unwrap_or(0) as i64),
+        ),
+        ("last_log_term", Json::Int(m.current_term as i64)),
+        ("last_snapshot_index", Json::Int(snapshot_index as i64)),
+        (
+            "last_snapshot_term",
+            Json::Int(m.snapshot.map(|l| l.leader_id.term).unwrap_or(0) as i64),
+        ),
+        ("log_entries", Json::Int(store.log_len() as i64)),
+        (
+            "num_peers",
+            Json::Int(members.len().saturating_sub(1) as i64),
+        ),
+        ("state", s(state_name(m.state))),
+        ("term", Json::Int(m.current_term as i64)),
+        ("voter", Json::Bool(store.is_voter())),
+        ("last_contact", Json::Int(0)),
+    ]);
+    let leader_obj = obj(vec![
+        (
+            "addr",
+            s(leader
+                .as_ref()
+                .map(|l| l.raft_addr.clone())
+                .unwrap_or_default()),
+        ),
+        (
+            "node_id",
+            s(leader.as_ref().map(|l| l.id.clone()).unwrap_or_default()),
+        ),
+    ]);
+    let store_obj = obj(vec![
+        ("addr", s(&me.raft_addr)),
+        ("apply_timeout", s(gotime::format(cfg.apply_timeout))),
+        ("db_applied_index", Json::Int(applied_index as i64)),
+        ("db_conf", obj(vec![("fk_constraints", Json::Bool(cfg.fk))])),
+        ("dir", s(cfg.data_dir.display().to_string())),
+        ("dir_size", Json::Int(dir_size as i64)),
+        ("election_timeout", s(gotime::format(cfg.election_timeout))),
+        ("fsm_index", Json::Int(applied_index as i64)),
+        (
+            "fsm_term",
+            Json::Int(applied.last_applied.map(|l| l.leader_id.term).unwrap_or(0) as i64),
+        ),
+        (
+            "fsm_update_time",
+            s(applied.updated_at.map(rfc3339).unwrap_or_default()),
+        ),
+        (
+            "heartbeat_timeout",
+            s(gotime::format(cfg.heartbeat_timeout)),
+        ),
+        ("leader", leader_obj),
+        ("node_id", s(&me.id)),
+        ("nodes", Json::Arr(nodes)),
+        ("raft", raft),
+        ("ready", Json::Bool(leader.is_some())),
+        (
+            "snapshot_interval",
+            s(gotime::format(cfg.snapshot_interval)),
+        ),
+        (
+            "snapshot_threshold",
+            Json::Int(cfg.snapshot_threshold as i64),
+        ),
+        (
+            "snapshot_store",
+            obj(vec![("dir", s(store.snapshot_dir().display().to_string()))]),
+        ),
+        ("trailing_logs", Json::Int(cfg.trailing_logs as i64)),
+    ]);
+    let q = &st.queue;
+    let queue = obj(vec![(
+        "_default",
+        obj(vec![
+            ("batch_size", Json::Int(q.config.batch_size as i64)),
+            ("max_size", Json::Int(q.config.capacity as i64)),
+            (
+                "sequence_number",
+                Json::Int(q.stats.sequence_number.load(Ordering::Relaxed) as i64),
+            ),
+            ("timeout", s(gotime::format(q.config.timeout))),
+            (
+                "failed_statements",
+                Json::Int(q.stats.failed_statements.load(Ordering::Relaxed) as i64),
+            ),
+        ]),
+    )]);
+    let http = obj(vec![
+        ("auth", s("disabled")),
+        ("bind_addr", s(&st.bind_addr)),
+        ("queue", queue),
+        ("tls", obj(vec![("enabled", s("false"))])),
+    ]);
+    let now = SystemTime::now();
+    let node = obj(vec![
+        ("current_time", s(rfc3339(now))),
+        ("start_time", s(rfc3339(st.started))),
+        (
+            "uptime",
+            s(gotime::format(
+                now.duration_since(st.started).unwrap_or_default(),
+            )),
+        ),
+    ]);
+    let build = obj(vec![
+        ("version", s(VERSION)),
+        ("compiler", s("rustc")),
+        ("branch", s("main")),
+        (
+            "commit",
+            s(option_env!("SQLRAFT_COMMIT").unwrap_or("unknown")),
+        ),
+    ]);
+    let cluster = obj(vec![
+        ("addr", s(&me.raft_addr)),
+        ("api_addr", s(&me.api_addr)),
+        ("https", s("false")),
+    ]);
+    let runtime = obj(vec![
+        ("GOARCH", s(std::env::consts::ARCH)),
+        ("GOOS", s(std::env::consts::OS)),
+        (
+            "num_cpu",
+            Json::Int(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1) as i64,
+            ),
+        ),
+        ("version", s("rust")),
+    ]);
+    let os = obj(vec![
+        ("pid", Json::Int(std::process::id() as i64)),
+        (
+            "executable",
+            s(std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()),
+        ),
+    ]);
+    obj(vec![
+        ("build", build),
+        ("cluster", cluster),
+        ("http", http),
+        ("node", node),
+        ("os", os),
+        ("runtime", runtime),
+        ("store", store_obj),
+    ])
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Follows a dotted `key=` path into an object.
+fn select<'a>(j: &'a Json, key: &str) -> Option<&'a Json> {
+    key.split('.').try_fold(j, |cur, part| match cur {
+        Json::Obj(fields) => fields.iter().find(|(k, _)| k == part).map(|(_, v)| v),
+        _ => None,
+    })
+}
+
+/// `GET /status`.
+pub async fn status(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET], true)?;
+    st.counters.num_status.add(1);
+    let j = status_json(st);
+    let out = match call.params.key.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => select(&j, k).ok_or(ApiError::NotFound)?,
+        None => &j,
+    };
+    Ok(error::json(render(out, &call.params)))
+}
+
+/// One node as `/nodes` and `/leader` describe it.
+fn node_json(n: &NodeInfo, voter: bool, leader: bool, reachable: Result<Duration, String>) -> Json {
+    let mut f: Vec<(String, Json)> = vec![("id".into(), s(&n.id))];
+    if reachable.is_ok() {
+        f.push(("api_addr".into(), s(n.api_url())));
+    }
+    f.push(("addr".into(), s(&n.raft_addr)));
+    f.push((
+        "version".into(),
+        s(if reachable.is_ok() { VERSION } else { "" }),
+    ));
+    f.push(("voter".into(), Json::Bool(voter)));
+    f.push(("reachable".into(), Json::Bool(reachable.is_ok())));
+    f.push(("leader".into(), Json::Bool(leader)));
+    let t = reachable.as_ref().map(|d| *d).unwrap_or_default();
+    f.push(("time".into(), Json::Float(t.as_secs_f64())));
+    f.push(("time_s".into(), s(gotime::format(t))));
+    if let Err(e) = reachable {
+        f.push(("error".into(), s(e)));
+    }
+    Json::Obj(f)
+}
+
+/// Whether a member answers; this node always does.
+fn probe(st: &HttpState, n: &NodeInfo) -> Result<Duration, String> {
+    let t = Instant::now();
+    if n.id == st.store.me().id {
+        return Ok(t.elapsed());
+    }
+    Err(format!("no internode transport to {}", n.raft_addr))
+}
+
+/// `GET /nodes`: the legacy object keyed by id, or `{"nodes":[...]}` with `ver=2`.
+pub async fn nodes(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET], true)?;
+    let leader = st.store.leader().map(|l| l.id);
+    let mut entries = Vec::new();
+    for (n, voter) in st.store.members() {
+        if !voter && !call.params.nonvoters {
+            continue;
+        }
+        let is_leader = leader.as_deref() == Some(n.id.as_str());
+        entries.push((n.id.clone(), node_json(&n, voter, is_leader, probe(st, &n))));
+    }
+    let j = if call.params.ver.as_deref() == Some("2") {
+        Json::Obj(vec![(
+            "nodes".into(),
+            Json::Arr(entries.into_iter().map(|(_, v)| v).collect()),
+        )])
+    } else {
+        Json::Obj(entries)
+    };
+    Ok(error::json(render(&j, &call.params)))
+}
+
+/// `GET /readyz`.
+pub async fn readyz(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET], false)?;
+    st.counters.num_readyz.add(1);
+    if call.params.noleader {
+        return Ok(error::with_body(StatusCode::OK, error::TEXT, "[+]node ok"));
+    }
+    if st.store.leader().is_none() {
+        return Err(ApiError::LeaderNotFound);
+    }
+    let mut body = String::from("[+]node ok\n[+]leader ok\n[+]store ok");
+    if call.params.sync {
+        let timeout = call.params.timeout.unwrap_or(Duration::from_secs(5));
+        st.store.wait_synced(timeout).await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "[+]node ok\n[+]leader ok\n[+]store ok\n[+]sync {e}"
+            ))
+        })?;
+        body.push_str("\n[+]sync ok");
+    }
+    Ok(error::with_body(StatusCode::OK, error::TEXT, body))
+}
+
+/// `GET /leader` (the leader's node object) and `POST /leader` (step down).
+pub async fn leader(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET, Method::POST], false)?;
+    if call.method == Method::POST {
+        st.store
+            .stepdown()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(error::empty(StatusCode::OK, Some(error::JSON)));
+    }
+    let Some(l) = st.store.leader() else {
+        return Err(ApiError::LeaderNotFound);
+    };
+    let voter = st.store.members().iter().any(|(n, v)| n.id == l.id && *v);
+    let j = node_json(&l, voter, true, probe(st, &l));
+    Ok(error::json(render(&j, &call.params)))
+}
+
+/// `DELETE /remove` with body `{"id":"<node id>"}`.
+pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::DELETE], false)?;
+    let bytes = call.body_bytes(st.max_body).await?;
+    let id = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => match m.get("id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            _ => return Err(ApiError::BadRequestEmpty),
+        },
+        _ => return Err(ApiError::BadRequestEmpty),
+    };
+    match st.store.remove_node(&id).await {
+        Ok(()) => Ok(error::empty(StatusCode::OK, None)),
+        Err(crate::store::StoreError::NotLeader { leader: None }) => Err(ApiError::LeaderNotFound),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// `POST /snapshot`.
+pub async fn snapshot(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::POST], false)?;
+    let trailing = call.params.trailing_logs.map(|t| t.max(0) as u64);
+    st.store
+        .snapshot(trailing)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(error::empty(StatusCode::OK, None))
+}
+
+/// `GET /debug/vars`: expvar's layout, one top-level key per line.
+pub async fn debug_vars(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET], false)?;
+    let c = &st.counters;
+    let q = &st.queue.stats;
+    let map = |pairs: &[(&str, u64)]| -> String {
+        let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+        format!("{{{}}}", inner.join(", "))
+    };
+    let cmdline = Json::Arr(std::env::args().map(Json::Str).collect()).to_compact();
+    let vars: Vec<(&str, String)> = vec![
+        ("cmdline", cmdline),
+        (
+            "http",
+            map(&[
+                ("backups", c.backups.get()),
+                ("executions", c.executions.get()),
+                ("loads", c.loads.get()),
+                ("num_readyz", c.num_readyz.get()),
+                ("num_status", c.num_status.get()),
+                ("queries", c.queries.get()),
+                ("requests", c.requests.get()),
+            ]),
+        ),
+        (
+            "queue",
+            map(&[
+                ("batches", q.batches.load(Ordering::Relaxed)),
+                ("failed_batches", q.failed_batches.load(Ordering::Relaxed)),
+                (
+                    "failed_statements",
+                    q.failed_statements.load(Ordering::Relaxed),
+                ),
+                ("objects_rx", q.requests.load(Ordering::Relaxed)),
+            ]),
+        ),
+    ];
+    let key = call.params.key.as_deref().filter(|k| !k.is_empty());
+    let lines: Vec<String> = vars
+        .iter()
+        .filter(|(k, _)| key.is_none_or(|want| want == *k))
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .collect();
+    let body = format!("{{\n{}\n}}\n", lines.join(",\n"));
+    Ok(error::with_body(StatusCode::OK, error::JSON, body))
+}

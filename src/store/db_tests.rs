@@ -1,0 +1,1644 @@
+//! Engine tests, checked against rqlite v8.43.3's golden transcripts (case numbers Cnn).
+//! The golden cases ran in order on one database, so the helpers below replay them in
+//! order too: `last_insert_id`/`rows_affected` carry over between statements.
+
+use super::*;
+use crate::command::{Outcome, Param, Request, Rows, Statement, Value};
+
+fn s(sql: &str) -> Statement {
+    Statement::new(sql)
+}
+
+fn sp(sql: &str, positional: Vec<Param>) -> Statement {
+    Statement {
+        sql: sql.into(),
+        positional,
+        ..Statement::default()
+    }
+}
+
+fn sn(sql: &str, named: &[(&str, Param)]) -> Statement {
+    let named = named
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    Statement {
+        sql: sql.into(),
+        named,
+        ..Statement::default()
+    }
+}
+
+fn returning(mut st: Statement) -> Statement {
+    st.force_query = true;
+    st
+}
+
+fn req(statements: Vec<Statement>) -> Request {
+    Request {
+        statements,
+        ..Request::default()
+    }
+}
+
+fn tx(statements: Vec<Statement>) -> Request {
+    Request {
+        statements,
+        transaction: true,
+        ..Request::default()
+    }
+}
+
+fn outcomes(results: Vec<StmtResult>) -> Vec<Outcome> {
+    results.into_iter().map(|r| r.outcome).collect()
+}
+
+fn ex(last_insert_id: i64, rows_affected: i64) -> Outcome {
+    Outcome::Exec {
+        last_insert_id,
+        rows_affected,
+    }
+}
+
+fn err(msg: &str) -> Outcome {
+    Outcome::Error(msg.to_string())
+}
+
+fn rows(columns: &[&str], types: &[&str], values: Vec<Vec<Value>>) -> Outcome {
+    Outcome::Rows(Rows {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        types: types.iter().map(|c| c.to_string()).collect(),
+        values,
+    })
+}
+
+fn int(i: i64) -> Value {
+    Value::Int(i)
+}
+
+fn text(t: &str) -> Value {
+    Value::Text(t.to_string())
+}
+
+fn pt(t: &str) -> Param {
+    Param::Text(t.to_string())
+}
+
+fn engine() -> Engine {
+    match Engine::open(&DbConfig::default()) {
+        Ok(e) => e,
+        Err(e) => panic!("open: {e}"),
+    }
+}
+
+fn execute(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
+    outcomes(e.execute(&req(statements)))
+}
+
+fn query(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
+    outcomes(e.query(&req(statements)))
+}
+
+fn request(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
+    outcomes(e.request(&req(statements)))
+}
+
+/// Replays the golden `/db/execute` cases C26–C81 on a fresh engine, checking each answer.
+fn foo_after_c81() -> Engine {
+    let mut e = engine();
+    let c = &mut e;
+    // C26
+    assert_eq!(
+        execute(
+            c,
+            vec![s(
+                "CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT)"
+            )]
+        ),
+        vec![ex(0, 0)]
+    );
+    // C27, C28, C29
+    assert_eq!(
+        execute(
+            c,
+            vec![sp("INSERT INTO foo(name) VALUES(?)", vec![pt("fiona")])]
+        ),
+        vec![ex(1, 1)]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                sp("INSERT INTO foo(name) VALUES(?)", vec![pt("declan")]),
+                s("UPDATE foo SET name=name WHERE id=1")
+            ]
+        ),
+        vec![ex(2, 1), ex(2, 1)]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![sp("INSERT INTO foo(name) VALUES(?)", vec![pt("p")])]
+        ),
+        vec![ex(3, 1)]
+    );
+    // C30: named parameters with each prefix, keys given without it.
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                sn(
+                    "INSERT INTO foo(id,name) VALUES(:id,:name)",
+                    &[("id", Param::Int(10)), ("name", pt("colon"))]
+                ),
+                sn(
+                    "INSERT INTO foo(id,name) VALUES(@id,@name)",
+                    &[("id", Param::Int(11)), ("name", pt("at"))]
+                ),
+                sn(
+                    "INSERT INTO foo(id,name) VALUES($id,$name)",
+                    &[("id", Param::Int(12)), ("name", pt("dollar"))]
+                ),
+            ]
+        ),
+        vec![ex(10, 1), ex(11, 1), ex(12, 1)]
+    );
+    // C31
+    assert_eq!(
+        execute(
+            c,
+            vec![sn(
+                "INSERT INTO foo(id,name) VALUES(:id,:name)",
+                &[(":id", Param::Int(13)), (":name", pt("prefixed"))]
+            )]
+        ),
+        vec![err("name \":id\" does not begin with a letter")]
+    );
+    // C32 (the HTTP layer keeps the last map), C33 (surplus values ignored).
+    assert_eq!(
+        execute(
+            c,
+            vec![sn("INSERT INTO foo(name) VALUES(:n)", &[("n", pt("m2"))])]
+        ),
+        vec![ex(13, 1)]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![sp(
+                "INSERT INTO foo(name) VALUES(?)",
+                vec![pt("a"), pt("b")]
+            )]
+        ),
+        vec![ex(14, 1)]
+    );
+    // C34, C35
+    assert_eq!(
+        execute(
+            c,
+            vec![sp(
+                "INSERT INTO foo(id,name) VALUES(?,?)",
+                vec![Param::Int(50)]
+            )]
+        ),
+        vec![err("not enough args to execute query: want 2 got 1")]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![sp(
+                "INSERT INTO foo(id,name) VALUES(?2,?1)",
+                vec![pt("nnn"), Param::Int(60)]
+            )]
+        ),
+        vec![ex(60, 1)]
+    );
+    // C36: one string, two statements; the last one's outcome.
+    assert_eq!(
+        execute(
+            c,
+            vec![s(
+                "INSERT INTO foo(name) VALUES('tp1'); INSERT INTO foo(name) VALUES('tp2')"
+            )]
+        ),
+        vec![ex(62, 1)]
+    );
+    // C37
+    assert_eq!(
+        execute(c, vec![s("[\"INSERT INTO foo(name) VALUES('tpj')\"]")]),
+        vec![err(
+            "near \"[\"INSERT INTO foo(name) VALUES('tpj')\"]\": syntax error"
+        )]
+    );
+    // C38, C47
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(name) VALUES('noct')")]),
+        vec![ex(63, 1)]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(name) VALUES('afterempty')")]),
+        vec![ex(64, 1)]
+    );
+    // C51: bool, float, null parameters.
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                sp(
+                    "INSERT INTO foo(id,name) VALUES(?,?)",
+                    vec![Param::Int(70), Param::Bool(true)]
+                ),
+                sp(
+                    "INSERT INTO foo(id,name) VALUES(?,?)",
+                    vec![Param::Int(71), Param::Real(2.5)]
+                ),
+                sp(
+                    "INSERT INTO foo(id,name) VALUES(?,?)",
+                    vec![Param::Int(72), Param::Null]
+                ),
+            ]
+        ),
+        vec![ex(70, 1), ex(71, 1), ex(72, 1)]
+    );
+    // C52, C53
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(name) VALUS(1)")]),
+        vec![err("near \"VALUS\": syntax error")]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO bar(name) VALUES(1)")]),
+        vec![err("no such table: bar")]
+    );
+    // C54: an error does not stop later statements.
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                s("INSERT INTO foo(id,name) VALUES(1,'dup')"),
+                s("INSERT INTO foo(id,name) VALUES(80,'after')")
+            ]
+        ),
+        vec![err("UNIQUE constraint failed: foo.id"), ex(80, 1)]
+    );
+    // C55, C56: in a transaction the first error stops and rolls back.
+    for (a, b) in [(81, 82), (83, 84)] {
+        let r = outcomes(c.execute(&tx(vec![
+            s(&format!("INSERT INTO foo(id,name) VALUES({a},'tx1')")),
+            s("INSERT INTO foo(id,name) VALUES(1,'dup')"),
+            s(&format!("INSERT INTO foo(id,name) VALUES({b},'tx3')")),
+        ])));
+        assert_eq!(r, vec![ex(a, 1), err("UNIQUE constraint failed: foo.id")]);
+    }
+    // C57
+    assert_eq!(
+        query(
+            c,
+            vec![s("SELECT id,name FROM foo WHERE id>=80 ORDER BY id")]
+        ),
+        vec![rows(
+            &["id", "name"],
+            &["integer", "text"],
+            vec![vec![int(80), text("after")]]
+        )]
+    );
+    // C58
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(NULL,NULL)")]),
+        vec![ex(81, 1)]
+    );
+    // C59, C60: RETURNING is query-shaped on the write path.
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                returning(sp(
+                    "INSERT INTO foo(id,name) VALUES(?,?) RETURNING id, name",
+                    vec![Param::Int(90), pt("ret")]
+                )),
+                s("INSERT INTO foo(id,name) VALUES(91,'plain')"),
+            ]
+        ),
+        vec![
+            rows(
+                &["id", "name"],
+                &["integer", "text"],
+                vec![vec![int(90), text("ret")]]
+            ),
+            ex(91, 1)
+        ]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                returning(s("INSERT INTO foo(id,name) VALUES(92,'ra') RETURNING *")),
+                s("INSERT INTO foo(id,name) VALUES(93,'pa')"),
+            ]
+        ),
+        vec![
+            rows(
+                &["id", "name"],
+                &["integer", "text"],
+                vec![vec![int(92), text("ra")]]
+            ),
+            ex(93, 1)
+        ]
+    );
+    // C61: noparse, so RETURNING was not detected: execute-shaped.
+    assert_eq!(
+        execute(
+            c,
+            vec![s("INSERT INTO foo(id,name) VALUES(94,'np') RETURNING *")]
+        ),
+        vec![ex(94, 1)]
+    );
+    // C62
+    assert_eq!(
+        execute(
+            c,
+            vec![returning(s(
+                "UPDATE foo SET name='x' WHERE id=-1 RETURNING *"
+            ))]
+        ),
+        vec![rows(&["id", "name"], &["integer", "text"], vec![])]
+    );
+    // C63: DDL reports the counters of the last change.
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                s("INSERT INTO foo(id,name) VALUES(95,'as')"),
+                s("CREATE TABLE IF NOT EXISTS foo (id INTEGER)")
+            ]
+        ),
+        vec![ex(95, 1), ex(95, 1)]
+    );
+    // C64, C65, C66
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(96,'ri')")]),
+        vec![ex(96, 1)]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(97,'rd')")]),
+        vec![ex(97, 1)]
+    );
+    assert_eq!(
+        execute(
+            c,
+            vec![
+                s("INSERT INTO foo(id,name) VALUES(98, random())"),
+                s("INSERT INTO foo(id,name) VALUES(99, datetime('now'))")
+            ]
+        ),
+        vec![ex(98, 1), ex(99, 1)]
+    );
+    // C67, C68, C69
+    assert_eq!(execute(c, vec![s("CREATE TABLE t2 (x)")]), vec![ex(99, 1)]);
+    assert_eq!(
+        execute(c, vec![s("UPDATE foo SET name='z' WHERE id=-5")]),
+        vec![ex(99, 0)]
+    );
+    assert_eq!(
+        execute(c, vec![s("DELETE FROM foo WHERE id IN (70,71,72)")]),
+        vec![ex(99, 3)]
+    );
+    // C70–C76: the queued and timed-out writes, in the order they were applied.
+    for (id, name) in [(200, "q"), (201, "qw")] {
+        assert_eq!(
+            execute(
+                c,
+                vec![s(&format!(
+                    "INSERT INTO foo(id,name) VALUES({id},'{name}')"
+                ))]
+            ),
+            vec![ex(id, 1)]
+        );
+    }
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO nosuch VALUES(1)")]),
+        vec![err("no such table: nosuch")]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(203,'t')")]),
+        vec![ex(203, 1)]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(202,'qt')")]),
+        vec![ex(202, 1)]
+    );
+    // C77: per-statement timeout; nothing changes, the counters stay.
+    let big = "CREATE TABLE big AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 30000000) SELECT x FROM c";
+    let r = outcomes(c.execute(&Request {
+        statements: vec![s(big)],
+        db_timeout_ms: 10,
+        ..Request::default()
+    }));
+    assert_eq!(r, vec![err("execute timeout")]);
+    // C80, C81
+    assert_eq!(
+        execute(c, vec![s("PRAGMA foreign_keys=ON")]),
+        vec![ex(202, 1)]
+    );
+    assert_eq!(
+        execute(c, vec![s("SELECT * FROM foo WHERE id=1")]),
+        vec![ex(202, 1)]
+    );
+    e
+}
+
+#[test]
+fn golden_execute_cases() {
+    let mut e = foo_after_c81();
+    // The timed-out CREATE TABLE AS left nothing behind.
+    assert_eq!(
+        query(&mut e, vec![s("SELECT * FROM big")]),
+        vec![err("no such table: big")]
+    );
+}
+
+#[test]
+fn golden_query_cases() {
+    let mut e = foo_after_c81();
+    let c = &mut e;
+    let id_name = ["integer", "text"];
+    // C82, C83
+    assert_eq!(
+        query(
+            c,
+            vec![s(
+                "SELECT id, name FROM foo WHERE id IN (1,2,13,72) ORDER BY id"
+            )]
+        ),
+        vec![rows(
+            &["id", "name"],
+            &id_name,
+            vec![
+                vec![int(1), text("fiona")],
+                vec![int(2), text("declan")],
+                vec![int(13), text("m2")]
+            ]
+        )]
+    );
+    assert_eq!(
+        query(c, vec![s("SELECT * FROM foo WHERE id < 0")]),
+        vec![rows(&["id", "name"], &id_name, vec![])]
+    );
+    // C87
+    assert_eq!(
+        query(
+            c,
+            vec![
+                s("SELECT COUNT(*) FROM foo"),
+                sp("SELECT name FROM foo WHERE id=?", vec![Param::Int(1)]),
+                sn(
+                    "SELECT name FROM foo WHERE id=:id",
+                    &[("id", Param::Int(2))]
+                ),
+                s("SELECT * FROM bar"),
+            ]
+        ),
+        vec![
+            rows(&["COUNT(*)"], &["integer"], vec![vec![int(29)]]),
+            rows(&["name"], &["text"], vec![vec![text("fiona")]]),
+            rows(&["name"], &["text"], vec![vec![text("declan")]]),
+            err("no such table: bar"),
+        ]
+    );
+    // C89, C90, C91: writes are refused on the read path.
+    assert_eq!(
+        query(c, vec![s("SELECT 2")]),
+        vec![rows(&["2"], &["integer"], vec![vec![int(2)]])]
+    );
+    assert_eq!(
+        query(c, vec![s("INSERT INTO foo(name) VALUES('x')")]),
+        vec![err("attempt to change database via query operation")]
+    );
+    assert_eq!(
+        query(c, vec![s("SELECT 1"), s("DELETE FROM foo")]),
+        vec![
+            rows(&["1"], &["integer"], vec![vec![int(1)]]),
+            err("attempt to change database via query operation")
+        ]
+    );
+    // C92, C93
+    assert_eq!(
+        query(c, vec![s("SELEC 1")]),
+        vec![err("near \"SELEC\": syntax error")]
+    );
+    assert_eq!(
+        query(c, vec![s("SELECT * FROM bar")]),
+        vec![err("no such table: bar")]
+    );
+    // C95: C80 turned foreign keys on for the writer only.
+    assert_eq!(
+        query(c, vec![s("PRAGMA foreign_keys")]),
+        vec![rows(&["foreign_keys"], &["integer"], vec![vec![int(0)]])]
+    );
+    // C96
+    assert_eq!(
+        query(c, vec![s("PRAGMA table_info(foo)")]),
+        vec![rows(
+            &["cid", "name", "type", "notnull", "dflt_value", "pk"],
+            &["integer", "text", "text", "integer", "", "integer"],
+            vec![
+                vec![
+                    int(0),
+                    text("id"),
+                    text("INTEGER"),
+                    int(1),
+                    Value::Null,
+                    int(1)
+                ],
+                vec![
+                    int(1),
+                    text("name"),
+                    text("TEXT"),
+                    int(0),
+                    Value::Null,
+                    int(0)
+                ],
+            ]
+        )]
+    );
+    // C110: transaction on a query is harmless.
+    assert_eq!(
+        outcomes(c.query(&tx(vec![s("SELECT 1")]))),
+        vec![rows(&["1"], &["integer"], vec![vec![int(1)]])]
+    );
+    // C111
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 50000000) SELECT count(*) FROM c";
+    let r = outcomes(c.query(&Request {
+        statements: vec![s(slow)],
+        db_timeout_ms: 10,
+        ..Request::default()
+    }));
+    assert_eq!(r, vec![err("query timeout")]);
+    // C115, C116, C117
+    assert_eq!(
+        query(
+            c,
+            vec![s(
+                "SELECT id,name FROM foo WHERE name IN ('m1','m2','a','b') ORDER BY id"
+            )]
+        ),
+        vec![rows(
+            &["id", "name"],
+            &id_name,
+            vec![vec![int(13), text("m2")], vec![int(14), text("a")]]
+        )]
+    );
+    assert_eq!(
+        query(
+            c,
+            vec![s(
+                "SELECT id,name,typeof(name) FROM foo WHERE id IN (60,70,71,72) ORDER BY id"
+            )]
+        ),
+        vec![rows(
+            &["id", "name", "typeof(name)"],
+            &["integer", "text", "text"],
+            vec![vec![int(60), text("nnn"), text("text")]]
+        )]
+    );
+    assert_eq!(
+        query(
+            c,
+            vec![s("SELECT id,name FROM foo WHERE id>=200 ORDER BY id")]
+        ),
+        vec![rows(
+            &["id", "name"],
+            &id_name,
+            vec![
+                vec![int(200), text("q")],
+                vec![int(201), text("qw")],
+                vec![int(202), text("qt")],
+                vec![int(203), text("t")],
+            ]
+        )]
+    );
+}
+
+#[test]
+fn golden_request_cases() {
+    let mut e = foo_after_c81();
+    let c = &mut e;
+    // C130, C131: reads in a writing request see its writes.
+    assert_eq!(
+        request(
+            c,
+            vec![
+                sp(
+                    "INSERT INTO foo(id,name) VALUES(?,?)",
+                    vec![Param::Int(400), pt("req")]
+                ),
+                s("SELECT id,name FROM foo WHERE id=400"),
+                s("SELECT * FROM bar"),
+            ]
+        ),
+        vec![
+            ex(400, 1),
+            rows(
+                &["id", "name"],
+                &["integer", "text"],
+                vec![vec![int(400), text("req")]]
+            ),
+            err("no such table: bar"),
+        ]
+    );
+    assert_eq!(
+        request(
+            c,
+            vec![
+                sn(
+                    "INSERT INTO foo(id,name) VALUES(:id,:n)",
+                    &[("id", Param::Int(401)), ("n", pt("declan"))]
+                ),
+                s("SELECT id,name FROM foo WHERE id IN (1,401) ORDER BY id"),
+            ]
+        ),
+        vec![
+            ex(401, 1),
+            rows(
+                &["id", "name"],
+                &["integer", "text"],
+                vec![vec![int(1), text("fiona")], vec![int(401), text("declan")]]
+            ),
+        ]
+    );
+    // C132, C133
+    assert_eq!(
+        request(
+            c,
+            vec![
+                returning(s("INSERT INTO foo(id,name) VALUES(402,'r') RETURNING id")),
+                s("SELECT 1")
+            ]
+        ),
+        vec![
+            rows(&["id"], &["integer"], vec![vec![int(402)]]),
+            rows(&["1"], &["integer"], vec![vec![int(1)]])
+        ]
+    );
+    assert_eq!(
+        request(
+            c,
+            vec![returning(s(
+                "INSERT INTO foo(id,name) VALUES(403,'r') RETURNING id,name"
+            ))]
+        ),
+        vec![rows(
+            &["id", "name"],
+            &["integer", "text"],
+            vec![vec![int(403), text("r")]]
+        )]
+    );
+    // C136
+    assert_eq!(
+        request(c, vec![s("INSERT INTO foo(id,name) VALUES(404,'r')")]),
+        vec![ex(404, 1)]
+    );
+    // C137: the transaction stops at the failure; the SELECT never runs, 405 is gone.
+    assert_eq!(
+        outcomes(c.request(&tx(vec![
+            s("INSERT INTO foo(id,name) VALUES(405,'a')"),
+            s("INSERT INTO foo(id,name) VALUES(1,'dup')"),
+            s("SELECT COUNT(*) FROM foo WHERE id=405"),
+        ]))),
+        vec![ex(405, 1), err("UNIQUE constraint failed: foo.id")]
+    );
+    assert_eq!(
+        query(c, vec![s("SELECT COUNT(*) FROM foo WHERE id=405")]),
+        vec![rows(&["COUNT(*)"], &["integer"], vec![vec![int(0)]])]
+    );
+    // C138
+    assert_eq!(
+        request(c, vec![s("INSERT INTO foo(id,name) VALUES(406,'q')")]),
+        vec![ex(406, 1)]
+    );
+    // C142: a read-only pragma on the unified endpoint is a query without columns (`{}`).
+    assert_eq!(
+        request(c, vec![s("PRAGMA query_only=1")]),
+        vec![rows(&[], &[], vec![])]
+    );
+    // C143
+    assert_eq!(
+        request(
+            c,
+            vec![s("EXPLAIN QUERY PLAN SELECT * FROM foo WHERE id=1")]
+        ),
+        vec![rows(
+            &["id", "parent", "notused", "detail"],
+            &["integer", "integer", "integer", "text"],
+            vec![vec![
+                int(2),
+                int(0),
+                int(33),
+                text("SEARCH foo USING INTEGER PRIMARY KEY (rowid=?)")
+            ]]
+        )]
+    );
+    // C146: query_only=1 above went to the read-only connection; writes still work.
+    assert_eq!(
+        execute(
+            c,
+            vec![s("INSERT INTO foo(id,name) VALUES(407,'after-qo')")]
+        ),
+        vec![ex(407, 1)]
+    );
+    // C148, C149: on the writer it takes effect, until turned off again.
+    assert_eq!(execute(c, vec![s("PRAGMA query_only=1")]), vec![ex(407, 1)]);
+    assert_eq!(
+        execute(c, vec![s("PRAGMA query_only = 0")]),
+        vec![ex(407, 1)]
+    );
+    assert_eq!(execute(c, vec![s("PRAGMA query_only=1")]), vec![ex(407, 1)]);
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(408,'qo')")]),
+        vec![err("attempt to write a readonly database")]
+    );
+    assert_eq!(
+        execute(c, vec![s("PRAGMA query_only = 0")]),
+        vec![ex(407, 0)]
+    );
+    assert_eq!(
+        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(408,'qo')")]),
+        vec![ex(408, 1)]
+    );
+}
+
+/// C118 and C119: the typed table and its rows, as the HTTP layer would hand them over.
+fn typed_table(e: &mut Engine) {
+    assert_eq!(
+        execute(e, vec![s("CREATE TABLE ty (id INTEGER PRIMARY KEY, i Integer, r REAL, t Text, b BLOB, d DATE, dt DateTime, ts TIMESTAMP, bo BOOLEAN, vc VarChar(20), j JSON, n NUMERIC, u MyType, nt)")]),
+        vec![ex(0, 0)]
+    );
+    let blob = |b: &[u8]| Param::Blob(b.to_vec());
+    let r = execute(
+        e,
+        vec![
+            s("INSERT INTO ty(id,i,r,t,b) VALUES(1, 9007199254740993, 1.0, 'héllo ☃ 日本 😀 \"q\"', x'DEADBEEF')"),
+            s("INSERT INTO ty(id,i,r) VALUES(2, 9223372036854775807, 2.5)"),
+            s("INSERT INTO ty(id,i,r) VALUES(3, -9223372036854775808, 1e-7)"),
+            s("INSERT INTO ty(id,r,n) VALUES(4, 1e300, 123456789012345678)"),
+            s("INSERT INTO ty(id,r,n) VALUES(5, 123456789012.5, 1.5)"),
+            s("INSERT INTO ty(id,d,dt,ts,bo) VALUES(6, '2024-01-02', '2024-01-02 03:04:05', '2024-01-02T03:04:05.123Z', 1)"),
+            s("INSERT INTO ty(id,d,dt,ts,bo) VALUES(7, 1700000000, 1700000000000, 1700000000.5, 0)"),
+            s("INSERT INTO ty(id,d,dt,ts,bo) VALUES(8, 'not a date', '', 'now', 'true')"),
+            s("INSERT INTO ty(id,bo,vc,j,u,nt) VALUES(9, 2, 'vc', '{\"a\":1}', 'mt', 'nt')"),
+            s("INSERT INTO ty(id,bo,t,u,nt) VALUES(10, 'false', 42, 3.5, x'00ff')"),
+            sp(
+                "INSERT INTO ty(id,i,r,t,b) VALUES(?,?,?,?,?)",
+                vec![Param::Int(11), Param::Real(1.0), Param::Real(2.5), blob(&[0xca, 0xfe]), blob(&[1, 2, 3])],
+            ),
+            sp(
+                "INSERT INTO ty(id,i,t,b,bo) VALUES(?,?,?,?,?)",
+                vec![Param::Int(12), Param::Bool(true), Param::Bool(false), blob(&[0xca, 0xfe]), Param::Bool(true)],
+            ),
+            sn(
+                "INSERT INTO ty(id,i,r) VALUES(:id,:i,:r)",
+                &[("id", Param::Int(13)), ("i", Param::Int(9007199254740993)), ("r", Param::Real(1e-7))],
+            ),
+        ],
+    );
+    assert_eq!(r, (1..=13).map(|i| ex(i, 1)).collect::<Vec<_>>());
+}
+
+#[test]
+fn golden_c120_every_type() {
+    let mut e = engine();
+    typed_table(&mut e);
+    let row = |id: i64, set: &[(usize, Value)]| {
+        let mut r = vec![Value::Null; 14];
+        r[0] = int(id);
+        for (i, v) in set {
+            r[*i] = v.clone();
+        }
+        r
+    };
+    let zero = text("0001-01-01T00:00:00Z");
+    let expected = vec![
+        row(
+            1,
+            &[
+                (1, int(9007199254740993)),
+                (2, Value::Real(1.0)),
+                (3, text("héllo ☃ 日本 😀 \"q\"")),
+                (4, Value::Blob(vec![0xde, 0xad, 0xbe, 0xef])),
+            ],
+        ),
+        row(2, &[(1, int(i64::MAX)), (2, Value::Real(2.5))]),
+        row(3, &[(1, int(i64::MIN)), (2, Value::Real(1e-7))]),
+        row(4, &[(2, Value::Real(1e300)), (11, int(123456789012345678))]),
+        row(
+            5,
+            &[(2, Value::Real(123456789012.5)), (11, Value::Real(1.5))],
+        ),
+        row(
+            6,
+            &[
+                (5, text("2024-01-02T00:00:00Z")),
+                (6, text("2024-01-02T03:04:05Z")),
+                (7, text("2024-01-02T03:04:05.123Z")),
+                (8, Value::Bool(true)),
+            ],
+        ),
+        row(
+            7,
+            &[
+                (5, text("2023-11-14T22:13:20Z")),
+                (6, text("2023-11-14T22:13:20Z")),
+                (7, Value::Real(1700000000.5)),
+                (8, Value::Bool(false)),
+            ],
+        ),
+        row(
+            8,
+            &[
+                (5, zero.clone()),
+                (6, zero.clone()),
+                (7, zero),
+                (8, text("true")),
+            ],
+        ),
+        row(
+            9,
+            &[
+                (8, Value::Bool(true)),
+                (9, text("vc")),
+                (10, text("{\"a\":1}")),
+                (12, text("mt")),
+                (13, text("nt")),
+            ],
+        ),
+        row(
+            10,
+            &[
+                (3, text("42")),
+                (8, text("false")),
+                (12, Value::Real(3.5)),
+                (13, text("\u{0}\u{FFFD}")),
+            ],
+        ),
+        row(
+            11,
+            &[
+                (1, int(1)),
+                (2, Value::Real(2.5)),
+                (3, text("\u{FFFD}\u{FFFD}")),
+                (4, Value::Blob(vec![1, 2, 3])),
+            ],
+        ),
+        row(
+            12,
+            &[
+                (1, int(1)),
+                (3, text("0")),
+                (4, Value::Blob(vec![0xca, 0xfe])),
+                (8, Value::Bool(true)),
+            ],
+        ),
+        row(13, &[(1, int(9007199254740993)), (2, Value::Real(1e-7))]),
+    ];
+    assert_eq!(
+        query(&mut e, vec![s("SELECT * FROM ty ORDER BY id")]),
+        vec![rows(
+            &["id", "i", "r", "t", "b", "d", "dt", "ts", "bo", "vc", "j", "n", "u", "nt"],
+            &[
+                "integer",
+                "integer",
+                "real",
+                "text",
+                "blob",
+                "date",
+                "datetime",
+                "timestamp",
+                "boolean",
+                "varchar(20)",
+                "json",
+                "numeric",
+                "mytype",
+                ""
+            ],
+            expected
+        )]
+    );
+}
+
+#[test]
+fn golden_c121_storage_classes() {
+    let mut e = engine();
+    typed_table(&mut e);
+    let r = query(
+        &mut e,
+        vec![s("SELECT id, typeof(i), typeof(r), typeof(t), typeof(b), typeof(d), typeof(dt), typeof(ts), typeof(bo), typeof(u), typeof(nt) FROM ty ORDER BY id")],
+    );
+    let Some(Outcome::Rows(r)) = r.into_iter().next() else {
+        panic!("not rows")
+    };
+    assert_eq!(r.types[0], "integer");
+    assert!(r.types[1..].iter().all(|t| t == "text"));
+    let names = |row: &[Value]| -> Vec<String> {
+        row[1..]
+            .iter()
+            .map(|v| {
+                if let Value::Text(t) = v {
+                    t.clone()
+                } else {
+                    String::new()
+                }
+            })
+            .collect()
+    };
+    let expect = |s: &str| -> Vec<String> { s.split(',').map(str::to_string).collect() };
+    assert_eq!(
+        names(&r.values[6]),
+        expect("null,null,null,null,integer,integer,real,integer,null,null")
+    );
+    assert_eq!(
+        names(&r.values[9]),
+        expect("null,null,text,null,null,null,null,text,real,blob")
+    );
+    assert_eq!(
+        names(&r.values[10]),
+        expect("integer,real,blob,blob,null,null,null,null,null,null")
+    );
+    assert_eq!(
+        names(&r.values[11]),
+        expect("integer,null,text,blob,null,null,null,integer,null,null")
+    );
+}
+
+#[test]
+fn golden_c122_to_c129_expressions_and_blobs() {
+    let mut e = engine();
+    typed_table(&mut e);
+    let c = &mut e;
+    // C122 (the HTTP layer applies blob_array).
+    assert_eq!(
+        query(
+            c,
+            vec![s(
+                "SELECT id, b, nt FROM ty WHERE id IN (1,10,11,12) ORDER BY id"
+            )]
+        ),
+        vec![rows(
+            &["id", "b", "nt"],
+            &["integer", "blob", ""],
+            vec![
+                vec![int(1), Value::Blob(vec![222, 173, 190, 239]), Value::Null],
+                vec![int(10), Value::Null, text("\u{0}\u{FFFD}")],
+                vec![int(11), Value::Blob(vec![1, 2, 3]), Value::Null],
+                vec![int(12), Value::Blob(vec![202, 254]), Value::Null],
+            ]
+        )]
+    );
+    // C124
+    assert_eq!(
+        query(c, vec![s("SELECT COUNT(*), x'00', 1.5, NULL, 'txt', 1=1, 2.0, 1e-7, 9007199254740993, CAST(1 AS REAL)")]),
+        vec![rows(
+            &["COUNT(*)", "x'00'", "1.5", "NULL", "'txt'", "1=1", "2.0", "1e-7", "9007199254740993", "CAST(1 AS REAL)"],
+            &["integer", "text", "real", "", "text", "integer", "real", "real", "integer", "real"],
+            vec![vec![
+                int(1),
+                text("\u{0}"),
+                Value::Real(1.5),
+                Value::Null,
+                text("txt"),
+                int(1),
+                Value::Real(2.0),
+                Value::Real(1e-7),
+                int(9007199254740993),
+                Value::Real(1.0),
+            ]]
+        )]
+    );
+    // C125, C126: back-fill from the first row only.
+    assert_eq!(
+        query(
+            c,
+            vec![s("SELECT v FROM (SELECT NULL AS v UNION ALL SELECT 5)")]
+        ),
+        vec![rows(&["v"], &[""], vec![vec![Value::Null], vec![int(5)]])]
+    );
+    assert_eq!(
+        query(
+            c,
+            vec![s("SELECT v FROM (SELECT 1 AS v UNION ALL SELECT 'a')")]
+        ),
+        vec![rows(
+            &["v"],
+            &["integer"],
+            vec![vec![int(1)], vec![text("a")]]
+        )]
+    );
+    // C127: an alias keeps the declared type.
+    assert_eq!(
+        query(
+            c,
+            vec![s("SELECT d AS x, bo+0 AS y, upper(t) FROM ty WHERE id=6")]
+        ),
+        vec![rows(
+            &["x", "y", "upper(t)"],
+            &["date", "integer", ""],
+            vec![vec![text("2024-01-02T00:00:00Z"), int(1), Value::Null]]
+        )]
+    );
+    // C128: bound blobs come back as raw strings.
+    let b = Param::Blob(vec![1, 2]);
+    assert_eq!(
+        query(
+            c,
+            vec![sp(
+                "SELECT ?, ?, typeof(?), typeof(?)",
+                vec![b.clone(), b.clone(), b.clone(), b]
+            )]
+        ),
+        vec![rows(
+            &["?", "?", "typeof(?)", "typeof(?)"],
+            &["text", "text", "text", "text"],
+            vec![vec![
+                text("\u{1}\u{2}"),
+                text("\u{1}\u{2}"),
+                text("blob"),
+                text("blob")
+            ]]
+        )]
+    );
+    // C129
+    assert_eq!(
+        query(
+            c,
+            vec![sp(
+                "SELECT ? AS a, ? AS b, ? AS c, ? AS d, typeof(?) AS e",
+                vec![
+                    Param::Bool(true),
+                    Param::Real(2.5),
+                    Param::Null,
+                    Param::Int(9007199254740993),
+                    Param::Bool(true)
+                ]
+            )]
+        ),
+        vec![rows(
+            &["a", "b", "c", "d", "e"],
+            &["integer", "real", "", "integer", "text"],
+            vec![vec![
+                int(1),
+                Value::Real(2.5),
+                Value::Null,
+                int(9007199254740993),
+                text("integer")
+            ]]
+        )]
+    );
+}
+
+#[test]
+fn time_column_out_of_go_range_is_a_statement_error() {
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![
+            s("CREATE TABLE t (d DATETIME)"),
+            s("INSERT INTO t VALUES(300000000000)"),
+        ],
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT d FROM t")]),
+        vec![err("Time.MarshalText: year outside of range [0,9999]")]
+    );
+}
+
+#[test]
+fn parameters_bind_across_a_multi_statement_string() {
+    let mut e = engine();
+    execute(&mut e, vec![s("CREATE TABLE t (a, b)")]);
+    // Arguments are consumed statement by statement, as go-sqlite3 does.
+    let st = sp(
+        "INSERT INTO t VALUES(?, 'a'); INSERT INTO t VALUES(?, 'b')",
+        vec![Param::Int(1), Param::Int(2)],
+    );
+    assert_eq!(execute(&mut e, vec![st]), vec![ex(2, 1)]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT a, b FROM t ORDER BY rowid")]),
+        vec![rows(
+            &["a", "b"],
+            &["integer", "text"],
+            vec![vec![int(1), text("a")], vec![int(2), text("b")]]
+        )]
+    );
+    // Too few for the second statement: the first one already ran (no transaction).
+    assert_eq!(
+        execute(
+            &mut e,
+            vec![sp(
+                "INSERT INTO t VALUES(?, 0); INSERT INTO t VALUES(?, 0)",
+                vec![Param::Int(3)]
+            )]
+        ),
+        vec![err("not enough args to execute query: want 1 got 1")]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM t")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(3)]])]
+    );
+    // A named value binds every spelling of its name in the statement, and named values
+    // count towards the number of arguments, also as go-sqlite3 does.
+    let st = sn("INSERT INTO t VALUES(:x, @x)", &[("x", pt("n"))]);
+    assert_eq!(
+        execute(&mut e, vec![st]),
+        vec![err("not enough args to execute query: want 2 got 1")]
+    );
+    let st = sn(
+        "INSERT INTO t VALUES(:x, $y)",
+        &[("y", pt("y")), ("x", pt("x")), ("z", pt("z"))],
+    );
+    assert_eq!(execute(&mut e, vec![st]), vec![ex(4, 1)]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT a, b FROM t WHERE rowid=4")]),
+        vec![rows(
+            &["a", "b"],
+            &["text", "text"],
+            vec![vec![text("x"), text("y")]]
+        )]
+    );
+    // An empty name is positional, as in database/sql.
+    let st = Statement {
+        sql: "SELECT ?".into(),
+        named: vec![(String::new(), Param::Int(7))],
+        ..Statement::default()
+    };
+    assert_eq!(
+        query(&mut e, vec![st]),
+        vec![rows(&["?"], &["integer"], vec![vec![int(7)]])]
+    );
+}
+
+#[test]
+fn multi_statement_strings_report_the_last_outcome_or_first_error() {
+    let mut e = engine();
+    // C186: a dump loaded as one string, with its own BEGIN/COMMIT.
+    let dump = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE loaded (id INTEGER PRIMARY KEY, v TEXT);\nINSERT INTO loaded VALUES(1,'a');\nINSERT INTO loaded VALUES(2,'b');\nCOMMIT;\n";
+    assert_eq!(execute(&mut e, vec![s(dump)]), vec![ex(2, 1)]);
+    // C187: the first error is the outcome; statements before it stay applied.
+    assert_eq!(
+        execute(
+            &mut e,
+            vec![s(
+                "CREATE TABLE loaded2 (id);\nINSERT INTO nosuch VALUES(1);\n"
+            )]
+        ),
+        vec![err("no such table: nosuch")]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT * FROM loaded2")]),
+        vec![rows(&["id"], &[""], vec![])]
+    );
+    // C188
+    assert_eq!(
+        execute(&mut e, vec![s("CREATE TABLE loaded3 (id);")]),
+        vec![ex(2, 1)]
+    );
+    // A dump inside a request transaction: its own COMMIT ends ours, which is fine.
+    let r = outcomes(e.execute(&tx(vec![s(
+        "BEGIN; INSERT INTO loaded3 VALUES(1); COMMIT;",
+    )])));
+    assert_eq!(
+        r,
+        vec![err("cannot start a transaction within a transaction")]
+    );
+    // Comments only: nothing to run, a zero result.
+    assert_eq!(execute(&mut e, vec![s("-- nothing\n")]), vec![ex(0, 0)]);
+    assert_eq!(query(&mut e, vec![s("")]), vec![rows(&[], &[], vec![])]);
+    // A query string runs every statement and answers with the last one.
+    assert_eq!(
+        query(&mut e, vec![s("SELECT 1; SELECT 2 AS two")]),
+        vec![rows(&["two"], &["integer"], vec![vec![int(2)]])]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT 1; DELETE FROM loaded")]),
+        vec![err("attempt to change database via query operation")]
+    );
+}
+
+#[test]
+fn is_read_only_uses_sqlites_verdict() {
+    let mut e = engine();
+    execute(&mut e, vec![s("CREATE TABLE t (a)")]);
+    let ro =
+        |e: &mut Engine, sqls: &[&str]| e.is_read_only(&req(sqls.iter().map(|q| s(q)).collect()));
+    assert!(ro(
+        &mut e,
+        &[
+            "SELECT * FROM t",
+            "PRAGMA table_info(t)",
+            "EXPLAIN INSERT INTO t VALUES(1)"
+        ]
+    ));
+    assert!(ro(&mut e, &["  -- only a comment"]));
+    assert!(ro(&mut e, &[]));
+    assert!(ro(&mut e, &["SELECT 1; SELECT 2"]));
+    assert!(!ro(&mut e, &["SELECT 1", "INSERT INTO t VALUES(1)"]));
+    assert!(!ro(&mut e, &["SELECT 1; DELETE FROM t"]));
+    assert!(!ro(
+        &mut e,
+        &["WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"]
+    ));
+    assert!(!ro(&mut e, &["CREATE TABLE u (b)"]));
+    // Statements that cannot be prepared take the write path (see the method's doc).
+    assert!(!ro(&mut e, &["SELEC 1"]));
+    assert!(!ro(&mut e, &["SELECT * FROM not_yet_here"]));
+}
+
+#[test]
+fn transactions_roll_back_and_report_commit_failures() {
+    let mut e = Engine::open(&DbConfig { fk: true }).unwrap_or_else(|err| panic!("{err}"));
+    execute(
+        &mut e,
+        vec![
+            s("CREATE TABLE p (id INTEGER PRIMARY KEY)"),
+            s("CREATE TABLE c (pid REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)"),
+        ],
+    );
+    // The deferred violation only shows at COMMIT: everything is undone, and said so.
+    let r = outcomes(e.execute(&tx(vec![s("INSERT INTO c VALUES(1)")])));
+    assert_eq!(r, vec![ex(1, 1), err("FOREIGN KEY constraint failed")]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM c")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(0)]])]
+    );
+    // The fk option is on for both connections.
+    assert_eq!(
+        query(&mut e, vec![s("PRAGMA foreign_keys")]),
+        vec![rows(&["foreign_keys"], &["integer"], vec![vec![int(1)]])]
+    );
+    // A successful transaction commits.
+    let r = outcomes(e.execute(&tx(vec![
+        s("INSERT INTO p VALUES(1)"),
+        s("INSERT INTO c VALUES(1)"),
+    ])));
+    assert_eq!(r, vec![ex(1, 1), ex(1, 1)]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM c")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(1)]])]
+    );
+}
+
+#[test]
+fn timeouts_are_per_statement_and_leave_the_connection_usable() {
+    let mut e = engine();
+    execute(&mut e, vec![s("CREATE TABLE t (a)")]);
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 50000000) SELECT count(*) FROM c";
+    let r = e.request(&Request {
+        statements: vec![
+            s("INSERT INTO t VALUES(1)"),
+            s(slow),
+            s("SELECT count(*) FROM t"),
+        ],
+        transaction: true,
+        db_timeout_ms: 20,
+    });
+    assert_eq!(outcomes(r), vec![ex(1, 1), err("query timeout")]);
+    // Rolled back, and both connections answer at once.
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM t")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(0)]])]
+    );
+    let r = e.execute(&Request {
+        statements: vec![s("INSERT INTO t VALUES(2)"), s("SELECT 1")],
+        db_timeout_ms: 20,
+        ..Request::default()
+    });
+    assert_eq!(outcomes(r), vec![ex(1, 1), ex(1, 1)]);
+    assert!(e.execute(&req(vec![s("INSERT INTO t VALUES(3)")]))[0].time > 0.0);
+}
+
+#[test]
+fn read_only_connection_cannot_be_left_in_a_transaction() {
+    let mut e = engine();
+    execute(&mut e, vec![s("CREATE TABLE t (a)")]);
+    // A client's BEGIN on the read path must not pin an old snapshot.
+    assert_eq!(
+        query(&mut e, vec![s("BEGIN")]),
+        vec![rows(&[], &[], vec![])]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM t")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(0)]])]
+    );
+    execute(&mut e, vec![s("INSERT INTO t VALUES(1)")]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM t")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(1)]])]
+    );
+}
+
+/// C173: the dump cases' data, on a fresh engine.
+fn dump_data() -> Engine {
+    let mut e = engine();
+    let r = execute(
+        &mut e,
+        vec![
+            s("CREATE TABLE d1 (id INTEGER PRIMARY KEY, t TEXT, r REAL, b BLOB, n INTEGER, dt DATETIME)"),
+            s("INSERT INTO d1 VALUES(1, 'it''s \"quoted\"', 2.5, x'DEADBEEF', NULL, '2024-01-02 03:04:05')"),
+            s("INSERT INTO d1 VALUES(2, 'line1\nline2', 1.0, x'', 42, NULL)"),
+            s("INSERT INTO d1 VALUES(3, NULL, 1e-7, NULL, -9223372036854775808, 1700000000)"),
+            s("CREATE INDEX d1_t ON d1(t)"),
+            s("CREATE TABLE d2 (x)"),
+            s("INSERT INTO d2 VALUES('only in d2')"),
+        ],
+    );
+    assert_eq!(
+        r,
+        vec![
+            ex(0, 0),
+            ex(1, 1),
+            ex(2, 1),
+            ex(3, 1),
+            ex(3, 1),
+            ex(3, 1),
+            ex(1, 1)
+        ]
+    );
+    e
+}
+
+const C174: &str = "PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE TABLE d1 (id INTEGER PRIMARY KEY, t TEXT, r REAL, b BLOB, n INTEGER, dt DATETIME);
+INSERT INTO \"d1\" VALUES(1,'it''s \"quoted\"',2.5,X'DEADBEEF',NULL,'2024-01-02 03:04:05');
+INSERT INTO \"d1\" VALUES(2,'line1
+line2',1.0,X'',42,NULL);
+INSERT INTO \"d1\" VALUES(3,NULL,1.0e-07,NULL,-9223372036854775808,1700000000);
+CREATE INDEX d1_t ON d1(t);
+COMMIT;
+";
+
+const C175: &str = "PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE TABLE d1 (id INTEGER PRIMARY KEY, t TEXT, r REAL, b BLOB, n INTEGER, dt DATETIME);
+INSERT INTO \"d1\" VALUES(1,'it''s \"quoted\"',2.5,X'DEADBEEF',NULL,'2024-01-02 03:04:05');
+INSERT INTO \"d1\" VALUES(2,'line1
+line2',1.0,X'',42,NULL);
+INSERT INTO \"d1\" VALUES(3,NULL,1.0e-07,NULL,-9223372036854775808,1700000000);
+CREATE TABLE d2 (x);
+INSERT INTO \"d2\" VALUES('only in d2');
+CREATE INDEX d1_t ON d1(t);
+COMMIT;
+";
+
+const C176: &str = "PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE INDEX d1_t ON d1(t);
+COMMIT;
+";
+
+fn dump(e: &mut Engine, tables: Option<&[String]>) -> String {
+    e.dump(tables).unwrap_or_else(|err| panic!("dump: {err}"))
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn golden_dumps_c174_to_c177() {
+    let mut e = dump_data();
+    assert_eq!(C174.len(), 394);
+    assert_eq!(dump(&mut e, Some(&names(&["d1"]))), C174);
+    assert_eq!(dump(&mut e, Some(&names(&["d1", "d2"]))), C175);
+    assert_eq!(dump(&mut e, Some(&names(&["nosuch"]))), C176);
+    assert_eq!(dump(&mut e, None), C175);
+    assert_eq!(dump(&mut e, Some(&[])), C175);
+    // C177: tables come by name, not by creation order.
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE a0 (z)"), s("INSERT INTO a0 VALUES(X'00')")],
+    );
+    let full = dump(&mut e, None);
+    assert!(full.starts_with("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE a0 (z);\nINSERT INTO \"a0\" VALUES(X'00');\nCREATE TABLE d1"));
+}
+
+#[test]
+fn dump_replays_to_the_same_database() {
+    let mut e = dump_data();
+    execute(
+        &mut e,
+        vec![
+            s("CREATE TABLE \"we\"\"ird\" (\"co\"\"l\" TEXT, [sp ace] REAL)"),
+            s("INSERT INTO \"we\"\"ird\" VALUES('x', 0.1)"),
+            s("CREATE TABLE auto (id INTEGER PRIMARY KEY AUTOINCREMENT, v)"),
+            s("INSERT INTO auto(v) VALUES('a'), ('b')"),
+            s("CREATE VIEW v1 AS SELECT * FROM d1"),
+            s("CREATE TRIGGER tr AFTER INSERT ON d2 BEGIN UPDATE d1 SET n = n + 1; END"),
+        ],
+    );
+    let text = dump(&mut e, None);
+    assert!(
+        text.contains("INSERT INTO \"we\"\"ird\" VALUES('x',0.1);\n"),
+        "{text}"
+    );
+    assert!(text.contains("DELETE FROM \"sqlite_sequence\";\nINSERT INTO \"sqlite_sequence\" VALUES('auto',2);\nCREATE"), "{text}");
+    let mut copy = engine();
+    assert!(matches!(
+        execute(&mut copy, vec![s(&text)])[..],
+        [Outcome::Exec { .. }]
+    ));
+    assert_eq!(dump(&mut copy, None), text);
+}
+
+/// An 8192-byte image like C190's: table `small` with two rows.
+fn small_image(page_size: u32) -> Vec<u8> {
+    let run = || -> rusqlite::Result<Vec<u8>> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(&format!(
+            "PRAGMA page_size={page_size};
+             CREATE TABLE small (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, note TEXT);
+             INSERT INTO small VALUES(1,'O''Brien',1.5,X'00FF10',NULL);
+             INSERT INTO small VALUES(2,'日本',NULL,NULL,'say \"hi\"');"
+        ))?;
+        Ok(conn.serialize(MAIN_DB)?.to_vec())
+    };
+    run().unwrap_or_else(|e| panic!("image: {e}"))
+}
+
+const C191: &str = "PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE TABLE small (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, note TEXT);
+INSERT INTO \"small\" VALUES(1,'O''Brien',1.5,X'00FF10',NULL);
+INSERT INTO \"small\" VALUES(2,'日本',NULL,NULL,'say \"hi\"');
+COMMIT;
+";
+
+#[test]
+fn golden_c190_to_c192_binary_load_replaces_everything() {
+    let mut e = foo_after_c81();
+    let image = small_image(4096);
+    assert_eq!(image.len(), 8192);
+    assert!(validate_image(&image).is_ok());
+    assert!(e.restore(&image).is_ok());
+    assert_eq!(dump(&mut e, None), C191);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT COUNT(*) FROM foo")]),
+        vec![err("no such table: foo")]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s("SELECT COUNT(*) FROM foo")]),
+        vec![err("no such table: foo")]
+    );
+    // The writer works, and the reader sees what it writes.
+    assert_eq!(
+        execute(&mut e, vec![s("INSERT INTO small(id) VALUES(3)")]),
+        vec![ex(3, 1)]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM small")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(3)]])]
+    );
+    // The configured foreign-key setting is back on both connections.
+    assert_eq!(
+        request(&mut e, vec![s("PRAGMA foreign_keys")]),
+        vec![rows(&["foreign_keys"], &["integer"], vec![vec![int(0)]])]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s("PRAGMA foreign_keys")]),
+        vec![ex(3, 1)]
+    );
+}
+
+#[test]
+fn restore_accepts_other_page_sizes_and_wal_images() {
+    let mut e = dump_data();
+    let image = small_image(1024);
+    assert!(e.restore(&image).is_ok());
+    assert_eq!(dump(&mut e, None), C191);
+
+    let mut wal = small_image(4096);
+    wal[18] = 2;
+    wal[19] = 2;
+    let mut e = dump_data();
+    assert!(e.restore(&wal).is_ok());
+    assert_eq!(dump(&mut e, None), C191);
+}
+
+#[test]
+fn invalid_images_are_refused_and_the_old_data_kept() {
+    let mut e = dump_data();
+    let before = dump(&mut e, None);
+    let good = small_image(4096);
+    let mut corrupt = good.clone();
+    for b in &mut corrupt[4096 + 8..] {
+        *b = 0x5a;
+    }
+    let mut bad_schema = good.clone();
+    bad_schema[100..4096].fill(0xff);
+    for (name, image) in [
+        ("not sqlite", b"hello world, not sqlite".to_vec()),
+        ("empty", Vec::new()),
+        ("header only", b"SQLite format 3\0".to_vec()),
+        ("truncated", good[..200].to_vec()),
+        ("corrupt page", corrupt),
+        ("corrupt schema", bad_schema),
+    ] {
+        match e.restore(&image) {
+            Err(StoreError::InvalidImage(_)) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(validate_image(&image).is_err(), "{name}");
+    }
+    assert_eq!(dump(&mut e, None), before);
+}
+
+#[test]
+fn serialize_restore_and_backup_round_trip() {
+    // Even an empty database serializes to a valid image.
+    let mut empty = engine();
+    let image = empty.serialize().unwrap_or_default();
+    assert!(validate_image(&image).is_ok());
+    let mut e = dump_data();
+    assert!(e.restore(&image).is_ok());
+    assert_eq!(
+        dump(&mut e, None),
+        "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCOMMIT;\n"
+    );
+
+    let mut e = dump_data();
+    let image = e.serialize().unwrap_or_default();
+    assert!(image.starts_with(SQLITE_HEADER));
+    let mut copy = engine();
+    assert!(copy.restore(&image).is_ok());
+    assert_eq!(dump(&mut copy, None), C175);
+
+    execute(&mut e, vec![s("DROP TABLE d2"), s("CREATE TABLE big (x)")]);
+    execute(&mut e, vec![s("INSERT INTO big SELECT randomblob(1000) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 200) SELECT x FROM c)")]);
+    execute(&mut e, vec![s("DELETE FROM big")]);
+    let plain = e.backup_image(false).unwrap_or_default();
+    let vacuumed = e.backup_image(true).unwrap_or_default();
+    assert!(validate_image(&plain).is_ok() && validate_image(&vacuumed).is_ok());
+    assert!(
+        vacuumed.len() < plain.len(),
+        "{} < {}",
+        vacuumed.len(),
+        plain.len()
+    );
+    let mut copy = engine();
+    assert!(copy.restore(&vacuumed).is_ok());
+    assert_eq!(dump(&mut copy, None), dump(&mut e, None));
+}
+
+#[test]
+fn engines_do_not_share_databases() {
+    let mut a = engine();
+    let mut b = engine();
+    execute(&mut a, vec![s("CREATE TABLE only_a (x)")]);
+    assert_eq!(
+        query(&mut b, vec![s("SELECT * FROM only_a")]),
+        vec![err("no such table: only_a")]
+    );
+}
+
+#[tokio::test]
+async fn db_thread_runs_jobs_and_survives_panics() {
+    let db = Db::spawn(engine());
+    let r = db
+        .call(|e| {
+            e.execute(&req(vec![
+                s("CREATE TABLE t (a)"),
+                s("INSERT INTO t VALUES(1)"),
+            ]))
+        })
+        .await;
+    assert_eq!(
+        r.map(outcomes).unwrap_or_default(),
+        vec![ex(0, 0), ex(1, 1)]
+    );
+    // A job that panics inside an open transaction: reported, rolled back, thread alive.
+    let r = db
+        .call(|e| {
+            e.execute(&req(vec![s("BEGIN"), s("INSERT INTO t VALUES(2)")]));
+            panic!("boom");
+        })
+        .await;
+    match r {
+        Err(StoreError::Sqlite(m)) => assert!(m.contains("boom"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let r = db
+        .call(|e| e.query(&req(vec![s("SELECT count(*) FROM t")])))
+        .await;
+    assert_eq!(
+        r.map(outcomes).unwrap_or_default(),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(1)]])]
+    );
+    // Clones share the thread.
+    let db2 = db.clone();
+    let image = db2.call(|e| e.serialize()).await;
+    assert!(matches!(image, Ok(Ok(ref i)) if i.starts_with(SQLITE_HEADER)));
+}
+
+#[test]
+fn db_call_blocking_works_outside_a_runtime() {
+    let db = Db::spawn(engine());
+    let r = db.call_blocking(|e| e.execute(&req(vec![s("CREATE TABLE t (a)")])));
+    assert_eq!(r.map(outcomes).unwrap_or_default(), vec![ex(0, 0)]);
+}
