@@ -114,6 +114,7 @@ impl Node {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
             fk: cfg.fk,
+            on_disk: cfg.on_disk,
             election_timeout: cfg.raft_election_timeout,
             heartbeat_timeout: cfg.raft_heartbeat_timeout,
             apply_timeout: cfg.raft_apply_timeout,

@@ -325,3 +325,68 @@ impl LogStore {
         self.cache().entries.is_empty()
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::{StoreBuilder, Suite};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::db::{Db, DbConfig, Engine};
+    use crate::store::snapshot::SnapshotStore;
+    use crate::store::state_machine::StateMachine;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+            let td = TempDir::new().expect("temp dir");
+            let log = LogStore::open(&td.path().join("raft-log.redb"))?;
+            let engine = Engine::open(&DbConfig::default()).expect("engine");
+            let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
+            let sm = StateMachine::open(Db::spawn(engine), snapshots).await?;
+            Ok((td, log, sm))
+        }
+    }
+
+    /// openraft's storage conformance suite, against the real log store and state machine.
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(Builder)
+    }
+
+    /// What was appended and flushed is there after reopening; truncation and purge persist.
+    #[tokio::test]
+    async fn log_survives_reopen() {
+        use openraft::testing::log_id;
+        let td = TempDir::new().unwrap();
+        let path = td.path().join("log.redb");
+        let entry = |i: u64| Entry {
+            log_id: log_id(1, 1, i),
+            payload: openraft::EntryPayload::Blank,
+        };
+        {
+            let mut s = LogStore::open(&path).unwrap();
+            // Returns only once the flush callback fired, i.e. the entries are durable.
+            s.blocking_append((1..=10).map(entry)).await.unwrap();
+            s.truncate(log_id(1, 1, 9)).await.unwrap();
+            s.purge(log_id(1, 1, 3)).await.unwrap();
+            s.save_vote(&Vote::new(2, 7)).await.unwrap();
+            s.close();
+        }
+        let mut s = LogStore::open(&path).unwrap();
+        let got: Vec<u64> = s
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(got, vec![4, 5, 6, 7, 8]);
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 7)));
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
+    }
+}

@@ -11,6 +11,7 @@
 //! says; classification is SQLite's `sqlite3_stmt_readonly`, never a string prefix.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,6 +30,9 @@ use crate::command::{Request, StmtResult};
 pub struct DbConfig {
     /// Enforce foreign keys (rqlite's `-fk`; off by default, as in rqlite).
     pub fk: bool,
+    /// Keep the database in this file instead of memory (`-on-disk`). The file is a cache
+    /// of the Raft state: it is deleted and rebuilt (snapshot + log) at every start.
+    pub path: Option<PathBuf>,
 }
 
 /// The database and its two connections. Used from one thread only (see [`Db`]).
@@ -118,6 +122,11 @@ impl Engine {
     /// clients, open transactions) is reset to the configuration.
     pub fn restore(&mut self, image: &[u8]) -> Result<(), StoreError> {
         let src = open_image(image)?;
+        if self.config.path.is_some() {
+            // The file must be closed before it can be replaced by an empty one.
+            self.rw = Connection::open_in_memory()?;
+            self.ro = Connection::open_in_memory()?;
+        }
         // The new database must still be empty here: SQLite only adopts the image's page
         // size when copying into a database that has no pages yet.
         let (mut rw, ro) = open_pair(&self.config)?;
@@ -269,17 +278,45 @@ fn unique_memdb_uri(kind: &str) -> String {
     format!("file:/sqlraft-{kind}-{}-{n}?vfs=memdb", std::process::id())
 }
 
-/// A read-write and a read-only connection to the same new, empty memdb.
+/// Deletes a database file and its journals (missing files are fine).
+fn remove_db_files(path: &Path) -> Result<(), StoreError> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io(format!("{}: {e}", Path::new(&p).display()))),
+        }
+    }
+    Ok(())
+}
+
+/// A read-write and a read-only connection to the same new, empty database: a memdb, or
+/// (`-on-disk`) a freshly created file.
 fn open_pair(config: &DbConfig) -> Result<(Connection, Connection), StoreError> {
-    let uri = unique_memdb_uri("db");
-    let rw = Connection::open_with_flags(&uri, rw_flags())?;
-    raise_size_limit(&rw)?;
-    let ro = Connection::open_with_flags(
-        &uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let ro_flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let (rw, ro) = match &config.path {
+        Some(path) => {
+            remove_db_files(path)?;
+            let rw = Connection::open_with_flags(path, rw_flags())?;
+            // Durability comes from the Raft log; the file is rebuilt at start.
+            rw.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA user_version = 0",
+            )?;
+            let ro = Connection::open_with_flags(path, ro_flags)?;
+            (rw, ro)
+        }
+        None => {
+            let uri = unique_memdb_uri("db");
+            let rw = Connection::open_with_flags(&uri, rw_flags())?;
+            raise_size_limit(&rw)?;
+            let ro = Connection::open_with_flags(&uri, ro_flags)?;
+            (rw, ro)
+        }
+    };
     for conn in [&rw, &ro] {
         // One thread uses both connections: waiting for a lock could never succeed.
         conn.busy_timeout(Duration::ZERO)?;

@@ -1252,7 +1252,11 @@ fn is_read_only_uses_sqlites_verdict() {
 
 #[test]
 fn transactions_roll_back_and_report_commit_failures() {
-    let mut e = Engine::open(&DbConfig { fk: true }).unwrap_or_else(|err| panic!("{err}"));
+    let mut e = Engine::open(&DbConfig {
+        fk: true,
+        path: None,
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
     execute(
         &mut e,
         vec![

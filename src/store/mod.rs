@@ -69,6 +69,8 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub me: NodeInfo,
     pub fk: bool,
+    /// Keep SQLite in `<data_dir>/db.sqlite` instead of memory.
+    pub on_disk: bool,
     pub election_timeout: Duration,
     pub heartbeat_timeout: Duration,
     pub apply_timeout: Duration,
@@ -108,7 +110,10 @@ impl Store {
         let log = LogStore::open(&cfg.data_dir.join("raft-log.redb"))
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
-        let engine = Engine::open(&DbConfig { fk: cfg.fk })?;
+        let engine = Engine::open(&DbConfig {
+            fk: cfg.fk,
+            path: cfg.on_disk.then(|| cfg.data_dir.join("db.sqlite")),
+        })?;
         let db = Db::spawn(engine);
         let sm = StateMachine::open(db.clone(), snapshots)
             .await

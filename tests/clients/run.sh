@@ -107,8 +107,11 @@ start_node() { # $1 = library; sets NODE_PID; on failure returns 1 with the reas
   for p in "$HTTP_PORT" "$RAFT_PORT"; do
     port_free "$p" || { NODE_WHY="port 127.0.0.1:$p already in use"; return 1; }
   done
-  "$SQLRAFT_BIN" -node-id 1 -http-addr "$HTTP_HOST:$HTTP_PORT" -raft-addr "$HTTP_HOST:$RAFT_PORT" \
-    "$d/data" >"$d/stdout" 2>"$d/stderr" </dev/null &
+  local args=(-node-id 1 -http-addr "$HTTP_HOST:$HTTP_PORT" -raft-addr "$HTTP_HOST:$RAFT_PORT")
+  # a suite may need the node to carry another identity (see node_args_rqlite_client)
+  if declare -F "node_args_$1" >/dev/null; then mapfile -t args < <("node_args_$1"); fi
+  echo "$SQLRAFT_BIN ${args[*]} $d/data" >"$d/cmdline"
+  "$SQLRAFT_BIN" "${args[@]}" "$d/data" >"$d/stdout" 2>"$d/stderr" </dev/null &
   NODE_PID=$!
   local deadline=$((SECONDS + READY_TIMEOUT)) code
   while :; do
@@ -346,7 +349,8 @@ run_rqlite-client() {
 # --- rqlite-rs (Rust, crates.io) -----------------------------------------------------------------
 # Suite: its integration test targets tests/integration_{client,ecosystem,macros}.rs (16 tests:
 # ready, nodes, leader, exec, batch, fetch + typed rows, transaction, queue, pretty/default query
-# params, request failure, axum integration, FromRow derive), built with its published Cargo.lock.
+# params, request failure, axum integration, FromRow derive), built with its published Cargo.lock,
+# run with --test-threads 1 as upstream CI does (the tests share and drop one table named "test").
 # Upstream runs them against docker `rqlite/rqlite` on localhost:4001, which is hard-coded in
 # tests/common - no change needed. Its auth tests (need a second, auth-enabled node on 4003) are
 # commented out upstream, so they are neither run nor counted. Not run: the 41 in-crate unit tests
@@ -369,7 +373,8 @@ run_rqlite-rs() {
   local out=$1 s="$SRC/rqlite-rs-$RQLITE_RS_VERSION" targets=() t
   cd "$s"
   for t in tests/*.rs; do targets+=(--test "$(basename "$t" .rs)"); done
-  timeout "$SUITE_TIMEOUT" cargo test --locked --no-fail-fast "${targets[@]}" >"$out/suite.log" 2>&1 || true
+  timeout "$SUITE_TIMEOUT" cargo test --locked --no-fail-fast "${targets[@]}" -- --test-threads 1 \
+    >"$out/suite.log" 2>&1 || true
   counts_cargo "$out/suite.log"
 }
 
@@ -384,6 +389,15 @@ run_rqlite-rs() {
 # build resolves from crates.io without --locked.
 # Not built/run: the `ureq_tls`/`ureq_webpki` features (their one test fetches https://github.com,
 # no internet here) and `migration_no_ureq_test` (needs the HTTP client compiled out: offline).
+# Node identity: its monitor tests were written against an rqlited started with its defaults
+# (-http-addr localhost:4001 -raft-addr localhost:4002, node id = Raft address), and assert
+# /nodes has node "localhost:4002" with api_addr "http://localhost:4001" and /status
+# cluster.api_addr "localhost:4001". So this suite's node still binds 127.0.0.1 but is given that
+# id and those advertised addresses.
+node_args_rqlite_client() {
+  printf '%s\n' -node-id localhost:4002 -http-addr "$HTTP_HOST:$HTTP_PORT" -http-adv-addr "localhost:$HTTP_PORT" \
+    -raft-addr "$HTTP_HOST:$RAFT_PORT" -raft-adv-addr "localhost:$RAFT_PORT"
+}
 ver_rqlite_client() { echo "$RQLITE_CLIENT_RS_VERSION"; }
 install_rqlite_client() {
   local v=$RQLITE_CLIENT_RS_VERSION f="$SRC/fetch-rqlite_client" s="$SRC/rqlite_client-$RQLITE_CLIENT_RS_VERSION" crate

@@ -350,3 +350,22 @@ async fn common_headers_on_every_response() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_database_is_rebuilt_from_the_log_at_restart() {
+    // Steps: -on-disk keeps SQLite in <data>/db.sqlite; restart rebuilds it from the log.
+    let n = TestNode::start_with(|c| c.on_disk = true).await;
+    n.client
+        .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES('on disk')"]"#)
+        .await;
+    assert!(n.dir.join("db.sqlite").exists());
+    let (dir, tmp) = n.stop().await;
+    let n = TestNode::start_in(&dir, |c| c.on_disk = true).await;
+    assert_eq!(
+        n.client.query_values("SELECT v FROM t", "strong").await,
+        json!([["on disk"]])
+    );
+    let backup = n.client.get("/db/backup").await;
+    assert!(backup.body.starts_with(b"SQLite format 3\0"));
+    drop(tmp);
+}
