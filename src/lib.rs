@@ -13,6 +13,7 @@
 //! Dependency direction: `http -> store -> raft`; `node` wires; `config` is read only at the
 //! edge (`main.rs`).
 
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod gotime;

@@ -11,9 +11,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::bootstrap::Bootstrapper;
+use crate::cluster::service::{self, ServiceState};
+use crate::cluster::{join, Cluster, Route};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::{QueueConfig, WriteQueue};
 use crate::http::{self, HttpState};
+use crate::raft::network::{Isolation, Network};
+use crate::raft::transport::Transport;
 use crate::raft::NodeInfo;
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -29,11 +34,17 @@ pub enum NodeError {
     Config(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Join(String),
 }
 
 /// A running node.
 pub struct Node {
     store: Arc<Store>,
+    cluster: Arc<Cluster>,
+    isolation: Isolation,
+    shutdown_stepdown: bool,
+    cluster_remove_shutdown: bool,
     http_addr: SocketAddr,
     raft_addr: SocketAddr,
     me: NodeInfo,
@@ -110,7 +121,10 @@ impl Node {
             api_addr: api_adv,
             api_https: false,
         };
-        let store = Store::open(StoreConfig {
+        let transport = Transport::new(cfg.cluster_connect_timeout).map_err(NodeError::Config)?;
+        let isolation = Isolation::default();
+        let network = Network::new(transport.clone(), isolation.clone());
+        let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
             fk: cfg.fk,
@@ -121,19 +135,45 @@ impl Node {
             snapshot_threshold: cfg.raft_snap,
             snapshot_interval: cfg.raft_snap_int,
             trailing_logs: cfg.trailing_logs(),
-        })
-        .await?;
-        if store.bootstrap_if_new().await? {
-            tracing::info!(node_id = %me.id, "bootstrapped a new single-voter cluster");
-        }
+        };
+        let store = Store::open(store_cfg, network).await?;
+        let cluster = Arc::new(Cluster::new(store.clone(), transport));
+        let bootstrap = Arc::new(Bootstrapper::new(cluster.clone(), cfg.bootstrap_expect));
 
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
+        // Peers must be able to reach this node before it joins or bootstraps.
+        let internode = service::router(Arc::new(ServiceState {
+            cluster: cluster.clone(),
+            isolation: isolation.clone(),
+            bootstrap: bootstrap.clone(),
+        }));
+        let stop = cancel.child_token();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(raft_listener, internode)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "internode server failed");
+            }
+        }));
+
+        if let Err(e) =
+            Self::form_or_join(&cfg, &store, &cluster, &bootstrap, &me, &mut tasks).await
+        {
+            cancel.cancel();
+            for t in tasks {
+                let _ = t.await;
+            }
+            store.shutdown().await;
+            return Err(e);
+        }
+
         tasks.push(tokio::spawn(
             store.clone().run_snapshot_loop(cancel.child_token()),
         ));
         let (queue, queue_task) = WriteQueue::start(
-            store.clone(),
+            cluster.clone(),
             QueueConfig {
                 capacity: cfg.write_queue_capacity,
                 batch_size: cfg.write_queue_batch_size,
@@ -145,6 +185,7 @@ impl Node {
         tasks.push(queue_task);
         let state = Arc::new(HttpState {
             store: store.clone(),
+            cluster: cluster.clone(),
             queue,
             max_body: cfg.http_max_body,
             started: SystemTime::now(),
@@ -161,25 +202,81 @@ impl Node {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }));
-        // The internode listener is bound now so its address is fixed and reported; it answers
-        // nothing until clustering arrives.
-        let stop = cancel.child_token();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    conn = raft_listener.accept() => drop(conn),
-                }
-            }
-        }));
         Ok(Self {
             store,
+            cluster,
+            isolation,
+            shutdown_stepdown: cfg.raft_shutdown_stepdown,
+            cluster_remove_shutdown: cfg.raft_cluster_remove_shutdown,
             http_addr,
             raft_addr,
             me,
             cancel,
             tasks,
         })
+    }
+
+    /// rqlite's decision tree: existing state wins; else `-bootstrap-expect` (in the
+    /// background: the others must be up too); else `-join`; else a new single-voter cluster.
+    async fn form_or_join(
+        cfg: &Config,
+        store: &Arc<Store>,
+        cluster: &Arc<Cluster>,
+        bootstrap: &Arc<Bootstrapper>,
+        me: &NodeInfo,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<(), NodeError> {
+        let voter = !cfg.raft_non_voter;
+        if store.is_initialized().await {
+            if !cfg.join.is_empty() || cfg.bootstrap_expect > 0 {
+                tracing::info!("node has Raft state: the stored configuration decides, not -join");
+            }
+            return Ok(());
+        }
+        if cfg.bootstrap_expect > 0 {
+            let (b, targets, timeout) = (
+                bootstrap.clone(),
+                cfg.join.clone(),
+                cfg.bootstrap_expect_timeout,
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = b.run(targets, voter, timeout).await {
+                    tracing::error!(error = %e, "cluster formation failed");
+                }
+            }));
+            return Ok(());
+        }
+        if !cfg.join.is_empty() {
+            return join::join(
+                cluster,
+                &cfg.join,
+                me,
+                voter,
+                cfg.join_attempts,
+                cfg.join_interval,
+            )
+            .await
+            .map_err(NodeError::Join);
+        }
+        if !voter {
+            return Err(NodeError::Config(
+                "a non-voter must -join an existing cluster".into(),
+            ));
+        }
+        if store.bootstrap_if_new().await? {
+            tracing::info!(node_id = %me.id, "bootstrapped a new single-voter cluster");
+        }
+        Ok(())
+    }
+
+    /// Cuts this node off from its peers (both directions) or reconnects it: a network
+    /// partition for tests and drills.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolation.set(isolated);
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -198,8 +295,25 @@ impl Node {
         &self.store
     }
 
-    /// Stops serving, lets in-flight work finish, then stops Raft.
+    /// Stops serving, lets in-flight work finish, then stops Raft. A leader first hands
+    /// leadership over (`-raft-shutdown-stepdown`); a node may instead ask to be removed
+    /// (`-raft-cluster-remove-shutdown`).
     pub async fn shutdown(self) {
+        if self.cluster_remove_shutdown {
+            let route = Route {
+                forward: true,
+                timeout: Some(std::time::Duration::from_secs(5)),
+                creds: None,
+            };
+            if let Err(e) = self.cluster.remove(self.me.id.clone(), &route).await {
+                tracing::warn!(error = %e, "could not remove this node from the cluster");
+            }
+        } else if self.shutdown_stepdown && self.store.is_leader() && self.store.members().len() > 1
+        {
+            if let Err(e) = self.cluster.transfer_leadership(None).await {
+                tracing::warn!(error = %e, "leadership transfer at shutdown failed");
+            }
+        }
         self.cancel.cancel();
         for t in self.tasks {
             let _ = t.await;

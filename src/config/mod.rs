@@ -116,6 +116,64 @@ pub struct Args {
     #[arg(long = "http-max-body", default_value_t = 256 << 20, env = "SQLRAFT_HTTP_MAX_BODY")]
     pub http_max_body: usize,
 
+    /// Raft addresses (host:port) of nodes to join, comma-separated.
+    #[arg(long = "join", env = "SQLRAFT_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+
+    /// Join rounds before giving up.
+    #[arg(
+        long = "join-attempts",
+        default_value_t = 5,
+        env = "SQLRAFT_JOIN_ATTEMPTS"
+    )]
+    pub join_attempts: u32,
+
+    /// Pause between join rounds.
+    #[arg(long = "join-interval", default_value = "3s", value_parser = go_duration, env = "SQLRAFT_JOIN_INTERVAL")]
+    pub join_interval: Duration,
+
+    /// User (from the -auth file) whose credentials joins and notifies carry.
+    #[arg(long = "join-as", env = "SQLRAFT_JOIN_AS")]
+    pub join_as: Option<String>,
+
+    /// Join as a read-only node that does not vote.
+    #[arg(long = "raft-non-voter", env = "SQLRAFT_RAFT_NON_VOTER", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub raft_non_voter: bool,
+
+    /// Form a cluster of exactly this many voters with the -join list (notify protocol).
+    #[arg(
+        long = "bootstrap-expect",
+        default_value_t = 0,
+        env = "SQLRAFT_BOOTSTRAP_EXPECT"
+    )]
+    pub bootstrap_expect: usize,
+
+    /// Give up forming a cluster with -bootstrap-expect after this long.
+    #[arg(long = "bootstrap-expect-timeout", default_value = "120s", value_parser = go_duration,
+          env = "SQLRAFT_BOOTSTRAP_EXPECT_TIMEOUT")]
+    pub bootstrap_expect_timeout: Duration,
+
+    /// Timeout for connecting to another node.
+    #[arg(long = "cluster-connect-timeout", default_value = "30s", value_parser = go_duration,
+          env = "SQLRAFT_CLUSTER_CONNECT_TIMEOUT")]
+    pub cluster_connect_timeout: Duration,
+
+    /// Hand leadership to another voter on graceful shutdown.
+    #[arg(long = "raft-shutdown-stepdown", env = "SQLRAFT_RAFT_SHUTDOWN_STEPDOWN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub raft_shutdown_stepdown: bool,
+
+    /// Stop Raft on this node once it learns it was removed from the cluster.
+    #[arg(long = "raft-remove-shutdown", env = "SQLRAFT_RAFT_REMOVE_SHUTDOWN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub raft_remove_shutdown: bool,
+
+    /// Ask the leader to remove this node on graceful shutdown.
+    #[arg(long = "raft-cluster-remove-shutdown", env = "SQLRAFT_RAFT_CLUSTER_REMOVE_SHUTDOWN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub raft_cluster_remove_shutdown: bool,
+
     /// Queued writes: how many requests may wait in the queue.
     #[arg(
         long = "write-queue-capacity",
@@ -164,6 +222,17 @@ pub struct FileConfig {
     pub write_queue_batch_size: Option<usize>,
     pub write_queue_timeout: Option<String>,
     pub write_queue_tx: Option<bool>,
+    pub join: Option<Vec<String>>,
+    pub join_attempts: Option<u32>,
+    pub join_interval: Option<String>,
+    pub join_as: Option<String>,
+    pub raft_non_voter: Option<bool>,
+    pub bootstrap_expect: Option<usize>,
+    pub bootstrap_expect_timeout: Option<String>,
+    pub cluster_connect_timeout: Option<String>,
+    pub raft_shutdown_stepdown: Option<bool>,
+    pub raft_remove_shutdown: Option<bool>,
+    pub raft_cluster_remove_shutdown: Option<bool>,
 }
 
 impl FileConfig {
@@ -197,6 +266,17 @@ pub struct Config {
     pub write_queue_batch_size: usize,
     pub write_queue_timeout: Duration,
     pub write_queue_tx: bool,
+    pub join: Vec<String>,
+    pub join_attempts: u32,
+    pub join_interval: Duration,
+    pub join_as: Option<String>,
+    pub raft_non_voter: bool,
+    pub bootstrap_expect: usize,
+    pub bootstrap_expect_timeout: Duration,
+    pub cluster_connect_timeout: Duration,
+    pub raft_shutdown_stepdown: bool,
+    pub raft_remove_shutdown: bool,
+    pub raft_cluster_remove_shutdown: bool,
 }
 
 impl Config {
@@ -230,6 +310,22 @@ impl Config {
             write_queue_batch_size: a.write_queue_batch_size,
             write_queue_timeout: a.write_queue_timeout,
             write_queue_tx: a.write_queue_tx,
+            join: a
+                .join
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            join_attempts: a.join_attempts,
+            join_interval: a.join_interval,
+            join_as: a.join_as,
+            raft_non_voter: a.raft_non_voter,
+            bootstrap_expect: a.bootstrap_expect,
+            bootstrap_expect_timeout: a.bootstrap_expect_timeout,
+            cluster_connect_timeout: a.cluster_connect_timeout,
+            raft_shutdown_stepdown: a.raft_shutdown_stepdown,
+            raft_remove_shutdown: a.raft_remove_shutdown,
+            raft_cluster_remove_shutdown: a.raft_cluster_remove_shutdown,
         }
     }
 
@@ -309,6 +405,17 @@ impl Config {
         take!(write_queue_batch_size, "write_queue_batch_size");
         take_dur!(write_queue_timeout, "write_queue_timeout");
         take!(write_queue_tx, "write_queue_tx");
+        take!(join, "join");
+        take!(join_attempts, "join_attempts");
+        take_dur!(join_interval, "join_interval");
+        take!(join_as, "join_as");
+        take!(raft_non_voter, "raft_non_voter");
+        take!(bootstrap_expect, "bootstrap_expect");
+        take_dur!(bootstrap_expect_timeout, "bootstrap_expect_timeout");
+        take_dur!(cluster_connect_timeout, "cluster_connect_timeout");
+        take!(raft_shutdown_stepdown, "raft_shutdown_stepdown");
+        take!(raft_remove_shutdown, "raft_remove_shutdown");
+        take!(raft_cluster_remove_shutdown, "raft_cluster_remove_shutdown");
         Ok(())
     }
 
@@ -354,6 +461,26 @@ impl Config {
         }
         if self.write_queue_capacity == 0 || self.write_queue_batch_size == 0 {
             return inv("write-queue-capacity", "queue sizes must be at least 1");
+        }
+        if self.bootstrap_expect > 0 && self.raft_non_voter {
+            return inv("bootstrap-expect", "a non-voter cannot bootstrap a cluster");
+        }
+        if self.bootstrap_expect > 0 && self.join.is_empty() {
+            return inv(
+                "bootstrap-expect",
+                "needs the -join list of the nodes to form a cluster with",
+            );
+        }
+        if self.bootstrap_expect > 0 && self.join.len() < self.bootstrap_expect {
+            return inv(
+                "bootstrap-expect",
+                "is larger than the number of -join addresses",
+            );
+        }
+        for j in &self.join {
+            if split_host_port(j).is_none() || j.contains("://") {
+                return inv("join", "takes Raft host:port addresses (not URLs)");
+            }
         }
         if self.http_max_body == 0 {
             return inv("http-max-body", "must be at least 1");

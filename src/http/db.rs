@@ -1,52 +1,29 @@
 //! The data endpoints: `/db/execute`, `/db/query`, `/db/request`, `/db/backup`, `/db/load`, `/boot`.
+//!
+//! Each handler parses, prepares the request as the receiving node must (pragma check and,
+//! for anything that enters the log, rewriting of non-deterministic SQL), and hands it to
+//! [`Cluster`](crate::cluster::Cluster), which serves it locally or on the leader.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use super::error::{self, classify_store_error, ApiError, StoreErrorReply};
-use super::json::{self, Json, RenderOpts};
+use super::error::{self, classify_cluster_error, ApiError, ErrorReply};
+use super::json::{self, Envelope, Json, RenderOpts};
 use super::params::{Level, QueryParams};
 use super::{body, require_method, Call, HttpState};
-use crate::command::{Request, Statement, StmtResult};
+use crate::cluster::{ClusterError, Route, Served};
+use crate::command::{Request, Statement};
 use crate::store::rewrite::RewriteOpts;
-use crate::store::{ReadLevel, ReadOpts, StoreError};
+use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
 
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
-/// The top-level response object, keys in rqlite's order, zero values omitted.
-pub fn envelope(
-    results: Vec<Json>,
-    error: Option<String>,
-    time: Option<f64>,
-    sequence_number: Option<u64>,
-    raft_index: Option<u64>,
-) -> Json {
-    let mut o = vec![("results".to_string(), Json::Arr(results))];
-    if let Some(e) = error.filter(|e| !e.is_empty()) {
-        o.push(("error".into(), Json::Str(e)));
-    }
-    if let Some(t) = time.filter(|t| *t != 0.0) {
-        o.push(("time".into(), Json::Float(t)));
-    }
-    if let Some(n) = sequence_number.filter(|n| *n != 0) {
-        o.push(("sequence_number".into(), Json::Int(n as i64)));
-    }
-    if let Some(i) = raft_index.filter(|i| *i != 0) {
-        o.push(("raft_index".into(), Json::Int(i as i64)));
-    }
-    Json::Obj(o)
-}
-
 /// Serializes as the client asked (`pretty` or compact).
 pub fn render(j: &Json, p: &QueryParams) -> String {
-    if p.pretty {
-        j.to_pretty()
-    } else {
-        j.to_compact()
-    }
+    j.render(p.pretty)
 }
 
 fn render_opts(p: &QueryParams, exec_rows_null: bool) -> RenderOpts {
@@ -82,6 +59,15 @@ fn read_opts(p: &QueryParams) -> ReadOpts {
     }
 }
 
+/// How this request may reach the leader.
+pub fn route(p: &QueryParams) -> Route {
+    Route {
+        forward: !p.redirect,
+        timeout: p.timeout.filter(|d| !d.is_zero()),
+        creds: None,
+    }
+}
+
 fn request_of(statements: Vec<Statement>, p: &QueryParams) -> Request {
     Request {
         statements,
@@ -94,36 +80,103 @@ fn request_of(statements: Vec<Statement>, p: &QueryParams) -> Request {
     }
 }
 
-/// The JSON reply to a data request, or the status a store error maps to.
+/// `redirect` on a non-leader: 301 to the same path and raw query on the leader's API.
+fn redirect(call: &Call, e: &ClusterError, json_ct: bool) -> Option<ApiError> {
+    match e {
+        ClusterError::Store(StoreError::NotLeader { leader: Some(l) }) if call.params.redirect => {
+            let query = call
+                .raw_query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            Some(ApiError::Redirect {
+                location: format!("{}{}{}", l.api_url(), call.path, query),
+                json: json_ct,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Marks a response served by the leader with its Raft address, as rqlite does.
+pub fn served_by(mut r: Response, forwarded_to: Option<String>) -> Response {
+    if let Some(v) = forwarded_to.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        r.headers_mut().insert("X-Rqlite-Served-By", v);
+    }
+    r
+}
+
+/// How a data request's result reaches the client.
+#[derive(Clone, Copy)]
+enum Shape {
+    Execute,
+    Query,
+    Request,
+}
+
+/// The JSON reply to a data request, or the status an error maps to.
 fn data_reply(
-    p: &QueryParams,
+    call: &Call,
     started: Instant,
-    outcome: Result<crate::store::Outcome, StoreError>,
-    exec_rows_null: bool,
+    outcome: Result<Served<Outcome>, ClusterError>,
+    shape: Shape,
 ) -> Result<Response, ApiError> {
+    let p = &call.params;
     let time = p.timings.then(|| started.elapsed().as_secs_f64());
-    let j = match outcome {
-        Ok(o) => {
-            let opts = render_opts(p, exec_rows_null);
+    let (j, forwarded) = match outcome {
+        Ok(Served {
+            value: o,
+            forwarded_to,
+        }) => {
+            let opts = match shape {
+                // rqlite ignores `associative` on /db/execute, even for RETURNING results.
+                Shape::Execute => RenderOpts {
+                    associative: false,
+                    ..render_opts(p, false)
+                },
+                Shape::Query => render_opts(p, false),
+                Shape::Request => render_opts(p, p.associative),
+            };
             let results = o
                 .results
                 .iter()
-                .map(|r| json::result_json(r, &opts))
+                .map(|r| match shape {
+                    Shape::Query => json::query_result_json(r, &opts),
+                    _ => json::result_json(r, &opts),
+                })
                 .collect();
-            envelope(
+            let env = Envelope {
                 results,
-                None,
                 time,
-                None,
-                o.raft_index.filter(|_| p.raft_index),
-            )
+                raft_index: o.raft_index.filter(|_| p.raft_index),
+                ..Default::default()
+            };
+            (env.to_json(), forwarded_to)
         }
-        Err(e) => match classify_store_error(e) {
-            StoreErrorReply::InBody(msg) => envelope(Vec::new(), Some(msg), time, None, None),
-            StoreErrorReply::Status(api) => return Err(api),
-        },
+        Err(e) => {
+            if let Some(r) = redirect(call, &e, true) {
+                return Err(r);
+            }
+            match classify_cluster_error(e) {
+                ErrorReply::InBody(msg) => (
+                    Envelope {
+                        error: Some(msg),
+                        time,
+                        ..Default::default()
+                    }
+                    .to_json(),
+                    None,
+                ),
+                ErrorReply::Status(api) => return Err(api),
+            }
+        }
     };
-    Ok(error::json(render(&j, p)))
+    Ok(served_by(error::json(render(&j, p)), forwarded))
+}
+
+/// A request that failed before it could be sent anywhere (e.g. a disallowed pragma).
+fn early_reply(call: &Call, e: StoreError) -> Result<Response, ApiError> {
+    data_reply(call, Instant::now(), Err(e.into()), Shape::Execute)
 }
 
 /// Reads and parses the statements of a data request.
@@ -147,20 +200,19 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     }
     let stmts = statements(st, &mut call, true).await?;
     let p = &call.params;
+    if stmts.is_empty() {
+        return Ok(error::json(render(&Envelope::default().to_json(), p)));
+    }
+    let mut req = request_of(stmts, p);
+    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+        return early_reply(&call, e);
+    }
     st.counters.executions.add(1);
-    let outcome = st
-        .store
-        .execute(request_of(stmts, p), &rewrite_opts(p))
-        .await;
-    // rqlite ignores `associative` on /db/execute, even for RETURNING results.
-    let p = QueryParams {
-        associative: false,
-        ..p.clone()
-    };
-    data_reply(&p, started, outcome, false)
+    let outcome = st.cluster.execute(req, &route(p)).await;
+    data_reply(&call, started, outcome, Shape::Execute)
 }
 
-/// `POST /db/execute?queue`: validated, then handed to the write queue.
+/// `POST /db/execute?queue`: validated and rewritten, then handed to the write queue.
 async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     let p = call.params.clone();
     if !p.noleader && st.store.leader().is_none() {
@@ -169,18 +221,18 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     let bytes = call.body_bytes(st.max_body).await?;
     let ct = call.content_type().map(str::to_string);
     // An empty array is a flush marker (useful with `wait`); anything else must parse.
-    let mut stmts = match body::parse_statements(&bytes, ct.as_deref(), true) {
+    let stmts = match body::parse_statements(&bytes, ct.as_deref(), true) {
         Ok(s) => s,
         Err(_) if is_empty_array(&bytes) => Vec::new(),
         Err(e) => return Err(ApiError::BadRequest(e.to_string())),
     };
-    let rw = rewrite_opts(&p);
-    for s in &mut stmts {
-        crate::store::rewrite::rewrite(s, &rw);
+    let mut req = request_of(stmts, &p);
+    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(&p), true) {
+        return early_reply(&call, e);
     }
     let ticket = st
         .queue
-        .submit(stmts)
+        .submit(req.statements)
         .await
         .map_err(ApiError::Unavailable)?;
     let seq = ticket.sequence_number;
@@ -194,8 +246,12 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
             Err(_) => return Err(ApiError::QueueWaitTimeout),
         }
     }
-    let j = envelope(Vec::new(), err, None, Some(seq), None);
-    Ok(error::json(render(&j, &p)))
+    let env = Envelope {
+        error: err,
+        sequence_number: Some(seq as i64),
+        ..Default::default()
+    };
+    Ok(error::json(render(&env.to_json(), &p)))
 }
 
 fn is_empty_array(bytes: &[u8]) -> bool {
@@ -217,17 +273,17 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
     };
     let p = &call.params;
     if stmts.is_empty() {
-        return Ok(error::json(render(
-            &envelope(Vec::new(), None, None, None, None),
-            p,
-        )));
+        return Ok(error::json(render(&Envelope::default().to_json(), p)));
+    }
+    let opts = read_opts(p);
+    let mut req = request_of(stmts, p);
+    // Only strong reads enter the log, so only they are rewritten.
+    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), opts.level == ReadLevel::Strong) {
+        return early_reply(&call, e);
     }
     st.counters.queries.add(1);
-    let outcome = st
-        .store
-        .query(request_of(stmts, p), &read_opts(p), &rewrite_opts(p))
-        .await;
-    data_reply(p, started, outcome, false)
+    let outcome = st.cluster.query(req, &opts, &route(p)).await;
+    data_reply(&call, started, outcome, Shape::Query)
 }
 
 /// `POST /db/request`: reads and writes in one request.
@@ -236,41 +292,54 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     let started = Instant::now();
     let stmts = statements(st, &mut call, false).await?;
     let p = &call.params;
+    if stmts.is_empty() {
+        return Ok(error::json(render(&Envelope::default().to_json(), p)));
+    }
+    let mut req = request_of(stmts, p);
+    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+        return early_reply(&call, e);
+    }
     st.counters.requests.add(1);
-    let outcome = st
-        .store
-        .request(request_of(stmts, p), &read_opts(p), &rewrite_opts(p))
-        .await;
-    data_reply(p, started, outcome, p.associative)
+    let outcome = st.cluster.request(req, &read_opts(p), &route(p)).await;
+    data_reply(&call, started, outcome, Shape::Request)
+}
+
+/// A cluster error where only a status code fits (no JSON body to carry it).
+fn status_only(call: &Call, e: ClusterError, json_301: bool) -> ApiError {
+    if let Some(r) = redirect(call, &e, json_301) {
+        return r;
+    }
+    match classify_cluster_error(e) {
+        ErrorReply::Status(a) => a,
+        ErrorReply::InBody(m) => ApiError::Unavailable(m),
+    }
 }
 
 /// `GET /db/backup`: a binary SQLite copy (default) or a SQL dump, optionally gzipped.
 pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
     let p = &call.params;
-    if !p.noleader {
-        if let Err(e) = st.store.ensure_leader() {
-            return Err(store_status(e));
-        }
-    }
     let sql = p.fmt.as_deref() == Some("sql");
     st.counters.backups.add(1);
-    let data = st
-        .store
-        .backup(sql, p.vacuum, p.tables.clone())
+    let served = st
+        .cluster
+        .backup(sql, p.vacuum, p.tables.clone(), p.noleader, &route(p))
         .await
-        .map_err(store_status)?;
+        .map_err(|e| status_only(&call, e, false))?;
     let data = if p.compress {
-        gzip(&data).map_err(|e| ApiError::Internal(e.to_string()))?
+        gzip(&served.value).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
-        data
+        served.value
     };
     let ct = if sql {
         "application/sql"
     } else {
         "application/octet-stream"
     };
-    Ok(error::with_body(StatusCode::OK, ct, data))
+    Ok(served_by(
+        error::with_body(StatusCode::OK, ct, data),
+        served.forwarded_to,
+    ))
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -279,48 +348,41 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// A store error where only a status code fits (no JSON body to carry it).
-fn store_status(e: StoreError) -> ApiError {
-    match classify_store_error(e) {
-        StoreErrorReply::Status(a) => a,
-        StoreErrorReply::InBody(m) => ApiError::Unavailable(m),
-    }
-}
-
 /// `POST /db/load`: a SQLite file replaces the database; anything else is run as a SQL dump.
 pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::POST], false)?;
     let started = Instant::now();
     let bytes = call.body_bytes(st.max_body).await?;
-    let p = &call.params;
     st.counters.loads.add(1);
+    let rt = route(&call.params);
     let outcome = if bytes.starts_with(SQLITE_HEADER) {
-        st.store.load(bytes.to_vec()).await
+        st.cluster.load_image(bytes.to_vec(), &rt).await
     } else {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
-            Ok(crate::store::Outcome::default())
+            Ok(Served {
+                value: Outcome::default(),
+                forwarded_to: None,
+            })
         } else {
+            // A dump is data: it is applied as written, not rewritten.
             let req = Request {
                 statements: vec![Statement::new(text)],
                 transaction: false,
                 db_timeout_ms: 0,
             };
-            // A dump is data, not a statement to rewrite: RANDOM() in it is a literal's job.
-            let rw = RewriteOpts {
-                random: false,
-                time: false,
-                parse: false,
-            };
-            st.store.execute(req, &rw).await
+            st.cluster.execute(req, &rt).await
         }
     };
-    let mut r = data_reply(p, started, outcome, false)?;
+    if let Err(e) = &outcome {
+        if let Some(r) = redirect(&call, e, false) {
+            return Err(r);
+        }
+    }
+    let mut r = data_reply(&call, started, outcome, Shape::Execute)?;
     // rqlite labels `/db/load` replies as text even though they are JSON.
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static(error::TEXT),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(error::TEXT));
     Ok(r)
 }
 
@@ -339,15 +401,6 @@ pub async fn boot(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
             "invalid SQLite database: {m}"
         ))),
         Err(StoreError::NotLeader { .. }) => Err(ApiError::Unavailable("not leader".into())),
-        Err(e) => Err(store_status(e)),
+        Err(e) => Err(status_only(&call, e.into(), false)),
     }
-}
-
-/// Builds the per-statement JSON for results computed elsewhere (forwarding, tests).
-pub fn results_json(results: &[StmtResult], p: &QueryParams, exec_rows_null: bool) -> Vec<Json> {
-    let opts = render_opts(p, exec_rows_null);
-    results
-        .iter()
-        .map(|r| json::result_json(r, &opts))
-        .collect()
 }

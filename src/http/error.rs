@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 
+use crate::cluster::ClusterError;
 use crate::store::StoreError;
 
 pub const JSON: &str = "application/json; charset=utf-8";
@@ -33,6 +34,11 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A forwarded request got no answer: it may or may not have been applied.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("unauthorized")]
+    Unauthorized,
     /// `redirect` on a non-leader: 301 to the same path and query on the leader.
     #[error("moved")]
     Redirect { location: String, json: bool },
@@ -52,6 +58,8 @@ impl ApiError {
             ApiError::LeaderNotFound => plain(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
             ApiError::Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, &m),
             ApiError::Internal(m) => plain(StatusCode::INTERNAL_SERVER_ERROR, &m),
+            ApiError::OutcomeUnknown(m) => plain(StatusCode::GATEWAY_TIMEOUT, &m),
+            ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
             ApiError::Redirect { location, json } => {
                 let mut r = empty(StatusCode::MOVED_PERMANENTLY, json.then_some(JSON));
                 if let Ok(v) = HeaderValue::from_str(&location) {
@@ -63,33 +71,44 @@ impl ApiError {
     }
 }
 
-/// How a store error reaches the client: a top-level `error` in a 200 body, or a status code.
-pub enum StoreErrorReply {
+/// How an error reaches the client: a top-level `error` in a 200 body, or a status code.
+pub enum ErrorReply {
     InBody(String),
     Status(ApiError),
 }
 
-/// The mapping of store errors to what the client sees.
-pub fn classify_store_error(e: StoreError) -> StoreErrorReply {
+/// The mapping of store and cluster errors to what the client sees.
+pub fn classify_cluster_error(e: ClusterError) -> ErrorReply {
     match e {
-        StoreError::DisallowedPragma | StoreError::StaleRead | StoreError::Timeout(_) => {
-            StoreErrorReply::InBody(e.to_string())
+        ClusterError::Store(e) => match e {
+            StoreError::DisallowedPragma | StoreError::StaleRead | StoreError::Timeout(_) => {
+                ErrorReply::InBody(e.to_string())
+            }
+            StoreError::NotLeader { leader: None } => ErrorReply::Status(ApiError::LeaderNotFound),
+            // Forwarding was not possible (or not allowed) and no redirect was asked for.
+            StoreError::NotLeader { leader: Some(_) } => ErrorReply::InBody("not leader".into()),
+            StoreError::InvalidImage(m) => ErrorReply::Status(ApiError::BadRequest(format!(
+                "invalid SQLite database: {m}"
+            ))),
+            StoreError::NotSingleNode => {
+                ErrorReply::Status(ApiError::Unavailable("not single-node".into()))
+            }
+            StoreError::Closed | StoreError::Raft(_) => {
+                ErrorReply::Status(ApiError::Unavailable(e.to_string()))
+            }
+            StoreError::Sqlite(_) | StoreError::Io(_) => {
+                ErrorReply::Status(ApiError::Internal(e.to_string()))
+            }
+        },
+        // Nothing was applied: the client may retry.
+        e @ ClusterError::LeaderUnreachable { .. } => {
+            ErrorReply::Status(ApiError::Unavailable(e.to_string()))
         }
-        StoreError::NotLeader { leader: None } => StoreErrorReply::Status(ApiError::LeaderNotFound),
-        // Forwarding handles a known leader before this point; reaching here means it could not.
-        StoreError::NotLeader { leader: Some(_) } => StoreErrorReply::InBody("not leader".into()),
-        StoreError::InvalidImage(m) => StoreErrorReply::Status(ApiError::BadRequest(format!(
-            "invalid SQLite database: {m}"
-        ))),
-        StoreError::NotSingleNode => {
-            StoreErrorReply::Status(ApiError::Unavailable("not single-node".into()))
+        // The write may or may not have been applied: never retried for the client.
+        e @ ClusterError::OutcomeUnknown { .. } => {
+            ErrorReply::Status(ApiError::OutcomeUnknown(e.to_string()))
         }
-        StoreError::Closed | StoreError::Raft(_) => {
-            StoreErrorReply::Status(ApiError::Unavailable(e.to_string()))
-        }
-        StoreError::Sqlite(_) | StoreError::Io(_) => {
-            StoreErrorReply::Status(ApiError::Internal(e.to_string()))
-        }
+        ClusterError::Unauthorized(_) => ErrorReply::Status(ApiError::Unauthorized),
     }
 }
 

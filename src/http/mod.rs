@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 
+use crate::cluster::Cluster;
 use crate::store::Store;
 use error::ApiError;
 use params::QueryParams;
@@ -32,6 +33,7 @@ pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 /// Everything the handlers share.
 pub struct HttpState {
     pub store: Arc<Store>,
+    pub cluster: Arc<Cluster>,
     pub queue: WriteQueue,
     pub max_body: usize,
     pub started: SystemTime,

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, ClusterError, Route};
 use crate::command::{Outcome, Request, Statement};
-use crate::store::rewrite::RewriteOpts;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Queue settings (`-write-queue-*`).
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub struct WriteQueue {
 impl WriteQueue {
     /// Starts the batching task; it stops (failing whatever is still queued) when `stop` fires.
     pub fn start(
-        store: Arc<Store>,
+        cluster: Arc<Cluster>,
         config: QueueConfig,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
@@ -71,7 +71,7 @@ impl WriteQueue {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        let task = tokio::spawn(run(store, config.clone(), rx, stats.clone(), stop));
+        let task = tokio::spawn(run(cluster, config.clone(), rx, stats.clone(), stop));
         (
             Self {
                 tx,
@@ -100,7 +100,7 @@ impl WriteQueue {
 }
 
 async fn run(
-    store: Arc<Store>,
+    cluster: Arc<Cluster>,
     cfg: QueueConfig,
     mut rx: mpsc::Receiver<Item>,
     stats: Arc<QueueStats>,
@@ -120,7 +120,7 @@ async fn run(
                 item = rx.recv() => match item { Some(i) => batch.push(i), None => break },
             }
         }
-        flush(&store, &cfg, batch, &stats, &stop).await;
+        flush(&cluster, &cfg, batch, &stats, &stop).await;
     }
     // Bounded shutdown: whatever is still queued is reported, not retried.
     rx.close();
@@ -137,7 +137,7 @@ async fn run(
 }
 
 async fn flush(
-    store: &Store,
+    cluster: &Cluster,
     cfg: &QueueConfig,
     batch: Vec<Item>,
     stats: &QueueStats,
@@ -162,16 +162,19 @@ async fn flush(
         transaction: cfg.transaction,
         db_timeout_ms: 0,
     };
-    // Statements were rewritten when they were queued.
-    let no_rewrite = RewriteOpts {
-        random: false,
-        time: false,
-        parse: false,
+    // Statements were rewritten when they were queued; a follower forwards the batch.
+    let route = Route {
+        forward: true,
+        timeout: None,
+        creds: None,
     };
     let outcome = loop {
-        match store.execute(req.clone(), &no_rewrite).await {
-            // Nothing was proposed: safe to try again once a leader exists.
-            Err(StoreError::NotLeader { leader: None }) if !stop.is_cancelled() => {
+        match cluster.execute(req.clone(), &route).await {
+            // Nothing was proposed: safe to try again once a leader exists or is reachable.
+            Err(
+                ClusterError::Store(StoreError::NotLeader { leader: None })
+                | ClusterError::LeaderUnreachable { .. },
+            ) if !stop.is_cancelled() => {
                 tracing::warn!("write queue: no leader, retrying in 1s");
                 tokio::select! {
                     _ = stop.cancelled() => {}
@@ -183,7 +186,7 @@ async fn flush(
     };
     match outcome {
         Ok(out) => {
-            let mut results = out.results.into_iter();
+            let mut results = out.value.results.into_iter();
             for item in batch {
                 let mut errors = Vec::new();
                 for _ in 0..item.statements.len() {

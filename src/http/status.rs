@@ -337,27 +337,40 @@ fn node_json(n: &NodeInfo, voter: bool, leader: bool, reachable: Result<Duration
     Json::Obj(f)
 }
 
-/// Whether a member answers; this node always does.
-fn probe(st: &HttpState, n: &NodeInfo) -> Result<Duration, String> {
+/// Whether a member answers its metadata call, and how long that took; this node always does.
+async fn probe(st: &HttpState, n: &NodeInfo, timeout: Duration) -> Result<Duration, String> {
     let t = Instant::now();
     if n.id == st.store.me().id {
         return Ok(t.elapsed());
     }
-    Err(format!("no internode transport to {}", n.raft_addr))
+    match st.cluster.meta(&n.raft_addr, timeout).await {
+        Ok(_) => Ok(t.elapsed()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-/// `GET /nodes`: the legacy object keyed by id, or `{"nodes":[...]}` with `ver=2`.
+/// `GET /nodes`: the legacy object keyed by id, or `{"nodes":[...]}` with `ver=2`. Members
+/// are probed in parallel.
 pub async fn nodes(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], true)?;
     let leader = st.store.leader().map(|l| l.id);
-    let mut entries = Vec::new();
-    for (n, voter) in st.store.members() {
-        if !voter && !call.params.nonvoters {
-            continue;
-        }
-        let is_leader = leader.as_deref() == Some(n.id.as_str());
-        entries.push((n.id.clone(), node_json(&n, voter, is_leader, probe(st, &n))));
-    }
+    let timeout = call.params.timeout.unwrap_or(Duration::from_secs(30));
+    let members: Vec<(NodeInfo, bool)> = st
+        .store
+        .members()
+        .into_iter()
+        .filter(|(_, voter)| *voter || call.params.nonvoters)
+        .collect();
+    let probes =
+        futures_util::future::join_all(members.iter().map(|(n, _)| probe(st, n, timeout))).await;
+    let entries: Vec<(String, Json)> = members
+        .iter()
+        .zip(probes)
+        .map(|((n, voter), reach)| {
+            let is_leader = leader.as_deref() == Some(n.id.as_str());
+            (n.id.clone(), node_json(n, *voter, is_leader, reach))
+        })
+        .collect();
     let j = if call.params.ver.as_deref() == Some("2") {
         Json::Obj(vec![(
             "nodes".into(),
@@ -392,21 +405,57 @@ pub async fn readyz(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     Ok(error::with_body(StatusCode::OK, error::TEXT, body))
 }
 
-/// `GET /leader` (the leader's node object) and `POST /leader` (step down).
-pub async fn leader(st: &HttpState, call: Call) -> Result<Response, ApiError> {
+fn cluster_status(e: crate::cluster::ClusterError) -> ApiError {
+    match super::error::classify_cluster_error(e) {
+        super::error::ErrorReply::Status(a) => a,
+        super::error::ErrorReply::InBody(m) => ApiError::Internal(m),
+    }
+}
+
+/// `GET /leader` (the leader's node object) and `POST /leader` (leadership transfer, to
+/// `{"id": ...}` if a body names one).
+pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET, Method::POST], false)?;
     if call.method == Method::POST {
-        st.store
-            .stepdown()
+        let bytes = call.body_bytes(st.max_body).await?;
+        let id = if bytes.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(m)) => {
+                    m.get("id").and_then(|v| v.as_str()).map(str::to_string)
+                }
+                Ok(_) => {
+                    return Err(ApiError::BadRequest(
+                        "invalid JSON: expected an object".into(),
+                    ))
+                }
+                Err(e) => return Err(ApiError::BadRequest(format!("invalid JSON: {e}"))),
+            }
+        };
+        let served = st
+            .cluster
+            .stepdown(id, &super::db::route(&call.params))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(error::empty(StatusCode::OK, Some(error::JSON)));
+            .map_err(cluster_status)?;
+        if call.params.wait {
+            let old = st.store.leader().map(|l| l.id);
+            let deadline = Instant::now() + call.params.timeout.unwrap_or(Duration::from_secs(10));
+            while Instant::now() < deadline && st.store.leader().map(|l| l.id) == old {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        return Ok(super::db::served_by(
+            error::empty(StatusCode::OK, Some(error::JSON)),
+            served.forwarded_to,
+        ));
     }
     let Some(l) = st.store.leader() else {
         return Err(ApiError::LeaderNotFound);
     };
     let voter = st.store.members().iter().any(|(n, v)| n.id == l.id && *v);
-    let j = node_json(&l, voter, true, probe(st, &l));
+    let timeout = call.params.timeout.unwrap_or(Duration::from_secs(30));
+    let j = node_json(&l, voter, true, probe(st, &l, timeout).await);
     Ok(error::json(render(&j, &call.params)))
 }
 
@@ -421,10 +470,26 @@ pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError
         },
         _ => return Err(ApiError::BadRequestEmpty),
     };
-    match st.store.remove_node(&id).await {
-        Ok(()) => Ok(error::empty(StatusCode::OK, None)),
-        Err(crate::store::StoreError::NotLeader { leader: None }) => Err(ApiError::LeaderNotFound),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+    let rt = super::db::route(&call.params);
+    match st.cluster.remove(id, &rt).await {
+        Ok(served) => Ok(super::db::served_by(
+            error::empty(StatusCode::OK, None),
+            served.forwarded_to,
+        )),
+        Err(crate::cluster::ClusterError::Store(crate::store::StoreError::NotLeader {
+            leader: Some(l),
+        })) if call.params.redirect => {
+            let query = call
+                .raw_query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            Err(ApiError::Redirect {
+                location: format!("{}{}{}", l.api_url(), call.path, query),
+                json: false,
+            })
+        }
+        Err(e) => Err(cluster_status(e)),
     }
 }
 

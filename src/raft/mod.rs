@@ -6,6 +6,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod transport;
 
 use std::fmt;
 use std::io::Cursor;

@@ -100,11 +100,42 @@ pub struct Store {
     id: NodeId,
     cfg: StoreConfig,
     started: Instant,
+    contact: LeaderContact,
+}
+
+/// When this node last heard from a leader (for `freshness`). The internode service records
+/// every append-entries it accepts.
+#[derive(Debug, Default)]
+pub struct LeaderContact {
+    /// Milliseconds since `epoch` of the last contact, plus one (0 = never).
+    last: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl LeaderContact {
+    fn epoch(&self) -> Instant {
+        *self.epoch.get_or_init(Instant::now)
+    }
+
+    pub fn record(&self) {
+        let ms = self.epoch().elapsed().as_millis() as u64 + 1;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long ago a leader was last heard from, if ever.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        (last != 0).then(|| {
+            self.epoch()
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last - 1))
+        })
+    }
 }
 
 impl Store {
     /// Opens the log, restores the newest snapshot and starts Raft. Does not bootstrap.
-    pub async fn open(cfg: StoreConfig) -> Result<Arc<Self>, StoreError> {
+    pub async fn open(cfg: StoreConfig, network: Network) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
         std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
         let log = LogStore::open(&cfg.data_dir.join("raft-log.redb"))
@@ -137,7 +168,7 @@ impl Store {
                 .map_err(|e| StoreError::Raft(e.to_string()))?,
         );
         let id = node_id_of(&cfg.me.id);
-        let raft = Raft::new(id, raft_cfg, Network, log.clone(), sm.clone())
+        let raft = Raft::new(id, raft_cfg, network, log.clone(), sm.clone())
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         Ok(Arc::new(Self {
@@ -149,6 +180,7 @@ impl Store {
             id,
             cfg,
             started: Instant::now(),
+            contact: LeaderContact::default(),
         }))
     }
 
@@ -220,6 +252,11 @@ impl Store {
         self.log.len()
     }
 
+    /// Records that a leader was heard from (called by the internode service).
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -279,6 +316,19 @@ impl Store {
         }
     }
 
+    /// What the node that receives a request does before it may enter the log: refuse
+    /// disallowed pragmas, and rewrite non-deterministic SQL (`rewrite`: writes and strong
+    /// reads; other reads run locally and need no rewriting).
+    pub fn prepare(req: &mut Request, rw: &RewriteOpts, rewrite: bool) -> Result<(), StoreError> {
+        Self::check_pragmas(req)?;
+        if rewrite {
+            for s in &mut req.statements {
+                rewrite::rewrite(s, rw);
+            }
+        }
+        Ok(())
+    }
+
     fn check_pragmas(req: &Request) -> Result<(), StoreError> {
         if req
             .statements
@@ -306,11 +356,8 @@ impl Store {
     }
 
     /// Runs writes through the log (`/db/execute`).
-    pub async fn execute(&self, mut req: Request, rw: &RewriteOpts) -> Result<Outcome, StoreError> {
+    pub async fn execute(&self, req: Request) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
-        for s in &mut req.statements {
-            rewrite::rewrite(s, rw);
-        }
         let (resp, index) = self.propose(Command::Execute(req)).await?;
         Ok(Outcome {
             results: resp.results,
@@ -319,18 +366,9 @@ impl Store {
     }
 
     /// Reads (`/db/query`) at the requested consistency level.
-    pub async fn query(
-        &self,
-        mut req: Request,
-        opts: &ReadOpts,
-        rw: &RewriteOpts,
-    ) -> Result<Outcome, StoreError> {
+    pub async fn query(&self, req: Request, opts: &ReadOpts) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
         if self.resolve_level(opts.level) == ReadLevel::Strong {
-            // Only strong reads are rewritten: they are the only ones replayed elsewhere.
-            for s in &mut req.statements {
-                rewrite::rewrite(s, rw);
-            }
             let (resp, index) = self.propose(Command::Query(req)).await?;
             return Ok(Outcome {
                 results: resp.results,
@@ -347,12 +385,7 @@ impl Store {
 
     /// The unified endpoint (`/db/request`): a read-only request at a level other than strong is
     /// served like a query; anything else goes through the log.
-    pub async fn request(
-        &self,
-        mut req: Request,
-        opts: &ReadOpts,
-        rw: &RewriteOpts,
-    ) -> Result<Outcome, StoreError> {
+    pub async fn request(&self, req: Request, opts: &ReadOpts) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
         let level = opts.level;
         if level != ReadLevel::Strong {
@@ -369,9 +402,6 @@ impl Store {
                     raft_index: None,
                 });
             }
-        }
-        for s in &mut req.statements {
-            rewrite::rewrite(s, rw);
         }
         let (resp, index) = self.propose(Command::ExecuteQuery(req)).await?;
         Ok(Outcome {
@@ -409,14 +439,11 @@ impl Store {
         if self.is_leader() {
             return Ok(());
         }
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        // Without a known leader there is no contact to measure: the read is stale.
-        if m.current_leader.is_none() {
-            return Err(StoreError::StaleRead);
+        match self.contact.since_leader_contact() {
+            Some(age) if age <= fresh => Ok(()),
+            // Never heard from a leader, or not recently enough.
+            _ => Err(StoreError::StaleRead),
         }
-        let _ = fresh;
-        Ok(())
     }
 
     /// ReadIndex: confirm leadership with a quorum, then wait until applied >= commit index.
@@ -535,19 +562,6 @@ impl Store {
             .map_err(|e| StoreError::Timeout(e.to_string()))
     }
 
-    /// Gives up leadership (`POST /leader`). A single voter has nobody to hand it to, which
-    /// rqlite answers with success.
-    pub async fn stepdown(&self) -> Result<(), StoreError> {
-        self.ensure_leader()?;
-        let voters = self.members().iter().filter(|(_, v)| *v).count();
-        if voters <= 1 {
-            return Ok(());
-        }
-        Err(StoreError::Raft(
-            "leadership transfer needs the internode transport".into(),
-        ))
-    }
-
     /// Removes a member by its rqlite id; unknown ids are not an error (as in rqlite).
     pub async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
         self.ensure_leader()?;
@@ -555,11 +569,64 @@ impl Store {
             return Ok(());
         };
         let nid = node_id_of(&node.id);
+        // With `retain = false`, removing a voter drops the node too; a learner is removed
+        // as a node.
         let change = if voter {
             openraft::ChangeMembers::RemoveVoters([nid].into())
         } else {
             openraft::ChangeMembers::RemoveNodes([nid].into())
         };
+        self.change_membership(change).await
+    }
+
+    /// Makes this node part of a new cluster of exactly `members` (the `-bootstrap-expect`
+    /// outcome). Every node that reaches the same set calls this with identical input, which
+    /// Raft tolerates. Returns false if this node already had state.
+    pub async fn bootstrap_with(&self, members: Vec<NodeInfo>) -> Result<bool, StoreError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = members
+            .into_iter()
+            .map(|n| (node_id_of(&n.id), n))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Whether this node has Raft state (was bootstrapped, joined, or restarted with data).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// The voter among `candidates` whose replicated log is longest (leader only).
+    pub fn most_caught_up(&self, candidates: &[NodeInfo]) -> Option<NodeInfo> {
+        let m = self.raft.metrics().borrow().clone();
+        let repl = m.replication.unwrap_or_default();
+        candidates
+            .iter()
+            .max_by_key(|n| {
+                repl.get(&node_id_of(&n.id))
+                    .copied()
+                    .flatten()
+                    .map(|l| l.index)
+                    .unwrap_or(0)
+            })
+            .cloned()
+    }
+
+    async fn change_membership(
+        &self,
+        change: openraft::ChangeMembers<NodeId, NodeInfo>,
+    ) -> Result<(), StoreError> {
         match tokio::time::timeout(
             self.cfg.apply_timeout,
             self.raft.change_membership(change, false),
@@ -573,8 +640,60 @@ impl Store {
                 })
             }
             Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
-            Err(_) => Err(StoreError::Timeout("remove: timeout".into())),
+            Err(_) => Err(StoreError::Timeout("membership change: timeout".into())),
         }
+    }
+
+    /// Adds a node (leader only), as rqlite's join does: an identical rejoin is a no-op; a
+    /// node that reuses an id with a new address, or an address with a new id, replaces the
+    /// old entry. The node is added as a learner, brought up to date (by snapshot if the log
+    /// was compacted), then promoted if it is to vote.
+    pub async fn add_member(&self, node: NodeInfo, voter: bool) -> Result<(), StoreError> {
+        self.ensure_leader()?;
+        let nid = node_id_of(&node.id);
+        let members = self.members();
+        let same = members
+            .iter()
+            .find(|(n, _)| n.id == node.id && n.raft_addr == node.raft_addr);
+        match same {
+            Some((_, true)) => return Ok(()),
+            Some((_, false)) if !voter => return Ok(()),
+            _ => {}
+        }
+        for (old, old_voter) in &members {
+            let conflict = (old.id == node.id) != (old.raft_addr == node.raft_addr);
+            if conflict {
+                tracing::info!(old = %old, new = %node, voter = old_voter, "replacing a member that changed its address or id");
+                self.remove_node(&old.id).await?;
+            }
+        }
+        if same.is_none() {
+            let added = tokio::time::timeout(
+                Duration::from_secs(120),
+                self.raft.add_learner(nid, node.clone(), true),
+            )
+            .await;
+            match added {
+                Ok(Ok(_)) => {}
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    return Err(StoreError::NotLeader {
+                        leader: f.leader_node,
+                    })
+                }
+                Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
+                Err(_) => {
+                    return Err(StoreError::Timeout(
+                        "join: new node did not catch up in time".into(),
+                    ))
+                }
+            }
+        }
+        if voter {
+            self.change_membership(openraft::ChangeMembers::AddVoterIds([nid].into()))
+                .await?;
+        }
+        tracing::info!(node = %node, voter, "node joined");
+        Ok(())
     }
 
     /// Stops Raft and the database thread.

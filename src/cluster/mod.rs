@@ -1,0 +1,423 @@
+//! Clustering: the internode service, joining, and forwarding to the leader.
+//!
+//! Owns: "local, else leader, else redirect" for every operation (`Cluster`), the internode
+//! service that answers peers (`service.rs`), the join loop (`join.rs`) and the cluster
+//! service's messages (`proto.rs`).
+//! Does not: pick HTTP status codes (`http/error.rs`) or apply anything (`store`).
+
+pub mod bootstrap;
+pub mod join;
+pub mod proto;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::command::Request;
+use crate::raft::transport::{Transport, TransportError};
+use crate::raft::NodeInfo;
+use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
+use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, WireError, PATH_CLUSTER};
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The leader is known but could not be reached; nothing was applied.
+    #[error("leader {addr} unreachable: {msg}")]
+    LeaderUnreachable { addr: String, msg: String },
+    /// The leader was sent the request but did not answer: it may or may not have applied it.
+    #[error("outcome unknown: leader {addr} did not answer: {msg}")]
+    OutcomeUnknown { addr: String, msg: String },
+    /// The leader refused the caller's credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+/// A result and where it was computed.
+#[derive(Debug)]
+pub struct Served<T> {
+    pub value: T,
+    /// The leader's Raft address when the request was forwarded (`X-RQLITE-SERVED-BY`).
+    pub forwarded_to: Option<String>,
+}
+
+impl<T> Served<T> {
+    fn local(value: T) -> Self {
+        Self {
+            value,
+            forwarded_to: None,
+        }
+    }
+}
+
+/// How a request may reach the leader.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// Forward transparently when this node is not the leader (false: `redirect`).
+    pub forward: bool,
+    /// Bound on a forwarded call (rqlite's `timeout`, default 30s).
+    pub timeout: Option<Duration>,
+    /// The caller's credentials, re-checked by the leader.
+    pub creds: Option<Credentials>,
+}
+
+const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every data operation, served locally or by the leader.
+pub struct Cluster {
+    store: Arc<Store>,
+    transport: Transport,
+}
+
+impl Cluster {
+    pub fn new(store: Arc<Store>, transport: Transport) -> Self {
+        Self { store, transport }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Sends a cluster request to `addr` and turns transport failures into cluster errors.
+    /// `idempotent` calls that were sent but not answered are "leader unreachable" rather
+    /// than "outcome unknown".
+    pub async fn call(
+        &self,
+        addr: &str,
+        req: &ClusterRequest,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<ClusterResponse, ClusterError> {
+        match self
+            .transport
+            .call::<_, ClusterResponse>(addr, PATH_CLUSTER, req, timeout)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(TransportError::Unreachable { addr, msg }) => {
+                Err(ClusterError::LeaderUnreachable { addr, msg })
+            }
+            Err(TransportError::Timeout { addr, timeout }) if !idempotent => {
+                Err(ClusterError::OutcomeUnknown {
+                    addr,
+                    msg: format!("no answer within {timeout:?}"),
+                })
+            }
+            Err(e @ TransportError::Timeout { .. }) => Err(ClusterError::LeaderUnreachable {
+                addr: addr.to_string(),
+                msg: e.to_string(),
+            }),
+            Err(TransportError::Protocol { addr, msg }) => {
+                Err(ClusterError::OutcomeUnknown { addr, msg })
+            }
+        }
+    }
+
+    /// Runs `local`; if this node is not the leader and forwarding is allowed, sends `remote`
+    /// to the leader instead.
+    async fn local_or_leader<T, L, Fut, M>(
+        &self,
+        route: &Route,
+        idempotent: bool,
+        local: L,
+        remote: impl FnOnce() -> ClusterRequest,
+        map: M,
+    ) -> Result<Served<T>, ClusterError>
+    where
+        L: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+        M: FnOnce(ClusterResponse) -> Result<T, ClusterError>,
+    {
+        match local().await {
+            Ok(v) => Ok(Served::local(v)),
+            Err(StoreError::NotLeader {
+                leader: Some(leader),
+            }) if route.forward && leader.id != self.store.me().id => {
+                let timeout = route.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
+                let resp = self
+                    .call(&leader.raft_addr, &remote(), timeout, idempotent)
+                    .await?;
+                let value = map(resp)?;
+                Ok(Served {
+                    value,
+                    forwarded_to: Some(leader.raft_addr),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes (`/db/execute`). `req` must already be prepared (`Store::prepare`).
+    pub async fn execute(
+        &self,
+        req: Request,
+        route: &Route,
+    ) -> Result<Served<Outcome>, ClusterError> {
+        let creds = route.creds.clone();
+        let r = req.clone();
+        self.local_or_leader(
+            route,
+            false,
+            || self.store.execute(r),
+            || ClusterRequest::Execute { req, creds },
+            outcome,
+        )
+        .await
+    }
+
+    /// Reads (`/db/query`). `none` is always local.
+    pub async fn query(
+        &self,
+        req: Request,
+        opts: &ReadOpts,
+        route: &Route,
+    ) -> Result<Served<Outcome>, ClusterError> {
+        let creds = route.creds.clone();
+        let wire = opts.into();
+        let r = req.clone();
+        let idempotent = opts.level != ReadLevel::Strong;
+        self.local_or_leader(
+            route,
+            idempotent,
+            || self.store.query(r, opts),
+            || ClusterRequest::Query {
+                req,
+                opts: wire,
+                creds,
+            },
+            outcome,
+        )
+        .await
+    }
+
+    /// The unified endpoint (`/db/request`).
+    pub async fn request(
+        &self,
+        req: Request,
+        opts: &ReadOpts,
+        route: &Route,
+    ) -> Result<Served<Outcome>, ClusterError> {
+        let creds = route.creds.clone();
+        let wire = opts.into();
+        let r = req.clone();
+        self.local_or_leader(
+            route,
+            false,
+            || self.store.request(r, opts),
+            || ClusterRequest::Request {
+                req,
+                opts: wire,
+                creds,
+            },
+            outcome,
+        )
+        .await
+    }
+
+    /// Backups are served by the leader unless `local` (`noleader`).
+    pub async fn backup(
+        &self,
+        sql: bool,
+        vacuum: bool,
+        tables: Option<Vec<String>>,
+        local: bool,
+        route: &Route,
+    ) -> Result<Served<Vec<u8>>, ClusterError> {
+        let creds = route.creds.clone();
+        let t = tables.clone();
+        self.local_or_leader(
+            route,
+            true,
+            || async move {
+                if !local {
+                    self.store.ensure_leader()?;
+                }
+                self.store.backup(sql, vacuum, t).await
+            },
+            || ClusterRequest::Backup {
+                sql,
+                vacuum,
+                tables,
+                creds,
+            },
+            |r| match r {
+                ClusterResponse::Bytes(b) => Ok(b),
+                other => Err(unexpected(other)),
+            },
+        )
+        .await
+    }
+
+    /// Loads a SQLite image through the log.
+    pub async fn load_image(
+        &self,
+        image: Vec<u8>,
+        route: &Route,
+    ) -> Result<Served<Outcome>, ClusterError> {
+        let creds = route.creds.clone();
+        let img = image.clone();
+        self.local_or_leader(
+            route,
+            false,
+            || async move {
+                self.store.ensure_leader()?;
+                self.store.load(img).await
+            },
+            || ClusterRequest::Load {
+                image: Some(image),
+                dump: None,
+                creds,
+            },
+            outcome,
+        )
+        .await
+    }
+
+    /// Removes a member.
+    pub async fn remove(&self, id: String, route: &Route) -> Result<Served<()>, ClusterError> {
+        let creds = route.creds.clone();
+        let i = id.clone();
+        self.local_or_leader(
+            route,
+            true,
+            || self.store.remove_node(&i),
+            || ClusterRequest::Remove { id, creds },
+            |r| match r {
+                ClusterResponse::Ok => Ok(()),
+                other => Err(unexpected(other)),
+            },
+        )
+        .await
+    }
+
+    /// Leadership transfer (`POST /leader`).
+    pub async fn stepdown(
+        &self,
+        id: Option<String>,
+        route: &Route,
+    ) -> Result<Served<()>, ClusterError> {
+        let creds = route.creds.clone();
+        let i = id.clone();
+        self.local_or_leader(
+            route,
+            true,
+            || async move {
+                self.transfer_leadership(i)
+                    .await
+                    .map_err(|e| StoreError::Raft(e.to_string()))
+            },
+            || ClusterRequest::Stepdown { id, creds },
+            |r| match r {
+                ClusterResponse::Ok => Ok(()),
+                other => Err(unexpected(other)),
+            },
+        )
+        .await
+    }
+
+    /// On the leader: asks a voter (the one named, else the most up to date) to start an
+    /// election; its log is at least as long as any other's, so it can win.
+    pub async fn transfer_leadership(&self, id: Option<String>) -> Result<(), ClusterError> {
+        self.store.ensure_leader()?;
+        let me = self.store.me().id.clone();
+        let voters: Vec<NodeInfo> = self
+            .store
+            .members()
+            .into_iter()
+            .filter(|(n, v)| *v && n.id != me)
+            .map(|(n, _)| n)
+            .collect();
+        let target = match &id {
+            Some(id) if *id == me => {
+                return Err(
+                    StoreError::Raft("cannot step down to the current Leader".into()).into(),
+                );
+            }
+            Some(id) => voters.into_iter().find(|n| &n.id == id),
+            None => self.store.most_caught_up(&voters),
+        };
+        let Some(target) = target else {
+            // A single voter has nobody to hand leadership to; rqlite answers success.
+            return match id {
+                Some(id) => Err(StoreError::Raft(format!("no voter with id {id}")).into()),
+                None => Ok(()),
+            };
+        };
+        match self
+            .call(
+                &target.raft_addr,
+                &ClusterRequest::Elect,
+                Duration::from_secs(5),
+                true,
+            )
+            .await?
+        {
+            ClusterResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Metadata of the node at `addr` (for `/nodes`, `/leader`, redirects).
+    pub async fn meta(&self, addr: &str, timeout: Duration) -> Result<NodeMeta, ClusterError> {
+        match self
+            .call(addr, &ClusterRequest::Meta, timeout, true)
+            .await?
+        {
+            ClusterResponse::Meta(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn outcome(r: ClusterResponse) -> Result<Outcome, ClusterError> {
+    match r {
+        ClusterResponse::Outcome {
+            results,
+            raft_index,
+        } => Ok(Outcome {
+            results,
+            raft_index,
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(r: ClusterResponse) -> ClusterError {
+    match r {
+        ClusterResponse::Err(e) => wire_to_error(e),
+        other => ClusterError::Store(StoreError::Raft(format!(
+            "unexpected answer from leader: {other:?}"
+        ))),
+    }
+}
+
+/// A store error as it travels, and back.
+pub fn error_to_wire(e: ClusterError) -> WireError {
+    match e {
+        ClusterError::Store(StoreError::NotLeader { leader }) => WireError::NotLeader { leader },
+        ClusterError::Store(StoreError::DisallowedPragma) => WireError::DisallowedPragma,
+        ClusterError::Store(StoreError::StaleRead) => WireError::StaleRead,
+        ClusterError::Store(StoreError::Timeout(m)) => WireError::Timeout(m),
+        ClusterError::Store(StoreError::InvalidImage(m)) => WireError::InvalidImage(m),
+        ClusterError::Unauthorized(m) => WireError::Unauthorized(m),
+        other => WireError::Other(other.to_string()),
+    }
+}
+
+pub fn wire_to_error(e: WireError) -> ClusterError {
+    match e {
+        WireError::NotLeader { leader } => StoreError::NotLeader { leader }.into(),
+        WireError::DisallowedPragma => StoreError::DisallowedPragma.into(),
+        WireError::StaleRead => StoreError::StaleRead.into(),
+        WireError::Timeout(m) => StoreError::Timeout(m).into(),
+        WireError::InvalidImage(m) => StoreError::InvalidImage(m).into(),
+        WireError::Unauthorized(m) => ClusterError::Unauthorized(m),
+        WireError::Other(m) => StoreError::Raft(m).into(),
+    }
+}

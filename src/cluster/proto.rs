@@ -1,0 +1,158 @@
+//! The cluster service's messages (internode, private to sqlraft; see `raft::transport` for
+//! the framing and version).
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Request, StmtResult};
+use crate::raft::NodeInfo;
+use crate::store::{ReadLevel, ReadOpts};
+
+pub const PATH_CLUSTER: &str = "/v1/cluster";
+
+/// A read's options as they travel to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireReadOpts {
+    pub level: u8,
+    pub freshness_ns: Option<u64>,
+    pub freshness_strict: bool,
+    pub linearizable_timeout_ns: Option<u64>,
+}
+
+impl From<&ReadOpts> for WireReadOpts {
+    fn from(o: &ReadOpts) -> Self {
+        let level = match o.level {
+            ReadLevel::None => 0,
+            ReadLevel::Weak => 1,
+            ReadLevel::Linearizable => 2,
+            ReadLevel::Strong => 3,
+            ReadLevel::Auto => 4,
+        };
+        Self {
+            level,
+            freshness_ns: o.freshness.map(|d| d.as_nanos() as u64),
+            freshness_strict: o.freshness_strict,
+            linearizable_timeout_ns: o.linearizable_timeout.map(|d| d.as_nanos() as u64),
+        }
+    }
+}
+
+impl From<&WireReadOpts> for ReadOpts {
+    fn from(o: &WireReadOpts) -> Self {
+        let level = match o.level {
+            0 => ReadLevel::None,
+            2 => ReadLevel::Linearizable,
+            3 => ReadLevel::Strong,
+            4 => ReadLevel::Auto,
+            _ => ReadLevel::Weak,
+        };
+        Self {
+            level,
+            freshness: o.freshness_ns.map(std::time::Duration::from_nanos),
+            freshness_strict: o.freshness_strict,
+            linearizable_timeout: o
+                .linearizable_timeout_ns
+                .map(std::time::Duration::from_nanos),
+        }
+    }
+}
+
+/// Basic-auth credentials of the original client, re-checked by the receiver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A request to the cluster service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClusterRequest {
+    /// The receiver's metadata (API URL, commit index, version).
+    Meta,
+    /// Add (or re-add) a node; sent to any member, followed to the leader.
+    Join {
+        node: NodeInfo,
+        voter: bool,
+        creds: Option<Credentials>,
+    },
+    /// `-bootstrap-expect`: "I exist and want to form a cluster".
+    Notify {
+        node: NodeInfo,
+        creds: Option<Credentials>,
+    },
+    /// Remove a member by id.
+    Remove {
+        id: String,
+        creds: Option<Credentials>,
+    },
+    /// A write, already rewritten by the node that received it.
+    Execute {
+        req: Request,
+        creds: Option<Credentials>,
+    },
+    Query {
+        req: Request,
+        opts: WireReadOpts,
+        creds: Option<Credentials>,
+    },
+    Request {
+        req: Request,
+        opts: WireReadOpts,
+        creds: Option<Credentials>,
+    },
+    Backup {
+        sql: bool,
+        vacuum: bool,
+        tables: Option<Vec<String>>,
+        creds: Option<Credentials>,
+    },
+    /// A SQLite image (`image`) or a SQL dump (`dump`) to load.
+    Load {
+        image: Option<Vec<u8>>,
+        dump: Option<String>,
+        creds: Option<Credentials>,
+    },
+    /// Hand leadership over (to `id` if given).
+    Stepdown {
+        id: Option<String>,
+        creds: Option<Credentials>,
+    },
+    /// Ask the receiver to start an election now (leadership transfer target).
+    Elect,
+}
+
+/// Metadata a node reports about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub node: NodeInfo,
+    pub api_url: String,
+    pub commit_index: u64,
+    pub version: String,
+}
+
+/// An error as it travels back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireError {
+    NotLeader {
+        leader: Option<NodeInfo>,
+    },
+    /// The store's error, classified so the caller can answer the same way.
+    DisallowedPragma,
+    StaleRead,
+    Timeout(String),
+    InvalidImage(String),
+    Unauthorized(String),
+    Other(String),
+}
+
+/// A response from the cluster service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClusterResponse {
+    Meta(NodeMeta),
+    Outcome {
+        results: Vec<StmtResult>,
+        raft_index: Option<u64>,
+    },
+    Bytes(Vec<u8>),
+    Ok,
+    Err(WireError),
+}

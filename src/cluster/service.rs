@@ -1,0 +1,207 @@
+//! The internode service on the Raft listener: openraft's RPCs and the cluster service
+//! (metadata, join, notify, remove, forwarded requests).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use super::bootstrap::Bootstrapper;
+use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
+use super::{error_to_wire, Cluster, ClusterError, Route};
+use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::transport::{decode, encode};
+use crate::raft::{NodeId, TypeConfig};
+use crate::store::{ReadOpts, Store};
+
+/// What the internode handlers share.
+pub struct ServiceState {
+    pub cluster: Arc<Cluster>,
+    pub isolation: Isolation,
+    pub bootstrap: Arc<Bootstrapper>,
+}
+
+impl ServiceState {
+    fn store(&self) -> &Arc<Store> {
+        self.cluster.store()
+    }
+}
+
+pub fn router(state: Arc<ServiceState>) -> Router {
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_CLUSTER, post(cluster))
+        .with_state(state)
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Response {
+    match encode(v) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+fn bad(e: String) -> Response {
+    (StatusCode::BAD_REQUEST, e).into_response()
+}
+
+fn isolated() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "node is isolated").into_response()
+}
+
+async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
+    if st.isolation.is_isolated() {
+        return isolated();
+    }
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let resp = st.store().raft().append_entries(req).await;
+    if resp.as_ref().is_ok_and(|r| r.is_success()) {
+        st.store().leader_contact().record();
+    }
+    reply(&resp)
+}
+
+async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
+    if st.isolation.is_isolated() {
+        return isolated();
+    }
+    let req: VoteRequest<NodeId> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    reply(&st.store().raft().vote(req).await)
+}
+
+async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
+    if st.isolation.is_isolated() {
+        return isolated();
+    }
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let resp = st.store().raft().install_snapshot(req).await;
+    if resp.is_ok() {
+        st.store().leader_contact().record();
+    }
+    reply(&resp)
+}
+
+async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
+    if st.isolation.is_isolated() {
+        return isolated();
+    }
+    let req: ClusterRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let resp = handle(&st, req)
+        .await
+        .unwrap_or_else(|e| ClusterResponse::Err(error_to_wire(e)));
+    reply(&resp)
+}
+
+/// Forwarded requests are served here, never forwarded again (no forwarding loops).
+async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterResponse, ClusterError> {
+    let store = st.store();
+    let here = Route {
+        forward: false,
+        timeout: None,
+        creds: None,
+    };
+    let outcome = |o: crate::store::Outcome| ClusterResponse::Outcome {
+        results: o.results,
+        raft_index: o.raft_index,
+    };
+    match req {
+        ClusterRequest::Meta => {
+            let m = store.raft().metrics().borrow().clone();
+            Ok(ClusterResponse::Meta(NodeMeta {
+                node: store.me().clone(),
+                api_url: store.me().api_url(),
+                commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                version: crate::http::VERSION.to_string(),
+            }))
+        }
+        ClusterRequest::Join {
+            node,
+            voter,
+            creds: _,
+        } => {
+            store.add_member(node, voter).await?;
+            Ok(ClusterResponse::Ok)
+        }
+        ClusterRequest::Notify { node, creds: _ } => {
+            st.bootstrap.notified(node).await;
+            Ok(ClusterResponse::Ok)
+        }
+        ClusterRequest::Remove { id, creds: _ } => {
+            store.remove_node(&id).await?;
+            Ok(ClusterResponse::Ok)
+        }
+        ClusterRequest::Execute { req, creds: _ } => Ok(outcome(store.execute(req).await?)),
+        ClusterRequest::Query {
+            req,
+            opts,
+            creds: _,
+        } => Ok(outcome(store.query(req, &ReadOpts::from(&opts)).await?)),
+        ClusterRequest::Request {
+            req,
+            opts,
+            creds: _,
+        } => Ok(outcome(store.request(req, &ReadOpts::from(&opts)).await?)),
+        ClusterRequest::Backup {
+            sql,
+            vacuum,
+            tables,
+            creds: _,
+        } => {
+            store.ensure_leader()?;
+            Ok(ClusterResponse::Bytes(
+                store.backup(sql, vacuum, tables).await?,
+            ))
+        }
+        ClusterRequest::Load {
+            image,
+            dump,
+            creds: _,
+        } => {
+            store.ensure_leader()?;
+            match (image, dump) {
+                (Some(img), _) => Ok(outcome(store.load(img).await?)),
+                (None, Some(sql)) => {
+                    let req = crate::command::Request {
+                        statements: vec![crate::command::Statement::new(sql)],
+                        transaction: false,
+                        db_timeout_ms: 0,
+                    };
+                    Ok(outcome(store.execute(req).await?))
+                }
+                (None, None) => Ok(outcome(crate::store::Outcome::default())),
+            }
+        }
+        ClusterRequest::Stepdown { id, creds: _ } => {
+            st.cluster.stepdown(id, &here).await?;
+            Ok(ClusterResponse::Ok)
+        }
+        ClusterRequest::Elect => {
+            store
+                .raft()
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| crate::store::StoreError::Raft(e.to_string()))?;
+            Ok(ClusterResponse::Ok)
+        }
+    }
+}

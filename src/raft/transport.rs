@@ -1,0 +1,139 @@
+//! The internode wire: bincode bodies over HTTP/2 (cleartext, prior knowledge) to the peer's
+//! Raft listener. One pooled client per node; it multiplexes every peer's streams.
+//!
+//! Every body starts with a 2-byte little-endian wire version; a peer refuses versions it does
+//! not know instead of misreading them.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The version of the internode encoding.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Why an internode call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Could not connect or the connection broke before an answer: the peer may be down.
+    #[error("{addr} unreachable: {msg}")]
+    Unreachable { addr: String, msg: String },
+    /// No answer within the deadline: the outcome of the call is unknown.
+    #[error("{addr}: no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// The peer answered something we cannot decode, or refused the request.
+    #[error("{addr}: {msg}")]
+    Protocol { addr: String, msg: String },
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    let mut out = WIRE_VERSION.to_le_bytes().to_vec();
+    bincode::serialize_into(&mut out, v).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    if b.len() < 2 {
+        return Err("short internode message".into());
+    }
+    let v = u16::from_le_bytes([b[0], b[1]]);
+    if v != WIRE_VERSION {
+        return Err(format!(
+            "internode wire version {v} not supported (this node speaks {WIRE_VERSION})"
+        ));
+    }
+    bincode::deserialize(&b[2..]).map_err(|e| format!("bad internode message: {e}"))
+}
+
+/// The pooled client for all internode calls of one node.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    http: reqwest::Client,
+}
+
+impl Transport {
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .connect_timeout(connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http })
+    }
+
+    /// POSTs `req` to `http://<addr><path>` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
+        let proto = |msg: String| TransportError::Protocol {
+            addr: addr.to_string(),
+            msg,
+        };
+        let body = encode(req).map_err(proto)?;
+        let sent = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .header("Content-Type", "application/x-sqlraft")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(TransportError::Timeout {
+                    addr: addr.into(),
+                    timeout,
+                })
+            }
+            Err(e) => {
+                return Err(TransportError::Unreachable {
+                    addr: addr.into(),
+                    msg: error_chain(&e),
+                })
+            }
+        };
+        let status = resp.status();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => {
+                return Err(TransportError::Timeout {
+                    addr: addr.into(),
+                    timeout,
+                })
+            }
+            Err(e) => {
+                return Err(TransportError::Unreachable {
+                    addr: addr.into(),
+                    msg: error_chain(&e),
+                })
+            }
+        };
+        if !status.is_success() {
+            return Err(proto(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&bytes).trim()
+            )));
+        }
+        decode(&bytes).map_err(proto)
+    }
+}
+
+/// The message of an error and its sources, e.g. `error sending request: connection refused`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
