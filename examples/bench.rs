@@ -1,14 +1,18 @@
 //! Load generator: drives a sqlraft (or rqlite) node over HTTP and prints ops/s, p50, p99.
 //!
 //! ```text
-//! cargo run --release --example bench -- --url http://127.0.0.1:4001 --mode insert --concurrency 16 --seconds 10
+//! cargo run --release --example bench -- --url http://127.0.0.1:4001 --mode insert -c 16 --seconds 10
 //! ```
 //! Modes: `insert` (one row per request), `batch` (`--batch` rows per request as one multi-row
 //! INSERT), `select` (point reads by primary key at `--level`), `queued` (`insert` with `?queue`).
+//! For a reference point the same generator drives etcd's v3 JSON gateway: `etcd-put`,
+//! `etcd-range` (serializable) and `etcd-range-linearizable` (`--url` is etcd's client URL).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use base64::Engine;
 
 #[derive(Clone, Debug)]
 struct Opts {
@@ -20,6 +24,9 @@ struct Opts {
     level: String,
     rows: u64,
 }
+
+const USAGE: &str = "usage: bench [--url U] [--mode insert|batch|select|queued|etcd-put|etcd-range|etcd-range-linearizable] \
+                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -34,16 +41,17 @@ fn parse_opts() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{a}: {e}"));
         match a.as_str() {
             "--url" => o.url = val()?,
             "--mode" => o.mode = val()?,
-            "--concurrency" | "-c" => o.concurrency = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--seconds" => o.seconds = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--batch" => o.batch = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--concurrency" | "-c" => o.concurrency = num(val()?)? as usize,
+            "--seconds" => o.seconds = num(val()?)?,
+            "--batch" => o.batch = num(val()?)? as usize,
             "--level" => o.level = val()?,
-            "--rows" => o.rows = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--help" | "-h" => return Err("usage: bench [--url U] [--mode insert|batch|select|queued] [-c N] [--seconds S] [--batch N] [--level L] [--rows N]".into()),
-            other => return Err(format!("unknown argument {other}")),
+            "--rows" => o.rows = num(val()?)?,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     Ok(o)
@@ -65,12 +73,128 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), S
     Ok(())
 }
 
+async fn get(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => r.text().await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(r) => Err(r.status().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Preloads `rows` keys or rows for the read modes.
+async fn preload(client: &reqwest::Client, o: &Opts) -> Result<(), String> {
+    if o.mode.starts_with("etcd") {
+        if o.mode == "etcd-put" {
+            return Ok(());
+        }
+        for i in 0..o.rows {
+            let body = format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                b64(&format!("bench/{i}")),
+                b64(&format!("value {i}"))
+            );
+            post(client, &format!("{}/v3/kv/put", o.url), body).await?;
+        }
+        return Ok(());
+    }
+    let exec = format!("{}/db/execute", o.url);
+    post(
+        client,
+        &exec,
+        r#"["DROP TABLE IF EXISTS bench", "CREATE TABLE bench (id INTEGER PRIMARY KEY, v TEXT)"]"#
+            .into(),
+    )
+    .await?;
+    if o.mode == "select" {
+        let mut id = 0;
+        while id < o.rows {
+            let vals: Vec<String> = (id..(id + 500).min(o.rows))
+                .map(|i| format!("({i}, 'value {i}')"))
+                .collect();
+            id += 500;
+            post(
+                client,
+                &exec,
+                format!(r#"["INSERT INTO bench(id, v) VALUES {}"]"#, vals.join(",")),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One request of the chosen mode.
+async fn one(
+    client: &reqwest::Client,
+    o: &Opts,
+    next_id: &AtomicU64,
+    rng: &mut u64,
+) -> Result<(), String> {
+    let mut random_row = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng % o.rows.max(1)
+    };
+    match o.mode.as_str() {
+        "insert" | "queued" => {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let path = if o.mode == "queued" {
+                "/db/execute?queue"
+            } else {
+                "/db/execute"
+            };
+            let body =
+                format!(r#"[["INSERT INTO bench(id, v) VALUES(?, ?)", {id}, "value {id}"]]"#);
+            post(client, &format!("{}{path}", o.url), body).await
+        }
+        "batch" => {
+            let first = next_id.fetch_add(o.batch as u64, Ordering::Relaxed);
+            let vals: Vec<String> = (first..first + o.batch as u64)
+                .map(|i| format!("({i}, 'value {i}')"))
+                .collect();
+            let body = format!(r#"["INSERT INTO bench(id, v) VALUES {}"]"#, vals.join(","));
+            post(client, &format!("{}/db/execute", o.url), body).await
+        }
+        "select" => {
+            let id = random_row();
+            let url = format!(
+                "{}/db/query?level={}&q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D{id}",
+                o.url, o.level
+            );
+            get(client, &url).await
+        }
+        "etcd-put" => {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let body = format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                b64(&format!("bench/{id}")),
+                b64(&format!("value {id}"))
+            );
+            post(client, &format!("{}/v3/kv/put", o.url), body).await
+        }
+        "etcd-range" | "etcd-range-linearizable" => {
+            let id = random_row();
+            let serializable = o.mode == "etcd-range";
+            let body = format!(
+                r#"{{"key":"{}","serializable":{serializable}}}"#,
+                b64(&format!("bench/{id}"))
+            );
+            post(client, &format!("{}/v3/kv/range", o.url), body).await
+        }
+        other => Err(format!("unknown mode {other}\n{USAGE}")),
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main]
@@ -86,38 +210,9 @@ async fn main() {
         .pool_max_idle_per_host(o.concurrency * 2)
         .build()
         .expect("client");
-    let exec = format!("{}/db/execute", o.url);
-    // Fresh table for each run.
-    if let Err(e) = post(
-        &client,
-        &exec,
-        r#"["DROP TABLE IF EXISTS bench", "CREATE TABLE bench (id INTEGER PRIMARY KEY, v TEXT)"]"#
-            .into(),
-    )
-    .await
-    {
+    if let Err(e) = preload(&client, &o).await {
         eprintln!("setup failed: {e}");
         std::process::exit(1);
-    }
-    if o.mode == "select" {
-        // Preload rows in batches for point reads.
-        let mut id = 0;
-        while id < o.rows {
-            let vals: Vec<String> = (id..(id + 500).min(o.rows))
-                .map(|i| format!("({i}, 'value {i}')"))
-                .collect();
-            id += 500;
-            if let Err(e) = post(
-                &client,
-                &exec,
-                format!(r#"["INSERT INTO bench(id, v) VALUES {}"]"#, vals.join(",")),
-            )
-            .await
-            {
-                eprintln!("preload failed: {e}");
-                std::process::exit(1);
-            }
-        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(1_000_000));
@@ -137,54 +232,7 @@ async fn main() {
             let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let res = match o.mode.as_str() {
-                    "insert" | "queued" => {
-                        let id = next_id.fetch_add(1, Ordering::Relaxed);
-                        let path = if o.mode == "queued" {
-                            "/db/execute?queue"
-                        } else {
-                            "/db/execute"
-                        };
-                        post(
-                            &client,
-                            &format!("{}{path}", o.url),
-                            format!(
-                                r#"[["INSERT INTO bench(id, v) VALUES(?, ?)", {id}, "value {id}"]]"#
-                            ),
-                        )
-                        .await
-                    }
-                    "batch" => {
-                        let first = next_id.fetch_add(o.batch as u64, Ordering::Relaxed);
-                        let vals: Vec<String> = (first..first + o.batch as u64)
-                            .map(|i| format!("({i}, 'value {i}')"))
-                            .collect();
-                        post(
-                            &client,
-                            &format!("{}/db/execute", o.url),
-                            format!(r#"["INSERT INTO bench(id, v) VALUES {}"]"#, vals.join(",")),
-                        )
-                        .await
-                    }
-                    _ => {
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let id = rng % o.rows.max(1);
-                        let url = format!(
-                            "{}/db/query?level={}&q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D{id}",
-                            o.url, o.level
-                        );
-                        match client.get(&url).send().await {
-                            Ok(r) if r.status().is_success() => {
-                                r.text().await.map(|_| ()).map_err(|e| e.to_string())
-                            }
-                            Ok(r) => Err(r.status().to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                };
-                match res {
+                match one(&client, &o, &next_id, &mut rng).await {
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => {
                         if errors.fetch_add(1, Ordering::Relaxed) < 3 {

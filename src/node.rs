@@ -172,6 +172,14 @@ impl Node {
         tasks.push(tokio::spawn(
             store.clone().run_snapshot_loop(cancel.child_token()),
         ));
+        tasks.push(tokio::spawn(
+            store.clone().run_lease_loop(cancel.child_token()),
+        ));
+        if cfg.raft_remove_shutdown {
+            tasks.push(tokio::spawn(
+                store.clone().run_remove_watch(cancel.child_token()),
+            ));
+        }
         let (queue, queue_task) = WriteQueue::start(
             cluster.clone(),
             QueueConfig {

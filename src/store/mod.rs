@@ -101,6 +101,8 @@ pub struct Store {
     cfg: StoreConfig,
     started: Instant,
     contact: LeaderContact,
+    /// When a quorum last confirmed this node's leadership.
+    lease: LeaderContact,
 }
 
 /// When this node last heard from a leader (for `freshness`). The internode service records
@@ -181,6 +183,7 @@ impl Store {
             cfg,
             started: Instant::now(),
             contact: LeaderContact::default(),
+            lease: LeaderContact::default(),
         }))
     }
 
@@ -316,6 +319,82 @@ impl Store {
         }
     }
 
+    /// Fails unless this node is the leader *and* a quorum confirmed that within the last
+    /// election timeout (a leader lease, CheckQuorum-style): a leader cut off from the
+    /// majority stops serving `weak` reads once a new leader could have been elected.
+    pub async fn ensure_leader_lease(&self) -> Result<(), StoreError> {
+        self.ensure_leader()?;
+        let lease = self.cfg.election_timeout;
+        if self
+            .lease
+            .since_leader_contact()
+            .is_some_and(|age| age < lease)
+        {
+            return Ok(());
+        }
+        self.confirm_leadership(lease).await
+    }
+
+    /// Confirms leadership with a quorum (a heartbeat round) and renews the lease.
+    async fn confirm_leadership(&self, timeout: Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
+            Ok(Ok(_)) => {
+                self.lease.record();
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(StoreError::NotLeader {
+                leader: f.leader_node,
+            }),
+            // No quorum (or no answer in time): this node cannot prove it still leads.
+            Ok(Err(_)) | Err(_) => Err(StoreError::NotLeader { leader: None }),
+        }
+    }
+
+    /// `-raft-remove-shutdown`: once this node sees a configuration without itself (it was
+    /// removed), Raft stops here so a removed node cannot disrupt the cluster by electing
+    /// itself.
+    pub async fn run_remove_watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        let mut was_member = false;
+        loop {
+            let member = metrics
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some();
+            if member {
+                was_member = true;
+            } else if was_member {
+                tracing::warn!("this node was removed from the cluster: stopping Raft");
+                if let Err(e) = self.raft.shutdown().await {
+                    tracing::warn!(error = %e, "raft shutdown");
+                }
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Keeps the leader lease warm so `weak` reads rarely wait for a heartbeat round.
+    pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
+        let every = (self.cfg.election_timeout / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if self.is_leader() {
+                let _ = self.confirm_leadership(self.cfg.election_timeout).await;
+            }
+        }
+    }
+
     /// What the node that receives a request does before it may enter the log: refuse
     /// disallowed pragmas, and rewrite non-deterministic SQL (`rewrite`: writes and strong
     /// reads; other reads run locally and need no rewriting).
@@ -423,11 +502,11 @@ impl Store {
         match self.resolve_level(level) {
             ReadLevel::None | ReadLevel::Auto => {
                 if let Some(fresh) = opts.freshness {
-                    self.check_freshness(fresh)?;
+                    self.check_freshness(fresh, opts.freshness_strict)?;
                 }
                 Ok(())
             }
-            ReadLevel::Weak => self.ensure_leader(),
+            ReadLevel::Weak => self.ensure_leader_lease().await,
             ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
             ReadLevel::Strong => Ok(()),
         }
@@ -435,9 +514,20 @@ impl Store {
 
     /// `none` reads with `freshness`: a follower that has not heard from a leader within
     /// `fresh` refuses. The leader ignores freshness.
-    fn check_freshness(&self, fresh: Duration) -> Result<(), StoreError> {
+    ///
+    /// With `strict`, a follower that still has log entries it has not applied is stale too
+    /// (rqlite compares timestamps from two clocks for this; comparing log positions on one
+    /// node cannot be fooled by clock skew).
+    fn check_freshness(&self, fresh: Duration, strict: bool) -> Result<(), StoreError> {
         if self.is_leader() {
             return Ok(());
+        }
+        if strict {
+            let m = self.raft.metrics().borrow().clone();
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            if applied < m.last_log_index.unwrap_or(0) {
+                return Err(StoreError::StaleRead);
+            }
         }
         match self.contact.since_leader_contact() {
             Some(age) if age <= fresh => Ok(()),
