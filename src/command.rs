@@ -64,6 +64,9 @@ pub enum Command {
     Load(Vec<u8>),
     /// Nothing; used to move the commit index (and by `/boot` before a snapshot).
     Noop,
+    /// Independent requests that arrived together, applied one after the other; each gets
+    /// its own response (one log entry and one fsync for all of them).
+    Batch(Vec<Command>),
 }
 
 /// A value as a client sees it, after rqlite's driver conversions.

@@ -155,7 +155,20 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<Op>) {
             batch.push(op);
         }
         closing = batch.iter().any(|op| matches!(op, Op::Close));
+        let t0 = std::time::Instant::now();
         let result = commit_batch(&db, &batch);
+        if std::env::var("SQLRAFT_DEBUG_LOG").is_ok() {
+            let n: usize = batch
+                .iter()
+                .map(|o| if let Op::Append(e, _) = o { e.len() } else { 0 })
+                .sum();
+            eprintln!(
+                "logbatch ops={} entries={} commit={:?}",
+                batch.len(),
+                n,
+                t0.elapsed()
+            );
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log write failed");
         }

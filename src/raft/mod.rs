@@ -51,6 +51,8 @@ pub struct Response {
     pub results: Vec<StmtResult>,
     /// A failure of the whole command (e.g. a load that could not be installed).
     pub error: Option<String>,
+    /// For a `Command::Batch`: one response per command, in order.
+    pub parts: Vec<Response>,
 }
 
 openraft::declare_raft_types!(

@@ -3,7 +3,7 @@
 use crate::raft::NodeInfo;
 
 /// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// SQLite itself failed outside a statement (open, serialize, restore, ...).
     #[error("{0}")]

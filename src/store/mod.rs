@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use error::StoreError;
@@ -103,6 +104,8 @@ pub struct Store {
     contact: LeaderContact,
     /// When a quorum last confirmed this node's leadership.
     lease: LeaderContact,
+    /// Commands on their way into the log (see [`run_batcher`]).
+    proposals: mpsc::Sender<Proposal>,
 }
 
 /// When this node last heard from a leader (for `freshness`). The internode service records
@@ -173,6 +176,8 @@ impl Store {
         let raft = Raft::new(id, raft_cfg, network, log.clone(), sm.clone())
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let (proposals, queued) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run_batcher(raft.clone(), queued));
         Ok(Arc::new(Self {
             raft,
             db,
@@ -184,6 +189,7 @@ impl Store {
             started: Instant::now(),
             contact: LeaderContact::default(),
             lease: LeaderContact::default(),
+            proposals,
         }))
     }
 
@@ -421,14 +427,14 @@ impl Store {
 
     /// Proposes a command and waits until it is committed and applied.
     async fn propose(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
-        match tokio::time::timeout(self.cfg.apply_timeout, self.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_node,
-                })
-            }
-            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Proposal { cmd, tx })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match tokio::time::timeout(self.cfg.apply_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Closed),
             // The entry may still commit later: the caller must treat the outcome as unknown.
             Err(_) => Err(StoreError::Timeout("apply timeout: outcome unknown".into())),
         }
@@ -793,5 +799,90 @@ impl Store {
         }
         let log = self.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+/// A command waiting to be proposed, and where its outcome goes.
+struct Proposal {
+    cmd: Command,
+    tx: oneshot::Sender<Result<(crate::raft::Response, u64), StoreError>>,
+}
+
+/// Most commands combined into one log entry.
+const MAX_BATCH: usize = 1024;
+/// Log entries in flight at once: one being made durable while the next one fills up.
+const MAX_IN_FLIGHT: usize = 2;
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> StoreError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
+            leader: f.leader_node,
+        },
+        e => StoreError::Raft(e.to_string()),
+    }
+}
+
+/// Group commit above Raft. openraft 0.9 makes each proposal durable before it takes the next
+/// one, so commands that arrive while an entry is being fsynced are combined into one
+/// `Command::Batch` entry: one append, one fsync, one replication round and one apply for all
+/// of them. With no concurrency every command still goes alone, with no added delay.
+async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Waiting for a slot is what lets the next batch grow.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && !matches!(batch[0].cmd, Command::Load(_)) {
+            match rx.try_recv() {
+                // A database image goes alone: it replaces everything.
+                Ok(p) if matches!(p.cmd, Command::Load(_)) => {
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let r = raft
+                            .client_write(p.cmd)
+                            .await
+                            .map(|r| (r.data, r.log_id.index));
+                        let _ = p.tx.send(r.map_err(write_error));
+                    });
+                }
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let Some(p) = batch.pop() else { return };
+                let r = raft
+                    .client_write(p.cmd)
+                    .await
+                    .map(|r| (r.data, r.log_id.index));
+                let _ = p.tx.send(r.map_err(write_error));
+                return;
+            }
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            match raft.client_write(Command::Batch(cmds)).await {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    let mut parts = resp.data.parts.into_iter();
+                    for tx in txs {
+                        let part = parts
+                            .next()
+                            .ok_or_else(|| StoreError::Raft("batch response too short".into()));
+                        let _ = tx.send(part.map(|p| (p, index)));
+                    }
+                }
+                Err(e) => {
+                    let e = write_error(e);
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }

@@ -67,27 +67,26 @@ fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl ToString) -> S
 
 /// Runs one command against the database.
 fn apply_command(engine: &mut Engine, cmd: Command) -> Response {
+    let results = |results| Response {
+        results,
+        ..Response::default()
+    };
     match cmd {
-        Command::Execute(req) => Response {
-            results: engine.execute(&req),
-            error: None,
-        },
-        Command::Query(req) => Response {
-            results: engine.query(&req),
-            error: None,
-        },
-        Command::ExecuteQuery(req) => Response {
-            results: engine.request(&req),
-            error: None,
-        },
+        Command::Execute(req) => results(engine.execute(&req)),
+        Command::Query(req) => results(engine.query(&req)),
+        Command::ExecuteQuery(req) => results(engine.request(&req)),
         Command::Load(image) => match engine.restore(&image) {
             Ok(()) => Response::default(),
             Err(e) => Response {
-                results: Vec::new(),
                 error: Some(e.to_string()),
+                ..Response::default()
             },
         },
         Command::Noop => Response::default(),
+        Command::Batch(cmds) => Response {
+            parts: cmds.into_iter().map(|c| apply_command(engine, c)).collect(),
+            ..Response::default()
+        },
     }
 }
 
