@@ -4,4 +4,5 @@ mod harness;
 
 mod api;
 mod binary;
+mod cluster;
 mod golden;
