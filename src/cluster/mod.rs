@@ -103,16 +103,16 @@ impl Cluster {
             Err(TransportError::Unreachable { addr, msg }) => {
                 Err(ClusterError::LeaderUnreachable { addr, msg })
             }
-            Err(TransportError::Timeout { addr, timeout }) if !idempotent => {
-                Err(ClusterError::OutcomeUnknown {
-                    addr,
-                    msg: format!("no answer within {timeout:?}"),
-                })
+            // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
+            // call simply failed.
+            Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
+                let (addr, msg) = (addr.to_string(), e.to_string());
+                if idempotent {
+                    Err(ClusterError::LeaderUnreachable { addr, msg })
+                } else {
+                    Err(ClusterError::OutcomeUnknown { addr, msg })
+                }
             }
-            Err(e @ TransportError::Timeout { .. }) => Err(ClusterError::LeaderUnreachable {
-                addr: addr.to_string(),
-                msg: e.to_string(),
-            }),
             Err(TransportError::Protocol { addr, msg }) => {
                 Err(ClusterError::OutcomeUnknown { addr, msg })
             }
@@ -236,7 +236,7 @@ impl Cluster {
             true,
             || async move {
                 if !local {
-                    self.store.ensure_leader()?;
+                    self.store.ensure_leader().await?;
                 }
                 self.store.backup(sql, vacuum, t).await
             },
@@ -266,7 +266,7 @@ impl Cluster {
             route,
             false,
             || async move {
-                self.store.ensure_leader()?;
+                self.store.ensure_leader().await?;
                 self.store.load(img).await
             },
             || ClusterRequest::Load {
@@ -324,7 +324,7 @@ impl Cluster {
     /// On the leader: asks a voter (the one named, else the most up to date) to start an
     /// election; its log is at least as long as any other's, so it can win.
     pub async fn transfer_leadership(&self, id: Option<String>) -> Result<(), ClusterError> {
-        self.store.ensure_leader()?;
+        self.store.ensure_leader().await?;
         let me = self.store.me().id.clone();
         let voters: Vec<NodeInfo> = self
             .store

@@ -166,7 +166,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             tables,
             creds: _,
         } => {
-            store.ensure_leader()?;
+            store.ensure_leader().await?;
             Ok(ClusterResponse::Bytes(
                 store.backup(sql, vacuum, tables).await?,
             ))
@@ -176,7 +176,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             dump,
             creds: _,
         } => {
-            store.ensure_leader()?;
+            store.ensure_leader().await?;
             match (image, dump) {
                 (Some(img), _) => Ok(outcome(store.load(img).await?)),
                 (None, Some(sql)) => {

@@ -81,7 +81,11 @@ fn request_of(statements: Vec<Statement>, p: &QueryParams) -> Request {
 }
 
 /// `redirect` on a non-leader: 301 to the same path and raw query on the leader's API.
-fn redirect(call: &Call, e: &ClusterError, json_ct: bool) -> Option<ApiError> {
+pub fn redirect(
+    call: &Call,
+    e: &ClusterError,
+    content_type: Option<&'static str>,
+) -> Option<ApiError> {
     match e {
         ClusterError::Store(StoreError::NotLeader { leader: Some(l) }) if call.params.redirect => {
             let query = call
@@ -91,7 +95,7 @@ fn redirect(call: &Call, e: &ClusterError, json_ct: bool) -> Option<ApiError> {
                 .unwrap_or_default();
             Some(ApiError::Redirect {
                 location: format!("{}{}{}", l.api_url(), call.path, query),
-                json: json_ct,
+                content_type,
             })
         }
         _ => None,
@@ -154,7 +158,7 @@ fn data_reply(
             (env.to_json(), forwarded_to)
         }
         Err(e) => {
-            if let Some(r) = redirect(call, &e, true) {
+            if let Some(r) = redirect(call, &e, Some(error::JSON)) {
                 return Err(r);
             }
             match classify_cluster_error(e) {
@@ -305,8 +309,8 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
 }
 
 /// A cluster error where only a status code fits (no JSON body to carry it).
-fn status_only(call: &Call, e: ClusterError, json_301: bool) -> ApiError {
-    if let Some(r) = redirect(call, &e, json_301) {
+fn status_only(call: &Call, e: ClusterError, content_type_301: Option<&'static str>) -> ApiError {
+    if let Some(r) = redirect(call, &e, content_type_301) {
         return r;
     }
     match classify_cluster_error(e) {
@@ -325,7 +329,7 @@ pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
         .cluster
         .backup(sql, p.vacuum, p.tables.clone(), p.noleader, &route(p))
         .await
-        .map_err(|e| status_only(&call, e, false))?;
+        .map_err(|e| status_only(&call, e, Some("application/octet-stream")))?;
     let data = if p.compress {
         gzip(&served.value).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
@@ -375,7 +379,7 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
         }
     };
     if let Err(e) = &outcome {
-        if let Some(r) = redirect(&call, e, false) {
+        if let Some(r) = redirect(&call, e, None) {
             return Err(r);
         }
     }
@@ -401,6 +405,6 @@ pub async fn boot(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
             "invalid SQLite database: {m}"
         ))),
         Err(StoreError::NotLeader { .. }) => Err(ApiError::Unavailable("not leader".into())),
-        Err(e) => Err(status_only(&call, e.into(), false)),
+        Err(e) => Err(status_only(&call, e.into(), None)),
     }
 }

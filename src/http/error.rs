@@ -41,7 +41,10 @@ pub enum ApiError {
     Unauthorized,
     /// `redirect` on a non-leader: 301 to the same path and query on the leader.
     #[error("moved")]
-    Redirect { location: String, json: bool },
+    Redirect {
+        location: String,
+        content_type: Option<&'static str>,
+    },
 }
 
 impl ApiError {
@@ -60,8 +63,11 @@ impl ApiError {
             ApiError::Internal(m) => plain(StatusCode::INTERNAL_SERVER_ERROR, &m),
             ApiError::OutcomeUnknown(m) => plain(StatusCode::GATEWAY_TIMEOUT, &m),
             ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
-            ApiError::Redirect { location, json } => {
-                let mut r = empty(StatusCode::MOVED_PERMANENTLY, json.then_some(JSON));
+            ApiError::Redirect {
+                location,
+                content_type,
+            } => {
+                let mut r = empty(StatusCode::MOVED_PERMANENTLY, content_type);
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }

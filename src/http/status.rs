@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use openraft::ServerState;
 
 use super::db::render;
 use super::error::{self, ApiError};
@@ -85,16 +84,6 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn state_name(st: ServerState) -> &'static str {
-    match st {
-        ServerState::Leader => "Leader",
-        ServerState::Follower => "Follower",
-        ServerState::Candidate => "Candidate",
-        ServerState::Learner => "Follower",
-        ServerState::Shutdown => "Shutdown",
-    }
-}
-
 fn status_json(st: &HttpState) -> Json {
     let store = &st.store;
     let m = store.raft().metrics().borrow().clone();
@@ -142,7 +131,7 @@ fn status_json(st: &HttpState) -> Json {
             "num_peers",
             Json::Int(members.len().saturating_sub(1) as i64),
         ),
-        ("state", s(state_name(m.state))),
+        ("state", s(store.state_name())),
         ("term", Json::Int(m.current_term as i64)),
         ("voter", Json::Bool(store.is_voter())),
         ("last_contact", Json::Int(0)),
@@ -476,20 +465,7 @@ pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError
             error::empty(StatusCode::OK, None),
             served.forwarded_to,
         )),
-        Err(crate::cluster::ClusterError::Store(crate::store::StoreError::NotLeader {
-            leader: Some(l),
-        })) if call.params.redirect => {
-            let query = call
-                .raw_query
-                .as_deref()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default();
-            Err(ApiError::Redirect {
-                location: format!("{}{}{}", l.api_url(), call.path, query),
-                json: false,
-            })
-        }
-        Err(e) => Err(cluster_status(e)),
+        Err(e) => Err(super::db::redirect(&call, &e, None).unwrap_or_else(|| cluster_status(e))),
     }
 }
 

@@ -101,12 +101,11 @@ impl PeerClient {
                 self.target.clone(),
                 e,
             ))),
-            Err(e @ TransportError::Unreachable { .. }) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
-            Err(e @ TransportError::Timeout { .. }) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            Err(
+                e @ (TransportError::Unreachable { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::Interrupted { .. }),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e @ TransportError::Protocol { .. }) => {
                 Err(RPCError::Network(NetworkError::new(&e)))
             }

@@ -15,9 +15,14 @@ pub const WIRE_VERSION: u16 = 1;
 /// Why an internode call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// Could not connect or the connection broke before an answer: the peer may be down.
+    /// Could not connect, or the peer refused the request before processing it: nothing
+    /// happened there.
     #[error("{addr} unreachable: {msg}")]
     Unreachable { addr: String, msg: String },
+    /// The request may have reached the peer, but the connection broke before an answer:
+    /// the outcome of the call is unknown.
+    #[error("{addr}: connection lost before an answer: {msg}")]
+    Interrupted { addr: String, msg: String },
     /// No answer within the deadline: the outcome of the call is unknown.
     #[error("{addr}: no answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
@@ -85,42 +90,35 @@ impl Transport {
             .timeout(timeout)
             .send()
             .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(TransportError::Timeout {
-                    addr: addr.into(),
-                    timeout,
-                })
-            }
-            Err(e) => {
-                return Err(TransportError::Unreachable {
-                    addr: addr.into(),
+        let lost = |e: reqwest::Error| -> TransportError {
+            let addr = addr.to_string();
+            if e.is_timeout() {
+                TransportError::Timeout { addr, timeout }
+            } else if e.is_connect() {
+                TransportError::Unreachable {
+                    addr,
                     msg: error_chain(&e),
-                })
+                }
+            } else {
+                TransportError::Interrupted {
+                    addr,
+                    msg: error_chain(&e),
+                }
             }
         };
+        let resp = sent.map_err(lost)?;
         let status = resp.status();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => {
-                return Err(TransportError::Timeout {
-                    addr: addr.into(),
-                    timeout,
-                })
-            }
-            Err(e) => {
-                return Err(TransportError::Unreachable {
-                    addr: addr.into(),
-                    msg: error_chain(&e),
-                })
-            }
-        };
+        let bytes = resp.bytes().await.map_err(lost)?;
         if !status.is_success() {
-            return Err(proto(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&bytes).trim()
-            )));
+            let msg = format!("{status}: {}", String::from_utf8_lossy(&bytes).trim());
+            // The internode service refuses (400, 503) before it processes anything.
+            if status.as_u16() == 400 || status.as_u16() == 503 {
+                return Err(TransportError::Unreachable {
+                    addr: addr.to_string(),
+                    msg,
+                });
+            }
+            return Err(proto(msg));
         }
         decode(&bytes).map_err(proto)
     }

@@ -123,8 +123,14 @@ impl LeaderContact {
     }
 
     pub fn record(&self) {
-        let ms = self.epoch().elapsed().as_millis() as u64 + 1;
-        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.record_at(Instant::now());
+    }
+
+    /// Records a moment in the past (never moves backwards).
+    pub fn record_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.epoch()).as_millis() as u64 + 1;
+        self.last
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How long ago a leader was last heard from, if ever.
@@ -270,19 +276,54 @@ impl Store {
         self.started.elapsed()
     }
 
-    /// True if this node currently believes it is the leader.
-    pub fn is_leader(&self) -> bool {
+    /// True if openraft has this node as leader of the current term (it may have lost its
+    /// quorum without knowing yet).
+    fn raft_is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
-    /// The current leader's metadata, if one is known.
+    /// Whether a quorum confirmed this node's leadership within the last election timeout
+    /// (always true for a single voter: it is its own quorum).
+    fn lease_valid(&self) -> bool {
+        let single = self.members().iter().filter(|(_, voter)| *voter).count() <= 1;
+        single
+            || self
+                .lease
+                .since_leader_contact()
+                .is_some_and(|age| age < self.cfg.election_timeout)
+    }
+
+    /// True if this node leads and its lease is valid. A leader cut off from the majority
+    /// stops being one here once a new leader could have been elected elsewhere: it then
+    /// refuses writes and `weak` reads and reports no leader, without starting an election
+    /// that would disrupt the majority when it comes back (openraft 0.9 has no step-down or
+    /// PreVote of its own).
+    pub fn is_leader(&self) -> bool {
+        self.raft_is_leader() && self.lease_valid()
+    }
+
+    /// The current leader's metadata, if one is known (not this node if its lease lapsed).
     pub fn leader(&self) -> Option<NodeInfo> {
         let m = self.raft.metrics();
         let m = m.borrow();
         let leader = m.current_leader?;
+        if leader == self.id && !(m.state == ServerState::Leader && self.lease_valid()) {
+            return None;
+        }
         m.membership_config.membership().get_node(&leader).cloned()
+    }
+
+    /// The state `/status` reports: a leader whose lease lapsed is no longer acting as one.
+    pub fn state_name(&self) -> &'static str {
+        let m = self.raft.metrics().borrow().clone();
+        match m.state {
+            ServerState::Leader if self.lease_valid() => "Leader",
+            ServerState::Leader | ServerState::Follower | ServerState::Learner => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Shutdown => "Shutdown",
+        }
     }
 
     /// All members (voters and learners) with whether each votes, sorted by id.
@@ -316,36 +357,27 @@ impl Store {
         }
     }
 
-    /// Fails unless this node is the leader.
-    pub fn ensure_leader(&self) -> Result<(), StoreError> {
-        if self.is_leader() {
-            Ok(())
-        } else {
-            Err(self.not_leader())
-        }
-    }
-
     /// Fails unless this node is the leader *and* a quorum confirmed that within the last
-    /// election timeout (a leader lease, CheckQuorum-style): a leader cut off from the
-    /// majority stops serving `weak` reads once a new leader could have been elected.
-    pub async fn ensure_leader_lease(&self) -> Result<(), StoreError> {
-        self.ensure_leader()?;
-        let lease = self.cfg.election_timeout;
-        if self
-            .lease
-            .since_leader_contact()
-            .is_some_and(|age| age < lease)
-        {
+    /// election timeout (a leader lease, CheckQuorum-style). A stale lease is renewed on the
+    /// spot with one heartbeat round, so a freshly elected leader does not refuse work.
+    pub async fn ensure_leader(&self) -> Result<(), StoreError> {
+        if !self.raft_is_leader() {
+            return Err(self.not_leader());
+        }
+        if self.lease_valid() {
             return Ok(());
         }
-        self.confirm_leadership(lease).await
+        self.confirm_leadership(self.cfg.election_timeout).await
     }
 
     /// Confirms leadership with a quorum (a heartbeat round) and renews the lease.
     async fn confirm_leadership(&self, timeout: Duration) -> Result<(), StoreError> {
+        // The lease counts from before the heartbeats were sent: followers reset their election
+        // timers no earlier than that, so no new leader can exist within the lease.
+        let sent = Instant::now();
         match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
             Ok(Ok(_)) => {
-                self.lease.record();
+                self.lease.record_at(sent);
                 Ok(())
             }
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
@@ -389,13 +421,14 @@ impl Store {
 
     /// Keeps the leader lease warm so `weak` reads rarely wait for a heartbeat round.
     pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
-        let every = (self.cfg.election_timeout / 3).max(Duration::from_millis(10));
+        let every = (self.cfg.election_timeout / 5)
+            .clamp(Duration::from_millis(10), Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if self.is_leader() {
+            if self.raft_is_leader() {
                 let _ = self.confirm_leadership(self.cfg.election_timeout).await;
             }
         }
@@ -427,6 +460,8 @@ impl Store {
 
     /// Proposes a command and waits until it is committed and applied.
     async fn propose(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
+        // A leader without a quorum refuses at once instead of waiting out the apply timeout.
+        self.ensure_leader().await?;
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(Proposal { cmd, tx })
@@ -512,7 +547,7 @@ impl Store {
                 }
                 Ok(())
             }
-            ReadLevel::Weak => self.ensure_leader_lease().await,
+            ReadLevel::Weak => self.ensure_leader().await,
             ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
             ReadLevel::Strong => Ok(()),
         }
@@ -613,17 +648,27 @@ impl Store {
             .map(|l| l.index)
             .unwrap_or(0);
         let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Raft(e.to_string());
-        self.raft.trigger().snapshot().await.map_err(fatal)?;
-        let waited = self
-            .raft
-            .wait(Some(Duration::from_secs(60)))
-            .metrics(
-                |m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied,
-                "snapshot",
-            )
-            .await;
-        if let Err(e) = waited {
-            return Err(StoreError::Timeout(format!("snapshot: {e}")));
+        let reached = |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            m.snapshot.map(|s| s.index).unwrap_or(0) >= applied
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // openraft ignores a trigger while a snapshot is being built; that build may stop short
+        // of `applied`, so trigger again until a snapshot covers it.
+        loop {
+            self.raft.trigger().snapshot().await.map_err(fatal)?;
+            let waited = self
+                .raft
+                .wait(Some(Duration::from_secs(2)))
+                .metrics(reached, "snapshot")
+                .await;
+            match waited {
+                Ok(_) => break,
+                Err(openraft::metrics::WaitError::ShuttingDown) => return Err(StoreError::Closed),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(StoreError::Timeout(format!("snapshot: {e}")))
+                }
+                Err(_) => {}
+            }
         }
         if let Some(t) = trailing {
             let snap = self
@@ -660,7 +705,7 @@ impl Store {
 
     /// Removes a member by its rqlite id; unknown ids are not an error (as in rqlite).
     pub async fn remove_node(&self, id: &str) -> Result<(), StoreError> {
-        self.ensure_leader()?;
+        self.ensure_leader().await?;
         let Some((node, voter)) = self.members().into_iter().find(|(n, _)| n.id == id) else {
             return Ok(());
         };
@@ -745,7 +790,7 @@ impl Store {
     /// old entry. The node is added as a learner, brought up to date (by snapshot if the log
     /// was compacted), then promoted if it is to vote.
     pub async fn add_member(&self, node: NodeInfo, voter: bool) -> Result<(), StoreError> {
-        self.ensure_leader()?;
+        self.ensure_leader().await?;
         let nid = node_id_of(&node.id);
         let members = self.members();
         let same = members
