@@ -135,6 +135,7 @@ impl Node {
             snapshot_threshold: cfg.raft_snap,
             snapshot_interval: cfg.raft_snap_int,
             trailing_logs: cfg.trailing_logs(),
+            remove_shutdown: cfg.raft_remove_shutdown,
         };
         let store = Store::open(store_cfg, network).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport));

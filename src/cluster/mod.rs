@@ -11,7 +11,7 @@ pub mod proto;
 pub mod service;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::command::Request;
 use crate::raft::transport::{Transport, TransportError};
@@ -286,7 +286,7 @@ impl Cluster {
         self.local_or_leader(
             route,
             true,
-            || self.store.remove_node(&i),
+            || async move { self.remove_and_notify(&i).await },
             || ClusterRequest::Remove { id, creds },
             |r| match r {
                 ClusterResponse::Ok => Ok(()),
@@ -308,9 +308,11 @@ impl Cluster {
             route,
             true,
             || async move {
-                self.transfer_leadership(i)
-                    .await
-                    .map_err(|e| StoreError::Raft(e.to_string()))
+                // "Not leader" must stay itself so that the request is forwarded.
+                self.transfer_leadership(i).await.map_err(|e| match e {
+                    ClusterError::Store(e) => e,
+                    e => StoreError::Raft(e.to_string()),
+                })
             },
             || ClusterRequest::Stepdown { id, creds },
             |r| match r {
@@ -349,18 +351,67 @@ impl Cluster {
                 None => Ok(()),
             };
         };
-        match self
-            .call(
-                &target.raft_addr,
-                &ClusterRequest::Elect,
-                Duration::from_secs(5),
-                true,
-            )
-            .await?
-        {
-            ClusterResponse::Ok => Ok(()),
-            other => Err(unexpected(other)),
+        // The target's first election can be refused while the voters still honour the
+        // current leader's lease (openraft's), so ask again until leadership has moved.
+        let round = self.store.config().election_timeout;
+        let deadline = Instant::now() + round * 6 + Duration::from_secs(1);
+        loop {
+            match self
+                .call(
+                    &target.raft_addr,
+                    &ClusterRequest::Elect,
+                    Duration::from_secs(5),
+                    true,
+                )
+                .await?
+            {
+                ClusterResponse::Ok => {}
+                other => return Err(unexpected(other)),
+            }
+            let moved = self
+                .store
+                .raft()
+                .wait(Some(round))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != self.store.node_id()),
+                    "leadership transfer",
+                )
+                .await;
+            if moved.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(
+                    StoreError::Timeout("leadership transfer did not complete".into()).into(),
+                );
+            }
         }
+    }
+
+    /// Removes a member (leader only) and tells it so, so that a node running with
+    /// `-raft-remove-shutdown` stops Raft even if it never receives the new configuration.
+    pub async fn remove_and_notify(&self, id: &str) -> Result<(), StoreError> {
+        let node = self
+            .store
+            .members()
+            .into_iter()
+            .find(|(n, _)| n.id == id)
+            .map(|(n, _)| n);
+        self.store.remove_node(id).await?;
+        if let Some(n) = node.filter(|n| n.id != self.store.me().id) {
+            if let Err(e) = self
+                .call(
+                    &n.raft_addr,
+                    &ClusterRequest::Removed,
+                    Duration::from_secs(2),
+                    true,
+                )
+                .await
+            {
+                tracing::debug!(node = %n, error = %e, "could not tell a removed node");
+            }
+        }
+        Ok(())
     }
 
     /// Metadata of the node at `addr` (for `/nodes`, `/leader`, redirects).

@@ -118,6 +118,8 @@ pub enum ClusterRequest {
     },
     /// Ask the receiver to start an election now (leadership transfer target).
     Elect,
+    /// The receiver has been removed from the cluster.
+    Removed,
 }
 
 /// Metadata a node reports about itself.

@@ -146,7 +146,11 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             Ok(ClusterResponse::Ok)
         }
         ClusterRequest::Remove { id, creds: _ } => {
-            store.remove_node(&id).await?;
+            st.cluster.remove_and_notify(&id).await?;
+            Ok(ClusterResponse::Ok)
+        }
+        ClusterRequest::Removed => {
+            store.removed().await;
             Ok(ClusterResponse::Ok)
         }
         ClusterRequest::Execute { req, creds: _ } => Ok(outcome(store.execute(req).await?)),

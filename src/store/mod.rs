@@ -81,6 +81,8 @@ pub struct StoreConfig {
     pub snapshot_interval: Duration,
     /// Entries kept in the log behind a snapshot.
     pub trailing_logs: u64,
+    /// Stop Raft once this node learns it was removed (`-raft-remove-shutdown`).
+    pub remove_shutdown: bool,
 }
 
 /// The outcome of a request that went through the log or the database.
@@ -390,9 +392,21 @@ impl Store {
         }
     }
 
-    /// `-raft-remove-shutdown`: once this node sees a configuration without itself (it was
-    /// removed), Raft stops here so a removed node cannot disrupt the cluster by electing
-    /// itself.
+    /// This node learned it was removed from the cluster (from the configuration, or told
+    /// by the leader). With `-raft-remove-shutdown`, Raft stops here so a removed node cannot
+    /// disrupt the cluster by campaigning on its own.
+    pub async fn removed(&self) {
+        if !self.cfg.remove_shutdown {
+            tracing::info!("this node was removed from the cluster");
+            return;
+        }
+        tracing::warn!("this node was removed from the cluster: stopping Raft");
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// Watches the configuration for this node's removal (see [`Store::removed`]).
     pub async fn run_remove_watch(self: Arc<Self>, stop: CancellationToken) {
         let mut metrics = self.raft.metrics();
         let mut was_member = false;
@@ -406,10 +420,7 @@ impl Store {
             if member {
                 was_member = true;
             } else if was_member {
-                tracing::warn!("this node was removed from the cluster: stopping Raft");
-                if let Err(e) = self.raft.shutdown().await {
-                    tracing::warn!(error = %e, "raft shutdown");
-                }
+                self.removed().await;
                 return;
             }
             tokio::select! {
@@ -419,18 +430,27 @@ impl Store {
         }
     }
 
-    /// Keeps the leader lease warm so `weak` reads rarely wait for a heartbeat round.
+    /// Keeps the leader lease warm so requests rarely wait for a heartbeat round; renews it
+    /// at once when this node becomes leader.
     pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
         let every = (self.cfg.election_timeout / 5)
             .clamp(Duration::from_millis(10), Duration::from_millis(200));
+        let mut metrics = self.raft.metrics();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leader = false;
         loop {
-            tokio::select! {
+            // Metrics change on every apply: only a change of leadership triggers a renewal.
+            let ticked = tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            if self.raft_is_leader() {
+                _ = tick.tick() => true,
+                changed = metrics.changed() => if changed.is_err() { return } else { false },
+            };
+            let leader = self.raft_is_leader();
+            if leader && (ticked || !was_leader) {
                 let _ = self.confirm_leadership(self.cfg.election_timeout).await;
             }
+            was_leader = leader;
         }
     }
 

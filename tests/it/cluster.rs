@@ -1417,3 +1417,112 @@ async fn bank_transfers_conserve_money_across_a_leader_crash() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request_and_on_graceful_shutdown() {
+    // Steps: POST /leader?wait on a follower hands leadership to another voter; POST /leader
+    // with {"id": ...} on the new leader hands it to that node; a leader stopped gracefully
+    // with -raft-shutdown-stepdown hands it over before it goes and the survivors serve.
+    let mut c = TestCluster::start_with(3, |_, cfg| {
+        cfg.raft_shutdown_stepdown = true;
+        // A long election timeout makes "moved by hand-over" distinguishable from "re-elected".
+        cfg.raft_election_timeout = Duration::from_secs(2);
+        cfg.raft_heartbeat_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let first = c.leader().await;
+    let follower = c.followers().await[0];
+    let r = c
+        .client(follower)
+        .send("POST", "/leader?wait", None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = c.wait_for_leader().await;
+    assert_ne!(second, first);
+
+    let target = (0..3).find(|i| *i != second).unwrap();
+    let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
+    let r = c
+        .client(second)
+        .send(
+            "POST",
+            "/leader",
+            Some("application/json"),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(CLUSTER_WAIT, "leadership to reach the named node", || {
+        let agreed = c.agreed_leader(&[0, 1, 2]);
+        async move { agreed == Some(target) }
+    })
+    .await;
+    // Naming the current leader is refused.
+    let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
+    let r = c
+        .client(target)
+        .send(
+            "POST",
+            "/leader",
+            Some("application/json"),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_ne!(r.status, 200, "{}", r.text());
+
+    c.stop(target).await;
+    let rest: Vec<usize> = (0..3).filter(|i| *i != target).collect();
+    let next = c.wait_for_leader_among(&rest).await;
+    assert!(rest.contains(&next));
+    c.client(next)
+        .execute_ok(r#"["CREATE TABLE after_handover (v)"]"#)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_can_leave_on_shutdown_and_a_removed_node_stops_raft() {
+    // Steps: node 3 runs with -raft-cluster-remove-shutdown: stopping it removes it from the
+    // configuration. Node 2 runs with -raft-remove-shutdown: after DELETE /remove it stops
+    // Raft instead of campaigning on its own.
+    let mut c = TestCluster::start_with(3, |i, cfg| {
+        cfg.raft_cluster_remove_shutdown = i == 2;
+        cfg.raft_remove_shutdown = i == 1;
+    })
+    .await;
+    let leader = c.leader().await;
+    assert_eq!(leader, 0, "node 1 bootstrapped and leads");
+    c.stop(2).await;
+    let lc = c.client(0).clone();
+    wait_until(CLUSTER_WAIT, "node 3 to be removed", || {
+        let lc = lc.clone();
+        async move {
+            lc.get("/nodes")
+                .await
+                .json()
+                .as_object()
+                .is_some_and(|o| o.len() == 2)
+        }
+    })
+    .await;
+
+    let r = c
+        .client(0)
+        .send(
+            "DELETE",
+            "/remove",
+            Some("application/json"),
+            Some(br#"{"id":"2"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let removed = c.node(1).store().clone();
+    wait_until(CLUSTER_WAIT, "the removed node to stop Raft", || {
+        let state = removed.state_name();
+        async move { state == "Shutdown" }
+    })
+    .await;
+    // The remaining single voter still serves writes.
+    c.client(0)
+        .execute_ok(r#"["CREATE TABLE alone (v)"]"#)
+        .await;
+}
