@@ -176,6 +176,10 @@ impl Node {
         tasks.push(tokio::spawn(
             store.clone().run_lease_loop(cancel.child_token()),
         ));
+        tasks.push(tokio::spawn(crate::cluster::prevote::run(
+            cluster.clone(),
+            cancel.child_token(),
+        )));
         if cfg.raft_remove_shutdown {
             tasks.push(tokio::spawn(
                 store.clone().run_remove_watch(cancel.child_token()),

@@ -120,6 +120,10 @@ pub enum ClusterRequest {
     Elect,
     /// The receiver has been removed from the cluster.
     Removed,
+    /// Would the receiver vote for a candidate whose log ends at `last_log`? (No state changes.)
+    PreVote {
+        last_log: Option<crate::raft::LogId>,
+    },
 }
 
 /// Metadata a node reports about itself.
@@ -156,5 +160,6 @@ pub enum ClusterResponse {
     },
     Bytes(Vec<u8>),
     Ok,
+    Granted(bool),
     Err(WireError),
 }

@@ -149,6 +149,9 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             st.cluster.remove_and_notify(&id).await?;
             Ok(ClusterResponse::Ok)
         }
+        ClusterRequest::PreVote { last_log } => Ok(ClusterResponse::Granted(
+            super::prevote::would_vote(store, last_log).await,
+        )),
         ClusterRequest::Removed => {
             store.removed().await;
             Ok(ClusterResponse::Ok)

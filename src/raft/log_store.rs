@@ -328,6 +328,16 @@ impl LogStore {
         }
     }
 
+    /// The id of the last entry appended (flushed or not), or of the last purged one.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let c = self.cache();
+        c.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(c.last_purged)
+    }
+
     /// Number of entries currently held (for `/status`).
     pub fn len(&self) -> usize {
         self.cache().entries.len()

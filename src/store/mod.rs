@@ -32,7 +32,7 @@ pub use error::StoreError;
 use crate::command::{Command, Request, StmtResult};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::{node_id_of, NodeId, NodeInfo, Raft};
+use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
 use db::{Db, DbConfig, Engine};
 use rewrite::RewriteOpts;
 use snapshot::SnapshotStore;
@@ -173,6 +173,8 @@ impl Store {
             // Snapshots are ours to trigger (threshold checked every `snapshot_interval`).
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: cfg.trailing_logs,
+            // Elections are started by `cluster::prevote` after a successful pre-vote.
+            enable_elect: false,
             ..Default::default()
         };
         let raft_cfg = Arc::new(
@@ -306,12 +308,23 @@ impl Store {
         self.raft_is_leader() && self.lease_valid()
     }
 
-    /// The current leader's metadata, if one is known (not this node if its lease lapsed).
+    /// The current leader's metadata, if one is known: not this node if its lease lapsed, and
+    /// not a leader this follower has not heard from within an election timeout.
     pub fn leader(&self) -> Option<NodeInfo> {
         let m = self.raft.metrics();
         let m = m.borrow();
         let leader = m.current_leader?;
         if leader == self.id && !(m.state == ServerState::Leader && self.lease_valid()) {
+            return None;
+        }
+        // A follower that has not heard from its leader for an election timeout no longer
+        // knows who leads (elections only start after a successful pre-vote, so openraft
+        // itself may keep naming a leader that is gone).
+        let silent = self
+            .contact
+            .since_leader_contact()
+            .is_none_or(|age| age >= self.cfg.election_timeout);
+        if leader != self.id && silent {
             return None;
         }
         m.membership_config.membership().get_node(&leader).cloned()
@@ -383,10 +396,8 @@ impl Store {
                 Ok(())
             }
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                f,
-            )))) => Err(StoreError::NotLeader {
-                leader: f.leader_node,
-            }),
+                _,
+            )))) => Err(self.not_leader()),
             // No quorum (or no answer in time): this node cannot prove it still leads.
             Ok(Err(_)) | Err(_) => Err(StoreError::NotLeader { leader: None }),
         }
@@ -603,10 +614,8 @@ impl Store {
         match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                f,
-            )))) => Err(StoreError::NotLeader {
-                leader: f.leader_node,
-            }),
+                _,
+            )))) => Err(self.not_leader()),
             // Cut off from the majority: this node cannot prove it still leads.
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
                 _,
@@ -763,6 +772,11 @@ impl Store {
         }
     }
 
+    /// The id of the last entry in this node's log.
+    pub async fn last_log_id(&self) -> Option<LogId> {
+        self.log.last_log_id()
+    }
+
     /// Whether this node has Raft state (was bootstrapped, joined, or restarted with data).
     pub async fn is_initialized(&self) -> bool {
         self.raft.is_initialized().await.unwrap_or(false)
@@ -795,10 +809,8 @@ impl Store {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_node,
-                })
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(self.not_leader())
             }
             Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
             Err(_) => Err(StoreError::Timeout("membership change: timeout".into())),
@@ -836,10 +848,8 @@ impl Store {
             .await;
             match added {
                 Ok(Ok(_)) => {}
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    return Err(StoreError::NotLeader {
-                        leader: f.leader_node,
-                    })
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    return Err(self.not_leader())
                 }
                 Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
                 Err(_) => {

@@ -1526,3 +1526,54 @@ async fn nodes_can_leave_on_shutdown_and_a_removed_node_stops_raft() {
         .execute_ok(r#"["CREATE TABLE alone (v)"]"#)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoining_partitioned_follower_does_not_disrupt_the_leader() {
+    // Steps: cut a follower off for several election timeouts (it cannot win a pre-vote, so
+    // it never bumps its term); heal; the leader and its term are unchanged and the follower
+    // catches up with what was written meanwhile.
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.followers().await[0];
+    let term = |i: usize| {
+        let cl = c.client(i).clone();
+        async move {
+            cl.get("/status?key=store.raft.term")
+                .await
+                .json()
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let before = term(leader).await;
+    c.set_isolated(f, true);
+    let fc = c.client(f).clone();
+    wait_until(
+        CLUSTER_WAIT,
+        "the isolated follower to lose its leader",
+        || {
+            let fc = fc.clone();
+            async move { fc.get("/readyz").await.status == 503 }
+        },
+    )
+    .await;
+    c.client(leader)
+        .execute_ok(r#"["CREATE TABLE during (v)", "INSERT INTO during VALUES(1)"]"#)
+        .await;
+    // For several election timeouts (300ms each) the follower would campaign, were it
+    // allowed to: its term must stay where it was the whole time.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(
+            term(f).await,
+            before,
+            "the isolated follower bumped its term"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.set_isolated(f, false);
+    c.wait_all_see("SELECT COUNT(*) FROM during", &json!([[1]]))
+        .await;
+    assert_eq!(c.agreed_leader(&[0, 1, 2]), Some(leader));
+    assert_eq!(term(leader).await, before, "the leader was disrupted");
+}
