@@ -5,13 +5,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::bootstrap::Bootstrapper;
+use crate::cluster::discover::{self, Disco, KeyTiming};
 use crate::cluster::service::{self, ServiceState};
 use crate::cluster::{join, Cluster, Route};
 use crate::config::{is_unspecified, split_host_port, Config};
@@ -36,6 +37,14 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Join(String),
+}
+
+/// What `form_or_join` works with.
+struct Parts<'a> {
+    store: &'a Arc<Store>,
+    cluster: &'a Arc<Cluster>,
+    bootstrap: &'a Arc<Bootstrapper>,
+    disco: Option<&'a Disco>,
 }
 
 /// A running node.
@@ -159,9 +168,28 @@ impl Node {
             }
         }));
 
-        if let Err(e) =
-            Self::form_or_join(&cfg, &store, &cluster, &bootstrap, &me, &mut tasks).await
-        {
+        let disco = match Disco::build(&cfg, raft_addr.port()) {
+            Ok(d) => d,
+            Err(e) => {
+                cancel.cancel();
+                store.shutdown().await;
+                return Err(NodeError::Config(e));
+            }
+        };
+        let formed = Self::form_or_join(
+            &cfg,
+            Parts {
+                store: &store,
+                cluster: &cluster,
+                bootstrap: &bootstrap,
+                disco: disco.as_ref(),
+            },
+            &me,
+            &mut tasks,
+            &cancel,
+        )
+        .await;
+        if let Err(e) = formed {
             cancel.cancel();
             for t in tasks {
                 let _ = t.await;
@@ -204,6 +232,7 @@ impl Node {
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
             counters: Default::default(),
+            disco,
         });
         let app = http::router(state);
         let stop = cancel.child_token();
@@ -229,21 +258,68 @@ impl Node {
         })
     }
 
-    /// rqlite's decision tree: existing state wins; else `-bootstrap-expect` (in the
-    /// background: the others must be up too); else `-join`; else a new single-voter cluster.
+    /// rqlite's decision tree: existing state wins; else discovery (`-disco-mode`) or
+    /// `-bootstrap-expect` (in the background: the others must be up too); else `-join`; else
+    /// a new single-voter cluster.
     async fn form_or_join(
         cfg: &Config,
-        store: &Arc<Store>,
-        cluster: &Arc<Cluster>,
-        bootstrap: &Arc<Bootstrapper>,
+        parts: Parts<'_>,
         me: &NodeInfo,
         tasks: &mut Vec<JoinHandle<()>>,
+        stop: &CancellationToken,
     ) -> Result<(), NodeError> {
+        let Parts {
+            store,
+            cluster,
+            bootstrap,
+            disco,
+        } = parts;
         let voter = !cfg.raft_non_voter;
-        if store.is_initialized().await {
-            if !cfg.join.is_empty() || cfg.bootstrap_expect > 0 {
-                tracing::info!("node has Raft state: the stored configuration decides, not -join");
+        let has_state = store.is_initialized().await;
+        if let Some(Disco::Key(keeper)) = disco {
+            // The leader keeps the key current whether or not this node had state.
+            let timing = KeyTiming {
+                interval: cfg.join_interval,
+                stale_after: cfg.join_interval * 5,
+                report_every: Duration::from_secs(10).min(cfg.join_interval * 4),
+            };
+            tasks.push(tokio::spawn(discover::key_report(
+                cluster.clone(),
+                keeper.clone(),
+                timing.clone(),
+                stop.child_token(),
+            )));
+            if !has_state {
+                tasks.push(tokio::spawn(discover::key_rendezvous(
+                    cluster.clone(),
+                    keeper.clone(),
+                    voter,
+                    timing,
+                    stop.child_token(),
+                )));
             }
+            return Ok(());
+        }
+        if has_state {
+            if !cfg.join.is_empty() || cfg.bootstrap_expect > 0 || disco.is_some() {
+                tracing::info!(
+                    "node has Raft state: the stored configuration decides, not -join or discovery"
+                );
+            }
+            return Ok(());
+        }
+        if let Some(Disco::Finder(finder)) = disco {
+            let (b, f, timeout) = (
+                bootstrap.clone(),
+                finder.clone(),
+                cfg.bootstrap_expect_timeout,
+            );
+            tasks.push(tokio::spawn(async move {
+                let targets = || discover::candidates(&f);
+                if let Err(e) = b.run(targets, voter, timeout).await {
+                    tracing::error!(error = %e, "cluster formation failed");
+                }
+            }));
             return Ok(());
         }
         if cfg.bootstrap_expect > 0 {
@@ -253,6 +329,10 @@ impl Node {
                 cfg.bootstrap_expect_timeout,
             );
             tasks.push(tokio::spawn(async move {
+                let targets = || {
+                    let t = targets.clone();
+                    async move { t }
+                };
                 if let Err(e) = b.run(targets, voter, timeout).await {
                     tracing::error!(error = %e, "cluster formation failed");
                 }

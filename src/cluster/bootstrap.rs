@@ -50,6 +50,11 @@ impl Bootstrapper {
         if seen.len() < self.expect {
             return;
         }
+        let me = &store.me().id;
+        if !seen.contains_key(me) {
+            // Only a node among the N may bootstrap with them; it has not notified itself yet.
+            return;
+        }
         let members: Vec<NodeInfo> = seen.values().cloned().collect();
         match store.bootstrap_with(members.clone()).await {
             Ok(true) => {
@@ -61,19 +66,27 @@ impl Bootstrapper {
     }
 
     /// The sending side: until a leader is known, try to join, else notify every target.
-    pub async fn run(
+    /// `targets` is asked anew every round (a static list, or a DNS lookup).
+    pub async fn run<F, Fut>(
         &self,
-        targets: Vec<String>,
+        targets: F,
         voter: bool,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Vec<String>>,
+    {
         let deadline = Instant::now() + timeout;
         let me = self.cluster.store().me().clone();
         loop {
             let store = self.cluster.store();
-            if store.leader().is_some() {
+            // Done once this node is a member as it asked to be (a joiner added as a learner
+            // but not yet promoted keeps trying).
+            if store.is_initialized().await && (!voter || store.is_voter()) {
                 return Ok(());
             }
+            let targets = targets().await;
             for t in targets.iter().filter(|t| **t != me.raft_addr) {
                 if let JoinOutcome::Joined = join_once(&self.cluster, t, &me, voter).await {
                     return Ok(());
@@ -84,16 +97,24 @@ impl Bootstrapper {
                     node: me.clone(),
                     creds: None,
                 };
-                for t in &targets {
-                    if *t == me.raft_addr {
-                        self.notified(me.clone()).await;
-                        continue;
+                if targets.contains(&me.raft_addr) {
+                    self.notified(me.clone()).await;
+                }
+                // In parallel: one slow or silent target must not hold up the others.
+                let others = targets.iter().filter(|t| **t != me.raft_addr);
+                let calls = others.map(|t| {
+                    let notify = &notify;
+                    async move {
+                        (
+                            t,
+                            self.cluster
+                                .call(t, notify, Duration::from_secs(5), true)
+                                .await,
+                        )
                     }
-                    match self
-                        .cluster
-                        .call(t, &notify, Duration::from_secs(5), true)
-                        .await
-                    {
+                });
+                for (t, answer) in futures_util::future::join_all(calls).await {
+                    match answer {
                         Ok(ClusterResponse::Ok) => {}
                         Ok(other) => {
                             tracing::debug!(target = %t, answer = ?other, "notify refused")

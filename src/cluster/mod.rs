@@ -6,6 +6,7 @@
 //! Does not: pick HTTP status codes (`http/error.rs`) or apply anything (`store`).
 
 pub mod bootstrap;
+pub mod discover;
 pub mod join;
 pub mod prevote;
 pub mod proto;

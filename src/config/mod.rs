@@ -174,6 +174,22 @@ pub struct Args {
           default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub raft_cluster_remove_shutdown: bool,
 
+    /// Discovery: dns, dns-srv, etcd-kv or consul-kv.
+    #[arg(long = "disco-mode", env = "SQLRAFT_DISCO_MODE")]
+    pub disco_mode: Option<String>,
+
+    /// Discovery key: names the cluster in etcd/Consul.
+    #[arg(
+        long = "disco-key",
+        default_value = "rqlite",
+        env = "SQLRAFT_DISCO_KEY"
+    )]
+    pub disco_key: String,
+
+    /// Discovery settings: inline JSON or the path of a JSON file.
+    #[arg(long = "disco-config", env = "SQLRAFT_DISCO_CONFIG")]
+    pub disco_config: Option<String>,
+
     /// Queued writes: how many requests may wait in the queue.
     #[arg(
         long = "write-queue-capacity",
@@ -233,6 +249,17 @@ pub struct FileConfig {
     pub raft_shutdown_stepdown: Option<bool>,
     pub raft_remove_shutdown: Option<bool>,
     pub raft_cluster_remove_shutdown: Option<bool>,
+    pub discovery: Option<FileDiscovery>,
+}
+
+/// `[discovery]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    pub mode: Option<String>,
+    pub key: Option<String>,
+    /// The backend's settings: a table, or a JSON string / file path as with `-disco-config`.
+    pub config: Option<toml::Value>,
 }
 
 impl FileConfig {
@@ -277,6 +304,46 @@ pub struct Config {
     pub raft_shutdown_stepdown: bool,
     pub raft_remove_shutdown: bool,
     pub raft_cluster_remove_shutdown: bool,
+    /// `-disco-mode`, validated.
+    pub disco_mode: Option<DiscoMode>,
+    pub disco_key: String,
+    /// The backend settings as JSON (inline, from a file, or from the TOML table).
+    pub disco_config: Option<serde_json::Value>,
+}
+
+/// How nodes find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoMode {
+    Dns,
+    DnsSrv,
+    EtcdKv,
+    ConsulKv,
+}
+
+impl DiscoMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dns" => Some(Self::Dns),
+            "dns-srv" => Some(Self::DnsSrv),
+            "etcd-kv" => Some(Self::EtcdKv),
+            "consul-kv" => Some(Self::ConsulKv),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::DnsSrv => "dns-srv",
+            Self::EtcdKv => "etcd-kv",
+            Self::ConsulKv => "consul-kv",
+        }
+    }
+
+    /// Key backends elect through the key; the others form a cluster with the notify protocol.
+    pub fn uses_key(self) -> bool {
+        matches!(self, Self::EtcdKv | Self::ConsulKv)
+    }
 }
 
 impl Config {
@@ -326,6 +393,9 @@ impl Config {
             raft_shutdown_stepdown: a.raft_shutdown_stepdown,
             raft_remove_shutdown: a.raft_remove_shutdown,
             raft_cluster_remove_shutdown: a.raft_cluster_remove_shutdown,
+            disco_mode: None,
+            disco_key: a.disco_key,
+            disco_config: None,
         }
     }
 
@@ -342,7 +412,7 @@ impl Config {
             .map_err(|e| ConfigError::Args(e.to_string()))?;
         let args =
             Args::from_arg_matches(&matches).map_err(|e| ConfigError::Args(e.to_string()))?;
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(p) => {
                 let text = read_file(p).map_err(|e| ConfigError::File {
                     path: p.display().to_string(),
@@ -352,8 +422,44 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let (disco_mode_arg, disco_config_arg) =
+            (args.disco_mode.clone(), args.disco_config.clone());
+        let (file_mode, file_key, file_cfg) = match file.discovery.take() {
+            Some(d) => (d.mode, d.key, d.config),
+            None => (None, None, None),
+        };
         let mut c = Self::from_args(args);
         c.merge_file(file, &matches)?;
+        // Discovery: command line / environment over the file's [discovery] table.
+        c.disco_mode = match disco_mode_arg.or(file_mode).as_deref() {
+            None | Some("") => None,
+            Some(m) => Some(DiscoMode::parse(m).ok_or_else(|| ConfigError::Invalid {
+                flag: "disco-mode",
+                msg: format!("'{m}' is not one of dns, dns-srv, etcd-kv, consul-kv"),
+            })?),
+        };
+        if let Some(k) = file_key {
+            if !matches!(
+                matches.value_source("disco_key"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                c.disco_key = k;
+            }
+        }
+        c.disco_config = match (disco_config_arg, file_cfg) {
+            (Some(text), _) | (None, Some(toml::Value::String(text))) => {
+                Some(parse_disco_config(&text, &read_file)?)
+            }
+            (None, Some(table)) => {
+                Some(
+                    serde_json::to_value(&table).map_err(|e| ConfigError::Invalid {
+                        flag: "disco-config",
+                        msg: e.to_string(),
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
         c.validate()?;
         Ok(c)
     }
@@ -462,16 +568,39 @@ impl Config {
         if self.write_queue_capacity == 0 || self.write_queue_batch_size == 0 {
             return inv("write-queue-capacity", "queue sizes must be at least 1");
         }
+        if let Some(mode) = self.disco_mode {
+            if !self.join.is_empty() {
+                return inv("join", "cannot be combined with -disco-mode");
+            }
+            if self.disco_config.is_none() {
+                return inv("disco-config", "is required with -disco-mode");
+            }
+            if mode.uses_key() && self.bootstrap_expect > 0 {
+                return inv(
+                    "bootstrap-expect",
+                    "cannot be used with etcd-kv or consul-kv (the key decides)",
+                );
+            }
+            if !mode.uses_key() && self.bootstrap_expect == 0 && !self.raft_non_voter {
+                return inv(
+                    "bootstrap-expect",
+                    "is required with dns and dns-srv discovery",
+                );
+            }
+        }
         if self.bootstrap_expect > 0 && self.raft_non_voter {
             return inv("bootstrap-expect", "a non-voter cannot bootstrap a cluster");
         }
-        if self.bootstrap_expect > 0 && self.join.is_empty() {
+        if self.bootstrap_expect > 0 && self.join.is_empty() && self.disco_mode.is_none() {
             return inv(
                 "bootstrap-expect",
-                "needs the -join list of the nodes to form a cluster with",
+                "needs the -join list (or -disco-mode) of the nodes to form a cluster with",
             );
         }
-        if self.bootstrap_expect > 0 && self.join.len() < self.bootstrap_expect {
+        if self.bootstrap_expect > 0
+            && self.disco_mode.is_none()
+            && self.join.len() < self.bootstrap_expect
+        {
             return inv(
                 "bootstrap-expect",
                 "is larger than the number of -join addresses",
@@ -492,6 +621,60 @@ impl Config {
     pub fn trailing_logs(&self) -> u64 {
         self.raft_snap.saturating_add(self.raft_snap / 4)
     }
+}
+
+/// `-disco-config`: inline JSON if it looks like JSON, else the path of a JSON file. `$VAR`
+/// and `${VAR}` are expanded from the environment, as rqlite does.
+fn parse_disco_config<F>(text: &str, read_file: &F) -> Result<serde_json::Value, ConfigError>
+where
+    F: Fn(&std::path::Path) -> std::io::Result<String>,
+{
+    let trimmed = text.trim();
+    let json = if trimmed.starts_with('{') {
+        trimmed.to_string()
+    } else {
+        read_file(std::path::Path::new(trimmed)).map_err(|e| ConfigError::File {
+            path: trimmed.into(),
+            msg: e.to_string(),
+        })?
+    };
+    serde_json::from_str(&expand_env(&json)).map_err(|e| ConfigError::Invalid {
+        flag: "disco-config",
+        msg: format!("not valid JSON: {e}"),
+    })
+}
+
+/// Replaces `$VAR` and `${VAR}` with environment values (unset variables become empty).
+fn expand_env(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let braced = chars.peek() == Some(&'{');
+        if braced {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&n) = chars.peek() {
+            if !(n.is_ascii_alphanumeric() || n == '_') {
+                break;
+            }
+            name.push(n);
+            chars.next();
+        }
+        if braced && chars.peek() == Some(&'}') {
+            chars.next();
+        }
+        if name.is_empty() {
+            out.push('$');
+        } else {
+            out.push_str(&std::env::var(&name).unwrap_or_default());
+        }
+    }
+    out
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets).
@@ -641,5 +824,94 @@ mod tests {
         assert_eq!(c.node_id.as_deref(), Some("1"));
         assert_eq!(c.raft_snap, 8192);
         assert_eq!(c.write_queue_timeout, Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod deploy_examples {
+    //! The deployment examples pass flags `sqlraftd` accepts.
+    use super::*;
+
+    fn load_args(args: Vec<String>) -> Config {
+        let argv = std::iter::once("sqlraftd".to_string()).chain(args);
+        Config::load(argv, |p| {
+            Err(std::io::Error::other(format!(
+                "unexpected file {}",
+                p.display()
+            )))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Strips one layer of single or double quotes, as a shell, YAML or systemd would.
+    fn unquote(s: &str) -> String {
+        let s = s.trim();
+        for q in ['\'', '"'] {
+            if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
+                return s[1..s.len() - 1].to_string();
+            }
+        }
+        s.to_string()
+    }
+
+    #[test]
+    fn kubernetes_statefulset_flags_are_accepted() {
+        let yaml = include_str!("../../examples/deploy/kubernetes.yaml");
+        let mut args = Vec::new();
+        let mut in_args = false;
+        for line in yaml.lines() {
+            let t = line.trim();
+            if t == "args:" {
+                in_args = true;
+                continue;
+            }
+            if in_args {
+                match t.strip_prefix("- ") {
+                    Some(item) => args.push(unquote(item).replace("$(POD_NAME)", "sqlraft-0")),
+                    None => break,
+                }
+            }
+        }
+        let c = load_args(args);
+        assert_eq!(c.disco_mode, Some(DiscoMode::DnsSrv));
+        assert_eq!(c.bootstrap_expect, 3);
+        assert_eq!(c.node_id.as_deref(), Some("sqlraft-0"));
+        assert_eq!(c.raft_adv_addr.as_deref(), Some("sqlraft-0.sqlraft:4002"));
+    }
+
+    #[test]
+    fn systemd_unit_flags_are_accepted() {
+        let unit = include_str!("../../examples/deploy/sqlraftd.service");
+        let exec: String = unit
+            .split("ExecStart=")
+            .nth(1)
+            .expect("ExecStart")
+            .lines()
+            .map(|l| l.trim().trim_end_matches('\\').to_string())
+            .take_while(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // Split like systemd: whitespace, with single-quoted words kept whole.
+        let mut args = Vec::new();
+        let mut rest = exec.as_str();
+        while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+            rest = &rest[start..];
+            let end = match rest.strip_prefix('\'') {
+                Some(quoted) => quoted.find('\'').map(|i| i + 2).unwrap_or(rest.len()),
+                None => rest.find(char::is_whitespace).unwrap_or(rest.len()),
+            };
+            args.push(unquote(&rest[..end]).replace("%H", "node1"));
+            rest = &rest[end..];
+        }
+        assert_eq!(
+            args.first().map(String::as_str),
+            Some("/usr/local/bin/sqlraftd")
+        );
+        let c = load_args(args.into_iter().skip(1).collect());
+        assert_eq!(c.disco_mode, Some(DiscoMode::Dns));
+        assert_eq!(
+            c.disco_config,
+            Some(serde_json::json!({"name": "sqlraft.internal", "port": 4002}))
+        );
     }
 }

@@ -42,6 +42,8 @@ pub struct HttpState {
     /// The address the listener is bound to, for `/status`.
     pub bind_addr: String,
     pub counters: status::Counters,
+    /// The discovery backend, for `disco` in `/status`.
+    pub disco: Option<crate::cluster::discover::Disco>,
 }
 
 /// Builds the router: one dispatcher, because rqlite routes by path prefix.

@@ -259,7 +259,7 @@ fn status_json(st: &HttpState) -> Json {
                 .unwrap_or_default()),
         ),
     ]);
-    obj(vec![
+    let mut top = vec![
         ("build", build),
         ("cluster", cluster),
         ("http", http),
@@ -267,7 +267,32 @@ fn status_json(st: &HttpState) -> Json {
         ("os", os),
         ("runtime", runtime),
         ("store", store_obj),
-    ])
+    ];
+    if let Some(d) = disco_json(st) {
+        top.push(("disco", d));
+    }
+    obj(top)
+}
+
+/// The discovery backend's last observations (`null` without `-disco-mode`).
+fn disco_json(st: &HttpState) -> Option<Json> {
+    let ds = st.disco.as_ref()?.status();
+    Some(obj(vec![
+        ("mode", s(ds.mode)),
+        ("target", s(ds.target)),
+        (
+            "last_contact",
+            ds.last_contact.map(|t| s(rfc3339(t))).unwrap_or(Json::Null),
+        ),
+        (
+            "last_addresses",
+            Json::Arr(ds.last_addresses.into_iter().map(Json::Str).collect()),
+        ),
+        (
+            "last_error",
+            ds.last_error.map(Json::Str).unwrap_or(Json::Null),
+        ),
+    ]))
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

@@ -821,22 +821,31 @@ impl Store {
             .cloned()
     }
 
+    /// Changes the membership; another change in progress (several nodes joining at once) is
+    /// waited out rather than reported.
     async fn change_membership(
         &self,
         change: openraft::ChangeMembers<NodeId, NodeInfo>,
     ) -> Result<(), StoreError> {
-        match tokio::time::timeout(
-            self.cfg.apply_timeout,
-            self.raft.change_membership(change, false),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(self.not_leader())
+        use openraft::error::ChangeMembershipError;
+        let deadline = Instant::now() + self.cfg.apply_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.raft.change_membership(change.clone(), false))
+                .await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    return Err(self.not_leader())
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(0..30))).await;
+                }
+                Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
+                Err(_) => return Err(StoreError::Timeout("membership change: timeout".into())),
             }
-            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
-            Err(_) => Err(StoreError::Timeout("membership change: timeout".into())),
         }
     }
 

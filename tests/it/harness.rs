@@ -375,7 +375,7 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 
 /// Binds `addr` (a port known from an earlier start), retrying briefly: the old socket may
 /// still be closing.
-async fn rebind(addr: SocketAddr) -> TcpListener {
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
     wait_for(
         Duration::from_secs(10),
         &format!("{addr} to be free"),
@@ -491,6 +491,63 @@ impl TestCluster {
         }
         c.wait_for_leader().await;
         c
+    }
+
+    /// All nodes start at once on the given listeners (so discovery can know every address
+    /// in advance); `tweak(index, cfg)` sets discovery and addresses. Waits for one leader.
+    pub async fn start_concurrently(
+        listeners: Vec<(TcpListener, TcpListener)>,
+        tweak: impl Fn(usize, &mut Config),
+    ) -> Self {
+        let n = listeners.len();
+        let starts = listeners.into_iter().enumerate().map(|(i, (http, raft))| {
+            let (tmp, mut cfg) = new_member_config(i);
+            tweak(i, &mut cfg);
+            launch(i, tmp, cfg, http, raft)
+        });
+        let c = Self {
+            members: futures_util::future::join_all(starts).await,
+        };
+        for i in 0..n {
+            c.wait_ready(i).await;
+        }
+        c.wait_for_leader().await;
+        c
+    }
+
+    /// Starts one more node on the given listeners with `tweak`; waits until it is ready.
+    pub async fn add_on(
+        &mut self,
+        listeners: (TcpListener, TcpListener),
+        tweak: impl FnOnce(&mut Config),
+    ) -> usize {
+        let i = self.len();
+        let (tmp, mut cfg) = new_member_config(i);
+        tweak(&mut cfg);
+        let m = launch(i, tmp, cfg, listeners.0, listeners.1).await;
+        self.members.push(m);
+        self.wait_ready(i).await;
+        i
+    }
+
+    /// Stops every node, then starts them all again at once on their data dirs and ports.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.len() {
+            self.stop(i).await;
+        }
+        let restarts = self.members.iter_mut().map(|m| async move {
+            let http = rebind(m.http_addr).await;
+            let raft = rebind(m.raft_addr).await;
+            let node = Node::start_with(m.cfg.clone(), http, raft)
+                .await
+                .unwrap_or_else(|e| panic!("restart node {}: {e}", m.id));
+            m.node = Some(node);
+        });
+        futures_util::future::join_all(restarts).await;
+        for i in 0..self.len() {
+            self.wait_ready(i).await;
+        }
+        self.wait_for_leader().await;
     }
 
     pub fn len(&self) -> usize {
@@ -663,7 +720,7 @@ impl Drop for TestCluster {
     }
 }
 
-async fn bind_pair() -> (TcpListener, TcpListener) {
+pub async fn bind_pair() -> (TcpListener, TcpListener) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     (http, raft)
@@ -675,6 +732,19 @@ fn new_member_config(i: usize) -> (tempfile::TempDir, Config) {
     (tmp, cfg)
 }
 
+/// `SQLRAFT_IT_LOG=<filter>` prints the in-process nodes' logs (all nodes share one output).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SQLRAFT_IT_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 async fn launch(
     i: usize,
     tmp: tempfile::TempDir,
@@ -682,6 +752,7 @@ async fn launch(
     http: TcpListener,
     raft: TcpListener,
 ) -> Member {
+    init_logging();
     let http_addr = http.local_addr().expect("addr");
     let raft_addr = raft.local_addr().expect("addr");
     let node = Node::start_with(cfg.clone(), http, raft)

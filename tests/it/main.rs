@@ -5,4 +5,5 @@ mod harness;
 mod api;
 mod binary;
 mod cluster;
+mod discovery;
 mod golden;

@@ -1,0 +1,330 @@
+//! Clusters that form themselves through discovery: DNS A records, DNS SRV records, an etcd
+//! key and a Consul key (the Consul server is the in-repo stand-in of its KV API; DNS and etcd
+//! are real servers on loopback).
+//!
+//! For each mode: three nodes started at the same time form exactly one cluster; a fourth
+//! started later with the same settings joins it; writes sent to any node are readable
+//! (`strong`) from every other; all nodes stopped and restarted come back as the same cluster
+//! with their data. For the key modes, a key left over from a wiped cluster is taken over.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use serde_json::json;
+use sqlraft::config::DiscoMode;
+use sqlraft_discovery::testing::{DnsServer, TestRecord};
+use tokio::net::TcpListener;
+
+use crate::harness::{bind_pair, rebind, wait_until, TestCluster, CLUSTER_WAIT};
+
+/// The checks every mode shares, on a running 3-node cluster.
+async fn exactly_one_cluster_that_grows_serves_and_restarts(
+    mut c: TestCluster,
+    fourth: (TcpListener, TcpListener),
+    tweak4: impl FnOnce(&mut sqlraft::config::Config),
+) {
+    // One cluster: every node sees the same leader and three voters.
+    let leader = c.leader().await;
+    let disco = c.client(leader).get("/status?key=disco").await;
+    if disco.status == 200 {
+        assert!(disco.json()["mode"].is_string(), "{}", disco.text());
+    }
+    // (A joiner is ready as soon as it hears from the leader, a moment before it is promoted
+    // from learner to voter.)
+    for i in 0..3 {
+        let ci = c.client(i).clone();
+        wait_until(CLUSTER_WAIT, "three voters", || {
+            let ci = ci.clone();
+            async move {
+                ci.get("/nodes")
+                    .await
+                    .json()
+                    .as_object()
+                    .is_some_and(|o| o.len() == 3)
+            }
+        })
+        .await;
+    }
+    // Writes through any node are readable strongly from every other.
+    c.client((leader + 1) % 3)
+        .execute_ok(r#"["CREATE TABLE d (v)", "INSERT INTO d VALUES('via follower')"]"#)
+        .await;
+    c.client(leader)
+        .execute_ok(r#"["INSERT INTO d VALUES('via leader')"]"#)
+        .await;
+    for i in 0..3 {
+        assert_eq!(
+            c.client(i)
+                .query_values("SELECT COUNT(*) FROM d", "strong")
+                .await,
+            json!([[2]])
+        );
+    }
+    // A fourth node with the same settings joins.
+    let four = c.add_on(fourth, tweak4).await;
+    let lc = c.client(leader).clone();
+    wait_until(CLUSTER_WAIT, "the fourth node to be a member", || {
+        let lc = lc.clone();
+        async move {
+            lc.get("/nodes")
+                .await
+                .json()
+                .as_object()
+                .is_some_and(|o| o.len() == 4)
+        }
+    })
+    .await;
+    c.wait_all_see("SELECT COUNT(*) FROM d", &json!([[2]]))
+        .await;
+    assert_eq!(
+        c.client(four)
+            .query_values("SELECT COUNT(*) FROM d", "strong")
+            .await,
+        json!([[2]])
+    );
+    // All of them stopped and restarted: the same cluster, with its data.
+    c.restart_all().await;
+    for i in 0..4 {
+        assert_eq!(
+            c.client(i)
+                .query_values("SELECT COUNT(*) FROM d", "strong")
+                .await,
+            json!([[2]])
+        );
+    }
+}
+
+/// The addresses of a node that starts later, released until then: a bound but idle listener
+/// would accept connections and leave every call to it hanging, which a real absent node
+/// does not do.
+fn later(listeners: (TcpListener, TcpListener)) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    (
+        listeners.0.local_addr().expect("addr"),
+        listeners.1.local_addr().expect("addr"),
+    )
+}
+
+fn discovery(cfg: &mut sqlraft::config::Config, mode: DiscoMode, config: serde_json::Value) {
+    cfg.disco_mode = Some(mode);
+    cfg.disco_config = Some(config);
+    cfg.join_interval = Duration::from_millis(200);
+}
+
+/// Listeners for node `i` of a `dns` cluster: every node on its own loopback address and the
+/// same Raft port, as DNS A records give addresses but no ports.
+async fn dns_listeners(i: u8, raft_port: u16) -> (TcpListener, TcpListener) {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i + 1));
+    let http = TcpListener::bind((ip, 0)).await.expect("bind http");
+    let raft = TcpListener::bind((ip, raft_port)).await.expect("bind raft");
+    (http, raft)
+}
+
+/// A Raft port free on 127.0.0.1-127.0.0.4.
+async fn common_free_port() -> u16 {
+    for _ in 0..50 {
+        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = probe.local_addr().expect("addr").port();
+        drop(probe);
+        let mut ok = true;
+        for i in 1..=4u8 {
+            if std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, i), port)).is_err() {
+                ok = false;
+            }
+        }
+        if ok {
+            return port;
+        }
+    }
+    panic!("no common free port on 127.0.0.1-4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_list_forms_one_cluster() {
+    // The same -join list of four addresses and -bootstrap-expect 3 on every node.
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(bind_pair().await);
+    }
+    let list: Vec<String> = listeners
+        .iter()
+        .map(|(_, r)| r.local_addr().unwrap().to_string())
+        .collect();
+    let fourth = later(listeners.pop().expect("4 listeners"));
+    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
+        cfg.join = list.clone();
+        cfg.bootstrap_expect = 3;
+    };
+    let c = TestCluster::start_concurrently(listeners, set).await;
+    let fourth = (rebind(fourth.0).await, rebind(fourth.1).await);
+    exactly_one_cluster_that_grows_serves_and_restarts(c, fourth, |cfg| set(3, cfg)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_a_records_form_one_cluster() {
+    let port = common_free_port().await;
+    let records = (1..=4u8)
+        .map(|i| TestRecord::addr("sqlraft.test.", IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))));
+    let dns = DnsServer::start(records).await.expect("dns server");
+    let conf = json!({"name": "sqlraft.test", "port": port, "nameserver": dns.addr().to_string()});
+    let mut listeners = Vec::new();
+    for i in 0..3u8 {
+        listeners.push(dns_listeners(i, port).await);
+    }
+    let set = |i: usize, cfg: &mut sqlraft::config::Config| {
+        discovery(cfg, DiscoMode::Dns, conf.clone());
+        cfg.bootstrap_expect = 3;
+        cfg.raft_addr = format!("127.0.0.{}:{port}", i + 1);
+        cfg.http_addr = format!("127.0.0.{}:0", i + 1);
+    };
+    let c = TestCluster::start_concurrently(listeners, set).await;
+    let fourth = dns_listeners(3, port).await;
+    exactly_one_cluster_that_grows_serves_and_restarts(c, fourth, |cfg| set(3, cfg)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_srv_records_form_one_cluster() {
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(bind_pair().await);
+    }
+    let mut records = Vec::new();
+    for (i, (_, raft)) in listeners.iter().enumerate() {
+        let host = format!("n{i}.sqlraft.test.");
+        records.push(TestRecord::srv(
+            "_raft._tcp.sqlraft.test.",
+            host.clone(),
+            raft.local_addr().unwrap().port(),
+        ));
+        records.push(TestRecord::addr(host, IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+    let dns = DnsServer::start(records).await.expect("dns server");
+    let conf =
+        json!({"name": "sqlraft.test", "service": "raft", "nameserver": dns.addr().to_string()});
+    let fourth = later(listeners.pop().expect("4 listeners"));
+    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
+        discovery(cfg, DiscoMode::DnsSrv, conf.clone());
+        cfg.bootstrap_expect = 3;
+    };
+    let c = TestCluster::start_concurrently(listeners, set).await;
+    let fourth = (rebind(fourth.0).await, rebind(fourth.1).await);
+    exactly_one_cluster_that_grows_serves_and_restarts(c, fourth, |cfg| set(3, cfg)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_key_forms_one_cluster() {
+    let etcd = sqlraft_discovery::testing::Etcd::start();
+    let conf = json!({"endpoints": [etcd.client_url()]});
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind_pair().await);
+    }
+    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
+        discovery(cfg, DiscoMode::EtcdKv, conf.clone());
+        cfg.disco_key = "etcd-one".into();
+    };
+    let c = TestCluster::start_concurrently(listeners, set).await;
+    exactly_one_cluster_that_grows_serves_and_restarts(c, bind_pair().await, |cfg| set(3, cfg))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_key_forms_one_cluster() {
+    let consul = sqlraft_discovery::consul_standin::ConsulStandin::start();
+    let conf = json!({"address": consul.address()});
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind_pair().await);
+    }
+    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
+        discovery(cfg, DiscoMode::ConsulKv, conf.clone());
+        cfg.disco_key = "consul-one".into();
+    };
+    let c = TestCluster::start_concurrently(listeners, set).await;
+    exactly_one_cluster_that_grows_serves_and_restarts(c, bind_pair().await, |cfg| set(3, cfg))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consul_key_left_by_a_wiped_cluster_is_taken_over() {
+    // As below, with Consul: the stale record is written straight into the stand-in.
+    let consul = sqlraft_discovery::consul_standin::ConsulStandin::start();
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    let old = json!({"id": "gone", "api_addr": "http://127.0.0.1:1", "addr": dead_addr});
+    consul.put("stale/leader", old.to_string().as_bytes());
+    let conf = json!({"address": consul.address()});
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind_pair().await);
+    }
+    let c = TestCluster::start_concurrently(listeners, |_, cfg| {
+        discovery(cfg, DiscoMode::ConsulKv, conf.clone());
+        cfg.disco_key = "stale".into();
+    })
+    .await;
+    let leader = c.leader().await;
+    let entry = consul.get("stale/leader").expect("a record");
+    let now: serde_json::Value = serde_json::from_slice(&entry.value).expect("json");
+    assert_eq!(
+        now["id"], c.members[leader].id,
+        "the key names the new leader"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_by_a_wiped_cluster_is_taken_over() {
+    // Steps: the etcd key names a leader at an address where nothing answers (the cluster was
+    // wiped); three new nodes must not retry it forever: within a bounded time one of them
+    // takes the key over with compare-and-set and the others join it.
+    let etcd = sqlraft_discovery::testing::Etcd::start();
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    let keeper = sqlraft_discovery::etcd::Etcd::connect(
+        serde_json::from_value(json!({"endpoints": [etcd.client_url()]})).expect("config"),
+        "stale",
+    )
+    .expect("etcd client");
+    use sqlraft_discovery::LeaderKey;
+    let old = sqlraft_discovery::LeaderRecord {
+        id: "gone".into(),
+        api_addr: "http://127.0.0.1:1".into(),
+        addr: dead_addr,
+    };
+    assert!(keeper.create(&old).await.expect("create"));
+    let conf = json!({"endpoints": [etcd.client_url()]});
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind_pair().await);
+    }
+    let started = std::time::Instant::now();
+    let c = TestCluster::start_concurrently(listeners, |_, cfg| {
+        discovery(cfg, DiscoMode::EtcdKv, conf.clone());
+        cfg.disco_key = "stale".into();
+    })
+    .await;
+    let leader = c.leader().await;
+    let now = keeper.get().await.expect("get").expect("a record");
+    assert_eq!(
+        now.record.id, c.members[leader].id,
+        "the key names the new leader"
+    );
+    let lc = c.client(leader).clone();
+    wait_until(CLUSTER_WAIT, "three voters", || {
+        let lc = lc.clone();
+        async move {
+            lc.get("/nodes")
+                .await
+                .json()
+                .as_object()
+                .is_some_and(|o| o.len() == 3)
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
