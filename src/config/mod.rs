@@ -915,3 +915,102 @@ mod deploy_examples {
         );
     }
 }
+
+#[cfg(test)]
+mod discovery_config {
+    use super::*;
+
+    #[test]
+    fn disco_config_comes_inline_from_a_file_or_from_the_toml_table() {
+        let argv = |a: &[&str]| {
+            std::iter::once("sqlraftd")
+                .chain(a.iter().copied())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let inline = Config::load(
+            argv(&[
+                "-disco-mode",
+                "dns",
+                "-disco-config",
+                r#"{"name":"x.test","port":4002}"#,
+                "-bootstrap-expect",
+                "3",
+                "d",
+            ]),
+            |_| Err(std::io::Error::other("no file")),
+        )
+        .unwrap();
+        assert_eq!(inline.disco_mode, Some(DiscoMode::Dns));
+        assert_eq!(
+            inline.disco_config,
+            Some(serde_json::json!({"name": "x.test", "port": 4002}))
+        );
+
+        let from_file = Config::load(
+            argv(&[
+                "-disco-mode",
+                "etcd-kv",
+                "-disco-config",
+                "/etc/disco.json",
+                "d",
+            ]),
+            |p| {
+                assert_eq!(p, std::path::Path::new("/etc/disco.json"));
+                Ok(r#"{"endpoints":["http://127.0.0.1:2379"]}"#.into())
+            },
+        )
+        .unwrap();
+        assert_eq!(from_file.disco_key, "rqlite");
+
+        let toml = "[discovery]\nmode = \"consul-kv\"\nkey = \"prod\"\nconfig = { address = \"127.0.0.1:8500\" }\n";
+        let from_toml =
+            Config::load(argv(&["-config", "c.toml", "d"]), |_| Ok(toml.into())).unwrap();
+        assert_eq!(from_toml.disco_mode, Some(DiscoMode::ConsulKv));
+        assert_eq!(from_toml.disco_key, "prod");
+        assert_eq!(
+            from_toml.disco_config,
+            Some(serde_json::json!({"address": "127.0.0.1:8500"}))
+        );
+    }
+
+    #[test]
+    fn discovery_settings_are_validated() {
+        let load = |a: &[&str]| {
+            let argv = std::iter::once("sqlraftd")
+                .chain(a.iter().copied())
+                .map(String::from);
+            Config::load(argv, |_| Err(std::io::Error::other("no file")))
+        };
+        assert!(load(&["-disco-mode", "zookeeper", "-disco-config", "{}", "d"]).is_err());
+        assert!(
+            load(&["-disco-mode", "dns", "-disco-config", "{}", "d"]).is_err(),
+            "dns needs -bootstrap-expect"
+        );
+        assert!(
+            load(&["-disco-mode", "etcd-kv", "d"]).is_err(),
+            "needs -disco-config"
+        );
+        assert!(load(&[
+            "-disco-mode",
+            "etcd-kv",
+            "-disco-config",
+            "{}",
+            "-bootstrap-expect",
+            "3",
+            "d"
+        ])
+        .is_err());
+        assert!(load(&[
+            "-disco-mode",
+            "etcd-kv",
+            "-disco-config",
+            "{}",
+            "-join",
+            "a:1",
+            "d"
+        ])
+        .is_err());
+        assert!(load(&["-disco-mode", "etcd-kv", "-disco-config", "{not json", "d"]).is_err());
+    }
+}
