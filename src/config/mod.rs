@@ -174,6 +174,72 @@ pub struct Args {
           default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub raft_cluster_remove_shutdown: bool,
 
+    /// JSON file of users, passwords (plaintext or bcrypt) and permissions; enables auth.
+    #[arg(long = "auth", env = "SQLRAFT_AUTH")]
+    pub auth: Option<PathBuf>,
+
+    /// Allowed CORS origin (`Access-Control-Allow-Origin`).
+    #[arg(long = "http-allow-origin", env = "SQLRAFT_HTTP_ALLOW_ORIGIN")]
+    pub http_allow_origin: Option<String>,
+
+    /// PEM certificate for HTTPS on the API (with -http-key).
+    #[arg(long = "http-cert", env = "SQLRAFT_HTTP_CERT")]
+    pub http_cert: Option<PathBuf>,
+
+    /// PEM private key for HTTPS on the API.
+    #[arg(long = "http-key", env = "SQLRAFT_HTTP_KEY")]
+    pub http_key: Option<PathBuf>,
+
+    /// PEM CA bundle to verify API clients' certificates (with -http-verify-client).
+    #[arg(long = "http-ca-cert", env = "SQLRAFT_HTTP_CA_CERT")]
+    pub http_ca_cert: Option<PathBuf>,
+
+    /// Require API clients to present a certificate signed by -http-ca-cert.
+    #[arg(long = "http-verify-client", env = "SQLRAFT_HTTP_VERIFY_CLIENT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub http_verify_client: bool,
+
+    /// PEM certificate for node-to-node TLS (with -node-key).
+    #[arg(long = "node-cert", env = "SQLRAFT_NODE_CERT")]
+    pub node_cert: Option<PathBuf>,
+
+    /// PEM private key for node-to-node TLS.
+    #[arg(long = "node-key", env = "SQLRAFT_NODE_KEY")]
+    pub node_key: Option<PathBuf>,
+
+    /// PEM CA bundle that signs the other nodes' certificates.
+    #[arg(long = "node-ca-cert", env = "SQLRAFT_NODE_CA_CERT")]
+    pub node_ca_cert: Option<PathBuf>,
+
+    /// Do not verify other nodes' certificates (testing only).
+    #[arg(long = "node-no-verify", env = "SQLRAFT_NODE_NO_VERIFY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub node_no_verify: bool,
+
+    /// Require other nodes to present a certificate signed by -node-ca-cert (mutual TLS).
+    #[arg(long = "node-verify-client", env = "SQLRAFT_NODE_VERIFY_CLIENT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub node_verify_client: bool,
+
+    /// Expect this name in other nodes' certificates instead of their address.
+    #[arg(
+        long = "node-verify-server-name",
+        env = "SQLRAFT_NODE_VERIFY_SERVER_NAME"
+    )]
+    pub node_verify_server_name: Option<String>,
+
+    /// Most simultaneous connections on each listener.
+    #[arg(
+        long = "http-max-connections",
+        default_value_t = 1024,
+        env = "SQLRAFT_HTTP_MAX_CONNECTIONS"
+    )]
+    pub http_max_connections: usize,
+
+    /// Time a client has to send a whole request (head and body); slower clients are cut off.
+    #[arg(long = "http-read-timeout", default_value = "30s", value_parser = go_duration, env = "SQLRAFT_HTTP_READ_TIMEOUT")]
+    pub http_read_timeout: Duration,
+
     /// Discovery: dns, dns-srv, etcd-kv or consul-kv.
     #[arg(long = "disco-mode", env = "SQLRAFT_DISCO_MODE")]
     pub disco_mode: Option<String>,
@@ -250,6 +316,20 @@ pub struct FileConfig {
     pub raft_remove_shutdown: Option<bool>,
     pub raft_cluster_remove_shutdown: Option<bool>,
     pub discovery: Option<FileDiscovery>,
+    pub auth: Option<PathBuf>,
+    pub http_allow_origin: Option<String>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
+    pub http_ca_cert: Option<PathBuf>,
+    pub http_verify_client: Option<bool>,
+    pub node_cert: Option<PathBuf>,
+    pub node_key: Option<PathBuf>,
+    pub node_ca_cert: Option<PathBuf>,
+    pub node_no_verify: Option<bool>,
+    pub node_verify_client: Option<bool>,
+    pub node_verify_server_name: Option<String>,
+    pub http_max_connections: Option<usize>,
+    pub http_read_timeout: Option<String>,
 }
 
 /// `[discovery]` in the TOML file.
@@ -309,6 +389,20 @@ pub struct Config {
     pub disco_key: String,
     /// The backend settings as JSON (inline, from a file, or from the TOML table).
     pub disco_config: Option<serde_json::Value>,
+    pub auth: Option<PathBuf>,
+    pub http_allow_origin: Option<String>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
+    pub http_ca_cert: Option<PathBuf>,
+    pub http_verify_client: bool,
+    pub node_cert: Option<PathBuf>,
+    pub node_key: Option<PathBuf>,
+    pub node_ca_cert: Option<PathBuf>,
+    pub node_no_verify: bool,
+    pub node_verify_client: bool,
+    pub node_verify_server_name: Option<String>,
+    pub http_max_connections: usize,
+    pub http_read_timeout: Duration,
 }
 
 /// How nodes find each other.
@@ -396,6 +490,20 @@ impl Config {
             disco_mode: None,
             disco_key: a.disco_key,
             disco_config: None,
+            auth: a.auth,
+            http_allow_origin: a.http_allow_origin,
+            http_cert: a.http_cert,
+            http_key: a.http_key,
+            http_ca_cert: a.http_ca_cert,
+            http_verify_client: a.http_verify_client,
+            node_cert: a.node_cert,
+            node_key: a.node_key,
+            node_ca_cert: a.node_ca_cert,
+            node_no_verify: a.node_no_verify,
+            node_verify_client: a.node_verify_client,
+            node_verify_server_name: a.node_verify_server_name,
+            http_max_connections: a.http_max_connections,
+            http_read_timeout: a.http_read_timeout,
         }
     }
 
@@ -522,6 +630,20 @@ impl Config {
         take!(raft_shutdown_stepdown, "raft_shutdown_stepdown");
         take!(raft_remove_shutdown, "raft_remove_shutdown");
         take!(raft_cluster_remove_shutdown, "raft_cluster_remove_shutdown");
+        take!(auth, "auth");
+        take!(http_allow_origin, "http_allow_origin");
+        take!(http_cert, "http_cert");
+        take!(http_key, "http_key");
+        take!(http_ca_cert, "http_ca_cert");
+        take!(http_verify_client, "http_verify_client");
+        take!(node_cert, "node_cert");
+        take!(node_key, "node_key");
+        take!(node_ca_cert, "node_ca_cert");
+        take!(node_no_verify, "node_no_verify");
+        take!(node_verify_client, "node_verify_client");
+        take!(node_verify_server_name, "node_verify_server_name");
+        take!(http_max_connections, "http_max_connections");
+        take_dur!(http_read_timeout, "http_read_timeout");
         Ok(())
     }
 
@@ -610,6 +732,27 @@ impl Config {
             if split_host_port(j).is_none() || j.contains("://") {
                 return inv("join", "takes Raft host:port addresses (not URLs)");
             }
+        }
+        if self.http_cert.is_some() != self.http_key.is_some() {
+            return inv("http-cert", "-http-cert and -http-key go together");
+        }
+        if self.node_cert.is_some() != self.node_key.is_some() {
+            return inv("node-cert", "-node-cert and -node-key go together");
+        }
+        if self.http_verify_client && (self.http_cert.is_none() || self.http_ca_cert.is_none()) {
+            return inv(
+                "http-verify-client",
+                "needs -http-cert, -http-key and -http-ca-cert",
+            );
+        }
+        if self.node_verify_client && (self.node_cert.is_none() || self.node_ca_cert.is_none()) {
+            return inv(
+                "node-verify-client",
+                "needs -node-cert, -node-key and -node-ca-cert",
+            );
+        }
+        if self.http_max_connections == 0 {
+            return inv("http-max-connections", "must be at least 1");
         }
         if self.http_max_body == 0 {
             return inv("http-max-body", "must be at least 1");
