@@ -13,6 +13,7 @@
 //! Dependency direction: `http -> store -> raft`; `node` wires; `config` is read only at the
 //! edge (`main.rs`).
 
+pub mod auth;
 pub mod cluster;
 pub mod command;
 pub mod config;
@@ -20,4 +21,7 @@ pub mod gotime;
 pub mod http;
 pub mod node;
 pub mod raft;
+pub mod serve;
+pub mod shell;
 pub mod store;
+pub mod tls;

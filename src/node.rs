@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthStore;
 use crate::cluster::bootstrap::Bootstrapper;
 use crate::cluster::discover::{self, Disco, KeyTiming};
 use crate::cluster::service::{self, ServiceState};
@@ -95,6 +97,32 @@ fn advertised(
     Ok(format!("{host}:{}", bound.port()))
 }
 
+/// `-auth` (the users and permissions, read once at start) and `-join-as` (the credentials
+/// this node presents for itself, from the same file).
+fn load_auth(
+    cfg: &Config,
+) -> Result<(Option<Arc<AuthStore>>, Option<crate::auth::Credentials>), NodeError> {
+    let Some(path) = &cfg.auth else {
+        if cfg.join_as.is_some() {
+            return Err(NodeError::Config(
+                "-join-as needs -auth: the user's password is read from the auth file".into(),
+            ));
+        }
+        return Ok((None, None));
+    };
+    let auth = AuthStore::load(path).map_err(|e| NodeError::Config(e.to_string()))?;
+    let node_creds = match &cfg.join_as {
+        None => None,
+        Some(user) => Some(auth.creds_for(user).ok_or_else(|| {
+            NodeError::Config(format!(
+                "-join-as user {user:?} is not in the auth file {}",
+                path.display()
+            ))
+        })?),
+    };
+    Ok((Some(Arc::new(auth)), node_creds))
+}
+
 impl Node {
     /// Binds the configured addresses and starts the node.
     pub async fn start(cfg: Config) -> Result<Self, NodeError> {
@@ -124,13 +152,18 @@ impl Node {
             raft_addr,
             "raft-addr",
         )?;
+        let tls_err = |e: crate::tls::TlsError| NodeError::Config(e.to_string());
+        let api_tls = crate::tls::api_server_config(&cfg).map_err(tls_err)?;
+        let node_tls = crate::tls::node_server_config(&cfg).map_err(tls_err)?;
+        let node_client_tls = crate::tls::node_client_config(&cfg).map_err(tls_err)?;
         let me = NodeInfo {
             id: cfg.node_id.clone().unwrap_or_else(|| raft_adv.clone()),
             raft_addr: raft_adv,
             api_addr: api_adv,
-            api_https: false,
+            api_https: api_tls.is_some(),
         };
-        let transport = Transport::new(cfg.cluster_connect_timeout).map_err(NodeError::Config)?;
+        let transport = Transport::new(cfg.cluster_connect_timeout, node_client_tls)
+            .map_err(NodeError::Config)?;
         let isolation = Isolation::default();
         let network = Network::new(transport.clone(), isolation.clone());
         let store_cfg = StoreConfig {
@@ -146,8 +179,18 @@ impl Node {
             trailing_logs: cfg.trailing_logs(),
             remove_shutdown: cfg.raft_remove_shutdown,
         };
+        let (auth, node_creds) = load_auth(&cfg)?;
+        let allow_origin = match cfg.http_allow_origin.as_deref().map(HeaderValue::from_str) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(NodeError::Config(
+                    "-http-allow-origin is not a valid header value".into(),
+                ))
+            }
+        };
         let store = Store::open(store_cfg, network).await?;
-        let cluster = Arc::new(Cluster::new(store.clone(), transport));
+        let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
         let bootstrap = Arc::new(Bootstrapper::new(cluster.clone(), cfg.bootstrap_expect));
 
         let cancel = CancellationToken::new();
@@ -157,16 +200,21 @@ impl Node {
             cluster: cluster.clone(),
             isolation: isolation.clone(),
             bootstrap: bootstrap.clone(),
+            auth: auth.clone(),
         }));
         let stop = cancel.child_token();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(raft_listener, internode)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "internode server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(crate::serve::serve(
+            raft_listener,
+            internode,
+            crate::serve::ServeOptions {
+                name: "internode",
+                tls: node_tls,
+                max_connections: cfg.http_max_connections,
+                read_timeout: cfg.http_read_timeout,
+                body_deadline: false,
+            },
+            stop,
+        )));
 
         let disco = match Disco::build(&cfg, raft_addr.port()) {
             Ok(d) => d,
@@ -233,17 +281,23 @@ impl Node {
             bind_addr: http_addr.to_string(),
             counters: Default::default(),
             disco,
+            auth,
+            allow_origin,
         });
         let app = http::router(state);
         let stop = cancel.child_token();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(crate::serve::serve(
+            http_listener,
+            app,
+            crate::serve::ServeOptions {
+                name: "HTTP",
+                tls: api_tls,
+                max_connections: cfg.http_max_connections,
+                read_timeout: cfg.http_read_timeout,
+                body_deadline: true,
+            },
+            stop,
+        )));
         Ok(Self {
             store,
             cluster,
@@ -396,7 +450,7 @@ impl Node {
             let route = Route {
                 forward: true,
                 timeout: Some(std::time::Duration::from_secs(5)),
-                creds: None,
+                creds: self.cluster.node_creds().cloned(),
             };
             if let Err(e) = self.cluster.remove(self.me.id.clone(), &route).await {
                 tracing::warn!(error = %e, "could not remove this node from the cluster");

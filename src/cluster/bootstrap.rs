@@ -95,7 +95,7 @@ impl Bootstrapper {
             if voter {
                 let notify = ClusterRequest::Notify {
                     node: me.clone(),
-                    creds: None,
+                    creds: self.cluster.node_creds().cloned(),
                 };
                 if targets.contains(&me.raft_addr) {
                     self.notified(me.clone()).await;

@@ -19,7 +19,7 @@ pub async fn join_once(cluster: &Cluster, addr: &str, me: &NodeInfo, voter: bool
     let req = ClusterRequest::Join {
         node: me.clone(),
         voter,
-        creds: None,
+        creds: cluster.node_creds().cloned(),
     };
     let mut addr = addr.to_string();
     for _hop in 0..5 {
@@ -36,6 +36,11 @@ pub async fn join_once(cluster: &Cluster, addr: &str, me: &NodeInfo, voter: bool
             }
             Ok(ClusterResponse::Err(WireError::NotLeader { .. })) => {
                 return JoinOutcome::Failed(format!("{addr}: no leader yet"));
+            }
+            Ok(ClusterResponse::Err(WireError::Unauthorized(_))) => {
+                return JoinOutcome::Failed(format!(
+                    "{addr}: join refused: unauthorized (check -join-as and the -auth files)"
+                ));
             }
             Ok(other) => return JoinOutcome::Failed(format!("{addr}: {other:?}")),
             Err(ClusterError::LeaderUnreachable { addr, msg }) => {

@@ -71,11 +71,30 @@ const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Cluster {
     store: Arc<Store>,
     transport: Transport,
+    /// This node's own credentials (the `-join-as` user's, from its `-auth` file): sent with
+    /// joins and notifies, and with requests the node makes on its own behalf (queued write
+    /// batches, removing itself at shutdown).
+    node_creds: Option<Credentials>,
 }
 
 impl Cluster {
     pub fn new(store: Arc<Store>, transport: Transport) -> Self {
-        Self { store, transport }
+        Self {
+            store,
+            transport,
+            node_creds: None,
+        }
+    }
+
+    /// Sets the credentials this node presents for itself (`-join-as`).
+    pub fn with_node_creds(mut self, creds: Option<Credentials>) -> Self {
+        self.node_creds = creds;
+        self
+    }
+
+    /// The credentials this node presents for itself, if any.
+    pub fn node_creds(&self) -> Option<&Credentials> {
+        self.node_creds.as_ref()
     }
 
     pub fn store(&self) -> &Arc<Store> {

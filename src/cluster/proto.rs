@@ -56,12 +56,9 @@ impl From<&WireReadOpts> for ReadOpts {
     }
 }
 
-/// Basic-auth credentials of the original client, re-checked by the receiver.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
+/// Basic-auth credentials of the original client (or of a joining node's `-join-as` user),
+/// re-checked by the receiver.
+pub use crate::auth::Credentials;
 
 /// A request to the cluster service.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,8 +12,10 @@ use axum::Router;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::bootstrap::Bootstrapper;
+use super::proto::Credentials;
 use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
 use super::{error_to_wire, Cluster, ClusterError, Route};
+use crate::auth::{AuthStore, Perm};
 use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::transport::{decode, encode};
 use crate::raft::{NodeId, TypeConfig};
@@ -24,6 +26,9 @@ pub struct ServiceState {
     pub cluster: Arc<Cluster>,
     pub isolation: Isolation,
     pub bootstrap: Arc<Bootstrapper>,
+    /// This node's `-auth` users: forwarded requests, joins, notifies and removes are
+    /// re-checked here with the same permission the HTTP endpoint needs.
+    pub auth: Option<Arc<AuthStore>>,
 }
 
 impl ServiceState {
@@ -111,8 +116,50 @@ async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
     reply(&resp)
 }
 
+/// The credentials a request carries and the permissions (all of them) it needs; `None` for
+/// the node-to-node messages that are not checked (metadata, pre-votes, elections, removal
+/// notices: node TLS protects those, as it does Raft's RPCs).
+fn needs(req: &ClusterRequest) -> Option<(Option<&Credentials>, &'static [Perm])> {
+    use ClusterRequest as R;
+    match req {
+        R::Meta | R::Elect | R::Removed | R::PreVote { .. } => None,
+        R::Join {
+            voter: true, creds, ..
+        }
+        | R::Notify { creds, .. } => Some((creds.as_ref(), &[Perm::Join])),
+        // A non-voter may join with either permission (see `allowed`).
+        R::Join {
+            voter: false,
+            creds,
+            ..
+        } => Some((creds.as_ref(), &[Perm::JoinReadOnly])),
+        R::Remove { creds, .. } => Some((creds.as_ref(), &[Perm::Remove])),
+        R::Execute { creds, .. } => Some((creds.as_ref(), &[Perm::Execute])),
+        R::Query { creds, .. } => Some((creds.as_ref(), &[Perm::Query])),
+        R::Request { creds, .. } => Some((creds.as_ref(), &[Perm::Execute, Perm::Query])),
+        R::Backup { creds, .. } => Some((creds.as_ref(), &[Perm::Backup])),
+        R::Load { creds, .. } => Some((creds.as_ref(), &[Perm::Load])),
+        R::Stepdown { creds, .. } => Some((creds.as_ref(), &[Perm::LeaderOps])),
+    }
+}
+
+/// Does this node's auth file allow `req`? Always, when auth is off.
+fn allowed(auth: Option<&AuthStore>, req: &ClusterRequest) -> bool {
+    let (Some(auth), Some((creds, perms))) = (auth, needs(req)) else {
+        return true;
+    };
+    if auth.check_all(creds, perms) {
+        return true;
+    }
+    // `join` covers joining as a non-voter too.
+    matches!(req, ClusterRequest::Join { voter: false, .. }) && auth.check(creds, Perm::Join)
+}
+
 /// Forwarded requests are served here, never forwarded again (no forwarding loops).
 async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterResponse, ClusterError> {
+    if !allowed(st.auth.as_deref(), &req) {
+        return Err(ClusterError::Unauthorized("unauthorized".into()));
+    }
     let store = st.store();
     let here = Route {
         forward: false,

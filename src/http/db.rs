@@ -60,11 +60,14 @@ fn read_opts(p: &QueryParams) -> ReadOpts {
 }
 
 /// How this request may reach the leader.
-pub fn route(p: &QueryParams) -> Route {
+/// How a call may reach the leader: forwarded (unless `redirect`) with the caller's
+/// credentials, which the leader checks again.
+pub fn route(call: &Call) -> Route {
+    let p = &call.params;
     Route {
         forward: !p.redirect,
         timeout: p.timeout.filter(|d| !d.is_zero()),
-        creds: None,
+        creds: call.creds.clone(),
     }
 }
 
@@ -212,7 +215,7 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return early_reply(&call, e);
     }
     st.counters.executions.add(1);
-    let outcome = st.cluster.execute(req, &route(p)).await;
+    let outcome = st.cluster.execute(req, &route(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
 }
 
@@ -286,7 +289,7 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
         return early_reply(&call, e);
     }
     st.counters.queries.add(1);
-    let outcome = st.cluster.query(req, &opts, &route(p)).await;
+    let outcome = st.cluster.query(req, &opts, &route(&call)).await;
     data_reply(&call, started, outcome, Shape::Query)
 }
 
@@ -304,7 +307,7 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return early_reply(&call, e);
     }
     st.counters.requests.add(1);
-    let outcome = st.cluster.request(req, &read_opts(p), &route(p)).await;
+    let outcome = st.cluster.request(req, &read_opts(p), &route(&call)).await;
     data_reply(&call, started, outcome, Shape::Request)
 }
 
@@ -327,7 +330,7 @@ pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     st.counters.backups.add(1);
     let served = st
         .cluster
-        .backup(sql, p.vacuum, p.tables.clone(), p.noleader, &route(p))
+        .backup(sql, p.vacuum, p.tables.clone(), p.noleader, &route(&call))
         .await
         .map_err(|e| status_only(&call, e, Some("application/octet-stream")))?;
     let data = if p.compress {
@@ -358,7 +361,7 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
     let started = Instant::now();
     let bytes = call.body_bytes(st.max_body).await?;
     st.counters.loads.add(1);
-    let rt = route(&call.params);
+    let rt = route(&call);
     let outcome = if bytes.starts_with(SQLITE_HEADER) {
         st.cluster.load_image(bytes.to_vec(), &rt).await
     } else {

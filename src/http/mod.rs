@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 
+use crate::auth::{AuthStore, Credentials, Perm};
 use crate::cluster::Cluster;
 use crate::store::Store;
 use error::ApiError;
@@ -44,31 +45,50 @@ pub struct HttpState {
     pub counters: status::Counters,
     /// The discovery backend, for `disco` in `/status`.
     pub disco: Option<crate::cluster::discover::Disco>,
+    /// `-auth`: when set, every endpoint checks its permission first.
+    pub auth: Option<Arc<AuthStore>>,
+    /// `-http-allow-origin`: the `Access-Control-Allow-Origin` of every response.
+    pub allow_origin: Option<HeaderValue>,
 }
 
 /// Builds the router: one dispatcher, because rqlite routes by path prefix.
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .fallback(dispatch)
-        .layer(axum::middleware::map_response(common_headers))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            common_headers,
+        ))
         .with_state(state)
 }
 
-/// Headers rqlite puts on every response.
-async fn common_headers(mut r: Response) -> Response {
+/// Headers rqlite puts on every response (CORS, version, and the auth challenge when `-auth`
+/// is set).
+async fn common_headers(State(st): State<Arc<HttpState>>, mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(
-        "Access-Control-Allow-Credentials",
-        HeaderValue::from_static("true"),
-    );
+    // rqlite 8 announces Authorization and credentials whether or not auth is on (golden
+    // corrections, item 1); the challenge only when it is.
     h.insert(
         "Access-Control-Allow-Headers",
         HeaderValue::from_static("Content-Type, Authorization"),
     );
     h.insert(
+        "Access-Control-Allow-Credentials",
+        HeaderValue::from_static("true"),
+    );
+    if st.auth.is_some() {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"rqlite\""),
+        );
+    }
+    h.insert(
         "Access-Control-Allow-Methods",
         HeaderValue::from_static("OPTIONS, GET, POST"),
     );
+    if let Some(origin) = &st.allow_origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
     h.insert("X-Rqlite-Version", HeaderValue::from_static(VERSION));
     r
 }
@@ -90,6 +110,25 @@ enum Route {
     Remove,
     Snapshot,
     DebugVars,
+}
+
+impl Route {
+    /// The permissions (all of them) an endpoint needs when auth is on (spec section 1.2).
+    fn perms(self) -> &'static [Perm] {
+        match self {
+            Route::Root => &[],
+            Route::Execute => &[Perm::Execute],
+            Route::Query => &[Perm::Query],
+            Route::Request => &[Perm::Execute, Perm::Query],
+            Route::Backup => &[Perm::Backup],
+            Route::Load | Route::Boot => &[Perm::Load],
+            Route::Status | Route::Nodes | Route::DebugVars => &[Perm::Status],
+            Route::Readyz => &[Perm::Ready],
+            Route::Leader => &[Perm::LeaderOps],
+            Route::Remove => &[Perm::Remove],
+            Route::Snapshot => &[Perm::Snapshot],
+        }
+    }
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -126,6 +165,8 @@ pub struct Call {
     pub params: QueryParams,
     pub headers: HeaderMap,
     pub body: Body,
+    /// The client's Basic-auth credentials, forwarded with the request to the leader.
+    pub creds: Option<Credentials>,
 }
 
 impl Call {
@@ -167,6 +208,17 @@ async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     let Some(route) = route(&path) else {
         return ApiError::NotFound.into_response();
     };
+    // Malformed credentials (not Basic, bad base64, no colon) count as none.
+    let creds = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Credentials::from_basic_header);
+    if let Some(auth) = &st.auth {
+        if !auth.check_all(creds.as_ref(), route.perms()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
     let call = Call {
         method: parts.method,
         path,
@@ -174,6 +226,7 @@ async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
         params,
         headers: parts.headers,
         body,
+        creds,
     };
     let result = match route {
         Route::Root => Ok(root()),

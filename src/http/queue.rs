@@ -166,7 +166,8 @@ async fn flush(
     let route = Route {
         forward: true,
         timeout: None,
-        creds: None,
+        // Each client was checked when it queued; the batch travels as this node.
+        creds: cluster.node_creds().cloned(),
     };
     let outcome = loop {
         match cluster.execute(req.clone(), &route).await {

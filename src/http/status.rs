@@ -449,7 +449,7 @@ pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError
         };
         let served = st
             .cluster
-            .stepdown(id, &super::db::route(&call.params))
+            .stepdown(id, &super::db::route(&call))
             .await
             .map_err(cluster_status)?;
         if call.params.wait {
@@ -484,7 +484,7 @@ pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError
         },
         _ => return Err(ApiError::BadRequestEmpty),
     };
-    let rt = super::db::route(&call.params);
+    let rt = super::db::route(&call);
     match st.cluster.remove(id, &rt).await {
         Ok(served) => Ok(super::db::served_by(
             error::empty(StatusCode::OK, None),

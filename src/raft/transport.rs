@@ -1,5 +1,6 @@
-//! The internode wire: bincode bodies over HTTP/2 (cleartext, prior knowledge) to the peer's
-//! Raft listener. One pooled client per node; it multiplexes every peer's streams.
+//! The internode wire: bincode bodies over HTTP/2 to the peer's Raft listener: cleartext with
+//! prior knowledge, or TLS (ALPN `h2`, see [`crate::tls::node_client_config`]) when
+//! node-to-node TLS is on. One pooled client per node; it multiplexes every peer's streams.
 //!
 //! Every body starts with a 2-byte little-endian wire version; a peer refuses versions it does
 //! not know instead of misreading them.
@@ -54,11 +55,25 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 #[derive(Clone, Debug)]
 pub struct Transport {
     http: reqwest::Client,
+    /// "http" or "https".
+    scheme: &'static str,
 }
 
 impl Transport {
-    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+    /// A client; with `tls`, every call uses HTTPS with that config.
+    pub fn new(
+        connect_timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        let scheme = match tls {
+            Some(c) => {
+                builder = builder.use_preconfigured_tls((*c).clone());
+                "https"
+            }
+            None => "http",
+        };
+        let http = builder
             .http2_prior_knowledge()
             .connect_timeout(connect_timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -66,10 +81,10 @@ impl Transport {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { http })
+        Ok(Self { http, scheme })
     }
 
-    /// POSTs `req` to `http://<addr><path>` and decodes the answer.
+    /// POSTs `req` to `http(s)://<addr><path>` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -84,7 +99,7 @@ impl Transport {
         let body = encode(req).map_err(proto)?;
         let sent = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header("Content-Type", "application/x-sqlraft")
             .body(body)
             .timeout(timeout)

@@ -78,6 +78,14 @@ impl Client {
         }
     }
 
+    /// A client using a prepared reqwest client (e.g. one that trusts a test CA).
+    pub fn from_reqwest(base: impl Into<String>, http: reqwest::Client) -> Self {
+        Self {
+            base: base.into(),
+            http,
+        }
+    }
+
     /// Sends a request; `target` is the path plus query, sent as given.
     pub async fn send(
         &self,
@@ -186,6 +194,26 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// The harness's client for a node started with `cfg`: plain HTTP, or HTTPS when the node
+/// serves it (accepting the node's certificate unchecked, and presenting the node's own
+/// certificate when the node requires client certificates; tests of TLS itself build strict
+/// clients).
+pub fn node_client(cfg: &Config, addr: SocketAddr) -> Client {
+    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else {
+        return Client::new(format!("http://{addr}"));
+    };
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .danger_accept_invalid_certs(true);
+    if cfg.http_verify_client {
+        let mut pem = std::fs::read(key).expect("read key");
+        pem.extend(std::fs::read(cert).expect("read cert"));
+        b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+    }
+    Client::from_reqwest(format!("https://{addr}"), b.build().expect("client"))
+}
+
 /// A node running in this test process.
 pub struct TestNode {
     pub node: Option<Node>,
@@ -223,8 +251,9 @@ impl TestNode {
         tweak(&mut cfg);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let cfg_used = cfg.clone();
         let node = Node::start_with(cfg, http, raft).await.expect("node start");
-        let client = Client::new(format!("http://{}", node.http_addr()));
+        let client = node_client(&cfg_used, node.http_addr());
         let n = Self {
             node: Some(node),
             dir: dir.to_path_buf(),
@@ -761,7 +790,7 @@ async fn launch(
     Member {
         id: (i + 1).to_string(),
         node: Some(node),
-        client: Client::new(format!("http://{http_addr}")),
+        client: node_client(&cfg, http_addr),
         http_addr,
         raft_addr,
         cfg,

@@ -3,7 +3,10 @@
 mod harness;
 
 mod api;
+mod auth;
 mod binary;
 mod cluster;
 mod discovery;
 mod golden;
+mod shell;
+mod tls;

@@ -1,0 +1,408 @@
+//! `sqlraft`, the interactive shell: SQL in, tidy tables out, dot commands for the cluster.
+//!
+//! Owns: argument parsing, the read-eval-print loop (line editing and history through
+//! rustyline), statement splitting, and the dot commands. Talks to a node only over its public
+//! HTTP API (`client.rs`); renders results in `format.rs`.
+
+mod client;
+mod commands;
+mod format;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use client::{Client, ClientOptions};
+use format::Mode;
+
+/// Command-line options, named as rqlite's shell names them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sqlraft",
+    version,
+    about = "Interactive shell for sqlraft (and rqlite)",
+    disable_help_flag = true
+)]
+pub struct Args {
+    /// Node host (default 127.0.0.1, or from SQLRAFT_HOST / RQLITE_HOST).
+    #[arg(short = 'H', long = "host")]
+    host: Option<String>,
+    /// Node HTTP port.
+    #[arg(short = 'p', long = "port")]
+    port: Option<u16>,
+    /// http or https.
+    #[arg(short = 's', long = "scheme")]
+    scheme: Option<String>,
+    /// Basic auth credentials, user:password.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// PEM CA certificate to trust for HTTPS.
+    #[arg(short = 'c', long = "ca-cert")]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with -k).
+    #[arg(short = 'd', long = "client-cert")]
+    client_cert: Option<PathBuf>,
+    /// PEM client key for mutual TLS.
+    #[arg(short = 'k', long = "client-key")]
+    client_key: Option<PathBuf>,
+    /// Do not verify the server's certificate.
+    #[arg(short = 'i', long = "insecure")]
+    insecure: bool,
+    /// Other nodes to fail over to, host:port,...
+    #[arg(short = 'a', long = "alternatives", value_delimiter = ',')]
+    alternatives: Vec<String>,
+    /// HTTP timeout (Go duration).
+    #[arg(short = 't', long = "http-timeout", default_value = "30s")]
+    http_timeout: String,
+    /// Run these statements (or dot commands) and exit.
+    #[arg(short = 'e', long = "execute")]
+    execute: Option<String>,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// What the loop keeps between commands (`.show` prints it).
+pub struct Session {
+    pub client: Client,
+    pub mode: Mode,
+    pub timer: bool,
+    pub changes: bool,
+    pub blob_array: bool,
+    pub consistency: String,
+    pub output: Option<std::fs::File>,
+}
+
+impl Session {
+    /// Writes to the current output (stdout, or the `.output` file).
+    pub fn out(&mut self, text: &str) {
+        match &mut self.output {
+            Some(f) => {
+                let _ = f.write_all(text.as_bytes());
+            }
+            None => {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+}
+
+/// Where the node is: flags win over `SQLRAFT_HOST`/`RQLITE_HOST` (`[scheme://]host[:port]`).
+fn endpoint(a: &Args) -> (String, String, u16) {
+    let env = std::env::var("SQLRAFT_HOST")
+        .or_else(|_| std::env::var("RQLITE_HOST"))
+        .ok();
+    let (mut scheme, mut host, mut port) = ("http".to_string(), "127.0.0.1".to_string(), 4001u16);
+    if let Some(e) = env.filter(|e| !e.is_empty()) {
+        let rest = match e.split_once("://") {
+            Some((s, r)) => {
+                scheme = s.to_string();
+                r.to_string()
+            }
+            None => e,
+        };
+        match rest.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => {
+                host = h.to_string();
+                port = p.parse().unwrap_or(4001);
+            }
+            _ => host = rest,
+        }
+    }
+    (
+        a.scheme.clone().unwrap_or(scheme),
+        a.host.clone().unwrap_or(host),
+        a.port.unwrap_or(port),
+    )
+}
+
+/// Splits input into complete statements at `;` outside quotes and comments; returns the
+/// statements and the unfinished rest.
+pub fn split_statements(input: &str) -> (Vec<String>, String) {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = input.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                cur.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' | '`' => {
+                    quote = Some(c);
+                    cur.push(c);
+                }
+                '[' => {
+                    quote = Some(']');
+                    cur.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    // A line comment: keep it out of the statement.
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            cur.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    let s = cur.trim();
+                    if !s.is_empty() {
+                        out.push(s.to_string());
+                    }
+                    cur.clear();
+                }
+                _ => cur.push(c),
+            },
+        }
+    }
+    (out, cur)
+}
+
+/// Runs one line of input that is complete (a dot command, or SQL). Returns false on `.exit`.
+/// Errors are printed, never fatal; `ok` records whether everything succeeded.
+fn run_line(s: &mut Session, line: &str, ok: &mut bool) -> bool {
+    let line = line.trim();
+    if line.is_empty() {
+        return true;
+    }
+    if line.starts_with('.') || ["QUIT", "EXIT"].contains(&line.to_ascii_uppercase().as_str()) {
+        match commands::dot(s, line) {
+            Ok(commands::Flow::Continue) => true,
+            Ok(commands::Flow::Exit) => false,
+            Err(e) => {
+                *ok = false;
+                eprintln!("ERR! {e}");
+                true
+            }
+        }
+    } else {
+        if let Err(e) = commands::sql(s, line) {
+            *ok = false;
+            eprintln!("ERR! {e}");
+        }
+        true
+    }
+}
+
+/// The shell's entry point.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let timeout = crate::gotime::parse(&args.http_timeout).unwrap_or(Duration::from_secs(30));
+    let (scheme, host, port) = endpoint(&args);
+    let opts = ClientOptions {
+        scheme,
+        hosts: std::iter::once(format!("{host}:{port}"))
+            .chain(args.alternatives.iter().cloned())
+            .collect(),
+        user: args.user.clone(),
+        ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+        insecure: args.insecure,
+        timeout,
+    };
+    let client = match Client::new(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERR! {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut s = Session {
+        client,
+        mode: Mode::Column,
+        timer: false,
+        changes: true,
+        blob_array: false,
+        consistency: "weak".into(),
+        output: None,
+    };
+    let mut ok = true;
+
+    // Non-interactive: -e, or SQL piped in.
+    if let Some(cmds) = args.execute.clone() {
+        run_script(&mut s, &cmds, &mut ok);
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+            eprintln!("ERR! reading standard input: {e}");
+            return ExitCode::FAILURE;
+        }
+        run_script(&mut s, &input, &mut ok);
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    interactive(&mut s, &mut ok);
+    ExitCode::SUCCESS
+}
+
+/// Runs a whole script: dot commands one per line, SQL split at `;`.
+pub fn run_script(s: &mut Session, input: &str, ok: &mut bool) {
+    let mut pending = String::new();
+    for line in input.lines() {
+        if pending.trim().is_empty() && line.trim_start().starts_with('.') {
+            if !run_line(s, line, ok) {
+                return;
+            }
+            continue;
+        }
+        pending.push_str(line);
+        pending.push('\n');
+        let (stmts, rest) = split_statements(&pending);
+        for st in stmts {
+            run_line(s, &st, ok);
+        }
+        pending = rest;
+    }
+    if !pending.trim().is_empty() {
+        run_line(s, pending.trim(), ok);
+    }
+}
+
+fn history_path() -> Option<PathBuf> {
+    std::env::var_os("SQLRAFT_HISTFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".sqlraft_history")))
+}
+
+fn interactive(s: &mut Session, ok: &mut bool) {
+    use rustyline::error::ReadlineError;
+    let mut rl = match rustyline::DefaultEditor::new() {
+        Ok(rl) => rl,
+        Err(e) => {
+            eprintln!("ERR! cannot start line editing: {e}");
+            return;
+        }
+    };
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = rl.load_history(h);
+    }
+    println!("Welcome to the sqlraft CLI.\nEnter \".help\" for usage hints.");
+    match s.client.version() {
+        Ok(v) => println!(
+            "Connected to {} running version {v}",
+            s.client.current_url()
+        ),
+        Err(e) => println!("Not connected to {}: {e}", s.client.current_url()),
+    }
+    let mut pending = String::new();
+    loop {
+        let prompt = if pending.is_empty() {
+            format!("{}> ", s.client.current_host())
+        } else {
+            format!(
+                "{}>   ",
+                " ".repeat(s.client.current_host().len().saturating_sub(2))
+            )
+        };
+        match rl.readline(&prompt) {
+            Ok(line) => {
+                if pending.is_empty() && line.trim().is_empty() {
+                    continue;
+                }
+                let _ = rl.add_history_entry(line.as_str());
+                let trimmed = line.trim();
+                if pending.is_empty() && trimmed.starts_with('.') {
+                    if !run_line(s, trimmed, ok) {
+                        break;
+                    }
+                    continue;
+                }
+                // A line without `;` runs at once, as in rqlite's shell, unless SQLite says the
+                // statement is not finished yet: then it starts a multi-line statement.
+                if pending.is_empty() && !trimmed.contains(';') && single_line_sql(trimmed) {
+                    match commands::sql(s, trimmed) {
+                        Ok(()) => {}
+                        Err(e) if e == "incomplete input" => pending = format!("{line}\n"),
+                        Err(e) => {
+                            *ok = false;
+                            eprintln!("ERR! {e}");
+                        }
+                    }
+                    continue;
+                }
+                pending.push_str(&line);
+                pending.push('\n');
+                let (stmts, rest) = split_statements(&pending);
+                for st in stmts {
+                    run_line(s, &st, ok);
+                }
+                pending = if rest.trim().is_empty() {
+                    String::new()
+                } else {
+                    rest
+                };
+            }
+            // Ctrl-C abandons the line being typed.
+            Err(ReadlineError::Interrupted) => pending.clear(),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("ERR! {e}");
+                break;
+            }
+        }
+    }
+    if let Some(h) = &history {
+        let _ = rl.save_history(h);
+    }
+    println!("bye~");
+}
+
+/// rqlite's shell runs a line without `;` at once; a line that opens a quote or a
+/// parenthesis it does not close waits for more.
+fn single_line_sql(line: &str) -> bool {
+    let (_, rest) = split_statements(&format!("{line};"));
+    rest.trim().is_empty() && line.matches('(').count() <= line.matches(')').count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let (s, rest) =
+            split_statements("INSERT INTO t VALUES('a;b'); -- c;\nSELECT \"x;y\" FROM t; SELECT");
+        assert_eq!(
+            s,
+            vec!["INSERT INTO t VALUES('a;b')", "SELECT \"x;y\" FROM t"]
+        );
+        assert_eq!(rest.trim(), "SELECT");
+    }
+
+    #[test]
+    fn one_line_sql_runs_without_semicolon_unless_unfinished() {
+        assert!(single_line_sql("SELECT 1"));
+        assert!(!single_line_sql("SELECT 'unterminated"));
+        assert!(!single_line_sql("CREATE TABLE t (a,"));
+    }
+}

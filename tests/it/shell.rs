@@ -1,0 +1,240 @@
+//! The `sqlraft` shell, driven through a pseudo-terminal against real nodes.
+
+use std::path::Path;
+use std::process::Command;
+
+use rexpect::session::{spawn_command, PtySession};
+
+use crate::harness::{TestCluster, TestNode};
+
+/// Starts the shell on a pty with its own history file.
+fn shell(args: &[&str], history: &Path) -> PtySession {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlraft"));
+    cmd.args(args)
+        .env("SQLRAFT_HISTFILE", history)
+        .env_remove("SQLRAFT_HOST")
+        .env_remove("RQLITE_HOST");
+    spawn_command(cmd, Some(20_000)).expect("spawn sqlraft")
+}
+
+fn port_of(addr: &str) -> String {
+    addr.rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_runs_sql_and_every_dot_command() {
+    // Steps: a node; the shell connects; SQL (one-line and multi-line), an error, then every
+    // dot command that applies to one node; `.exit`; a second shell sees the history.
+    let node = TestNode::start().await;
+    let addr = node.node.as_ref().unwrap().info().api_addr.clone();
+    let port = port_of(&addr);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let prompt = format!("127.0.0.1:{port}> ");
+    tokio::task::spawn_blocking(move || {
+        let hist = d.join("history");
+        let f = |name: &str| d.join(name).to_string_lossy().into_owned();
+        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
+        p.exp_string("Connected to").unwrap();
+        p.exp_string(&prompt).unwrap();
+        let run = |p: &mut PtySession, line: &str, expect: &str| {
+            p.send_line(line).unwrap();
+            if !expect.is_empty() {
+                p.exp_string(expect)
+                    .unwrap_or_else(|e| panic!("{line}: expected {expect:?}: {e}"));
+            }
+            p.exp_string(&prompt)
+                .unwrap_or_else(|e| panic!("{line}: no prompt: {e}"));
+        };
+        run(
+            &mut p,
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT)",
+            "0 row affected",
+        );
+        // Multi-line: the statement runs once `;` ends it.
+        p.send_line("INSERT INTO people(name)").unwrap();
+        p.exp_string(">   ").unwrap();
+        run(&mut p, "VALUES('alice'), ('bob');", "2 rows affected");
+        run(&mut p, "SELECT * FROM people", "| 2  | bob   |");
+        run(&mut p, "SELECT * FROM nosuch", "ERR! no such table: nosuch");
+        run(&mut p, ".tables", "| people |");
+        run(&mut p, "CREATE INDEX people_name ON people(name)", "");
+        run(&mut p, ".schema", "CREATE TABLE people");
+        run(&mut p, ".indexes", "CREATE INDEX people_name");
+        run(&mut p, ".nodes", "leader: true");
+        run(&mut p, ".leader", "api_addr");
+        run(&mut p, ".status", "store:");
+        run(&mut p, ".ready", "[+]leader ok");
+        run(&mut p, ".expvar", "http:");
+        run(&mut p, ".timer on", "");
+        run(&mut p, "SELECT COUNT(*) FROM people", "Run Time:");
+        run(&mut p, ".timer off", "");
+        run(&mut p, ".consistency strong", "");
+        run(&mut p, ".consistency", "strong");
+        run(&mut p, ".changes off", "");
+        run(&mut p, ".changes on", "");
+        run(&mut p, ".blobarray on", "");
+        run(&mut p, ".mode csv", "");
+        run(&mut p, "SELECT name FROM people ORDER BY id", "alice");
+        run(&mut p, ".mode json", "");
+        run(
+            &mut p,
+            "SELECT name FROM people WHERE id=1",
+            "\"name\": \"alice\"",
+        );
+        run(&mut p, ".mode line", "");
+        run(&mut p, "SELECT name FROM people WHERE id=2", "name = bob");
+        run(&mut p, ".mode column", "");
+        run(
+            &mut p,
+            &format!(".backup {}", f("b.sqlite")),
+            "backup file written",
+        );
+        run(
+            &mut p,
+            &format!(".dump {} people", f("d.sql")),
+            "written successfully",
+        );
+        run(&mut p, ".snapshot", "");
+        run(
+            &mut p,
+            &format!(".sysdump {}", f("sys.txt")),
+            "written successfully",
+        );
+        run(&mut p, ".show", "consistency: strong");
+        run(&mut p, ".stepdown", "");
+        run(&mut p, ".remove 99", "");
+        run(&mut p, "DELETE FROM people", "2 rows affected");
+        run(
+            &mut p,
+            &format!(".restore {}", f("b.sqlite")),
+            "restored successfully",
+        );
+        run(&mut p, "SELECT COUNT(*) FROM people", "| 2        |");
+        std::fs::write(
+            d.join("more.sql"),
+            "INSERT INTO people(name) VALUES('carol');\nINSERT INTO people(name) VALUES('dave');\n",
+        )
+        .unwrap();
+        run(&mut p, &format!(".read {}", f("more.sql")), "");
+        run(&mut p, &format!(".output {}", f("out.txt")), "");
+        run(&mut p, "SELECT COUNT(*) FROM people", "");
+        run(&mut p, ".output", "");
+        run(
+            &mut p,
+            &format!(".boot {}", f("b.sqlite")),
+            "booted successfully",
+        );
+        run(&mut p, ".nosuchcommand", "ERR! unknown command");
+        // Ctrl-C abandons a half-typed statement and the shell goes on.
+        p.send("SELECT 'never").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string(&prompt).unwrap();
+        run(&mut p, ".help", ".stepdown [NODEID]");
+        p.send_line(".exit").unwrap();
+        p.exp_string("bye~").unwrap();
+        p.exp_eof().unwrap();
+        assert!(std::fs::read(d.join("b.sqlite"))
+            .unwrap()
+            .starts_with(b"SQLite format 3\0"));
+        assert!(std::fs::read_to_string(d.join("d.sql"))
+            .unwrap()
+            .contains("INSERT INTO \"people\""));
+        assert!(std::fs::read_to_string(d.join("out.txt"))
+            .unwrap()
+            .contains("| 4        |"));
+        assert!(std::fs::read_to_string(d.join("sys.txt"))
+            .unwrap()
+            .contains("\"store\""));
+
+        // History survives a restart: Up shows the last command typed before.
+        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
+        p.exp_string(&prompt).unwrap();
+        // Ctrl-P: previous history entry (the Up arrow's escape sequence depends on the terminal).
+        p.send_control('p').unwrap();
+        p.exp_string(".exit").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string(&prompt).unwrap();
+        p.send_control('d').unwrap();
+        p.exp_string("bye~").unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_sql_and_dash_e_run_and_report_errors_in_the_exit_status() {
+    let node = TestNode::start().await;
+    let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
+    let bin = env!("CARGO_BIN_EXE_sqlraft");
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = run(
+        &["-p", &port],
+        "CREATE TABLE t (v);\nINSERT INTO t VALUES(1);\nSELECT v FROM t;\n",
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("| 1 |"));
+    let bad = run(&["-p", &port], "SELECT * FROM nosuch;\n");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ERR! no such table: nosuch"));
+    let e = run(&["-p", &port, "-e", "SELECT COUNT(*) FROM t"], "");
+    assert!(e.status.success(), "{e:?}");
+    assert!(String::from_utf8_lossy(&e.stdout).contains("| 1        |"));
+    let unreachable = run(&["-p", "1", "-e", "SELECT 1"], "");
+    assert!(!unreachable.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_fails_over_to_an_alternative_host() {
+    // Steps: a 3-node cluster; the shell talks to node 1 with node 2 as alternative; node 1
+    // stops; the next statement goes to node 2, and the shell says so.
+    let mut c = TestCluster::start(3).await;
+    let a1 = c.node(0).info().api_addr.clone();
+    let a2 = c.node(1).info().api_addr.clone();
+    c.client(0)
+        .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(7)"]"#)
+        .await;
+    c.wait_all_see("SELECT COUNT(*) FROM t", &serde_json::json!([[1]]))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("h");
+    let mut p = tokio::task::spawn_blocking({
+        let (a1, hist) = (a1.clone(), hist.clone());
+        move || {
+            let mut p = shell(&["-H", "127.0.0.1", "-p", &port_of(&a1), "-a", &a2], &hist);
+            p.exp_string("Connected to").unwrap();
+            p
+        }
+    })
+    .await
+    .unwrap();
+    c.stop(0).await;
+    c.wait_for_leader_among(&[1, 2]).await;
+    tokio::task::spawn_blocking(move || {
+        p.send_line("SELECT v FROM t").unwrap();
+        p.exp_string("unreachable, switching to").unwrap();
+        p.exp_string("| 7 |").unwrap();
+        p.send_line(".exit").unwrap();
+        p.exp_string("bye~").unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,527 @@
+//! TLS on the API and between nodes, certificate reload, and slow-client limits. Every
+//! certificate is generated at run time (rcgen) for 127.0.0.1 and localhost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sqlraft::config::Config;
+use sqlraft::node::Node;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{cluster_config, wait_for, wait_until, Client, TestCluster, TestNode};
+
+/// A test certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// PEM files of one issued certificate and its key.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("key");
+        Self {
+            issuer: CertifiedIssuer::self_signed(p, key).expect("CA"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes the CA bundle to `dir/<name>`.
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, self.pem()).expect("write CA");
+        path
+    }
+
+    /// Issues a certificate for 127.0.0.1 and localhost (server and client use) and returns
+    /// its PEM and its key's PEM.
+    fn issue_pem(&self, cn: &str) -> (String, String) {
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &self.issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Issues a certificate into `dir/<name>.crt` and `dir/<name>.key`.
+    fn issue(&self, dir: &Path, name: &str) -> Issued {
+        let (cert, key) = self.issue_pem(name);
+        let out = Issued {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&out.cert, cert).expect("write cert");
+        std::fs::write(&out.key, key).expect("write key");
+        out
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A strict rustls client config: trusts only `ca`, presents `identity` if given.
+fn client_tls(ca: &Ca, identity: Option<&Issued>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).expect("add CA to roots");
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    match identity {
+        Some(id) => {
+            let chain = CertificateDer::pem_file_iter(&id.cert)
+                .expect("cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cert");
+            let key = PrivateKeyDer::from_pem_file(&id.key).expect("key");
+            b.with_client_auth_cert(chain, key).expect("client auth")
+        }
+        None => b.with_no_client_auth(),
+    }
+}
+
+/// An HTTPS client of `addr` that trusts only `ca`.
+fn https_client(addr: std::net::SocketAddr, ca: &Ca, identity: Option<&Issued>) -> Client {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls(ca, identity))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    Client::from_reqwest(format!("https://{addr}"), http)
+}
+
+/// The leaf certificate the server at `addr` presents in a handshake.
+async fn served_cert(addr: std::net::SocketAddr, ca: &Ca) -> CertificateDer<'static> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca, None)));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    let (_, conn) = tls.get_ref();
+    conn.peer_certificates().expect("peer certificates")[0].clone()
+}
+
+fn https_config(cfg: &mut Config, id: &Issued) {
+    cfg.http_cert = Some(id.cert.clone());
+    cfg.http_key = Some(id.key.clone());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_clients_that_trust_the_ca_and_answers_plain_http_cleanly() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let server = ca.issue(pki.path(), "node");
+    let n = TestNode::start_with(|cfg| https_config(cfg, &server)).await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+    let c = https_client(addr, &ca, None);
+
+    c.execute_ok(
+        r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t(v) VALUES('x')"]"#,
+    )
+    .await;
+    assert_eq!(
+        c.query_values("SELECT v FROM t", "weak").await,
+        serde_json::json!([["x"]])
+    );
+    // The node advertises an https API address.
+    let r = c.get("/nodes").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\"api_addr\":\"https://"), "{}", r.text());
+
+    // Plain HTTP to the HTTPS port: a clean 400, not a hang or a crash.
+    let plain = Client::with_timeout(format!("http://{addr}"), Duration::from_secs(5));
+    let r = plain.try_get("/status").await.expect("an answer");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("HTTP request to an HTTPS server"),
+        "{}",
+        r.text()
+    );
+    // Garbage that is not even HTTP.
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    raw.write_all(b"\x00\x01\x02garbage\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+        .await
+        .expect("closed promptly");
+
+    // A client that does not trust the CA is refused.
+    let other = Ca::new("other CA");
+    let stranger = https_client(addr, &other, None);
+    assert!(stranger.try_get("/status").await.is_err());
+
+    // The node still serves.
+    assert_eq!(c.get("/status").await.status, 200);
+    assert_eq!(
+        c.query_values("SELECT COUNT(*) FROM t", "weak").await,
+        serde_json::json!([[1]])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_client_requires_a_certificate_from_the_ca() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let server = ca.issue(pki.path(), "node");
+    let client_id = ca.issue(pki.path(), "client");
+    let ca_path = ca.write(pki.path(), "ca.crt");
+    let other = Ca::new("other CA");
+    let foreign_id = other.issue(pki.path(), "foreign");
+    let n = TestNode::start_with(|cfg| {
+        https_config(cfg, &server);
+        cfg.http_ca_cert = Some(ca_path.clone());
+        cfg.http_verify_client = true;
+    })
+    .await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+
+    let anonymous = https_client(addr, &ca, None);
+    let e = anonymous
+        .try_get("/status")
+        .await
+        .expect_err("no client certificate must be refused");
+    assert!(!e.is_empty());
+    let foreign = https_client(addr, &ca, Some(&foreign_id));
+    assert!(foreign.try_get("/status").await.is_err());
+
+    let good = https_client(addr, &ca, Some(&client_id));
+    assert_eq!(good.get("/status").await.status, 200);
+    good.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)"]"#)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_client_without_a_ca_is_a_startup_error() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let server = ca.issue(pki.path(), "node");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = crate::harness::test_config(dir.path());
+    https_config(&mut cfg, &server);
+    cfg.http_verify_client = true;
+    let e = start_err(cfg).await;
+    assert!(e.contains("-http-ca-cert"), "{e}");
+
+    // A key that does not belong to the certificate: the error names the files.
+    let other = ca.issue(pki.path(), "other");
+    let mut cfg = crate::harness::test_config(dir.path());
+    cfg.http_cert = Some(server.cert.clone());
+    cfg.http_key = Some(other.key.clone());
+    let e = start_err(cfg).await;
+    assert!(e.contains("other.key") && e.contains("node.crt"), "{e}");
+
+    // A missing file.
+    let mut cfg = crate::harness::test_config(dir.path());
+    cfg.node_cert = Some(pki.path().join("missing.crt"));
+    cfg.node_key = Some(server.key.clone());
+    let e = start_err(cfg).await;
+    assert!(e.contains("missing.crt"), "{e}");
+}
+
+/// Starts a node that must fail to start; returns the error.
+async fn start_err(cfg: Config) -> String {
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    match Node::start_with(cfg, http, raft).await {
+        Ok(n) => {
+            n.shutdown().await;
+            panic!("the node started")
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Node-to-node TLS settings with mutual verification.
+fn node_tls(cfg: &mut Config, id: &Issued, ca: &Path) {
+    cfg.node_cert = Some(id.cert.clone());
+    cfg.node_key = Some(id.key.clone());
+    cfg.node_ca_cert = Some(ca.to_path_buf());
+    cfg.node_verify_client = true;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_tls_cluster_forms_forwards_and_fails_over() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("cluster CA");
+    let ca_path = ca.write(pki.path(), "ca.crt");
+    let ids: Vec<Issued> = (1..=3)
+        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
+        .collect();
+    let mut c = TestCluster::start_with(3, |i, cfg| {
+        node_tls(cfg, &ids[i], &ca_path);
+        // The other nodes' certificates are checked for this name, not their address.
+        if i == 2 {
+            cfg.node_verify_server_name = Some("localhost".into());
+        }
+    })
+    .await;
+    let l = c.leader().await;
+    let f = c.followers().await[0];
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]"#)
+        .await;
+    // A follower's write is forwarded to the leader over TLS.
+    let r = c
+        .client(f)
+        .post_json("/db/execute", r#"[["INSERT INTO t(v) VALUES(?)", "fwd"]]"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("X-Rqlite-Served-By").as_deref(),
+        Some(c.members[l].raft_adv().as_str())
+    );
+    // Reads through the log from a follower, forwarded too.
+    assert_eq!(
+        c.client(f).query_values("SELECT v FROM t", "strong").await,
+        serde_json::json!([["fwd"]])
+    );
+
+    // The leader dies: the others elect a new one over TLS and keep accepting writes.
+    c.kill(l).await;
+    let live = c.live();
+    let nl = c.wait_for_leader_among(&live).await;
+    assert_ne!(nl, l);
+    c.client(nl)
+        .execute_ok(r#"[["INSERT INTO t(v) VALUES(?)", "after"]]"#)
+        .await;
+    let other = live.iter().copied().find(|&i| i != nl).expect("a follower");
+    wait_until(Duration::from_secs(10), "the write to replicate", || {
+        let cl = c.client(other).clone();
+        async move {
+            cl.query_values("SELECT COUNT(*) FROM t", "none").await == serde_json::json!([[2]])
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("cluster CA");
+    let ca_path = ca.write(pki.path(), "ca.crt");
+    let ids: Vec<Issued> = (1..=2)
+        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
+        .collect();
+    let c = TestCluster::start_with(2, |i, cfg| node_tls(cfg, &ids[i], &ca_path)).await;
+    let l = c.leader().await;
+
+    let rogue_ca = Ca::new("rogue CA");
+    let rogue_ca_path = rogue_ca.write(pki.path(), "rogue-ca.crt");
+    let rogue_id = rogue_ca.issue(pki.path(), "rogue");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = cluster_config(dir.path(), "9");
+    node_tls(&mut cfg, &rogue_id, &rogue_ca_path);
+    cfg.join = vec![c.members[l].raft_adv()];
+    cfg.join_attempts = 3;
+    cfg.join_interval = Duration::from_millis(100);
+    let e = start_err(cfg).await;
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    // It trusts the cluster's CA but presents its own certificate: the cluster refuses it
+    // (-node-verify-client).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = cluster_config(dir.path(), "10");
+    node_tls(&mut cfg, &rogue_id, &ca_path);
+    cfg.join = vec![c.members[l].raft_adv()];
+    cfg.join_attempts = 3;
+    cfg.join_interval = Duration::from_millis(100);
+    let e = start_err(cfg).await;
+    assert!(e.contains("failed to join"), "{e}");
+
+    // The cluster is unchanged and still serves.
+    let r = c.client(l).get("/nodes?nonvoters").await;
+    assert_eq!(r.status, 200);
+    let nodes = r.json();
+    assert_eq!(nodes.as_object().map(|o| o.len()), Some(2), "{nodes}");
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)"]"#)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_trickling_bytes_is_cut_off_by_the_read_timeout() {
+    let n = TestNode::start_with(|cfg| cfg.http_read_timeout = Duration::from_secs(1)).await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+
+    // Headers one byte at a time, forever.
+    let headers = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        for b in b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                _ => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+        }
+        started.elapsed()
+    });
+    // A body one byte at a time.
+    let body = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            b"POST /db/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut got = Vec::new();
+        loop {
+            if s.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+                Err(_) => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&got).into_owned(),
+        )
+    });
+
+    // Meanwhile, others are served.
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(n.client.get("/status").await.status, 200);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let took = headers.await.expect("headers task");
+    assert!(
+        took < Duration::from_secs(5),
+        "headers trickler lasted {took:?}"
+    );
+    let (took, answer) = body.await.expect("body task");
+    assert!(
+        took < Duration::from_secs(5),
+        "body trickler lasted {took:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.contains("read timeout"),
+        "{answer}"
+    );
+    assert_eq!(n.client.get("/status").await.status, 200);
+
+    // A connection that never sends anything is closed too.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("idle connection closed");
+    assert!(matches!(r, Ok(0) | Err(_)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaced_certificate_files_are_served_without_a_restart() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let server = ca.issue(pki.path(), "node");
+    let n = TestNode::start_with(|cfg| https_config(cfg, &server)).await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+    let first = CertificateDer::from_pem_file(&server.cert).expect("cert");
+    assert_eq!(served_cert(addr, &ca).await, first);
+
+    // Replace both files (write aside, then rename over, as a certificate manager would).
+    let (cert, key) = ca.issue_pem("node-renewed");
+    let tmp_cert = pki.path().join("new.crt");
+    let tmp_key = pki.path().join("new.key");
+    std::fs::write(&tmp_cert, &cert).expect("write");
+    std::fs::write(&tmp_key, &key).expect("write");
+    std::fs::rename(&tmp_key, &server.key).expect("rename");
+    std::fs::rename(&tmp_cert, &server.cert).expect("rename");
+    let renewed = CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert");
+    assert_ne!(renewed, first);
+
+    wait_for(Duration::from_secs(10), "the renewed certificate", || {
+        let ca = &ca;
+        let renewed = renewed.clone();
+        async move { (served_cert(addr, ca).await == renewed).then_some(()) }
+    })
+    .await;
+    let c = https_client(addr, &ca, None);
+    assert_eq!(c.get("/status").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let n = TestNode::start_with(|cfg| {
+        cfg.http_max_connections = 1;
+        cfg.http_read_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+    // The harness client's pooled connection holds the only slot until the server closes it
+    // as idle.
+    let fresh = || Client::with_timeout(format!("http://{addr}"), Duration::from_millis(700));
+    wait_until(
+        Duration::from_secs(10),
+        "the idle connection to close",
+        || {
+            let c = fresh();
+            async move { c.try_get("/status").await.is_ok() }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A keep-alive connection takes the slot...
+    let mut held = TcpStream::connect(addr).await.expect("connect");
+    held.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let k = held.read(&mut buf).await.expect("read");
+    assert!(buf[..k].starts_with(b"HTTP/1.1 200"));
+    // ...so another client waits.
+    assert!(fresh().try_get("/status").await.is_err());
+    // Once it is gone, the next one is served.
+    drop(held);
+    wait_until(Duration::from_secs(5), "a free slot", || {
+        let c = fresh();
+        async move { c.try_get("/status").await.is_ok() }
+    })
+    .await;
+}
