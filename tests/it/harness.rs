@@ -266,11 +266,19 @@ impl TestNode {
 
     pub async fn wait_ready(&self) {
         let c = self.client.clone();
-        wait_until(Duration::from_secs(20), "node to have a leader", || {
-            let c = c.clone();
-            async move { c.get("/readyz").await.status == 200 }
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let last = match c.try_get("/readyz").await {
+                Ok(r) if r.status == 200 => return,
+                Ok(r) => format!("{} {}", r.status, r.text()),
+                Err(e) => e,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "node not ready after 20s; last /readyz: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the node but keeps its data dir (returned for a restart).

@@ -238,3 +238,74 @@ async fn shell_fails_over_to_an_alternative_host() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_talks_https_with_a_ca_and_basic_auth() {
+    // Steps: a node serving HTTPS with a test CA and -auth; the shell trusts the CA and logs
+    // in; a wrong password is refused with a clear error and the shell goes on.
+    use crate::tls::{https_config, Ca};
+    let pki = tempfile::tempdir().unwrap();
+    let ca = Ca::new("shell test CA");
+    let ca_path = ca.write(pki.path(), "ca.pem");
+    let id = ca.issue(pki.path(), "node");
+    let auth = pki.path().join("auth.json");
+    // `*` may ask /readyz (the harness waits on it); everything else needs admin.
+    let users = r#"[{"username":"admin","password":"secret","perms":["all"]},{"username":"*","perms":["ready"]}]"#;
+    std::fs::write(&auth, users).unwrap();
+    let node = TestNode::start_with(|cfg| {
+        https_config(cfg, &id);
+        cfg.auth = Some(auth.clone());
+    })
+    .await;
+    let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
+    let hist = pki.path().join("h");
+    let ca_s = ca_path.to_string_lossy().into_owned();
+    tokio::task::spawn_blocking(move || {
+        let prompt = format!("127.0.0.1:{port}> ");
+        let mut p = shell(
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-s",
+                "https",
+                "-c",
+                &ca_s,
+                "-u",
+                "admin:secret",
+            ],
+            &hist,
+        );
+        p.exp_string("Connected to https://").unwrap();
+        p.exp_string(&prompt).unwrap();
+        p.send_line("CREATE TABLE secure (v)").unwrap();
+        p.exp_string("0 row affected").unwrap();
+        p.exp_string(&prompt).unwrap();
+        p.send_line(".exit").unwrap();
+        p.exp_string("bye~").unwrap();
+        let mut p = shell(
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-s",
+                "https",
+                "-c",
+                &ca_s,
+                "-u",
+                "admin:wrong",
+            ],
+            &hist,
+        );
+        p.exp_string(&prompt).unwrap();
+        p.send_line("SELECT 1").unwrap();
+        p.exp_string("ERR! unauthorized").unwrap();
+        p.exp_string(&prompt).unwrap();
+        p.send_line(".exit").unwrap();
+        p.exp_string("bye~").unwrap();
+    })
+    .await
+    .unwrap();
+}

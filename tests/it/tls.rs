@@ -19,18 +19,18 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::harness::{cluster_config, wait_for, wait_until, Client, TestCluster, TestNode};
 
 /// A test certificate authority.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// PEM files of one issued certificate and its key.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Issued {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, name);
@@ -50,7 +50,7 @@ impl Ca {
     }
 
     /// Writes the CA bundle to `dir/<name>`.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, self.pem()).expect("write CA");
         path
@@ -72,7 +72,7 @@ impl Ca {
     }
 
     /// Issues a certificate into `dir/<name>.crt` and `dir/<name>.key`.
-    fn issue(&self, dir: &Path, name: &str) -> Issued {
+    pub(crate) fn issue(&self, dir: &Path, name: &str) -> Issued {
         let (cert, key) = self.issue_pem(name);
         let out = Issued {
             cert: dir.join(format!("{name}.crt")),
@@ -130,7 +130,7 @@ async fn served_cert(addr: std::net::SocketAddr, ca: &Ca) -> CertificateDer<'sta
     conn.peer_certificates().expect("peer certificates")[0].clone()
 }
 
-fn https_config(cfg: &mut Config, id: &Issued) {
+pub(crate) fn https_config(cfg: &mut Config, id: &Issued) {
     cfg.http_cert = Some(id.cert.clone());
     cfg.http_key = Some(id.key.clone());
 }
