@@ -229,38 +229,50 @@ fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// The API listener's TLS config, or None for plain HTTP.
-pub fn api_server_config(
-    cfg: &crate::config::Config,
+/// A listener's TLS config from its flags, or None without a certificate. `verify` requires
+/// client certificates signed by `ca`; `needs_ca` is the error when `ca` is missing.
+fn listener_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    verify: bool,
+    ca: Option<&Path>,
+    needs_ca: &'static str,
 ) -> Result<Option<Arc<ServerConfig>>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else {
+    let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
-    let ca = if cfg.http_verify_client {
-        Some(cfg.http_ca_cert.as_deref().ok_or_else(|| {
-            err("-http-verify-client needs -http-ca-cert (the CA that signs client certificates)")
-        })?)
+    let ca = if verify {
+        Some(ca.ok_or_else(|| err(needs_ca))?)
     } else {
         None
     };
     server_config(cert, key, ca).map(Some)
 }
 
+/// The API listener's TLS config, or None for plain HTTP.
+pub fn api_server_config(
+    cfg: &crate::config::Config,
+) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+    listener_config(
+        cfg.http_cert.as_deref(),
+        cfg.http_key.as_deref(),
+        cfg.http_verify_client,
+        cfg.http_ca_cert.as_deref(),
+        "-http-verify-client needs -http-ca-cert (the CA that signs client certificates)",
+    )
+}
+
 /// The internode listener's TLS config, or None for cleartext.
 pub fn node_server_config(
     cfg: &crate::config::Config,
 ) -> Result<Option<Arc<ServerConfig>>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.node_cert, &cfg.node_key) else {
-        return Ok(None);
-    };
-    let ca = if cfg.node_verify_client {
-        Some(cfg.node_ca_cert.as_deref().ok_or_else(|| {
-            err("-node-verify-client needs -node-ca-cert (the CA that signs node certificates)")
-        })?)
-    } else {
-        None
-    };
-    server_config(cert, key, ca).map(Some)
+    listener_config(
+        cfg.node_cert.as_deref(),
+        cfg.node_key.as_deref(),
+        cfg.node_verify_client,
+        cfg.node_ca_cert.as_deref(),
+        "-node-verify-client needs -node-ca-cert (the CA that signs node certificates)",
+    )
 }
 
 /// The internode client's TLS config, or None when node-to-node TLS is off (`-node-cert` not
