@@ -1577,3 +1577,55 @@ async fn a_rejoining_partitioned_follower_does_not_disrupt_the_leader() {
     assert_eq!(c.agreed_leader(&[0, 1, 2]), Some(leader));
     assert_eq!(term(leader).await, before, "the leader was disrupted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_comes_back_with_a_new_address_replaces_its_old_entry() {
+    // Steps: node 3 dies and loses its disk; it comes back with the same id but a new Raft
+    // address and joins again. The leader removes the old entry (same id, other address) and
+    // adds the new one: still three members, node 3 at its new address, data replicated. An
+    // identical rejoin afterwards changes nothing.
+    let mut c = TestCluster::start(3).await;
+    c.client(0)
+        .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    c.kill(2).await;
+    let old_addr = c.members[2].raft_adv();
+    let back = c
+        .add_node(|cfg| {
+            cfg.node_id = Some("3".into());
+        })
+        .await;
+    let new_addr = c.members[back].raft_adv();
+    assert_ne!(old_addr, new_addr);
+    let lc = c.client(0).clone();
+    let want = new_addr.clone();
+    wait_until(CLUSTER_WAIT, "node 3 listed at its new address", || {
+        let (lc, want) = (lc.clone(), want.clone());
+        async move {
+            let nodes = lc.get("/nodes").await.json();
+            nodes.as_object().is_some_and(|o| o.len() == 3) && nodes["3"]["addr"] == want.as_str()
+        }
+    })
+    .await;
+    assert_eq!(
+        c.client(back).query_values("SELECT v FROM t", "none").await,
+        serde_json::json!([[1]])
+    );
+    // Rejoining with the same id and address is a no-op.
+    let me = c.node(back).info().clone();
+    let leader = c.leader().await;
+    c.node(leader)
+        .store()
+        .add_member(me, true)
+        .await
+        .expect("idempotent rejoin");
+    assert_eq!(
+        c.client(0)
+            .get("/nodes")
+            .await
+            .json()
+            .as_object()
+            .map(|o| o.len()),
+        Some(3)
+    );
+}
