@@ -189,6 +189,7 @@ fn status_json(st: &HttpState) -> Json {
         ),
         ("trailing_logs", Json::Int(cfg.trailing_logs as i64)),
     ]);
+    let https = me.api_https;
     let q = &st.queue;
     let queue = obj(vec![(
         "_default",
@@ -207,10 +208,17 @@ fn status_json(st: &HttpState) -> Json {
         ]),
     )]);
     let http = obj(vec![
-        ("auth", s("disabled")),
+        (
+            "auth",
+            s(if st.auth.is_some() {
+                "enabled"
+            } else {
+                "disabled"
+            }),
+        ),
         ("bind_addr", s(&st.bind_addr)),
         ("queue", queue),
-        ("tls", obj(vec![("enabled", s("false"))])),
+        ("tls", obj(vec![("enabled", s(https.to_string()))])),
     ]);
     let now = SystemTime::now();
     let node = obj(vec![
@@ -235,7 +243,7 @@ fn status_json(st: &HttpState) -> Json {
     let cluster = obj(vec![
         ("addr", s(&me.raft_addr)),
         ("api_addr", s(&me.api_addr)),
-        ("https", s("false")),
+        ("https", s(https.to_string())),
     ]);
     let runtime = obj(vec![
         ("GOARCH", s(std::env::consts::ARCH)),
