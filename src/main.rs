@@ -46,16 +46,13 @@ async fn wait_for_signal() {
 fn main() -> ExitCode {
     let cfg = match Config::load(std::env::args(), |p| std::fs::read_to_string(p)) {
         Ok(c) => c,
-        Err(sqlraft::config::ConfigError::Args(msg)) => {
-            eprint!("{msg}");
-            // clap prints help/version through the same path; those are not failures.
-            let ok = msg.starts_with("sqlraftd")
-                || msg.starts_with("Usage")
-                || msg.contains("Print help");
-            return if ok && !msg.contains("error:") {
-                ExitCode::SUCCESS
-            } else {
+        Err(sqlraft::config::ConfigError::Args(e)) => {
+            // Help and version go to stdout with success; usage errors to stderr.
+            let _ = e.print();
+            return if e.use_stderr() {
                 ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
             };
         }
         Err(e) => {

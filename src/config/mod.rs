@@ -17,8 +17,9 @@ use crate::gotime;
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Bad command line, or `--help`/`--version` (clap knows which and where to print it).
     #[error("{0}")]
-    Args(String),
+    Args(Box<clap::Error>),
     #[error("config file {path}: {msg}")]
     File { path: String, msg: String },
     #[error("invalid value for -{flag}: {msg}")]
@@ -517,9 +518,8 @@ impl Config {
         let argv: Vec<String> = normalize_args(argv);
         let matches = Args::command()
             .try_get_matches_from(&argv)
-            .map_err(|e| ConfigError::Args(e.to_string()))?;
-        let args =
-            Args::from_arg_matches(&matches).map_err(|e| ConfigError::Args(e.to_string()))?;
+            .map_err(|e| ConfigError::Args(Box::new(e)))?;
+        let args = Args::from_arg_matches(&matches).map_err(|e| ConfigError::Args(Box::new(e)))?;
         let mut file = match &args.config {
             Some(p) => {
                 let text = read_file(p).map_err(|e| ConfigError::File {

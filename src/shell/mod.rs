@@ -24,7 +24,8 @@ use format::Mode;
     name = "sqlraft",
     version,
     about = "Interactive shell for sqlraft (and rqlite)",
-    disable_help_flag = true
+    disable_help_flag = true,
+    disable_version_flag = true
 )]
 pub struct Args {
     /// Node host (default 127.0.0.1, or from SQLRAFT_HOST / RQLITE_HOST).
@@ -63,6 +64,9 @@ pub struct Args {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Print the version (rqlite's shell spells it -v).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
 }
 
 /// What the loop keeps between commands (`.show` prints it).
