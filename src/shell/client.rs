@@ -134,6 +134,24 @@ impl Client {
         Err(format!("no host answered: {last_err}"))
     }
 
+    /// A GET to another node's API (`.sysdump`), with this client's credentials and TLS
+    /// settings; no failover.
+    pub fn get_url(&self, url: &str) -> Result<Reply, String> {
+        let mut rb = self.http.get(url);
+        if let Some(user) = &self.opts.user {
+            let (u, p) = user.split_once(':').unwrap_or((user.as_str(), ""));
+            rb = rb.basic_auth(u, Some(p));
+        }
+        let r = rb.send().map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let body = r.bytes().map_err(|e| e.to_string())?.to_vec();
+        Ok(Reply {
+            status,
+            body,
+            version: None,
+        })
+    }
+
     /// Like `send`, but anything but a 2xx is an error with the server's words.
     pub fn ok(
         &mut self,

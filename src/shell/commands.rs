@@ -252,14 +252,31 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
         }
         ".sysdump" => {
             let file = need(arg, ".sysdump FILE")?;
+            // Every node the connected one knows (voters and non-voters), else just this one.
+            let mut urls: Vec<String> = match s.client.get_json("/nodes?nonvoters") {
+                Ok(Value::Object(nodes)) => nodes
+                    .values()
+                    .filter_map(|n| {
+                        n.get("api_addr")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if urls.is_empty() {
+                urls.push(s.client.current_url());
+            }
             let mut dump = String::new();
-            for path in ["/status?pretty", "/nodes?nonvoters&pretty", "/debug/vars"] {
-                dump.push_str(&format!("{path}:\n"));
-                match s.client.send("GET", path, None) {
-                    Ok(r) => dump.push_str(&r.text()),
-                    Err(e) => dump.push_str(&format!("ERR! {e}")),
+            for base in &urls {
+                for path in ["/status?pretty", "/nodes?nonvoters&pretty", "/debug/vars"] {
+                    dump.push_str(&format!("{base}{path}:\n"));
+                    match s.client.get_url(&format!("{base}{path}")) {
+                        Ok(r) => dump.push_str(&r.text()),
+                        Err(e) => dump.push_str(&format!("ERR! {e}")),
+                    }
+                    dump.push_str("\n\n");
                 }
-                dump.push_str("\n\n");
             }
             write_file(file, dump.as_bytes())?;
             s.out("sysdump written successfully\n");

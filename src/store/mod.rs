@@ -299,7 +299,16 @@ impl Store {
     /// Whether a quorum confirmed this node's leadership within the last election timeout
     /// (always true for a single voter: it is its own quorum).
     fn lease_valid(&self) -> bool {
-        let single = self.members().iter().filter(|(_, voter)| *voter).count() <= 1;
+        // On every request: count voters in place rather than building the member list.
+        let single = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+            <= 1;
         single
             || self
                 .lease
