@@ -256,6 +256,15 @@ impl Node {
             cluster.clone(),
             cancel.child_token(),
         )));
+        if !(cfg.raft_reap_node_timeout.is_zero() && cfg.raft_reap_read_only_node_timeout.is_zero())
+        {
+            tasks.push(tokio::spawn(crate::cluster::reap::run(
+                cluster.clone(),
+                cfg.raft_reap_node_timeout,
+                cfg.raft_reap_read_only_node_timeout,
+                cancel.child_token(),
+            )));
+        }
         if cfg.raft_remove_shutdown {
             tasks.push(tokio::spawn(
                 store.clone().run_remove_watch(cancel.child_token()),

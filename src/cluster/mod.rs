@@ -10,6 +10,7 @@ pub mod discover;
 pub mod join;
 pub mod prevote;
 pub mod proto;
+pub mod reap;
 pub mod service;
 
 use std::sync::Arc;

@@ -175,6 +175,16 @@ pub struct Args {
           default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub raft_cluster_remove_shutdown: bool,
 
+    /// Remove a voter the leader has not reached for this long (0 = never).
+    #[arg(long = "raft-reap-node-timeout", default_value = "0s", value_parser = go_duration,
+          env = "SQLRAFT_RAFT_REAP_NODE_TIMEOUT")]
+    pub raft_reap_node_timeout: Duration,
+
+    /// Remove a non-voter the leader has not reached for this long (0 = never).
+    #[arg(long = "raft-reap-read-only-node-timeout", default_value = "0s", value_parser = go_duration,
+          env = "SQLRAFT_RAFT_REAP_READ_ONLY_NODE_TIMEOUT")]
+    pub raft_reap_read_only_node_timeout: Duration,
+
     /// JSON file of users, passwords (plaintext or bcrypt) and permissions; enables auth.
     #[arg(long = "auth", env = "SQLRAFT_AUTH")]
     pub auth: Option<PathBuf>,
@@ -316,6 +326,8 @@ pub struct FileConfig {
     pub raft_shutdown_stepdown: Option<bool>,
     pub raft_remove_shutdown: Option<bool>,
     pub raft_cluster_remove_shutdown: Option<bool>,
+    pub raft_reap_node_timeout: Option<String>,
+    pub raft_reap_read_only_node_timeout: Option<String>,
     pub discovery: Option<FileDiscovery>,
     pub auth: Option<PathBuf>,
     pub http_allow_origin: Option<String>,
@@ -385,6 +397,8 @@ pub struct Config {
     pub raft_shutdown_stepdown: bool,
     pub raft_remove_shutdown: bool,
     pub raft_cluster_remove_shutdown: bool,
+    pub raft_reap_node_timeout: Duration,
+    pub raft_reap_read_only_node_timeout: Duration,
     /// `-disco-mode`, validated.
     pub disco_mode: Option<DiscoMode>,
     pub disco_key: String,
@@ -488,6 +502,8 @@ impl Config {
             raft_shutdown_stepdown: a.raft_shutdown_stepdown,
             raft_remove_shutdown: a.raft_remove_shutdown,
             raft_cluster_remove_shutdown: a.raft_cluster_remove_shutdown,
+            raft_reap_node_timeout: a.raft_reap_node_timeout,
+            raft_reap_read_only_node_timeout: a.raft_reap_read_only_node_timeout,
             disco_mode: None,
             disco_key: a.disco_key,
             disco_config: None,
@@ -630,6 +646,11 @@ impl Config {
         take!(raft_shutdown_stepdown, "raft_shutdown_stepdown");
         take!(raft_remove_shutdown, "raft_remove_shutdown");
         take!(raft_cluster_remove_shutdown, "raft_cluster_remove_shutdown");
+        take_dur!(raft_reap_node_timeout, "raft_reap_node_timeout");
+        take_dur!(
+            raft_reap_read_only_node_timeout,
+            "raft_reap_read_only_node_timeout"
+        );
         take!(auth, "auth");
         take!(http_allow_origin, "http_allow_origin");
         take!(http_cert, "http_cert");

@@ -1629,3 +1629,46 @@ async fn a_node_that_comes_back_with_a_new_address_replaces_its_old_entry() {
         Some(3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reaps_a_member_it_cannot_reach() {
+    // Steps: three voters and one non-voter with reaping on (voters after 1s, non-voters after
+    // 1s); a follower and the non-voter die; within a bounded time the leader removes both,
+    // and the remaining two voters still accept writes.
+    let mut c = TestCluster::start_with(3, |_, cfg| {
+        cfg.raft_reap_node_timeout = Duration::from_secs(1);
+        cfg.raft_reap_read_only_node_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let replica = c
+        .add_node(|cfg| {
+            cfg.raft_non_voter = true;
+            cfg.raft_reap_node_timeout = Duration::from_secs(1);
+            cfg.raft_reap_read_only_node_timeout = Duration::from_secs(1);
+        })
+        .await;
+    let leader = c.leader().await;
+    let follower = c
+        .followers()
+        .await
+        .into_iter()
+        .find(|f| *f != replica)
+        .unwrap();
+    c.kill(follower).await;
+    c.kill(replica).await;
+    let lc = c.client(leader).clone();
+    wait_until(CLUSTER_WAIT, "the dead members to be reaped", || {
+        let lc = lc.clone();
+        async move {
+            lc.get("/nodes?nonvoters")
+                .await
+                .json()
+                .as_object()
+                .is_some_and(|o| o.len() == 2)
+        }
+    })
+    .await;
+    c.client(leader)
+        .execute_ok(r#"["CREATE TABLE after_reap (v)"]"#)
+        .await;
+}
