@@ -3,50 +3,122 @@
 
 use std::time::Duration;
 
-/// Parses a Go duration string (`time.ParseDuration`). Negative durations are refused.
+/// Parses a Go duration string (`time.ParseDuration`). Negative durations are refused (a
+/// timeout or interval cannot be negative).
 pub fn parse(s: &str) -> Option<Duration> {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s.starts_with('-') {
-        // A negative timeout or interval has no meaning here.
-        return (s == "-0").then_some(Duration::ZERO);
+    u64::try_from(parse_nanos(s)?)
+        .ok()
+        .map(Duration::from_nanos)
+}
+
+/// Go's `time.ParseDuration` as signed nanoseconds, exactly: `[-+]?([0-9]*(\.[0-9]*)?unit)+`
+/// with units ns, us, µs (U+00B5 or U+03BC), ms, s, m, h; a bare `0` needs no unit.
+pub fn parse_nanos(s: &str) -> Option<i64> {
+    const LIMIT: u64 = 1 << 63;
+    let mut s = s.as_bytes();
+    let mut neg = false;
+    if let Some(&c) = s.first() {
+        if c == b'-' || c == b'+' {
+            neg = c == b'-';
+            s = &s[1..];
+        }
     }
-    if s == "0" {
-        return Some(Duration::ZERO);
+    if s == b"0" {
+        return Some(0);
     }
     if s.is_empty() {
         return None;
     }
-    let mut rest = s;
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        if !(s[0] == b'.' || s[0].is_ascii_digit()) {
             return None;
         }
-        let value: f64 = num.parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        // Integer part; overflow is an error, as in Go's leadingInt.
+        let mut v: u64 = 0;
+        let mut i = 0;
+        while i < s.len() && s[i].is_ascii_digit() {
+            if v > LIMIT / 10 {
+                return None;
+            }
+            v = v * 10 + u64::from(s[i] - b'0');
+            if v > LIMIT {
+                return None;
+            }
+            i += 1;
+        }
+        let pre = i > 0;
+        s = &s[i..];
+        // Fraction; extra digits beyond u64 precision are ignored, as in Go's leadingFraction.
+        let mut f: u64 = 0;
+        let mut scale: f64 = 1.0;
+        let mut post = false;
+        if s.first() == Some(&b'.') {
+            s = &s[1..];
+            let mut i = 0;
+            let mut overflow = false;
+            while i < s.len() && s[i].is_ascii_digit() {
+                if !overflow {
+                    if f > (LIMIT - 1) / 10 {
+                        overflow = true;
+                    } else {
+                        let y = f * 10 + u64::from(s[i] - b'0');
+                        if y > LIMIT {
+                            overflow = true;
+                        } else {
+                            f = y;
+                            scale *= 10.0;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            post = i > 0;
+            s = &s[i..];
+        }
+        if !pre && !post {
+            return None;
+        }
+        let unit_len = s
+            .iter()
+            .position(|c| *c == b'.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if unit_len == 0 {
+            return None;
+        }
+        let unit: u64 = match &s[..unit_len] {
+            b"ns" => 1,
+            // "µs" with U+00B5 or U+03BC.
+            b"us" | b"\xc2\xb5s" | b"\xce\xbcs" => 1_000,
+            b"ms" => 1_000_000,
+            b"s" => 1_000_000_000,
+            b"m" => 60 * 1_000_000_000,
+            b"h" => 3_600 * 1_000_000_000,
             _ => return None,
         };
-        rest = &rest[unit_len..];
-        total += value * nanos_per;
+        s = &s[unit_len..];
+        if v > LIMIT / unit {
+            return None;
+        }
+        v *= unit;
+        if f > 0 {
+            // Go computes the fraction in float64 and truncates.
+            v += (f as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return None;
+            }
+        }
+        total += v;
+        if total > LIMIT {
+            return None;
+        }
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return None;
+    if neg {
+        // total <= 2^63 here, so the negation fits.
+        Some(0i64.wrapping_sub_unsigned(total))
+    } else {
+        i64::try_from(total).ok()
     }
-    Some(Duration::from_nanos(total.round() as u64))
 }
 
 /// Renders like Go's `Duration.String()`: `0s`, `560ns`, `210µs`, `1.5ms`, `10s`, `1m25.17s`.
