@@ -1492,18 +1492,9 @@ async fn nodes_can_leave_on_shutdown_and_a_removed_node_stops_raft() {
     let leader = c.leader().await;
     assert_eq!(leader, 0, "node 1 bootstrapped and leads");
     c.stop(2).await;
-    let lc = c.client(0).clone();
-    wait_until(CLUSTER_WAIT, "node 3 to be removed", || {
-        let lc = lc.clone();
-        async move {
-            lc.get("/nodes")
-                .await
-                .json()
-                .as_object()
-                .is_some_and(|o| o.len() == 2)
-        }
-    })
-    .await;
+    c.client(0)
+        .wait_members("/nodes", 2, "node 3 to be removed")
+        .await;
 
     let r = c
         .client(0)
@@ -1656,18 +1647,9 @@ async fn the_leader_reaps_a_member_it_cannot_reach() {
         .unwrap();
     c.kill(follower).await;
     c.kill(replica).await;
-    let lc = c.client(leader).clone();
-    wait_until(CLUSTER_WAIT, "the dead members to be reaped", || {
-        let lc = lc.clone();
-        async move {
-            lc.get("/nodes?nonvoters")
-                .await
-                .json()
-                .as_object()
-                .is_some_and(|o| o.len() == 2)
-        }
-    })
-    .await;
+    c.client(leader)
+        .wait_members("/nodes?nonvoters", 2, "the dead members to be reaped")
+        .await;
     c.client(leader)
         .execute_ok(r#"["CREATE TABLE after_reap (v)"]"#)
         .await;

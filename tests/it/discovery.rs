@@ -15,7 +15,7 @@ use sqlraft::config::DiscoMode;
 use sqlraft_discovery::testing::{DnsServer, TestRecord};
 use tokio::net::TcpListener;
 
-use crate::harness::{bind_pair, rebind, wait_until, TestCluster, CLUSTER_WAIT};
+use crate::harness::{bind_pair, rebind, TestCluster};
 
 /// The checks every mode shares, on a running 3-node cluster.
 async fn exactly_one_cluster_that_grows_serves_and_restarts(
@@ -32,18 +32,7 @@ async fn exactly_one_cluster_that_grows_serves_and_restarts(
     // (A joiner is ready as soon as it hears from the leader, a moment before it is promoted
     // from learner to voter.)
     for i in 0..3 {
-        let ci = c.client(i).clone();
-        wait_until(CLUSTER_WAIT, "three voters", || {
-            let ci = ci.clone();
-            async move {
-                ci.get("/nodes")
-                    .await
-                    .json()
-                    .as_object()
-                    .is_some_and(|o| o.len() == 3)
-            }
-        })
-        .await;
+        c.client(i).wait_members("/nodes", 3, "three voters").await;
     }
     // Writes through any node are readable strongly from every other.
     c.client((leader + 1) % 3)
@@ -62,18 +51,9 @@ async fn exactly_one_cluster_that_grows_serves_and_restarts(
     }
     // A fourth node with the same settings joins.
     let four = c.add_on(fourth, tweak4).await;
-    let lc = c.client(leader).clone();
-    wait_until(CLUSTER_WAIT, "the fourth node to be a member", || {
-        let lc = lc.clone();
-        async move {
-            lc.get("/nodes")
-                .await
-                .json()
-                .as_object()
-                .is_some_and(|o| o.len() == 4)
-        }
-    })
-    .await;
+    c.client(leader)
+        .wait_members("/nodes", 4, "the fourth node to be a member")
+        .await;
     c.wait_all_see("SELECT COUNT(*) FROM d", &json!([[2]]))
         .await;
     assert_eq!(
@@ -310,18 +290,9 @@ async fn a_key_left_by_a_wiped_cluster_is_taken_over() {
         now.record.id, c.members[leader].id,
         "the key names the new leader"
     );
-    let lc = c.client(leader).clone();
-    wait_until(CLUSTER_WAIT, "three voters", || {
-        let lc = lc.clone();
-        async move {
-            lc.get("/nodes")
-                .await
-                .json()
-                .as_object()
-                .is_some_and(|o| o.len() == 3)
-        }
-    })
-    .await;
+    c.client(leader)
+        .wait_members("/nodes", 3, "three voters")
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "took {:?}",

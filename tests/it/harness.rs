@@ -157,6 +157,22 @@ impl Client {
         .await
     }
 
+    /// Waits until `path` (`/nodes`, `/nodes?nonvoters`) lists `n` members.
+    pub async fn wait_members(&self, path: &str, n: usize, what: &str) {
+        let c = self.clone();
+        wait_until(CLUSTER_WAIT, what, || {
+            let c = c.clone();
+            async move {
+                c.get(path)
+                    .await
+                    .json()
+                    .as_object()
+                    .is_some_and(|o| o.len() == n)
+            }
+        })
+        .await;
+    }
+
     /// Runs statements through `/db/execute` and asserts no statement failed.
     pub async fn execute_ok(&self, body: &str) -> serde_json::Value {
         let r = self.post_json("/db/execute", body).await;
