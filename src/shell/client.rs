@@ -94,11 +94,7 @@ impl Client {
             let url = format!("{}{path}", self.current_url());
             let method =
                 reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-            let mut rb = self.http.request(method, &url);
-            if let Some(user) = &self.opts.user {
-                let (u, p) = user.split_once(':').unwrap_or((user.as_str(), ""));
-                rb = rb.basic_auth(u, Some(p));
-            }
+            let mut rb = self.authed(self.http.request(method, &url));
             if let Some((b, ct)) = &body {
                 rb = rb.header("Content-Type", *ct).body(b.clone());
             }
@@ -134,15 +130,24 @@ impl Client {
         Err(format!("no host answered: {last_err}"))
     }
 
+    /// Adds `-u user:password` as Basic auth.
+    fn authed(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.opts.user {
+            Some(user) => {
+                let (u, p) = user.split_once(':').unwrap_or((user.as_str(), ""));
+                rb.basic_auth(u, Some(p))
+            }
+            None => rb,
+        }
+    }
+
     /// A GET to another node's API (`.sysdump`), with this client's credentials and TLS
     /// settings; no failover.
     pub fn get_url(&self, url: &str) -> Result<Reply, String> {
-        let mut rb = self.http.get(url);
-        if let Some(user) = &self.opts.user {
-            let (u, p) = user.split_once(':').unwrap_or((user.as_str(), ""));
-            rb = rb.basic_auth(u, Some(p));
-        }
-        let r = rb.send().map_err(|e| e.to_string())?;
+        let r = self
+            .authed(self.http.get(url))
+            .send()
+            .map_err(|e| e.to_string())?;
         let status = r.status().as_u16();
         let body = r.bytes().map_err(|e| e.to_string())?.to_vec();
         Ok(Reply {
