@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -311,6 +312,20 @@ impl AuthStore {
             Some(u) if u.perms.allows(perm) => self.password_ok(&c.username, u, &c.password),
             _ => false,
         }
+    }
+
+    /// [`AuthStore::check_all`] off the async runtime: a bcrypt verification takes tens of
+    /// milliseconds and verifications are serialised, so a flood of wrong passwords must not
+    /// occupy the runtime's worker threads (it would stall every other request).
+    pub async fn allowed(
+        self: &Arc<Self>,
+        creds: Option<Credentials>,
+        perms: &'static [Perm],
+    ) -> bool {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.check_all(creds.as_ref(), perms))
+            .await
+            .unwrap_or(false)
     }
 
     /// Every one of `perms` (e.g. `/db/request`: execute and query).

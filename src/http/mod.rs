@@ -215,7 +215,7 @@ async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(Credentials::from_basic_header);
     if let Some(auth) = &st.auth {
-        if !auth.check_all(creds.as_ref(), route.perms()) {
+        if !auth.allowed(creds.clone(), route.perms()).await {
             return ApiError::Unauthorized.into_response();
         }
     }
