@@ -12,7 +12,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::gotime;
+use crate::duration;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum ConfigError {
 }
 
 fn go_duration(s: &str) -> Result<Duration, String> {
-    gotime::parse(s).ok_or_else(|| format!("'{s}' is not a valid duration (e.g. 500ms, 2s, 1m30s)"))
+    duration::parse(s).ok_or_else(|| format!("'{s}' is not a valid duration (e.g. 500ms, 2s, 1m30s)"))
 }
 
 /// The flags of `sqlraftd`, named as rqlite names them.

@@ -16,7 +16,7 @@ use super::params::{Level, QueryParams};
 use super::{body, require_method, Call, HttpState};
 use crate::cluster::{ClusterError, Route, Served};
 use crate::command::{Request, Statement};
-use crate::store::rewrite::RewriteOpts;
+use crate::db::rewrite::RewriteOpts;
 use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
 
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";

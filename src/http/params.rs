@@ -311,7 +311,7 @@ fn go_quote(b: &[u8]) -> String {
 /// Go's `time.ParseDuration`, with a negative result clamped to zero (Go accepts negative
 /// durations; nothing here can wait a negative time). `None` means Go would reject it.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let ns = crate::gotime::parse_nanos(s)?;
+    let ns = crate::duration::parse_nanos(s)?;
     Some(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
 }
 
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        let d = |s| crate::gotime::parse_nanos(s);
+        let d = |s| crate::duration::parse_nanos(s);
         assert_eq!(d("0"), Some(0));
         assert_eq!(d("-0"), Some(0));
         assert_eq!(d("+0"), Some(0));

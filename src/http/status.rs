@@ -11,7 +11,7 @@ use super::db::render;
 use super::error::{self, ApiError};
 use super::json::Json;
 use super::{require_method, Call, HttpState, VERSION};
-use crate::gotime;
+use crate::duration;
 use crate::raft::NodeInfo;
 
 /// A monotonically increasing counter.
@@ -151,12 +151,12 @@ fn status_json(st: &HttpState) -> Json {
     ]);
     let store_obj = obj(vec![
         ("addr", s(&me.raft_addr)),
-        ("apply_timeout", s(gotime::format(cfg.apply_timeout))),
+        ("apply_timeout", s(duration::format(cfg.apply_timeout))),
         ("db_applied_index", Json::Int(applied_index as i64)),
         ("db_conf", obj(vec![("fk_constraints", Json::Bool(cfg.fk))])),
         ("dir", s(cfg.data_dir.display().to_string())),
         ("dir_size", Json::Int(dir_size as i64)),
-        ("election_timeout", s(gotime::format(cfg.election_timeout))),
+        ("election_timeout", s(duration::format(cfg.election_timeout))),
         ("fsm_index", Json::Int(applied_index as i64)),
         (
             "fsm_term",
@@ -168,7 +168,7 @@ fn status_json(st: &HttpState) -> Json {
         ),
         (
             "heartbeat_timeout",
-            s(gotime::format(cfg.heartbeat_timeout)),
+            s(duration::format(cfg.heartbeat_timeout)),
         ),
         ("leader", leader_obj),
         ("node_id", s(&me.id)),
@@ -177,7 +177,7 @@ fn status_json(st: &HttpState) -> Json {
         ("ready", Json::Bool(leader.is_some())),
         (
             "snapshot_interval",
-            s(gotime::format(cfg.snapshot_interval)),
+            s(duration::format(cfg.snapshot_interval)),
         ),
         (
             "snapshot_threshold",
@@ -200,7 +200,7 @@ fn status_json(st: &HttpState) -> Json {
                 "sequence_number",
                 Json::Int(q.stats.sequence_number.load(Ordering::Relaxed) as i64),
             ),
-            ("timeout", s(gotime::format(q.config.timeout))),
+            ("timeout", s(duration::format(q.config.timeout))),
             (
                 "failed_statements",
                 Json::Int(q.stats.failed_statements.load(Ordering::Relaxed) as i64),
@@ -226,7 +226,7 @@ fn status_json(st: &HttpState) -> Json {
         ("start_time", s(rfc3339(st.started))),
         (
             "uptime",
-            s(gotime::format(
+            s(duration::format(
                 now.duration_since(st.started).unwrap_or_default(),
             )),
         ),
@@ -352,7 +352,7 @@ fn node_json(n: &NodeInfo, voter: bool, leader: bool, reachable: Result<Duration
     f.push(("leader".into(), Json::Bool(leader)));
     let t = reachable.as_ref().map(|d| *d).unwrap_or_default();
     f.push(("time".into(), Json::Float(t.as_secs_f64())));
-    f.push(("time_s".into(), s(gotime::format(t))));
+    f.push(("time_s".into(), s(duration::format(t))));
     if let Err(e) = reachable {
         f.push(("error".into(), s(e)));
     }

@@ -356,7 +356,7 @@ mod conformance {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::store::db::{Db, DbConfig, Engine};
+    use crate::db::{Db, DbConfig, Engine};
     use crate::store::snapshot::SnapshotStore;
     use crate::store::state_machine::StateMachine;
 

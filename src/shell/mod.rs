@@ -210,7 +210,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let timeout = crate::gotime::parse(&args.http_timeout).unwrap_or(Duration::from_secs(30));
+    let timeout = crate::duration::parse(&args.http_timeout).unwrap_or(Duration::from_secs(30));
     let (scheme, host, port) = endpoint(&args);
     let opts = ClientOptions {
         scheme,

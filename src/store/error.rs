@@ -42,3 +42,15 @@ impl From<rusqlite::Error> for StoreError {
         StoreError::Sqlite(e.to_string())
     }
 }
+
+impl From<crate::db::DbError> for StoreError {
+    fn from(e: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match e {
+            DbError::Sqlite(m) => StoreError::Sqlite(m),
+            DbError::InvalidImage(m) => StoreError::InvalidImage(m),
+            DbError::Closed => StoreError::Closed,
+            DbError::Io(m) => StoreError::Io(m),
+        }
+    }
+}

@@ -5,17 +5,9 @@
 //! consistency levels.
 //! Does not: speak HTTP, or reach other nodes (a follower's caller forwards; see `cluster`).
 
-pub mod classify;
-pub mod db;
-pub mod dump;
 pub mod error;
-mod exec;
-mod gotime;
-mod lexer;
-pub mod rewrite;
 pub mod snapshot;
 pub mod state_machine;
-mod values;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,8 +25,8 @@ use crate::command::{Command, Request, StmtResult};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
-use db::{Db, DbConfig, Engine};
-use rewrite::RewriteOpts;
+use crate::db::rewrite::{self, RewriteOpts};
+use crate::db::{classify, Db, DbConfig, Engine};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
@@ -694,7 +686,7 @@ impl Store {
             let dump = self.db.call(move |e| e.dump(tables.as_deref())).await??;
             Ok(dump.into_bytes())
         } else {
-            self.db.call(move |e| e.backup_image(vacuum)).await?
+            Ok(self.db.call(move |e| e.backup_image(vacuum)).await??)
         }
     }
 

@@ -14,7 +14,7 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
 
-use super::db::{Db, Engine};
+use crate::db::{Db, Engine};
 use super::snapshot::SnapshotStore;
 use crate::command::Command;
 use crate::raft::{

@@ -8,7 +8,7 @@
 
 use rusqlite::types::ValueRef;
 
-use super::gotime;
+use super::datetime;
 use crate::command::Value;
 
 /// Converts one column value. `decl` is the lower-cased declared type (`""` for none).
@@ -17,14 +17,14 @@ pub(crate) fn convert(v: ValueRef<'_>, decl: &str) -> Result<Value, String> {
     Ok(match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) if is_time_decl(decl) => {
-            Value::Text(gotime::marshal_text(&gotime::from_integer(i))?)
+            Value::Text(datetime::marshal_text(&datetime::from_integer(i))?)
         }
         ValueRef::Integer(i) if decl == "boolean" => Value::Bool(i > 0),
         ValueRef::Integer(i) => Value::Int(i),
         // The driver never converts a REAL, not even in a TIMESTAMP column.
         ValueRef::Real(f) => Value::Real(f),
         ValueRef::Text(t) if is_time_decl(decl) => {
-            Value::Text(gotime::marshal_text(&gotime::from_text(t))?)
+            Value::Text(datetime::marshal_text(&datetime::from_text(t))?)
         }
         ValueRef::Text(t) => Value::Text(go_string(t)),
         ValueRef::Blob(b) if is_text_decl(decl) => Value::Text(go_string(b)),

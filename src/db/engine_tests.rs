@@ -1545,7 +1545,7 @@ fn invalid_images_are_refused_and_the_old_data_kept() {
         ("corrupt schema", bad_schema),
     ] {
         match e.restore(&image) {
-            Err(StoreError::InvalidImage(_)) => {}
+            Err(DbError::InvalidImage(_)) => {}
             other => panic!("{name}: {other:?}"),
         }
         assert!(validate_image(&image).is_err(), "{name}");
@@ -1624,7 +1624,7 @@ async fn db_thread_runs_jobs_and_survives_panics() {
         })
         .await;
     match r {
-        Err(StoreError::Sqlite(m)) => assert!(m.contains("boom"), "{m}"),
+        Err(DbError::Sqlite(m)) => assert!(m.contains("boom"), "{m}"),
         other => panic!("{other:?}"),
     }
     let r = db

@@ -12,11 +12,11 @@ use rusqlite::Connection;
 
 use super::exec::message;
 use super::values::go_string;
-use super::StoreError;
+use super::DbError;
 
 /// Dumps the database seen by `conn`. With `tables` (non-empty), only those tables'
 /// definitions and rows are written; indexes, triggers and views always are.
-pub(crate) fn dump(conn: &Connection, tables: Option<&[String]>) -> Result<String, StoreError> {
+pub(crate) fn dump(conn: &Connection, tables: Option<&[String]>) -> Result<String, DbError> {
     // One read transaction: every part of the dump sees the same database.
     conn.execute_batch("BEGIN").map_err(err)?;
     let result = dump_in_transaction(conn, tables);
@@ -24,11 +24,11 @@ pub(crate) fn dump(conn: &Connection, tables: Option<&[String]>) -> Result<Strin
     result
 }
 
-fn err(e: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite(message(&e))
+fn err(e: rusqlite::Error) -> DbError {
+    DbError::Sqlite(message(&e))
 }
 
-fn dump_in_transaction(conn: &Connection, tables: Option<&[String]>) -> Result<String, StoreError> {
+fn dump_in_transaction(conn: &Connection, tables: Option<&[String]>) -> Result<String, DbError> {
     let mut out = String::from("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n");
     let mut sql = String::from(
         r#"SELECT "name", "sql" FROM "sqlite_master" WHERE "sql" NOT NULL AND "type" == 'table'"#,
@@ -63,7 +63,7 @@ fn dump_in_transaction(conn: &Connection, tables: Option<&[String]>) -> Result<S
 }
 
 /// One `INSERT INTO "t" VALUES(...);` line per row, each value written by `quote()`.
-fn dump_rows(conn: &Connection, table: &str, out: &mut String) -> Result<(), StoreError> {
+fn dump_rows(conn: &Connection, table: &str, out: &mut String) -> Result<(), DbError> {
     let ident = quote_ident(table);
     let columns: Vec<String> = {
         let mut stmt = conn
@@ -105,7 +105,7 @@ fn dump_rows(conn: &Connection, table: &str, out: &mut String) -> Result<(), Sto
 }
 
 /// Rows of two text columns.
-fn text_rows(conn: &Connection, sql: &str) -> Result<Vec<(String, String)>, StoreError> {
+fn text_rows(conn: &Connection, sql: &str) -> Result<Vec<(String, String)>, DbError> {
     let mut stmt = conn.prepare(sql).map_err(err)?;
     let mut rows = stmt.query([]).map_err(err)?;
     let mut out = Vec::new();

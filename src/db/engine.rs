@@ -22,7 +22,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{ffi, Batch, Connection, OpenFlags, MAIN_DB};
 
 use super::exec::{self, Mode};
-use super::StoreError;
+use super::DbError;
 use crate::command::{Request, StmtResult};
 
 /// Settings of the database itself.
@@ -51,7 +51,7 @@ const MEMDB_SIZE_LIMIT: i64 = i64::MAX;
 
 impl Engine {
     /// Opens a new, empty database.
-    pub fn open(config: &DbConfig) -> Result<Engine, StoreError> {
+    pub fn open(config: &DbConfig) -> Result<Engine, DbError> {
         let (rw, ro) = open_pair(config)?;
         // Write page 1 now, so that even an empty database serializes to a valid image
         // (a memdb that was never written has no bytes at all).
@@ -113,14 +113,14 @@ impl Engine {
     }
 
     /// The database as a SQLite file image.
-    pub fn serialize(&mut self) -> Result<Vec<u8>, StoreError> {
+    pub fn serialize(&mut self) -> Result<Vec<u8>, DbError> {
         Ok(self.rw.serialize(MAIN_DB)?.to_vec())
     }
 
     /// Replaces the whole database with `image`, after validating it. Both connections are
     /// replaced by a fresh pair on a new memdb, so connection state (pragmas set by
     /// clients, open transactions) is reset to the configuration.
-    pub fn restore(&mut self, image: &[u8]) -> Result<(), StoreError> {
+    pub fn restore(&mut self, image: &[u8]) -> Result<(), DbError> {
         let src = open_image(image)?;
         if self.config.path.is_some() {
             // The file must be closed before it can be replaced by an empty one.
@@ -135,7 +135,7 @@ impl Engine {
             match backup.step(-1)? {
                 StepResult::Done => {}
                 other => {
-                    return Err(StoreError::Sqlite(format!(
+                    return Err(DbError::Sqlite(format!(
                         "restore did not complete: {other:?}"
                     )))
                 }
@@ -147,19 +147,19 @@ impl Engine {
     }
 
     /// Same as the free function [`validate_image`], for callers holding only the type.
-    pub fn validate_image(image: &[u8]) -> Result<(), StoreError> {
+    pub fn validate_image(image: &[u8]) -> Result<(), DbError> {
         validate_image(image)
     }
 
     /// A SQL text dump in the format of rqlite's `/db/backup?fmt=sql`.
-    pub fn dump(&mut self, tables: Option<&[String]>) -> Result<String, StoreError> {
+    pub fn dump(&mut self, tables: Option<&[String]>) -> Result<String, DbError> {
         let result = super::dump::dump(&self.ro, tables);
         self.end_read_transaction();
         result
     }
 
     /// A consistent binary copy of the database; with `vacuum`, a compacted one.
-    pub fn backup_image(&mut self, vacuum: bool) -> Result<Vec<u8>, StoreError> {
+    pub fn backup_image(&mut self, vacuum: bool) -> Result<Vec<u8>, DbError> {
         if !vacuum {
             return self.serialize();
         }
@@ -192,16 +192,16 @@ impl Engine {
 
 /// Checks that `image` is a usable SQLite database: the header, SQLite opening it,
 /// `PRAGMA quick_check` answering `ok`, and a readable schema.
-pub fn validate_image(image: &[u8]) -> Result<(), StoreError> {
+pub fn validate_image(image: &[u8]) -> Result<(), DbError> {
     open_image(image).map(|_| ())
 }
 
-fn invalid(reason: impl Into<String>) -> StoreError {
-    StoreError::InvalidImage(reason.into())
+fn invalid(reason: impl Into<String>) -> DbError {
+    DbError::InvalidImage(reason.into())
 }
 
 /// Opens a private in-memory copy of `image` after checking it (see [`validate_image`]).
-fn open_image(image: &[u8]) -> Result<Connection, StoreError> {
+fn open_image(image: &[u8]) -> Result<Connection, DbError> {
     if !image.starts_with(SQLITE_HEADER) {
         return Err(invalid("not a SQLite database (bad header)"));
     }
@@ -246,7 +246,7 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// The schema must be readable, and valid UTF-8: names and declared types reach clients
 /// as column names and types.
-fn check_schema(conn: &Connection) -> Result<(), StoreError> {
+fn check_schema(conn: &Connection) -> Result<(), DbError> {
     let mut stmt = conn
         .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master")
         .map_err(|e| invalid(exec::message(&e)))?;
@@ -279,14 +279,14 @@ fn unique_memdb_uri(kind: &str) -> String {
 }
 
 /// Deletes a database file and its journals (missing files are fine).
-fn remove_db_files(path: &Path) -> Result<(), StoreError> {
+fn remove_db_files(path: &Path) -> Result<(), DbError> {
     for suffix in ["", "-journal", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io(format!("{}: {e}", Path::new(&p).display()))),
+            Err(e) => return Err(DbError::Io(format!("{}: {e}", Path::new(&p).display()))),
         }
     }
     Ok(())
@@ -294,7 +294,7 @@ fn remove_db_files(path: &Path) -> Result<(), StoreError> {
 
 /// A read-write and a read-only connection to the same new, empty database: a memdb, or
 /// (`-on-disk`) a freshly created file.
-fn open_pair(config: &DbConfig) -> Result<(Connection, Connection), StoreError> {
+fn open_pair(config: &DbConfig) -> Result<(Connection, Connection), DbError> {
     let ro_flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -326,7 +326,7 @@ fn open_pair(config: &DbConfig) -> Result<(Connection, Connection), StoreError> 
     Ok((rw, ro))
 }
 
-fn raise_size_limit(conn: &Connection) -> Result<(), StoreError> {
+fn raise_size_limit(conn: &Connection) -> Result<(), DbError> {
     let mut limit = MEMDB_SIZE_LIMIT;
     // SAFETY: the handle is valid for the life of `conn`; the schema name is a
     // NUL-terminated literal; SQLITE_FCNTL_SIZE_LIMIT takes a pointer to an sqlite3_int64,
@@ -340,7 +340,7 @@ fn raise_size_limit(conn: &Connection) -> Result<(), StoreError> {
         )
     };
     if rc != ffi::SQLITE_OK {
-        return Err(StoreError::Sqlite(format!(
+        return Err(DbError::Sqlite(format!(
             "cannot raise memdb size limit (code {rc})"
         )));
     }
@@ -365,7 +365,7 @@ pub struct Db {
 
 impl Db {
     /// Starts the database thread. Should the OS refuse a thread, the error is logged and
-    /// every call answers [`StoreError::Closed`].
+    /// every call answers [`DbError::Closed`].
     pub fn spawn(engine: Engine) -> Db {
         let (jobs, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
@@ -378,7 +378,7 @@ impl Db {
     }
 
     /// Runs `f` on the database thread and returns its result.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub async fn call<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Engine) -> R + Send + 'static,
@@ -386,13 +386,13 @@ impl Db {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(wrap(f, tx))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+            .map_err(|_| DbError::Closed)?;
+        rx.await.map_err(|_| DbError::Closed)?
     }
 
     /// [`Db::call`] for synchronous callers. Must not be called from inside an async
     /// runtime's worker thread (it blocks).
-    pub fn call_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub fn call_blocking<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Engine) -> R + Send + 'static,
@@ -400,12 +400,12 @@ impl Db {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(wrap(f, tx))
-            .map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+            .map_err(|_| DbError::Closed)?;
+        rx.blocking_recv().map_err(|_| DbError::Closed)?
     }
 }
 
-fn wrap<R, F>(f: F, reply: tokio::sync::oneshot::Sender<Result<R, StoreError>>) -> Job
+fn wrap<R, F>(f: F, reply: tokio::sync::oneshot::Sender<Result<R, DbError>>) -> Job
 where
     R: Send + 'static,
     F: FnOnce(&mut Engine) -> R + Send + 'static,
@@ -419,7 +419,7 @@ where
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
             tracing::error!(panic = %msg, "database job panicked");
-            StoreError::Sqlite(format!("database job panicked: {msg}"))
+            DbError::Sqlite(format!("database job panicked: {msg}"))
         });
         // The caller may have gone away; the job has run regardless.
         let _ = reply.send(result);
@@ -433,5 +433,5 @@ fn serve(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
 }
 
 #[cfg(test)]
-#[path = "db_tests.rs"]
+#[path = "engine_tests.rs"]
 mod tests;

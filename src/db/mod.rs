@@ -1,0 +1,44 @@
+//! SQLite with rqlite's semantics, knowing nothing of Raft.
+//!
+//! Owns: the database and its connections ([`engine`]: one thread owns the read-write
+//! connection; requests carry a oneshot reply), statement execution ([`exec`]), value and type
+//! conversion ([`values`], [`datetime`] for Go's time formats), the SQL dump ([`dump`]), the
+//! rewriting of non-deterministic SQL before it enters the log ([`rewrite`], on a small
+//! tokenizer, [`lexer`]) and the pragma check ([`classify`]; read-only is SQLite's own
+//! verdict, never a string prefix).
+//! Does not: know about Raft, other nodes or HTTP. The store (`crate::store`) decides when
+//! something runs; this module decides what running it means.
+
+pub mod classify;
+pub mod datetime;
+pub mod dump;
+pub mod engine;
+mod exec;
+mod lexer;
+pub mod rewrite;
+mod values;
+
+pub use engine::{validate_image, Db, DbConfig, Engine};
+
+/// Why the database could not do what was asked (statement errors are results, not this).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    /// SQLite itself failed outside a statement (open, serialize, restore, ...).
+    #[error("{0}")]
+    Sqlite(String),
+    /// A database image (load, boot, snapshot) is not a usable SQLite database.
+    #[error("invalid SQLite database: {0}")]
+    InvalidImage(String),
+    /// The database thread is gone (the node is shutting down).
+    #[error("database is closed")]
+    Closed,
+    /// Local I/O failure (database files, snapshot files).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e.to_string())
+    }
+}
