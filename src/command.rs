@@ -47,7 +47,8 @@ pub struct Request {
     pub statements: Vec<Statement>,
     /// Run inside BEGIN/COMMIT; the first error stops and rolls back.
     pub transaction: bool,
-    /// Per-statement execution limit, in milliseconds (0 = none).
+    /// Per-statement execution limit, in milliseconds (0 = none). Reads measure it on the
+    /// clock; writes, which every node applies, as `STEPS_PER_MS` VM steps per millisecond.
     pub db_timeout_ms: u64,
 }
 
@@ -67,7 +68,23 @@ pub enum Command {
     /// Independent requests that arrived together, applied one after the other; each gets
     /// its own response (one log entry and one fsync for all of them).
     Batch(Vec<Command>),
+    /// `cmd` with an execution budget fixed by the node that received it, so that every node
+    /// stops a runaway request at exactly the same point (see [`Budget`]).
+    Bounded { budget: Budget, cmd: Box<Command> },
 }
+
+/// How much work one request may do while it is applied: SQLite virtual-machine steps, which
+/// every node counts identically for the same statements on the same database, unlike time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Budget {
+    /// Steps the whole request may take (0 = unlimited): `-db-max-steps`.
+    pub max_steps: u64,
+}
+
+/// SQLite VM steps a write may take per millisecond of its `db_timeout`. Part of the log
+/// format: every node converts a logged `db_timeout_ms` with this same number, so a write
+/// that runs out of time does so at the same step on every node. Never change it.
+pub const STEPS_PER_MS: u64 = 30_000;
 
 /// A value as a client sees it, after rqlite's driver conversions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

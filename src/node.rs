@@ -178,6 +178,9 @@ impl Node {
             snapshot_interval: cfg.raft_snap_int,
             trailing_logs: cfg.trailing_logs(),
             remove_shutdown: cfg.raft_remove_shutdown,
+            db_max_steps: cfg.db_max_steps,
+            db_timeout: Some(cfg.db_timeout).filter(|d| !d.is_zero()),
+            db_max_ro_conns: cfg.db_max_ro_conns,
         };
         let (auth, node_creds) = load_auth(&cfg)?;
         let allow_origin = match cfg.http_allow_origin.as_deref().map(HeaderValue::from_str) {

@@ -27,7 +27,8 @@ pub enum ConfigError {
 }
 
 fn go_duration(s: &str) -> Result<Duration, String> {
-    duration::parse(s).ok_or_else(|| format!("'{s}' is not a valid duration (e.g. 500ms, 2s, 1m30s)"))
+    duration::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a valid duration (e.g. 500ms, 2s, 1m30s)"))
 }
 
 /// The flags of `sqlraftd`, named as rqlite names them.
@@ -251,6 +252,34 @@ pub struct Args {
     #[arg(long = "http-read-timeout", default_value = "30s", value_parser = go_duration, env = "SQLRAFT_HTTP_READ_TIMEOUT")]
     pub http_read_timeout: Duration,
 
+    /// Time limit of a read statement that sets no db_timeout of its own (0s = none).
+    #[arg(long = "db-timeout", default_value = "30s", value_parser = go_duration, env = "SQLRAFT_DB_TIMEOUT")]
+    pub db_timeout: Duration,
+
+    /// SQLite VM steps one write request may take when applied, the same on every node (0 = unlimited).
+    #[arg(
+        long = "db-max-steps",
+        default_value_t = 100_000_000,
+        env = "SQLRAFT_DB_MAX_STEPS"
+    )]
+    pub db_max_steps: u64,
+
+    /// Read-only SQLite connections in use at most (reads beyond wait for one).
+    #[arg(
+        long = "db-max-ro-conns",
+        default_value_t = 16,
+        env = "SQLRAFT_DB_MAX_RO_CONNS"
+    )]
+    pub db_max_ro_conns: usize,
+
+    /// Statements one request may carry (more gets 413).
+    #[arg(
+        long = "http-max-statements",
+        default_value_t = 100_000,
+        env = "SQLRAFT_HTTP_MAX_STATEMENTS"
+    )]
+    pub http_max_statements: usize,
+
     /// Discovery: dns, dns-srv, etcd-kv or consul-kv.
     #[arg(long = "disco-mode", env = "SQLRAFT_DISCO_MODE")]
     pub disco_mode: Option<String>,
@@ -343,6 +372,10 @@ pub struct FileConfig {
     pub node_verify_server_name: Option<String>,
     pub http_max_connections: Option<usize>,
     pub http_read_timeout: Option<String>,
+    pub db_timeout: Option<String>,
+    pub db_max_steps: Option<u64>,
+    pub db_max_ro_conns: Option<usize>,
+    pub http_max_statements: Option<usize>,
 }
 
 /// `[discovery]` in the TOML file.
@@ -418,6 +451,10 @@ pub struct Config {
     pub node_verify_server_name: Option<String>,
     pub http_max_connections: usize,
     pub http_read_timeout: Duration,
+    pub db_timeout: Duration,
+    pub db_max_steps: u64,
+    pub db_max_ro_conns: usize,
+    pub http_max_statements: usize,
 }
 
 /// How nodes find each other.
@@ -521,6 +558,10 @@ impl Config {
             node_verify_server_name: a.node_verify_server_name,
             http_max_connections: a.http_max_connections,
             http_read_timeout: a.http_read_timeout,
+            db_timeout: a.db_timeout,
+            db_max_steps: a.db_max_steps,
+            db_max_ro_conns: a.db_max_ro_conns,
+            http_max_statements: a.http_max_statements,
         }
     }
 
@@ -665,6 +706,10 @@ impl Config {
         take!(node_verify_server_name, "node_verify_server_name");
         take!(http_max_connections, "http_max_connections");
         take_dur!(http_read_timeout, "http_read_timeout");
+        take_dur!(db_timeout, "db_timeout");
+        take!(db_max_steps, "db_max_steps");
+        take!(db_max_ro_conns, "db_max_ro_conns");
+        take!(http_max_statements, "http_max_statements");
         Ok(())
     }
 

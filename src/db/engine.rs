@@ -1,148 +1,240 @@
-//! The SQLite database: one engine, owned by one thread.
+//! The SQLite database: one writer, owned by one thread, and a pool of readers.
 //!
-//! Owns: the in-memory database (SQLite's `memdb` VFS under a process-unique shared name)
-//! with a read-write connection for writes and a read-only connection for reads; the
-//! `/db/execute`, `/db/query` and `/db/request` semantics on top of them; file images
-//! (serialize, validate, restore, backup) and the SQL dump (`dump.rs`); and [`Db`], the
-//! handle through which async code sends jobs to the thread that owns the engine.
+//! Owns: the database file (WAL mode, rebuilt from snapshot + log at every start, never
+//! fsynced: the Raft log is the durable copy), the read-write connection that applies every
+//! write in log order, checkpoints, file images (validate, restore, consistent copies) and
+//! the SQL dump; and [`Db`], the handle through which async code sends jobs to the thread that
+//! owns the writer. Reads run on [`ReadPool`] connections, so a slow read never holds up a
+//! write or another read (WAL: readers see the last commit and never block the writer).
 //! Does not: rewrite SQL (`rewrite.rs`), reject pragmas (`classify.rs`) or know about Raft.
 //!
-//! The read-only connection is what makes `/db/query` unable to write, whatever the SQL
+//! The read-only connections are what make `/db/query` unable to write, whatever the SQL
 //! says; classification is SQLite's `sqlite3_stmt_readonly`, never a string prefix.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::types::ValueRef;
-use rusqlite::{ffi, Batch, Connection, OpenFlags, MAIN_DB};
+use rusqlite::{Connection, MAIN_DB};
 
-use super::exec::{self, Mode};
+use super::conn::{self, SqlConn};
+use super::exec::{self, Limit, Mode};
+use super::reads::ReadPool;
 use super::DbError;
-use crate::command::{Request, StmtResult};
+use crate::command::{Outcome, Request, StmtResult};
 
 /// Settings of the database itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbConfig {
     /// Enforce foreign keys (rqlite's `-fk`; off by default, as in rqlite).
     pub fk: bool,
-    /// Keep the database in this file instead of memory (`-on-disk`). The file is a cache
-    /// of the Raft state: it is deleted and rebuilt (snapshot + log) at every start.
+    /// The database file. `None`: a private file in a new temporary directory, removed with
+    /// the engine (tests and tools).
     pub path: Option<PathBuf>,
+    /// Read-only connections open at most (`-db-max-ro-conns`).
+    pub read_conns: usize,
+    /// Time limit of a read statement when the request sets no `db_timeout` (`-db-timeout`).
+    pub read_timeout: Option<Duration>,
 }
 
-/// The database and its two connections. Used from one thread only (see [`Db`]).
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            fk: false,
+            path: None,
+            read_conns: 8,
+            read_timeout: None,
+        }
+    }
+}
+
+/// The database's writer. Used from one thread only (see [`Db`]).
 pub struct Engine {
-    rw: Connection,
-    ro: Connection,
+    rw: SqlConn,
+    path: PathBuf,
+    reads: Arc<ReadPool>,
     config: DbConfig,
+    _temp: Option<TempDir>,
 }
 
 /// What every SQLite database file starts with.
-const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// memdb caps a database at 1 GiB by default; an in-memory store should be limited by the
-/// machine, not by a constant it never chose.
-const MEMDB_SIZE_LIMIT: i64 = i64::MAX;
+/// The WAL is checkpointed into the database file once it grows past this (rqlite's
+/// `-raft-snap-wal-size` default), so it never grows without bound.
+const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The message of the result added when a request left a transaction open.
+pub const LEFT_OPEN: &str =
+    "transaction left open at the end of the request: rolled back (a request must COMMIT or ROLLBACK what it BEGINs)";
 
 impl Engine {
-    /// Opens a new, empty database.
+    /// Creates a new, empty database (replacing whatever file was at the path).
     pub fn open(config: &DbConfig) -> Result<Engine, DbError> {
-        let (rw, ro) = open_pair(config)?;
-        // Write page 1 now, so that even an empty database serializes to a valid image
-        // (a memdb that was never written has no bytes at all).
-        rw.execute_batch("PRAGMA user_version = 0")?;
+        let (path, temp) = match &config.path {
+            Some(p) => (p.clone(), None),
+            None => {
+                let t = TempDir::new()?;
+                (t.0.join("db.sqlite"), Some(t))
+            }
+        };
+        let rw = conn::open_writer(&path, config.fk)?;
+        let reads = Arc::new(ReadPool::new(
+            path.clone(),
+            config.fk,
+            config.read_conns,
+            config.read_timeout,
+        ));
         Ok(Engine {
             rw,
-            ro,
+            path,
+            reads,
             config: config.clone(),
+            _temp: temp,
         })
     }
 
-    /// `/db/execute`: every statement execute-shaped (unless `force_query`), on the
-    /// read-write connection.
-    pub fn execute(&mut self, req: &Request) -> Vec<StmtResult> {
-        exec::run_request(&self.rw, req, Mode::Execute, req.transaction)
+    /// The pool that serves reads; usable from any thread.
+    pub fn reads(&self) -> Arc<ReadPool> {
+        self.reads.clone()
     }
 
-    /// `/db/query`: every statement query-shaped, on the read-only connection; anything
-    /// that is not read-only fails with `attempt to change database via query operation`.
-    /// `transaction` means nothing for reads and is ignored.
-    pub fn query(&mut self, req: &Request) -> Vec<StmtResult> {
-        let results = exec::run_request(&self.ro, req, Mode::Query, false);
-        self.end_read_transaction();
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `/db/execute` as applied from the log: every statement execute-shaped (unless
+    /// `force_query`), on the writer, within `max_steps` VM steps (0 = unlimited).
+    pub fn execute_with(&mut self, req: &Request, max_steps: u64) -> Vec<StmtResult> {
+        self.write(req, Mode::Execute, max_steps)
+    }
+
+    /// [`Engine::execute_with`] without a budget.
+    pub fn execute(&mut self, req: &Request) -> Vec<StmtResult> {
+        self.execute_with(req, 0)
+    }
+
+    /// `/db/request` as applied from the log: read-only statements (and `force_query` ones)
+    /// query-shaped, the rest execute-shaped, all on the writer so reads see the request's
+    /// own writes.
+    pub fn request_with(&mut self, req: &Request, max_steps: u64) -> Vec<StmtResult> {
+        self.write(req, Mode::Request, max_steps)
+    }
+
+    /// [`Engine::request_with`] without a budget.
+    pub fn request(&mut self, req: &Request) -> Vec<StmtResult> {
+        self.request_with(req, 0)
+    }
+
+    /// Runs a request on the writer and enforces the rule that makes every log entry
+    /// self-contained: a request cannot leave a transaction open for the next one. Whatever
+    /// is still open when its statements end (a `BEGIN` without `COMMIT`, a `SAVEPOINT`
+    /// without `RELEASE`, an error inside the client's own transaction) is rolled back, as
+    /// SQLite does when a connection closes, and one more result says so. Every node applies
+    /// the same entry and reaches the same verdict.
+    fn write(&mut self, req: &Request, mode: Mode, max_steps: u64) -> Vec<StmtResult> {
+        let mut results = exec::run_request(
+            &self.rw,
+            req,
+            mode,
+            req.transaction,
+            &Limit::Steps { max_steps },
+        );
+        if !self.rw.conn.is_autocommit() {
+            let start = Instant::now();
+            let _ = self.rw.conn.execute_batch("ROLLBACK");
+            results.push(StmtResult {
+                outcome: Outcome::Error(LEFT_OPEN.to_string()),
+                time: start.elapsed().as_secs_f64(),
+            });
+        }
+        // Settings a request changed (a pragma) end with it, as its transaction does: they
+        // are not in snapshots, so a node restored from one would otherwise apply the next
+        // entries differently from the others.
+        if self.rw.guard().take_changed_settings() {
+            if let Err(e) = conn::reset_settings(&self.rw.conn, self.config.fk) {
+                tracing::error!(error = %e, "cannot reset the writer's settings");
+            }
+        }
+        self.maybe_checkpoint();
         results
     }
 
-    /// `/db/request`: read-only statements (and `force_query` ones) query-shaped, the rest
-    /// execute-shaped. A request with any write runs entirely on the read-write connection
-    /// so its reads see its own writes.
-    pub fn request(&mut self, req: &Request) -> Vec<StmtResult> {
-        if self.is_read_only(req) {
-            let results = exec::run_request(&self.ro, req, Mode::Request, req.transaction);
-            self.end_read_transaction();
-            results
-        } else {
-            exec::run_request(&self.rw, req, Mode::Request, req.transaction)
-        }
+    /// `/db/query` on a reader (blocking; async callers use [`ReadPool::query`]).
+    pub fn query(&self, req: &Request) -> Vec<StmtResult> {
+        self.reads
+            .run_blocking(|c, limit| exec::run_request(c, req, Mode::Query, false, limit))
+            .unwrap_or_else(|e| vec![error_result(e)])
     }
 
-    /// True when every statement (every part of a multi-statement string too) is
-    /// read-only by SQLite's own verdict (EXPLAIN counts as a read).
-    ///
-    /// A statement that fails to prepare counts as a write: the local schema may lag the
-    /// leader's (a table created a moment ago), so only the write path can answer it
-    /// correctly, and a failing statement applied through the log changes nothing.
-    pub fn is_read_only(&mut self, req: &Request) -> bool {
-        let ok = req.statements.iter().all(|stmt| {
-            let mut batch = Batch::new(&self.ro, &stmt.sql);
-            loop {
-                match batch.next() {
-                    Ok(Some(s)) if exec::is_read(&s) => continue,
-                    Ok(None) => return true,
-                    Ok(Some(_)) | Err(_) => return false,
-                }
-            }
-        });
-        self.end_read_transaction();
-        ok
+    /// True when every statement is read-only by SQLite's own verdict (see
+    /// [`ReadPool::is_read_only`]).
+    pub fn is_read_only(&self, req: &Request) -> bool {
+        self.reads
+            .run_blocking(|c, _| super::reads::read_only(c, req))
+            .unwrap_or(false)
     }
 
-    /// The database as a SQLite file image.
+    /// The database as a SQLite file image in rollback-journal form (opens anywhere without
+    /// `-wal`/`-shm` files).
     pub fn serialize(&mut self) -> Result<Vec<u8>, DbError> {
-        Ok(self.rw.serialize(MAIN_DB)?.to_vec())
+        let mut image = self.rw.conn.serialize(MAIN_DB)?.to_vec();
+        to_rollback_header(&mut image);
+        Ok(image)
     }
 
-    /// Replaces the whole database with `image`, after validating it. Both connections are
-    /// replaced by a fresh pair on a new memdb, so connection state (pragmas set by
-    /// clients, open transactions) is reset to the configuration.
+    /// Replaces the whole database with `image`, after validating it. The copy goes through
+    /// SQLite's backup API into the live database, so readers keep working and see either
+    /// the old or the new database, never a mix.
     pub fn restore(&mut self, image: &[u8]) -> Result<(), DbError> {
-        let src = open_image(image)?;
-        if self.config.path.is_some() {
-            // The file must be closed before it can be replaced by an empty one.
-            self.rw = Connection::open_in_memory()?;
-            self.ro = Connection::open_in_memory()?;
+        let mut src = open_image(image)?;
+        self.restore_from(&mut src)
+    }
+
+    /// [`Engine::restore`] from a database file (a snapshot), read page by page.
+    pub fn restore_file(&mut self, file: &Path) -> Result<(), DbError> {
+        let mut src = conn::open_internal_reader(file)?;
+        self.restore_from(&mut src)
+    }
+
+    fn restore_from(&mut self, src: &mut Connection) -> Result<(), DbError> {
+        if !self.rw.conn.is_autocommit() {
+            let _ = self.rw.conn.execute_batch("ROLLBACK");
         }
-        // The new database must still be empty here: SQLite only adopts the image's page
-        // size when copying into a database that has no pages yet.
-        let (mut rw, ro) = open_pair(&self.config)?;
-        {
-            let backup = Backup::new(&src, &mut rw)?;
-            match backup.step(-1)? {
-                StepResult::Done => {}
-                other => {
-                    return Err(DbError::Sqlite(format!(
-                        "restore did not complete: {other:?}"
-                    )))
-                }
+        // A WAL database can only take pages of its own size: an image with another page
+        // size is rewritten first (in memory), the same way on every node.
+        let want: i64 = self
+            .rw
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let have: i64 = src.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let scratch;
+        let mut converted;
+        let src: &Connection = if have != want {
+            scratch = TempDir::new()?;
+            converted = Connection::open(scratch.0.join("convert.sqlite"))?;
+            converted.pragma_update(None, "page_size", want)?;
+            {
+                // Copying into an empty database would adopt the source's page size; a
+                // dump-free way to change it is to copy, then VACUUM with the new size.
+                let b = Backup::new(src, &mut converted)?;
+                finish(b.step(-1)?)?;
             }
+            converted.execute_batch(&format!("PRAGMA page_size = {want}; VACUUM;"))?;
+            &converted
+        } else {
+            src
+        };
+        {
+            let b = Backup::new(src, &mut self.rw.conn)?;
+            finish(b.step(-1)?)?;
         }
-        self.rw = rw;
-        self.ro = ro;
+        self.checkpoint();
         Ok(())
     }
 
@@ -153,39 +245,126 @@ impl Engine {
 
     /// A SQL text dump in the format of rqlite's `/db/backup?fmt=sql`.
     pub fn dump(&mut self, tables: Option<&[String]>) -> Result<String, DbError> {
-        let result = super::dump::dump(&self.ro, tables);
-        self.end_read_transaction();
-        result
+        dump_at(&self.path, tables)
     }
 
     /// A consistent binary copy of the database; with `vacuum`, a compacted one.
     pub fn backup_image(&mut self, vacuum: bool) -> Result<Vec<u8>, DbError> {
-        if !vacuum {
-            return self.serialize();
-        }
-        // VACUUM INTO another memdb, kept alive by `holder` until it is serialized.
-        let uri = unique_memdb_uri("vacuum");
-        let holder = Connection::open_with_flags(&uri, rw_flags())?;
-        raise_size_limit(&holder)?;
-        self.rw.execute("VACUUM INTO ?1", [&uri])?;
-        Ok(holder.serialize(MAIN_DB)?.to_vec())
+        backup_at(&self.path, vacuum)
     }
 
-    /// Brings the connections back to a known state after a job panicked part-way: an
-    /// open transaction is rolled back.
+    /// Starts a read that sees the database exactly as it is now, for a snapshot that must
+    /// match the applied log position; copying it ([`PinnedRead::copy_to`]) can then happen
+    /// on another thread while writes go on.
+    pub fn pin(&self) -> Result<PinnedRead, DbError> {
+        let c = conn::open_internal_reader(&self.path)?;
+        c.execute_batch("BEGIN")?;
+        // A deferred transaction takes its snapshot at the first read.
+        c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(PinnedRead { conn: c })
+    }
+
+    /// Checkpoints the WAL into the database file once it has grown past a few MiB.
+    fn maybe_checkpoint(&mut self) {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CHECKPOINT_BYTES) {
+            self.checkpoint();
+        }
+    }
+
+    /// A passive checkpoint: never waits for readers; frames they still use stay in the WAL.
+    fn checkpoint(&mut self) {
+        if let Err(e) = self
+            .rw
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+
+    /// Brings the writer back to a known state after a job panicked part-way: an open
+    /// transaction is rolled back.
     fn recover(&mut self) {
-        for conn in [&self.rw, &self.ro] {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
+        if !self.rw.conn.is_autocommit() {
+            let _ = self.rw.conn.execute_batch("ROLLBACK");
         }
     }
+}
 
-    /// A read left open on the read-only connection (a client's `BEGIN`, an error half-way)
-    /// would pin an old snapshot of the database forever.
-    fn end_read_transaction(&mut self) {
-        if !self.ro.is_autocommit() {
-            let _ = self.ro.execute_batch("ROLLBACK");
+/// A SQL text dump of the database at `path`, read in one transaction on a connection of its
+/// own (any thread; writes go on meanwhile).
+pub fn dump_at(path: &Path, tables: Option<&[String]>) -> Result<String, DbError> {
+    let c = conn::open_internal_reader(path)?;
+    super::dump::dump(&c, tables)
+}
+
+/// A consistent binary copy of the database at `path` (rollback-journal form); with
+/// `vacuum`, a compacted one. Any thread; writes go on meanwhile.
+pub fn backup_at(path: &Path, vacuum: bool) -> Result<Vec<u8>, DbError> {
+    let c = conn::open_internal_reader(path)?;
+    let mut image = if vacuum {
+        let dir = TempDir::new()?;
+        let out = dir.0.join("vacuum.sqlite");
+        c.execute("VACUUM INTO ?1", [out.to_string_lossy()])?;
+        std::fs::read(&out).map_err(|e| DbError::Io(format!("{}: {e}", out.display())))?
+    } else {
+        c.serialize(MAIN_DB)?.to_vec()
+    };
+    to_rollback_header(&mut image);
+    Ok(image)
+}
+
+/// A read transaction holding one consistent view of the database.
+pub struct PinnedRead {
+    conn: Connection,
+}
+
+impl PinnedRead {
+    /// Writes the pinned view to a new database file at `dest`, page by page, and syncs it.
+    pub fn copy_to(self, dest: &Path) -> Result<(), DbError> {
+        let io = |e: std::io::Error| DbError::Io(format!("{}: {e}", dest.display()));
+        {
+            let mut out = Connection::open(dest)
+                .map_err(|e| DbError::Io(format!("cannot create {}: {e}", dest.display())))?;
+            {
+                let b = Backup::new(&self.conn, &mut out)?;
+                finish(b.step(-1)?)?;
+            }
+            // A standalone file: no WAL, so it opens read-only without -wal/-shm files.
+            out.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))?;
+        }
+        let _ = self.conn.execute_batch("COMMIT");
+        std::fs::File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(io)
+    }
+}
+
+fn finish(step: StepResult) -> Result<(), DbError> {
+    match step {
+        StepResult::Done => Ok(()),
+        other => Err(DbError::Sqlite(format!("copy did not complete: {other:?}"))),
+    }
+}
+
+fn error_result(e: DbError) -> StmtResult {
+    StmtResult {
+        outcome: Outcome::Error(e.to_string()),
+        time: 0.0,
+    }
+}
+
+/// Marks an image as a rollback-journal database (header bytes 18 and 19): a WAL-mode file
+/// cannot be opened read-only without its shared memory; as a standalone image it is
+/// otherwise identical.
+fn to_rollback_header(image: &mut [u8]) {
+    if image.len() >= 20 {
+        for b in &mut image[18..20] {
+            if *b == 2 {
+                *b = 1;
+            }
         }
     }
 }
@@ -211,8 +390,6 @@ fn open_image(image: &[u8]) -> Result<Connection, DbError> {
     if i32::try_from(image.len()).is_err() {
         return Err(invalid("image larger than 2 GiB"));
     }
-    // A WAL-mode file (header bytes 18 and 19 = 2) cannot be opened without its shared
-    // memory; as a standalone image it is equivalent to the rollback-journal form.
     let versions: [u8; 2] = [image[18], image[19]].map(|v| if v == 2 { 1 } else { v });
     let reader = std::io::Read::chain(
         std::io::Read::chain(&image[..18], &versions[..]),
@@ -263,88 +440,24 @@ fn check_schema(conn: &Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-fn rw_flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-}
+/// A directory of this process's own, removed when dropped.
+struct TempDir(PathBuf);
 
-/// A memdb name no other database in this process uses. Names starting with `/` are
-/// shared by every connection of the process that opens them.
-fn unique_memdb_uri(kind: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("file:/sqlraft-{kind}-{}-{n}?vfs=memdb", std::process::id())
-}
-
-/// Deletes a database file and its journals (missing files are fine).
-fn remove_db_files(path: &Path) -> Result<(), DbError> {
-    for suffix in ["", "-journal", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DbError::Io(format!("{}: {e}", Path::new(&p).display()))),
-        }
+impl TempDir {
+    fn new() -> Result<Self, DbError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sqlraft-db-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DbError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self(dir))
     }
-    Ok(())
 }
 
-/// A read-write and a read-only connection to the same new, empty database: a memdb, or
-/// (`-on-disk`) a freshly created file.
-fn open_pair(config: &DbConfig) -> Result<(Connection, Connection), DbError> {
-    let ro_flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let (rw, ro) = match &config.path {
-        Some(path) => {
-            remove_db_files(path)?;
-            let rw = Connection::open_with_flags(path, rw_flags())?;
-            // Durability comes from the Raft log; the file is rebuilt at start.
-            rw.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA user_version = 0",
-            )?;
-            let ro = Connection::open_with_flags(path, ro_flags)?;
-            (rw, ro)
-        }
-        None => {
-            let uri = unique_memdb_uri("db");
-            let rw = Connection::open_with_flags(&uri, rw_flags())?;
-            raise_size_limit(&rw)?;
-            let ro = Connection::open_with_flags(&uri, ro_flags)?;
-            (rw, ro)
-        }
-    };
-    for conn in [&rw, &ro] {
-        // One thread uses both connections: waiting for a lock could never succeed.
-        conn.busy_timeout(Duration::ZERO)?;
-        // The bundled SQLite defaults foreign keys to ON; rqlite's default is OFF.
-        conn.pragma_update(None, "foreign_keys", config.fk)?;
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
-    Ok((rw, ro))
-}
-
-fn raise_size_limit(conn: &Connection) -> Result<(), DbError> {
-    let mut limit = MEMDB_SIZE_LIMIT;
-    // SAFETY: the handle is valid for the life of `conn`; the schema name is a
-    // NUL-terminated literal; SQLITE_FCNTL_SIZE_LIMIT takes a pointer to an sqlite3_int64,
-    // which `limit` is, and SQLite does not keep the pointer.
-    let rc = unsafe {
-        ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            ffi::SQLITE_FCNTL_SIZE_LIMIT,
-            (&mut limit as *mut i64).cast(),
-        )
-    };
-    if rc != ffi::SQLITE_OK {
-        return Err(DbError::Sqlite(format!(
-            "cannot raise memdb size limit (code {rc})"
-        )));
-    }
-    Ok(())
 }
 
 /// A job for the database thread.
@@ -384,9 +497,7 @@ impl Db {
         F: FnOnce(&mut Engine) -> R + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(wrap(f, tx))
-            .map_err(|_| DbError::Closed)?;
+        self.jobs.send(wrap(f, tx)).map_err(|_| DbError::Closed)?;
         rx.await.map_err(|_| DbError::Closed)?
     }
 
@@ -398,9 +509,7 @@ impl Db {
         F: FnOnce(&mut Engine) -> R + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(wrap(f, tx))
-            .map_err(|_| DbError::Closed)?;
+        self.jobs.send(wrap(f, tx)).map_err(|_| DbError::Closed)?;
         rx.blocking_recv().map_err(|_| DbError::Closed)?
     }
 }

@@ -99,8 +99,20 @@ fn query(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
     outcomes(e.query(&req(statements)))
 }
 
+/// `/db/request` routed as the store routes it: a read-only request to a reader, the rest
+/// to the writer.
 fn request(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
-    outcomes(e.request(&req(statements)))
+    outcomes(routed_request(e, &req(statements)))
+}
+
+fn routed_request(e: &mut Engine, r: &Request) -> Vec<StmtResult> {
+    if e.is_read_only(r) {
+        e.reads()
+            .run_blocking(|c, l| super::super::reads::tests_read(c, r, l))
+            .unwrap_or_default()
+    } else {
+        e.request(r)
+    }
 }
 
 /// Replays the golden `/db/execute` cases C26–C81 on a fresh engine, checking each answer.
@@ -699,11 +711,14 @@ fn golden_request_cases() {
     );
     // C137: the transaction stops at the failure; the SELECT never runs, 405 is gone.
     assert_eq!(
-        outcomes(c.request(&tx(vec![
-            s("INSERT INTO foo(id,name) VALUES(405,'a')"),
-            s("INSERT INTO foo(id,name) VALUES(1,'dup')"),
-            s("SELECT COUNT(*) FROM foo WHERE id=405"),
-        ]))),
+        outcomes(routed_request(
+            c,
+            &tx(vec![
+                s("INSERT INTO foo(id,name) VALUES(405,'a')"),
+                s("INSERT INTO foo(id,name) VALUES(1,'dup')"),
+                s("SELECT COUNT(*) FROM foo WHERE id=405"),
+            ])
+        )),
         vec![ex(405, 1), err("UNIQUE constraint failed: foo.id")]
     );
     assert_eq!(
@@ -745,20 +760,23 @@ fn golden_request_cases() {
         ),
         vec![ex(407, 1)]
     );
-    // C148, C149: on the writer it takes effect, until turned off again.
+    // C148, C149: on the writer it takes effect for the rest of its request only. (rqlite
+    // keeps it on the connection until turned off; sqlraft ends settings with the request,
+    // as it does transactions, because a node restored from a snapshot would not have them.)
     assert_eq!(execute(c, vec![s("PRAGMA query_only=1")]), vec![ex(407, 1)]);
     assert_eq!(
         execute(c, vec![s("PRAGMA query_only = 0")]),
         vec![ex(407, 1)]
     );
-    assert_eq!(execute(c, vec![s("PRAGMA query_only=1")]), vec![ex(407, 1)]);
     assert_eq!(
-        execute(c, vec![s("INSERT INTO foo(id,name) VALUES(408,'qo')")]),
-        vec![err("attempt to write a readonly database")]
-    );
-    assert_eq!(
-        execute(c, vec![s("PRAGMA query_only = 0")]),
-        vec![ex(407, 0)]
+        execute(
+            c,
+            vec![
+                s("PRAGMA query_only=1"),
+                s("INSERT INTO foo(id,name) VALUES(408,'qo')")
+            ]
+        ),
+        vec![ex(407, 1), err("attempt to write a readonly database")]
     );
     assert_eq!(
         execute(c, vec![s("INSERT INTO foo(id,name) VALUES(408,'qo')")]),
@@ -1254,7 +1272,7 @@ fn is_read_only_uses_sqlites_verdict() {
 fn transactions_roll_back_and_report_commit_failures() {
     let mut e = Engine::open(&DbConfig {
         fk: true,
-        path: None,
+        ..DbConfig::default()
     })
     .unwrap_or_else(|err| panic!("{err}"));
     execute(
@@ -1293,15 +1311,18 @@ fn timeouts_are_per_statement_and_leave_the_connection_usable() {
     let mut e = engine();
     execute(&mut e, vec![s("CREATE TABLE t (a)")]);
     let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 50000000) SELECT count(*) FROM c";
-    let r = e.request(&Request {
-        statements: vec![
-            s("INSERT INTO t VALUES(1)"),
-            s(slow),
-            s("SELECT count(*) FROM t"),
-        ],
-        transaction: true,
-        db_timeout_ms: 20,
-    });
+    let r = routed_request(
+        &mut e,
+        &Request {
+            statements: vec![
+                s("INSERT INTO t VALUES(1)"),
+                s(slow),
+                s("SELECT count(*) FROM t"),
+            ],
+            transaction: true,
+            db_timeout_ms: 20,
+        },
+    );
     assert_eq!(outcomes(r), vec![ex(1, 1), err("query timeout")]);
     // Rolled back, and both connections answer at once.
     assert_eq!(
@@ -1645,4 +1666,222 @@ fn db_call_blocking_works_outside_a_runtime() {
     let db = Db::spawn(engine());
     let r = db.call_blocking(|e| e.execute(&req(vec![s("CREATE TABLE t (a)")])));
     assert_eq!(r.map(outcomes).unwrap_or_default(), vec![ex(0, 0)]);
+}
+
+/// Issue 9, input 1: a SQL dump that fails part-way is rolled back whole, and the next
+/// request starts outside any transaction.
+#[test]
+fn a_failed_load_leaves_no_transaction_open() {
+    let mut e = engine();
+    let dump = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE bar (id integer not null primary key, name text);\nINSERT INTO \"bar\" VALUES(1,'a');\nINSERT INTO \"bar\" VALUES(1,'b');\nCOMMIT;\n";
+    assert_eq!(
+        execute(&mut e, vec![s(dump)]),
+        vec![err("UNIQUE constraint failed: bar.id"), err(LEFT_OPEN)]
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT * FROM bar")]),
+        vec![err("no such table: bar")]
+    );
+    assert!(matches!(
+        execute(&mut e, vec![s("BEGIN TRANSACTION; COMMIT;")])[..],
+        [Outcome::Exec { .. }]
+    ));
+}
+
+/// Issue 9, input 2: every way of ending a request inside a transaction.
+#[test]
+fn no_request_can_leave_a_transaction_open() {
+    let mut e = engine();
+    execute(&mut e, vec![s("CREATE TABLE t (a UNIQUE)")]);
+    for (what, stmts) in [
+        (
+            "BEGIN without COMMIT",
+            vec![s("BEGIN"), s("INSERT INTO t VALUES(1)")],
+        ),
+        (
+            "SAVEPOINT without RELEASE",
+            vec![s("SAVEPOINT sp"), s("INSERT INTO t VALUES(1)")],
+        ),
+        (
+            "error inside the client's transaction",
+            vec![s(
+                "BEGIN; INSERT INTO t VALUES(1); INSERT INTO t VALUES(1); COMMIT;",
+            )],
+        ),
+        (
+            "BEGIN in a multi-statement string",
+            vec![s("BEGIN; INSERT INTO t VALUES(1)")],
+        ),
+    ] {
+        let r = execute(&mut e, stmts);
+        assert_eq!(r.last(), Some(&err(LEFT_OPEN)), "{what}: {r:?}");
+        // Rolled back: nothing of it remains, and the next write stands on its own.
+        assert_eq!(
+            query(&mut e, vec![s("SELECT count(*) FROM t")]),
+            vec![rows(&["count(*)"], &["integer"], vec![vec![int(0)]])],
+            "{what}"
+        );
+        assert_eq!(
+            execute(&mut e, vec![s("INSERT INTO t VALUES(9)")]),
+            vec![ex(1, 1)]
+        );
+        execute(&mut e, vec![s("DELETE FROM t")]);
+    }
+    // A client transaction that commits is untouched by the rule.
+    let r = execute(
+        &mut e,
+        vec![s("BEGIN"), s("INSERT INTO t VALUES(5)"), s("COMMIT")],
+    );
+    assert!(r.iter().all(|o| matches!(o, Outcome::Exec { .. })), "{r:?}");
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*) FROM t")]),
+        vec![rows(&["count(*)"], &["integer"], vec![vec![int(1)]])]
+    );
+}
+
+/// Issue 17: a runaway write stops at the same VM step on every node (here: twice on two
+/// engines), with an error naming the budget, and the next request applies normally.
+#[test]
+fn a_runaway_write_stops_at_its_budget_deterministically() {
+    let runaway = "CREATE TABLE big AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c";
+    let mut outcomes_seen = Vec::new();
+    for _ in 0..2 {
+        let mut e = engine();
+        let r = outcomes(e.execute_with(&req(vec![s(runaway)]), 2_000_000));
+        assert_eq!(
+            r,
+            vec![err(
+                "request exceeded its budget of 2000000 SQLite VM steps (-db-max-steps)"
+            )]
+        );
+        assert_eq!(
+            execute(&mut e, vec![s("CREATE TABLE ok (x)")]),
+            vec![ex(0, 0)]
+        );
+        outcomes_seen.push(dump(&mut e, None));
+    }
+    assert_eq!(outcomes_seen[0], outcomes_seen[1]);
+    // db_timeout on a write is a step budget too (STEPS_PER_MS per millisecond).
+    let mut e = engine();
+    let r = outcomes(e.execute(&Request {
+        statements: vec![s(runaway)],
+        db_timeout_ms: 5,
+        ..Request::default()
+    }));
+    assert_eq!(r, vec![err("execute timeout")]);
+}
+
+/// Issue 17: SQL cannot reach the host's files, on the writer or on a reader; VACUUM itself
+/// still works.
+#[test]
+fn sql_cannot_attach_or_write_files() {
+    let dir = std::env::temp_dir().join(format!("sqlraft-attach-test-{}", std::process::id()));
+    let target = dir.join("other.db");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE t (x)"), s("INSERT INTO t VALUES(1)")],
+    );
+    let attach = format!("ATTACH DATABASE '{}' AS other", target.display());
+    let into = format!("VACUUM INTO '{}'", target.display());
+    assert_eq!(
+        execute(&mut e, vec![s(&attach)]),
+        vec![err(conn::REFUSED_ATTACH)]
+    );
+    assert_eq!(
+        query(&mut e, vec![s(&attach)]),
+        vec![err(conn::REFUSED_ATTACH)]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s(&into)]),
+        vec![err(conn::REFUSED_VACUUM_INTO)]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s("DETACH DATABASE other")]),
+        vec![err(conn::REFUSED_DETACH)]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s("PRAGMA temp_store_directory = '/tmp'")]),
+        vec![err(conn::REFUSED_PRAGMA)]
+    );
+    assert_eq!(
+        execute(&mut e, vec![s("PRAGMA locking_mode = EXCLUSIVE")]),
+        vec![err(conn::REFUSED_PRAGMA)]
+    );
+    assert!(!target.exists(), "a file was created");
+    assert!(matches!(
+        execute(&mut e, vec![s("VACUUM")])[..],
+        [Outcome::Exec { .. }]
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Settings a request changes with a pragma end with the request, on the writer and on the
+/// readers, so no node's later results depend on what happened to run before.
+#[test]
+fn pragma_settings_end_with_the_request() {
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE t (x TEXT)"), s("INSERT INTO t VALUES('a')")],
+    );
+    let like = "SELECT count(*) FROM t WHERE x LIKE 'A'";
+    assert_eq!(
+        request(&mut e, vec![s("PRAGMA case_sensitive_like = 1"), s(like)])[1],
+        rows(&["count(*)"], &["integer"], vec![vec![int(0)]])
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            query(&mut e, vec![s(like)]),
+            vec![rows(&["count(*)"], &["integer"], vec![vec![int(1)]])]
+        );
+    }
+    execute(&mut e, vec![s("PRAGMA recursive_triggers = 1")]);
+    assert_eq!(
+        execute(&mut e, vec![s("PRAGMA recursive_triggers")]),
+        vec![ex(1, 1)]
+    );
+    assert_eq!(
+        request(&mut e, vec![s("PRAGMA recursive_triggers")]),
+        vec![rows(
+            &["recursive_triggers"],
+            &["integer"],
+            vec![vec![int(0)]]
+        )]
+    );
+}
+
+/// A read's time limit and its cancellation stop it without touching the writer.
+#[test]
+fn reads_stop_at_their_time_limit_and_when_cancelled() {
+    let e = Engine::open(&DbConfig {
+        read_timeout: Some(Duration::from_millis(50)),
+        ..DbConfig::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let forever =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+    let started = std::time::Instant::now();
+    assert_eq!(e.query(&req(vec![s(forever)])).len(), 1);
+    assert_eq!(
+        outcomes(e.query(&req(vec![s(forever)]))),
+        vec![err("query timeout")]
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let r = e
+        .reads()
+        .run_blocking(|c, _| {
+            let limit = exec::Limit::Clock {
+                default: None,
+                cancel: cancel.clone(),
+            };
+            exec::run_request(c, &req(vec![s(forever)]), Mode::Query, false, &limit)
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        outcomes(r),
+        vec![err("query cancelled: the client went away")]
+    );
 }

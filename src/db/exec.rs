@@ -6,7 +6,7 @@
 //! `transaction` (BEGIN, stop and ROLLBACK at the first error, else COMMIT).
 //! Does not: pick the connection; `db.rs` does (read-write, or read-only for reads).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,9 @@ use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Batch, Connection};
 
+use super::conn::SqlConn;
 use super::values;
-use crate::command::{Outcome, Param, Request, Rows, Statement, StmtResult};
+use crate::command::{Outcome, Param, Request, Rows, Statement, StmtResult, STEPS_PER_MS};
 
 /// Which endpoint's semantics apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,19 +42,158 @@ pub(crate) fn is_read(stmt: &rusqlite::Statement<'_>) -> bool {
     stmt.readonly() || stmt.is_explain() > 0
 }
 
-/// Runs every statement of `req` on `conn`.
+/// What bounds a request while it runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Limit {
+    /// A request applied from the log, on every node: counted in SQLite VM steps, which are
+    /// the same on every node for the same statements on the same database. `max_steps`
+    /// bounds the whole request (0 = unlimited); `db_timeout_ms` is turned into steps per
+    /// statement ([`STEPS_PER_MS`]).
+    Steps { max_steps: u64 },
+    /// A read on this node only: the clock (`db_timeout`, else `default` per statement) and
+    /// the caller going away (`cancel`).
+    Clock {
+        default: Option<Duration>,
+        cancel: Arc<AtomicBool>,
+    },
+}
+
+/// Why a statement was stopped.
+const TRIP_NONE: u8 = 0;
+const TRIP_TIMEOUT: u8 = 1;
+const TRIP_BUDGET: u8 = 2;
+const TRIP_CANCELLED: u8 = 3;
+
+/// The progress handler's state for one request (shared with the handler closure).
+struct Meter {
+    /// Steps taken by the whole request, and by the current statement.
+    request_steps: AtomicU64,
+    statement_steps: AtomicU64,
+    request_limit: u64,
+    /// Per-statement step limit (0 = none).
+    statement_limit: AtomicU64,
+    /// Per-statement deadline, as nanoseconds after `base` (0 = none).
+    deadline_ns: AtomicU64,
+    base: Instant,
+    cancel: Option<Arc<AtomicBool>>,
+    tripped: AtomicU8,
+}
+
+impl Meter {
+    /// VM instructions between two calls of the progress handler: often enough for
+    /// millisecond limits, rarely enough to cost nothing measurable.
+    const EVERY: u64 = 1000;
+
+    fn tick(&self) -> bool {
+        let req = self.request_steps.fetch_add(Self::EVERY, Ordering::Relaxed) + Self::EVERY;
+        let stmt = self
+            .statement_steps
+            .fetch_add(Self::EVERY, Ordering::Relaxed)
+            + Self::EVERY;
+        let trip = if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            TRIP_CANCELLED
+        } else if self.request_limit > 0 && req > self.request_limit {
+            TRIP_BUDGET
+        } else if matches!(self.statement_limit.load(Ordering::Relaxed), l if l > 0 && stmt > l) {
+            TRIP_TIMEOUT
+        } else {
+            let d = self.deadline_ns.load(Ordering::Relaxed);
+            if d > 0 && self.base.elapsed().as_nanos() as u64 >= d {
+                TRIP_TIMEOUT
+            } else {
+                TRIP_NONE
+            }
+        };
+        if trip != TRIP_NONE {
+            self.tripped.store(trip, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Resets the per-statement counters before a statement starts.
+    fn start_statement(&self, limit: &Limit, db_timeout_ms: u64) {
+        self.statement_steps.store(0, Ordering::Relaxed);
+        self.tripped.store(TRIP_NONE, Ordering::Relaxed);
+        match limit {
+            Limit::Steps { .. } => self.statement_limit.store(
+                db_timeout_ms.saturating_mul(STEPS_PER_MS),
+                Ordering::Relaxed,
+            ),
+            Limit::Clock { default, .. } => {
+                let timeout = match db_timeout_ms {
+                    0 => *default,
+                    ms => Some(Duration::from_millis(ms)),
+                };
+                // A limit too large to represent is no limit.
+                let ns = timeout
+                    .map(|t| (self.base.elapsed() + t).as_nanos())
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
+                self.deadline_ns.store(ns, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn tripped(&self) -> u8 {
+        self.tripped.load(Ordering::Relaxed)
+    }
+}
+
+/// Installs the request's progress handler; removes it when dropped.
+struct Metered<'c> {
+    conn: &'c Connection,
+    meter: Arc<Meter>,
+}
+
+impl<'c> Metered<'c> {
+    fn install(conn: &'c Connection, limit: &Limit) -> Self {
+        let (request_limit, cancel) = match limit {
+            Limit::Steps { max_steps } => (*max_steps, None),
+            Limit::Clock { cancel, .. } => (0, Some(cancel.clone())),
+        };
+        let meter = Arc::new(Meter {
+            request_steps: AtomicU64::new(0),
+            statement_steps: AtomicU64::new(0),
+            request_limit,
+            statement_limit: AtomicU64::new(0),
+            deadline_ns: AtomicU64::new(0),
+            base: Instant::now(),
+            cancel,
+            tripped: AtomicU8::new(TRIP_NONE),
+        });
+        let m = meter.clone();
+        conn.progress_handler(Meter::EVERY as i32, Some(move || m.tick()));
+        Self { conn, meter }
+    }
+}
+
+impl Drop for Metered<'_> {
+    fn drop(&mut self) {
+        self.conn.progress_handler(0, None::<fn() -> bool>);
+    }
+}
+
+/// Runs every statement of `req` on `conn`, within `limit`.
 /// With `use_tx`, they run inside BEGIN/COMMIT and the first error stops the request and
 /// rolls it back; the results then end with the failing statement.
 pub(crate) fn run_request(
-    conn: &Connection,
+    conn: &SqlConn,
     req: &Request,
     mode: Mode,
     use_tx: bool,
+    limit: &Limit,
 ) -> Vec<StmtResult> {
+    let metered = Metered::install(&conn.conn, limit);
+    let db = &conn.conn;
     let mut results = Vec::with_capacity(req.statements.len());
     if use_tx {
         let start = Instant::now();
-        if let Err(e) = conn.execute_batch("BEGIN") {
+        if let Err(e) = db.execute_batch("BEGIN") {
             results.push(StmtResult {
                 outcome: Outcome::Error(message(&e)),
                 time: secs(start),
@@ -62,24 +202,29 @@ pub(crate) fn run_request(
         }
     }
     for stmt in &req.statements {
-        let r = run_statement(conn, stmt, mode, req.db_timeout_ms);
+        metered.meter.start_statement(limit, req.db_timeout_ms);
+        let r = run_statement(conn, stmt, mode, &metered.meter, limit);
         let failed = matches!(r.outcome, Outcome::Error(_));
         results.push(r);
         if failed && use_tx {
             // SQLite may already have rolled back (e.g. after an interrupt).
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+            if !db.is_autocommit() {
+                let _ = db.execute_batch("ROLLBACK");
             }
+            return results;
+        }
+        // A cancelled read stops here: nobody is waiting for the rest.
+        if metered.meter.tripped() == TRIP_CANCELLED {
             return results;
         }
     }
     // A statement of the request may itself have ended the transaction (a dump's COMMIT).
-    if use_tx && !conn.is_autocommit() {
+    if use_tx && !db.is_autocommit() {
         let start = Instant::now();
-        if let Err(e) = conn.execute_batch("COMMIT") {
+        if let Err(e) = db.execute_batch("COMMIT") {
             // Deferred constraints fail here. Everything was undone, and the extra result
             // says why, since no single statement failed.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = db.execute_batch("ROLLBACK");
             results.push(StmtResult {
                 outcome: Outcome::Error(message(&e)),
                 time: secs(start),
@@ -91,30 +236,33 @@ pub(crate) fn run_request(
 
 /// Runs one statement string (possibly several SQL statements; the outcome is the last
 /// one's, or the first error).
-pub(crate) fn run_statement(
-    conn: &Connection,
+fn run_statement(
+    conn: &SqlConn,
     stmt: &Statement,
     mode: Mode,
-    timeout_ms: u64,
+    meter: &Meter,
+    limit: &Limit,
 ) -> StmtResult {
     let start = Instant::now();
-    // A limit too large to represent is no limit.
-    let deadline = (timeout_ms > 0)
-        .then(|| start.checked_add(Duration::from_millis(timeout_ms)))
-        .flatten();
-    let guard = deadline.map(|d| TimeoutGuard::install(conn, d));
     let outcome = match run_tail_loop(conn, stmt, mode) {
         Ok(outcome) => outcome,
-        Err(Failure { message, shape }) => {
-            let timed_out = guard.as_ref().is_some_and(TimeoutGuard::fired);
-            Outcome::Error(match (timed_out, shape) {
-                (true, Shape::Query) => "query timeout".to_string(),
-                (true, Shape::Exec) => "execute timeout".to_string(),
-                (false, _) => message,
-            })
-        }
+        Err(Failure { message, shape }) => Outcome::Error(match (meter.tripped(), shape) {
+            (TRIP_TIMEOUT, Shape::Query) => "query timeout".to_string(),
+            (TRIP_TIMEOUT, Shape::Exec) => "execute timeout".to_string(),
+            (TRIP_BUDGET, _) => match limit {
+                Limit::Steps { max_steps } => format!(
+                    "request exceeded its budget of {max_steps} SQLite VM steps (-db-max-steps)"
+                ),
+                Limit::Clock { .. } => message,
+            },
+            (TRIP_CANCELLED, _) => "query cancelled: the client went away".to_string(),
+            _ => conn
+                .guard()
+                .refused()
+                .map(str::to_string)
+                .unwrap_or(message),
+        }),
     };
-    drop(guard);
     StmtResult {
         outcome,
         time: secs(start),
@@ -159,7 +307,8 @@ impl<'a> Args<'a> {
     }
 }
 
-fn run_tail_loop(conn: &Connection, stmt: &Statement, mode: Mode) -> Result<Outcome, Failure> {
+fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome, Failure> {
+    let conn = &sql.conn;
     let mut shape = match mode {
         Mode::Query => Shape::Query,
         _ if stmt.force_query => Shape::Query,
@@ -173,7 +322,10 @@ fn run_tail_loop(conn: &Connection, stmt: &Statement, mode: Mode) -> Result<Outc
     let mut last = None;
     let mut first = true;
     loop {
-        let mut s = match batch.next() {
+        sql.guard().preparing(true);
+        let next = batch.next();
+        sql.guard().preparing(false);
+        let mut s = match next {
             Ok(Some(s)) => s,
             Ok(None) => break,
             Err(e) => return Err(fail(message(&e), shape)),
@@ -325,44 +477,4 @@ fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// A progress handler that interrupts the running statement once the deadline passes.
-/// SQLite then fails the statement with SQLITE_INTERRUPT (rolling it back), and the
-/// connection stays usable.
-struct TimeoutGuard<'c> {
-    conn: &'c Connection,
-    fired: Arc<AtomicBool>,
-}
-
-impl<'c> TimeoutGuard<'c> {
-    /// How many VM instructions run between deadline checks: frequent enough for
-    /// millisecond limits, rare enough to cost nothing measurable.
-    const CHECK_EVERY: i32 = 1000;
-
-    fn install(conn: &'c Connection, deadline: Instant) -> Self {
-        let fired = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&fired);
-        conn.progress_handler(
-            Self::CHECK_EVERY,
-            Some(move || {
-                let over = Instant::now() >= deadline;
-                if over {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                over
-            }),
-        );
-        Self { conn, fired }
-    }
-
-    fn fired(&self) -> bool {
-        self.fired.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for TimeoutGuard<'_> {
-    fn drop(&mut self) {
-        self.conn.progress_handler(0, None::<fn() -> bool>);
-    }
 }

@@ -1,7 +1,10 @@
 //! SQLite with rqlite's semantics, knowing nothing of Raft.
 //!
 //! Owns: the database and its connections ([`engine`]: one thread owns the read-write
-//! connection; requests carry a oneshot reply), statement execution ([`exec`]), value and type
+//! connection; requests carry a oneshot reply; [`reads`]: a pool of read-only connections;
+//! `conn`: how each is opened, and the authorizer that keeps SQL away from the host's
+//! files), statement execution (`exec`, with the deterministic step budget of writes and
+//! the time limit of reads), value and type
 //! conversion ([`values`], [`datetime`] for Go's time formats), the SQL dump ([`dump`]), the
 //! rewriting of non-deterministic SQL before it enters the log ([`rewrite`], on a small
 //! tokenizer, [`lexer`]) and the pragma check ([`classify`]; read-only is SQLite's own
@@ -10,15 +13,18 @@
 //! something runs; this module decides what running it means.
 
 pub mod classify;
+mod conn;
 pub mod datetime;
 pub mod dump;
 pub mod engine;
 mod exec;
 mod lexer;
+pub mod reads;
 pub mod rewrite;
 mod values;
 
-pub use engine::{validate_image, Db, DbConfig, Engine};
+pub use engine::{validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};
+pub use reads::{ReadKind, ReadPool};
 
 /// Why the database could not do what was asked (statement errors are results, not this).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -156,7 +156,10 @@ fn status_json(st: &HttpState) -> Json {
         ("db_conf", obj(vec![("fk_constraints", Json::Bool(cfg.fk))])),
         ("dir", s(cfg.data_dir.display().to_string())),
         ("dir_size", Json::Int(dir_size as i64)),
-        ("election_timeout", s(duration::format(cfg.election_timeout))),
+        (
+            "election_timeout",
+            s(duration::format(cfg.election_timeout)),
+        ),
         ("fsm_index", Json::Int(applied_index as i64)),
         (
             "fsm_term",

@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::StoreError;
 
-use crate::command::{Command, Request, StmtResult};
+use crate::command::{Budget, Command, Request, StmtResult};
+use crate::db::rewrite::{self, RewriteOpts};
+use crate::db::{classify, Db, DbConfig, Engine, ReadKind, ReadPool};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
-use crate::db::rewrite::{self, RewriteOpts};
-use crate::db::{classify, Db, DbConfig, Engine};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
@@ -75,6 +75,13 @@ pub struct StoreConfig {
     pub trailing_logs: u64,
     /// Stop Raft once this node learns it was removed (`-raft-remove-shutdown`).
     pub remove_shutdown: bool,
+    /// SQLite VM steps one write request may take when applied (`-db-max-steps`; 0 =
+    /// unlimited). Carried in each log entry, so every node applies the same budget.
+    pub db_max_steps: u64,
+    /// Time limit of a read statement without its own `db_timeout` (`-db-timeout`).
+    pub db_timeout: Option<Duration>,
+    /// Read-only connections at most (`-db-max-ro-conns`).
+    pub db_max_ro_conns: usize,
 }
 
 /// The outcome of a request that went through the log or the database.
@@ -88,7 +95,6 @@ pub struct Outcome {
 /// The store facade: every HTTP-level operation is one call here.
 pub struct Store {
     raft: Raft,
-    db: Db,
     sm: StateMachine,
     log: LogStore,
     me: NodeInfo,
@@ -102,6 +108,8 @@ pub struct Store {
     proposals: mpsc::Sender<Proposal>,
     /// Shared leadership confirmations for `linearizable` reads.
     read_index: ReadIndex,
+    /// Read-only connections: every local read runs here, never on the writer's thread.
+    reads: Arc<ReadPool>,
 }
 
 /// When this node last heard from a leader (for `freshness`). The internode service records
@@ -150,8 +158,11 @@ impl Store {
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
         let engine = Engine::open(&DbConfig {
             fk: cfg.fk,
-            path: cfg.on_disk.then(|| cfg.data_dir.join("db.sqlite")),
+            path: Some(cfg.data_dir.join("db.sqlite")),
+            read_conns: cfg.db_max_ro_conns,
+            read_timeout: cfg.db_timeout,
         })?;
+        let reads = engine.reads();
         let db = Db::spawn(engine);
         let sm = StateMachine::open(db.clone(), snapshots)
             .await
@@ -189,7 +200,6 @@ impl Store {
         );
         Ok(Arc::new(Self {
             raft,
-            db,
             sm,
             log,
             me: cfg.me.clone(),
@@ -200,6 +210,7 @@ impl Store {
             lease: LeaderContact::default(),
             proposals,
             read_index,
+            reads,
         }))
     }
 
@@ -515,10 +526,21 @@ impl Store {
         }
     }
 
+    /// A write command with this node's execution budget attached (see [`Budget`]).
+    fn bounded(&self, cmd: Command) -> Command {
+        match self.cfg.db_max_steps {
+            0 => cmd,
+            max_steps => Command::Bounded {
+                budget: Budget { max_steps },
+                cmd: Box::new(cmd),
+            },
+        }
+    }
+
     /// Runs writes through the log (`/db/execute`).
     pub async fn execute(&self, req: Request) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
-        let (resp, index) = self.propose(Command::Execute(req)).await?;
+        let (resp, index) = self.propose(self.bounded(Command::Execute(req))).await?;
         Ok(Outcome {
             results: resp.results,
             raft_index: Some(index),
@@ -528,42 +550,46 @@ impl Store {
     /// Reads (`/db/query`) at the requested consistency level.
     pub async fn query(&self, req: Request, opts: &ReadOpts) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
-        if self.resolve_level(opts.level) == ReadLevel::Strong {
-            let (resp, index) = self.propose(Command::Query(req)).await?;
-            return Ok(Outcome {
-                results: resp.results,
-                raft_index: Some(index),
-            });
-        }
-        self.check_read(opts.level, opts).await?;
-        let results = self.db.call(move |e| e.query(&req)).await?;
+        self.read(req, opts, ReadKind::Query).await
+    }
+
+    /// A read at `level`: the level's check, then the read on a pooled connection. A strong
+    /// read first puts a barrier through the log (an empty entry) and reads once it is
+    /// applied here: the log orders it, but it never runs inside the apply loop, so a slow
+    /// read cannot hold up the cluster's writes or be replayed at every restart.
+    async fn read(
+        &self,
+        req: Request,
+        opts: &ReadOpts,
+        kind: ReadKind,
+    ) -> Result<Outcome, StoreError> {
+        let raft_index = if self.resolve_level(opts.level) == ReadLevel::Strong {
+            let (_, index) = self.propose(Command::Noop).await?;
+            Some(index)
+        } else {
+            // rqlite does not translate `auto` on /db/request: a local read, no leader check.
+            if !(kind == ReadKind::Request && opts.level == ReadLevel::Auto) {
+                self.check_read(opts.level, opts).await?;
+            }
+            None
+        };
+        let results = self.reads.read(req, kind).await?;
         Ok(Outcome {
             results,
-            raft_index: None,
+            raft_index,
         })
     }
 
-    /// The unified endpoint (`/db/request`): a read-only request at a level other than strong is
-    /// served like a query; anything else goes through the log.
+    /// The unified endpoint (`/db/request`): a read-only request is served like a query; a
+    /// request with any write goes through the log.
     pub async fn request(&self, req: Request, opts: &ReadOpts) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
-        let level = opts.level;
-        if level != ReadLevel::Strong {
-            let probe = req.clone();
-            let read_only = self.db.call(move |e| e.is_read_only(&probe)).await?;
-            if read_only {
-                // rqlite does not translate `auto` here: it reads locally without a leader check.
-                if level != ReadLevel::Auto {
-                    self.check_read(level, opts).await?;
-                }
-                let results = self.db.call(move |e| e.request(&req)).await?;
-                return Ok(Outcome {
-                    results,
-                    raft_index: None,
-                });
-            }
+        if self.reads.is_read_only(req.clone()).await? {
+            return self.read(req, opts, ReadKind::Request).await;
         }
-        let (resp, index) = self.propose(Command::ExecuteQuery(req)).await?;
+        let (resp, index) = self
+            .propose(self.bounded(Command::ExecuteQuery(req)))
+            .await?;
         Ok(Outcome {
             results: resp.results,
             raft_index: Some(index),
@@ -683,11 +709,26 @@ impl Store {
         tables: Option<Vec<String>>,
     ) -> Result<Vec<u8>, StoreError> {
         if sql {
-            let dump = self.db.call(move |e| e.dump(tables.as_deref())).await??;
+            let dump = self
+                .blocking(move |p| crate::db::engine::dump_at(p, tables.as_deref()))
+                .await?;
             Ok(dump.into_bytes())
         } else {
-            Ok(self.db.call(move |e| e.backup_image(vacuum)).await??)
+            self.blocking(move |p| crate::db::engine::backup_at(p, vacuum))
+                .await
         }
+    }
+
+    /// Runs `f` on the database file from a blocking thread (copies and dumps, which read on
+    /// connections of their own while writes go on).
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&std::path::Path) -> Result<R, crate::db::DbError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let path = self.reads.path().to_path_buf();
+        Ok(tokio::task::spawn_blocking(move || f(&path))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??)
     }
 
     /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries

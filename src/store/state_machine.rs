@@ -14,9 +14,9 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
 
-use crate::db::{Db, Engine};
 use super::snapshot::SnapshotStore;
 use crate::command::Command;
+use crate::db::{Db, Engine};
 use crate::raft::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -65,16 +65,19 @@ fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl ToString) -> S
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
-/// Runs one command against the database.
-fn apply_command(engine: &mut Engine, cmd: Command) -> Response {
+/// Runs one command against the database. `max_steps` is the budget the receiving node put
+/// on it (0 = none, for entries written before budgets existed).
+fn apply_command(engine: &mut Engine, cmd: Command, max_steps: u64) -> Response {
     let results = |results| Response {
         results,
         ..Response::default()
     };
     match cmd {
-        Command::Execute(req) => results(engine.execute(&req)),
-        Command::Query(req) => results(engine.query(&req)),
-        Command::ExecuteQuery(req) => results(engine.request(&req)),
+        Command::Execute(req) => results(engine.execute_with(&req, max_steps)),
+        // Strong reads are served by the leader once this entry is applied (older versions
+        // logged the read itself; replaying it would only cost time).
+        Command::Query(_) | Command::Noop => Response::default(),
+        Command::ExecuteQuery(req) => results(engine.request_with(&req, max_steps)),
         Command::Load(image) => match engine.restore(&image) {
             Ok(()) => Response::default(),
             Err(e) => Response {
@@ -82,11 +85,14 @@ fn apply_command(engine: &mut Engine, cmd: Command) -> Response {
                 ..Response::default()
             },
         },
-        Command::Noop => Response::default(),
         Command::Batch(cmds) => Response {
-            parts: cmds.into_iter().map(|c| apply_command(engine, c)).collect(),
+            parts: cmds
+                .into_iter()
+                .map(|c| apply_command(engine, c, max_steps))
+                .collect(),
             ..Response::default()
         },
+        Command::Bounded { budget, cmd } => apply_command(engine, *cmd, budget.max_steps),
     }
 }
 
@@ -163,7 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let log_id = entry.log_id;
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
-                        EntryPayload::Normal(cmd) => apply_command(engine, cmd),
+                        EntryPayload::Normal(cmd) => apply_command(engine, cmd, 0),
                         EntryPayload::Membership(m) => {
                             applied.lock().membership = StoredMembership::new(Some(log_id), m);
                             Response::default()

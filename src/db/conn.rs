@@ -1,0 +1,239 @@
+//! One SQLite connection as sqlraft opens it: the pragmas the store relies on, and the
+//! authorizer that keeps SQL away from the host's files.
+//!
+//! Owns: opening the writer and the readers on the database file (WAL mode, never fsynced:
+//! the Raft log is the durable copy), the pragmas rqlite reports, and the refusal of
+//! `ATTACH`, `DETACH`, `VACUUM INTO` and the file-naming pragmas on every connection that runs
+//! clients' SQL.
+//! Does not: run statements (`exec.rs`) or decide which connection serves what (`engine.rs`,
+//! `reads.rs`).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, OpenFlags};
+
+use super::DbError;
+
+/// How long a connection waits for a lock another one holds. In WAL mode readers never
+/// block the writer nor the writer the readers; this only covers WAL recovery and
+/// checkpoints. rqlite uses the same value.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// A connection that runs clients' SQL.
+pub struct SqlConn {
+    pub(crate) conn: Connection,
+    guard: Arc<AuthGuard>,
+}
+
+/// What the authorizer shares with the code that runs statements: whether a statement is
+/// being prepared (clients' own `ATTACH` is refused then; `VACUUM` attaches its temporary
+/// database while it runs), and why the last refusal happened, so the statement's error can
+/// say what was refused instead of SQLite's bare "not authorized".
+#[derive(Debug, Default)]
+pub(crate) struct AuthGuard {
+    preparing: AtomicBool,
+    refused: Mutex<Option<&'static str>>,
+    /// A statement changed a connection-level setting (a pragma such as `foreign_keys=ON`,
+    /// `recursive_triggers=1`, `case_sensitive_like=1`): the connection must not carry it
+    /// into the next request.
+    changed_settings: AtomicBool,
+}
+
+impl AuthGuard {
+    fn refuse(&self, why: &'static str) -> Authorization {
+        if let Ok(mut r) = self.refused.lock() {
+            *r = Some(why);
+        }
+        Authorization::Deny
+    }
+
+    fn check(&self, ctx: AuthContext<'_>) -> Authorization {
+        let preparing = self.preparing.load(Ordering::Relaxed);
+        match ctx.action {
+            // VACUUM attaches a temporary database (an empty file name) while it runs; a
+            // client's ATTACH, and VACUUM INTO's attachment of its output file, name files.
+            AuthAction::Attach { filename } if !preparing && filename.is_empty() => {
+                Authorization::Allow
+            }
+            AuthAction::Attach { .. } if preparing => self.refuse(REFUSED_ATTACH),
+            AuthAction::Attach { .. } => self.refuse(REFUSED_VACUUM_INTO),
+            AuthAction::Detach { .. } if preparing => self.refuse(REFUSED_DETACH),
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value,
+            } if REFUSED_PRAGMAS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(pragma_name))
+                && (pragma_value.is_some() || pragma_name.ends_with("directory")) =>
+            {
+                self.refuse(REFUSED_PRAGMA)
+            }
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value: Some(_),
+            } if !keeps_settings(pragma_name) => {
+                self.changed_settings.store(true, Ordering::Relaxed);
+                Authorization::Allow
+            }
+            _ => Authorization::Allow,
+        }
+    }
+
+    /// Marks the span in which a client's statement is prepared.
+    pub(crate) fn preparing(&self, on: bool) {
+        self.preparing.store(on, Ordering::Relaxed);
+        if on {
+            if let Ok(mut r) = self.refused.lock() {
+                *r = None;
+            }
+        }
+    }
+
+    /// Whether a statement changed a connection-level setting since the last call.
+    pub(crate) fn take_changed_settings(&self) -> bool {
+        self.changed_settings.swap(false, Ordering::Relaxed)
+    }
+
+    /// Why the authorizer refused something since the last statement began, if it did.
+    pub(crate) fn refused(&self) -> Option<&'static str> {
+        self.refused.lock().ok().and_then(|r| *r)
+    }
+}
+
+/// Pragmas that take an argument yet leave the connection's settings as they were: they
+/// inspect something, or change the database itself (which snapshots carry).
+fn keeps_settings(name: &str) -> bool {
+    const KEEP: [&str; 16] = [
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_info",
+        "index_xinfo",
+        "index_list",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+        "user_version",
+        "application_id",
+        "optimize",
+        "incremental_vacuum",
+        "shrink_memory",
+        "page_count",
+    ];
+    KEEP.iter().any(|k| k.eq_ignore_ascii_case(name))
+}
+
+pub(crate) const REFUSED_ATTACH: &str =
+    "ATTACH is not allowed: SQL may not open other database files";
+pub(crate) const REFUSED_DETACH: &str = "DETACH is not allowed";
+pub(crate) const REFUSED_VACUUM_INTO: &str =
+    "VACUUM INTO is not allowed: SQL may not write files (use /db/backup)";
+pub(crate) const REFUSED_PRAGMA: &str =
+    "this PRAGMA is not allowed: it names files, or changes settings the node relies on";
+
+/// Pragmas clients may not set: they name directories, act on the whole process (heap
+/// limits), or would break the node (`locking_mode=EXCLUSIVE` shuts out every reader,
+/// `writable_schema` lets SQL corrupt the schema).
+const REFUSED_PRAGMAS: [&str; 6] = [
+    "temp_store_directory",
+    "data_store_directory",
+    "hard_heap_limit",
+    "soft_heap_limit",
+    "locking_mode",
+    "writable_schema",
+];
+
+/// Puts back every connection-level setting a client may change with a pragma (counters
+/// such as `last_insert_rowid()` are kept: rqlite reports them across requests).
+pub(crate) fn reset_settings(conn: &Connection, fk: bool) -> Result<(), DbError> {
+    conn.execute_batch(&format!(
+        "PRAGMA foreign_keys = {}; PRAGMA recursive_triggers = 0; \
+         PRAGMA reverse_unordered_selects = 0; PRAGMA case_sensitive_like = 0; \
+         PRAGMA defer_foreign_keys = 0; PRAGMA ignore_check_constraints = 0; \
+         PRAGMA legacy_alter_table = 0; PRAGMA query_only = 0; PRAGMA read_uncommitted = 0; \
+         PRAGMA automatic_index = 1; PRAGMA cache_size = -2000; PRAGMA cache_spill = 1; \
+         PRAGMA cell_size_check = 0; PRAGMA trusted_schema = 1; PRAGMA temp_store = 0; \
+         PRAGMA secure_delete = 0; PRAGMA analysis_limit = 0; PRAGMA threads = 0; \
+         PRAGMA journal_size_limit = -1; PRAGMA mmap_size = 0; PRAGMA busy_timeout = {}",
+        i32::from(fk),
+        BUSY_TIMEOUT.as_millis()
+    ))?;
+    Ok(())
+}
+
+impl SqlConn {
+    fn new(conn: Connection, fk: bool) -> Result<Self, DbError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The bundled SQLite defaults foreign keys to ON; rqlite's default is OFF.
+        conn.pragma_update(None, "foreign_keys", fk)?;
+        let guard = Arc::new(AuthGuard::default());
+        let g = guard.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| g.check(ctx)));
+        Ok(Self { conn, guard })
+    }
+
+    pub(crate) fn guard(&self) -> &AuthGuard {
+        &self.guard
+    }
+}
+
+/// Deletes a database file and its journals (missing files are fine).
+pub(crate) fn remove_db_files(path: &Path) -> Result<(), DbError> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(DbError::Io(format!(
+                    "cannot delete {}: {e}",
+                    Path::new(&p).display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates a new, empty database at `path` (replacing any old one) and opens the writer on
+/// it: WAL mode, never synced, no automatic checkpoints (the engine checkpoints itself).
+pub(crate) fn open_writer(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
+    remove_db_files(path)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+    // Durability comes from the Raft log; this file is rebuilt from snapshot + log at start.
+    // Writing page 1 now means even an empty database has a valid image.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; \
+         PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 0",
+    )?;
+    SqlConn::new(conn, fk)
+}
+
+/// Opens a read-only connection on the database the writer created.
+pub(crate) fn open_reader(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| DbError::Io(format!("cannot open {}: {e}", path.display())))?;
+    conn.execute_batch("PRAGMA synchronous = OFF")?;
+    SqlConn::new(conn, fk)
+}
+
+/// A read-only connection for the node's own work (snapshots, backups, dumps), without the
+/// authorizer: it never runs clients' SQL.
+pub(crate) fn open_internal_reader(path: &Path) -> Result<Connection, DbError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| DbError::Io(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}

@@ -1,0 +1,189 @@
+//! Reads on a pool of read-only connections.
+//!
+//! Owns: the read-only connections (opened on demand, at most `-db-max-ro-conns` in use at
+//! once), the time limit of a read statement (`db_timeout`, else `-db-timeout`), and
+//! cancelling a read whose caller went away. In WAL mode a reader sees the last committed
+//! write and never blocks the writer, so a slow or hostile read costs one connection and
+//! one CPU, never the node.
+//! Does not: write (the connections are opened read-only), or decide whether a read may be
+//! served here (the store's consistency levels do).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::Batch;
+use tokio::sync::Semaphore;
+
+use super::conn::{self, SqlConn};
+use super::exec::{self, Limit, Mode};
+use super::DbError;
+use crate::command::{Request, StmtResult};
+
+/// The read-only connections and the limits reads run under.
+pub struct ReadPool {
+    path: PathBuf,
+    fk: bool,
+    idle: Mutex<Vec<SqlConn>>,
+    permits: Arc<Semaphore>,
+    default_timeout: Option<Duration>,
+}
+
+/// Which endpoint's semantics a read has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// `/db/query`: every statement query-shaped; anything that writes is refused.
+    Query,
+    /// A read-only `/db/request`.
+    Request,
+}
+
+impl ReadPool {
+    pub(crate) fn new(
+        path: PathBuf,
+        fk: bool,
+        max_conns: usize,
+        default_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            path,
+            fk,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_conns.max(1))),
+            default_timeout,
+        }
+    }
+
+    /// The database file the readers open.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Runs a read request on a pooled connection, on a blocking thread. If the returned
+    /// future is dropped (the client went away), the statement is interrupted.
+    pub async fn read(
+        self: &Arc<Self>,
+        req: Request,
+        kind: ReadKind,
+    ) -> Result<Vec<StmtResult>, DbError> {
+        self.run(move |c, limit| run_read(c, &req, kind, limit))
+            .await
+    }
+
+    /// True when every statement (every part of a multi-statement string too) is read-only
+    /// by SQLite's own verdict (EXPLAIN counts as a read).
+    ///
+    /// A statement that fails to prepare counts as a write: the local schema may lag the
+    /// leader's (a table created a moment ago), so only the write path can answer it
+    /// correctly, and a failing statement applied through the log changes nothing.
+    pub async fn is_read_only(self: &Arc<Self>, req: Request) -> Result<bool, DbError> {
+        self.run(move |c, _| read_only(c, &req)).await
+    }
+
+    /// Runs `f` with a connection and the limit it must run under, on a blocking thread.
+    async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&SqlConn, &Limit) -> R + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Closed)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let on_drop = CancelOnDrop(Some(cancel.clone()));
+        let pool = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            pool.with_conn(cancel, f)
+        })
+        .await;
+        on_drop.disarm();
+        joined.map_err(|e| DbError::Sqlite(format!("read failed: {e}")))?
+    }
+
+    /// [`ReadPool::run`] on the calling thread (tests and tools; it blocks).
+    pub(crate) fn run_blocking<R>(
+        &self,
+        f: impl FnOnce(&SqlConn, &Limit) -> R,
+    ) -> Result<R, DbError> {
+        self.with_conn(Arc::new(AtomicBool::new(false)), f)
+    }
+
+    fn with_conn<R>(
+        &self,
+        cancel: Arc<AtomicBool>,
+        f: impl FnOnce(&SqlConn, &Limit) -> R,
+    ) -> Result<R, DbError> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let c = match idle {
+            Some(c) => c,
+            None => conn::open_reader(&self.path, self.fk)?,
+        };
+        let limit = Limit::Clock {
+            default: self.default_timeout,
+            cancel,
+        };
+        let r = f(&c, &limit);
+        // A client's BEGIN (or an error half-way) must not pin an old view of the database.
+        if !c.conn.is_autocommit() {
+            let _ = c.conn.execute_batch("ROLLBACK");
+        }
+        // A connection whose settings a client changed (a pragma) is not handed to the next.
+        if !c.guard().take_changed_settings() {
+            if let Ok(mut v) = self.idle.lock() {
+                v.push(c);
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn run_read(c: &SqlConn, req: &Request, kind: ReadKind, limit: &Limit) -> Vec<StmtResult> {
+    match kind {
+        ReadKind::Query => exec::run_request(c, req, Mode::Query, false, limit),
+        ReadKind::Request => exec::run_request(c, req, Mode::Request, req.transaction, limit),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn tests_read(c: &SqlConn, req: &Request, limit: &Limit) -> Vec<StmtResult> {
+    run_read(c, req, ReadKind::Request, limit)
+}
+
+pub(crate) fn read_only(c: &SqlConn, req: &Request) -> bool {
+    req.statements.iter().all(|stmt| {
+        let mut batch = Batch::new(&c.conn, &stmt.sql);
+        loop {
+            c.guard().preparing(true);
+            let next = batch.next();
+            c.guard().preparing(false);
+            match next {
+                Ok(Some(s)) if exec::is_read(&s) => continue,
+                Ok(None) => return true,
+                Ok(Some(_)) | Err(_) => return false,
+            }
+        }
+    })
+}
+
+/// Interrupts the read (through its progress handler) unless disarmed first.
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+}
