@@ -289,6 +289,7 @@ impl Node {
             cluster: cluster.clone(),
             queue,
             max_body: cfg.http_max_body,
+            max_statements: cfg.http_max_statements,
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
             counters: Default::default(),

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use super::proto::{ClusterRequest, ClusterResponse, WireError};
+use super::proto::{ClusterRequest, ClusterResponse};
 use super::{Cluster, ClusterError};
 use crate::raft::NodeInfo;
+use crate::store::StoreError;
 
 /// What one join attempt at one address came to.
 pub enum JoinOutcome {
@@ -29,15 +30,15 @@ pub async fn join_once(cluster: &Cluster, addr: &str, me: &NodeInfo, voter: bool
             .await
         {
             Ok(ClusterResponse::Ok) => return JoinOutcome::Joined,
-            Ok(ClusterResponse::Err(WireError::NotLeader { leader: Some(l) }))
-                if l.raft_addr != addr =>
-            {
+            Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                leader: Some(l),
+            }))) if l.raft_addr != addr => {
                 addr = l.raft_addr;
             }
-            Ok(ClusterResponse::Err(WireError::NotLeader { .. })) => {
+            Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader { .. }))) => {
                 return JoinOutcome::Failed(format!("{addr}: no leader yet"));
             }
-            Ok(ClusterResponse::Err(WireError::Unauthorized(_))) => {
+            Ok(ClusterResponse::Err(ClusterError::Unauthorized(_))) => {
                 return JoinOutcome::Failed(format!(
                     "{addr}: join refused: unauthorized (check -join-as and the -auth files)"
                 ));

@@ -20,10 +20,11 @@ use crate::command::Request;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
 use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
-use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, WireError, PATH_CLUSTER};
+use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, PATH_CLUSTER};
 
-/// Why a cluster operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a cluster operation failed. Serializable: the node that serves a forwarded request
+/// sends it back as it is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ClusterError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -189,6 +190,33 @@ impl Cluster {
             || self.store.execute(r),
             || ClusterRequest::Execute { req, creds },
             outcome,
+        )
+        .await
+    }
+
+    /// Independent writes in one log entry, in order (the write queue's batches).
+    pub async fn execute_each(
+        &self,
+        reqs: Vec<Request>,
+        route: &Route,
+    ) -> Result<Served<Vec<Outcome>>, ClusterError> {
+        let creds = route.creds.clone();
+        let r = reqs.clone();
+        self.local_or_leader(
+            route,
+            false,
+            || self.store.execute_each(r),
+            || ClusterRequest::ExecuteEach { reqs, creds },
+            |resp| match resp {
+                ClusterResponse::Outcomes(v) => Ok(v
+                    .into_iter()
+                    .map(|(results, raft_index)| Outcome {
+                        results,
+                        raft_index,
+                    })
+                    .collect()),
+                other => Err(unexpected(other)),
+            },
         )
         .await
     }
@@ -463,34 +491,9 @@ fn outcome(r: ClusterResponse) -> Result<Outcome, ClusterError> {
 
 fn unexpected(r: ClusterResponse) -> ClusterError {
     match r {
-        ClusterResponse::Err(e) => wire_to_error(e),
+        ClusterResponse::Err(e) => e,
         other => ClusterError::Store(StoreError::Raft(format!(
             "unexpected answer from leader: {other:?}"
         ))),
-    }
-}
-
-/// A store error as it travels, and back.
-pub fn error_to_wire(e: ClusterError) -> WireError {
-    match e {
-        ClusterError::Store(StoreError::NotLeader { leader }) => WireError::NotLeader { leader },
-        ClusterError::Store(StoreError::DisallowedPragma) => WireError::DisallowedPragma,
-        ClusterError::Store(StoreError::StaleRead) => WireError::StaleRead,
-        ClusterError::Store(StoreError::Timeout(m)) => WireError::Timeout(m),
-        ClusterError::Store(StoreError::InvalidImage(m)) => WireError::InvalidImage(m),
-        ClusterError::Unauthorized(m) => WireError::Unauthorized(m),
-        other => WireError::Other(other.to_string()),
-    }
-}
-
-pub fn wire_to_error(e: WireError) -> ClusterError {
-    match e {
-        WireError::NotLeader { leader } => StoreError::NotLeader { leader }.into(),
-        WireError::DisallowedPragma => StoreError::DisallowedPragma.into(),
-        WireError::StaleRead => StoreError::StaleRead.into(),
-        WireError::Timeout(m) => StoreError::Timeout(m).into(),
-        WireError::InvalidImage(m) => StoreError::InvalidImage(m).into(),
-        WireError::Unauthorized(m) => ClusterError::Unauthorized(m),
-        WireError::Other(m) => StoreError::Raft(m).into(),
     }
 }

@@ -113,6 +113,11 @@ pub enum ClusterRequest {
         id: Option<String>,
         creds: Option<Credentials>,
     },
+    /// Independent writes applied in order in one log entry (a queued batch).
+    ExecuteEach {
+        reqs: Vec<Request>,
+        creds: Option<Credentials>,
+    },
     /// Ask the receiver to start an election now (leadership transfer target).
     Elect,
     /// The receiver has been removed from the cluster.
@@ -132,21 +137,6 @@ pub struct NodeMeta {
     pub version: String,
 }
 
-/// An error as it travels back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum WireError {
-    NotLeader {
-        leader: Option<NodeInfo>,
-    },
-    /// The store's error, classified so the caller can answer the same way.
-    DisallowedPragma,
-    StaleRead,
-    Timeout(String),
-    InvalidImage(String),
-    Unauthorized(String),
-    Other(String),
-}
-
 /// A response from the cluster service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClusterResponse {
@@ -156,7 +146,9 @@ pub enum ClusterResponse {
         raft_index: Option<u64>,
     },
     Bytes(Vec<u8>),
+    Outcomes(Vec<(Vec<StmtResult>, Option<u64>)>),
     Ok,
     Granted(bool),
-    Err(WireError),
+    /// The error exactly as the serving node produced it.
+    Err(super::ClusterError),
 }

@@ -14,7 +14,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use super::bootstrap::Bootstrapper;
 use super::proto::Credentials;
 use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
-use super::{error_to_wire, Cluster, ClusterError, Route};
+use super::{Cluster, ClusterError, Route};
 use crate::auth::{AuthStore, Perm};
 use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::transport::{decode, encode};
@@ -110,9 +110,7 @@ async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad(e),
     };
-    let resp = handle(&st, req)
-        .await
-        .unwrap_or_else(|e| ClusterResponse::Err(error_to_wire(e)));
+    let resp = handle(&st, req).await.unwrap_or_else(ClusterResponse::Err);
     reply(&resp)
 }
 
@@ -134,7 +132,9 @@ fn needs(req: &ClusterRequest) -> Option<(Option<&Credentials>, &'static [Perm])
             ..
         } => Some((creds.as_ref(), &[Perm::JoinReadOnly])),
         R::Remove { creds, .. } => Some((creds.as_ref(), &[Perm::Remove])),
-        R::Execute { creds, .. } => Some((creds.as_ref(), &[Perm::Execute])),
+        R::Execute { creds, .. } | R::ExecuteEach { creds, .. } => {
+            Some((creds.as_ref(), &[Perm::Execute]))
+        }
         R::Query { creds, .. } => Some((creds.as_ref(), &[Perm::Query])),
         R::Request { creds, .. } => Some((creds.as_ref(), &[Perm::Execute, Perm::Query])),
         R::Backup { creds, .. } => Some((creds.as_ref(), &[Perm::Backup])),
@@ -204,6 +204,14 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             Ok(ClusterResponse::Ok)
         }
         ClusterRequest::Execute { req, creds: _ } => Ok(outcome(store.execute(req).await?)),
+        ClusterRequest::ExecuteEach { reqs, creds: _ } => Ok(ClusterResponse::Outcomes(
+            store
+                .execute_each(reqs)
+                .await?
+                .into_iter()
+                .map(|o| (o.results, o.raft_index))
+                .collect(),
+        )),
         ClusterRequest::Query {
             req,
             opts,

@@ -2,7 +2,10 @@
 //!
 //! Owns: rqlite's dump format: `PRAGMA foreign_keys=OFF;`, `BEGIN TRANSACTION;`, each table
 //! (by name) with its CREATE text verbatim and one `INSERT INTO "t" VALUES(...);` per row,
-//! then every index, trigger and view (never filtered by `tables`), then `COMMIT;`.
+//! then the indexes, triggers and views, then `COMMIT;`. With `tables`, only those tables are
+//! written, with their own indexes and triggers and the views that read nothing else, so the
+//! dump loads into an empty database (rqlite 8 and 10 also write every other table's indexes
+//! and triggers, which then fail to load).
 //! Values are printed by SQLite's own `quote()`, so reals, text and blobs come out exactly
 //! as the sqlite3 shell writes them (`1.0`, `1.0e-07`, `'it''s'`, `X'DEADBEEF'`).
 //! Does not: choose the connection; it is given one and reads inside one transaction.
@@ -14,8 +17,8 @@ use super::exec::message;
 use super::values::go_string;
 use super::DbError;
 
-/// Dumps the database seen by `conn`. With `tables` (non-empty), only those tables'
-/// definitions and rows are written; indexes, triggers and views always are.
+/// Dumps the database seen by `conn`. With `tables` (non-empty), only those tables and what
+/// belongs to them are written.
 pub(crate) fn dump(conn: &Connection, tables: Option<&[String]>) -> Result<String, DbError> {
     // One read transaction: every part of the dump sees the same database.
     conn.execute_batch("BEGIN").map_err(err)?;
@@ -53,13 +56,64 @@ fn dump_in_transaction(conn: &Connection, tables: Option<&[String]>) -> Result<S
         dump_rows(conn, &name, &mut out)?;
     }
 
-    let others = r#"SELECT "name", "sql" FROM "sqlite_master" WHERE "sql" NOT NULL AND "type" IN ('index', 'trigger', 'view')"#;
-    for (_, create) in text_rows(conn, others)? {
+    let others = r#"SELECT "name", "sql", "type", "tbl_name" FROM "sqlite_master" WHERE "sql" NOT NULL AND "type" IN ('index', 'trigger', 'view')"#;
+    let wanted = tables.filter(|t| !t.is_empty());
+    let mut stmt = conn.prepare(others).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let name = text(row.get_ref(0).map_err(err)?);
+        let create = text(row.get_ref(1).map_err(err)?);
+        let kind = text(row.get_ref(2).map_err(err)?);
+        let table = text(row.get_ref(3).map_err(err)?);
+        if let Some(names) = wanted {
+            let keep = match kind.as_str() {
+                "view" => view_reads_only(conn, &name, names),
+                _ => names.iter().any(|n| n == &table),
+            };
+            if !keep {
+                continue;
+            }
+        }
         out.push_str(&create);
         out.push_str(";\n");
     }
     out.push_str("COMMIT;\n");
     Ok(out)
+}
+
+/// Whether the view `name` reads only tables among `tables` (asked of SQLite: the tables its
+/// query reads while it is prepared, views expanded).
+fn view_reads_only(conn: &Connection, name: &str, tables: &[String]) -> bool {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    use std::sync::{Arc, Mutex};
+    let read: Arc<Mutex<Vec<String>>> = Arc::default();
+    let r = read.clone();
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        if let AuthAction::Read { table_name, .. } = ctx.action {
+            if let Ok(mut v) = r.lock() {
+                v.push(table_name.to_string());
+            }
+        }
+        Authorization::Allow
+    }));
+    let prepared = conn
+        .prepare(&format!("SELECT * FROM {}", quote_ident(name)))
+        .is_ok();
+    conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+    let read = read.lock().map(|v| v.clone()).unwrap_or_default();
+    // Views are reported along with the tables they expand to; only tables count.
+    let is_view = |t: &str| {
+        conn.query_row(
+            r#"SELECT 1 FROM "sqlite_master" WHERE "type" = 'view' AND "name" = ?1"#,
+            [t],
+            |_| Ok(()),
+        )
+        .is_ok()
+    };
+    prepared
+        && read
+            .iter()
+            .all(|t| t.starts_with("sqlite_") || tables.iter().any(|n| n == t) || is_view(t))
 }
 
 /// One `INSERT INTO "t" VALUES(...);` line per row, each value written by `quote()`.

@@ -33,6 +33,10 @@ pub enum BodyError {
     /// A number too large for a float64, e.g. `1e400`.
     #[error("invalid number {0}")]
     InvalidNumber(String),
+    /// More statements than one request may carry (`-http-max-statements`): the request is
+    /// refused before it costs anything more (413).
+    #[error("too many statements in one request: more than {0} (-http-max-statements)")]
+    TooManyStatements(usize),
 }
 
 /// Parses a request body into statements.
@@ -62,6 +66,7 @@ pub fn parse_statements(
     body: &[u8],
     content_type: Option<&str>,
     allow_plain_text: bool,
+    max_statements: usize,
 ) -> Result<Vec<Statement>, BodyError> {
     if allow_plain_text && content_type.is_some_and(|ct| ct.starts_with("text/plain")) {
         let sql = lossy_utf8(body);
@@ -71,12 +76,12 @@ pub fn parse_statements(
             vec![Statement::new(sql)]
         });
     }
-    parse_json_statements(body)
+    parse_json_statements(body, max_statements)
 }
 
 // Mirrors rqlite's ParseRequest: Token for the opening `[`, then per element either a string
 // token, or an inner array decoded item by item and checked once it is closed.
-fn parse_json_statements(body: &[u8]) -> Result<Vec<Statement>, BodyError> {
+fn parse_json_statements(body: &[u8], max: usize) -> Result<Vec<Statement>, BodyError> {
     let mut p = Parser { b: body, pos: 0 };
     match p.peek() {
         Some(b'[') => p.pos += 1,
@@ -101,6 +106,9 @@ fn parse_json_statements(body: &[u8]) -> Result<Vec<Statement>, BodyError> {
             p.expect_comma()?;
         }
         elements += 1;
+        if elements > max {
+            return Err(BodyError::TooManyStatements(max));
+        }
         match p.peek() {
             None | Some(b']' | b'}' | b',' | b':') => return Err(BodyError::InvalidJson),
             Some(b'{') => return Err(BodyError::InvalidRequest),
@@ -482,10 +490,23 @@ impl Parser<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_statement_count_over_the_limit_is_refused_while_parsing() {
+        let body = br#"["x","x","x"]"#;
+        assert_eq!(
+            super::parse_statements(body, None, false, 3).map(|v| v.len()),
+            Ok(3)
+        );
+        assert_eq!(
+            super::parse_statements(body, None, false, 2),
+            Err(super::BodyError::TooManyStatements(2))
+        );
+    }
+
     use super::*;
 
     fn json(body: &str) -> Result<Vec<Statement>, BodyError> {
-        parse_statements(body.as_bytes(), Some("application/json"), true)
+        parse_statements(body.as_bytes(), Some("application/json"), true, usize::MAX)
     }
 
     fn err(body: &str) -> String {
@@ -624,23 +645,23 @@ mod tests {
     fn text_plain_is_one_statement_c36_c37_c88() {
         let body = b"INSERT INTO foo(name) VALUES('tp1'); INSERT INTO foo(name) VALUES('tp2')";
         assert_eq!(
-            parse_statements(body, Some("text/plain"), true).unwrap(),
+            parse_statements(body, Some("text/plain"), true, usize::MAX).unwrap(),
             vec![Statement::new(
                 "INSERT INTO foo(name) VALUES('tp1'); INSERT INTO foo(name) VALUES('tp2')"
             )]
         );
         let body = br#"["INSERT INTO foo(name) VALUES('tpj')"]"#;
         assert_eq!(
-            parse_statements(body, Some("text/plain; charset=utf-8"), true).unwrap(),
+            parse_statements(body, Some("text/plain; charset=utf-8"), true, usize::MAX).unwrap(),
             vec![Statement::new(r#"["INSERT INTO foo(name) VALUES('tpj')"]"#)]
         );
         assert_eq!(
-            parse_statements(b"", Some("text/plain"), true).unwrap(),
+            parse_statements(b"", Some("text/plain"), true, usize::MAX).unwrap(),
             vec![]
         );
         // Prefix match is case-sensitive, like rqlite's strings.HasPrefix.
         assert_eq!(
-            parse_statements(b"SELECT 1", Some("Text/Plain"), true),
+            parse_statements(b"SELECT 1", Some("Text/Plain"), true, usize::MAX),
             Err(BodyError::InvalidJson)
         );
     }
@@ -648,7 +669,7 @@ mod tests {
     #[test]
     fn text_plain_on_request_endpoint_is_json_c139() {
         assert_eq!(
-            parse_statements(b"SELECT 1", Some("text/plain"), false),
+            parse_statements(b"SELECT 1", Some("text/plain"), false, usize::MAX),
             Err(BodyError::InvalidJson)
         );
     }
@@ -656,7 +677,13 @@ mod tests {
     #[test]
     fn no_content_type_is_json_c38() {
         assert_eq!(
-            parse_statements(br#"["INSERT INTO foo(name) VALUES('noct')"]"#, None, true).unwrap(),
+            parse_statements(
+                br#"["INSERT INTO foo(name) VALUES('noct')"]"#,
+                None,
+                true,
+                usize::MAX
+            )
+            .unwrap(),
             vec![Statement::new("INSERT INTO foo(name) VALUES('noct')")]
         );
     }
@@ -786,7 +813,7 @@ mod tests {
         // Raw bytes that are not UTF-8: one U+FFFD per byte, as Go.
         let body = b"[[\"S\", \"a\xe2\x82b\xff\"]]";
         assert_eq!(
-            parse_statements(body, None, false).unwrap()[0].positional,
+            parse_statements(body, None, false, usize::MAX).unwrap()[0].positional,
             vec![Param::Text("a\u{fffd}\u{fffd}b\u{fffd}".into())]
         );
         assert_eq!(one("[\"h\u{e9}llo \u{2603}\"]").sql, "héllo ☃");

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use super::error::{self, classify_cluster_error, ApiError, ErrorReply};
+use super::error::{self, api_error, ApiError};
 use super::json::{self, Envelope, Json, RenderOpts};
 use super::params::{Level, QueryParams};
 use super::{body, require_method, Call, HttpState};
 use crate::cluster::{ClusterError, Route, Served};
+use crate::command::Outcome as StmtOutcome;
 use crate::command::{Request, Statement};
 use crate::db::rewrite::RewriteOpts;
 use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
@@ -130,60 +131,49 @@ fn data_reply(
 ) -> Result<Response, ApiError> {
     let p = &call.params;
     let time = p.timings.then(|| started.elapsed().as_secs_f64());
-    let (j, forwarded) = match outcome {
-        Ok(Served {
-            value: o,
-            forwarded_to,
-        }) => {
-            let opts = match shape {
-                // rqlite ignores `associative` on /db/execute, even for RETURNING results.
-                Shape::Execute => RenderOpts {
-                    associative: false,
-                    ..render_opts(p, false)
-                },
-                Shape::Query => render_opts(p, false),
-                Shape::Request => render_opts(p, p.associative),
-            };
-            let results = o
-                .results
-                .iter()
-                .map(|r| match shape {
-                    Shape::Query => json::query_result_json(r, &opts),
-                    _ => json::result_json(r, &opts),
-                })
-                .collect();
-            let env = Envelope {
-                results,
-                time,
-                raft_index: o.raft_index.filter(|_| p.raft_index),
-                ..Default::default()
-            };
-            (env.to_json(), forwarded_to)
-        }
-        Err(e) => {
-            if let Some(r) = redirect(call, &e, Some(error::JSON)) {
-                return Err(r);
-            }
-            match classify_cluster_error(e) {
-                ErrorReply::InBody(msg) => (
-                    Envelope {
-                        error: Some(msg),
-                        time,
-                        ..Default::default()
-                    }
-                    .to_json(),
-                    None,
-                ),
-                ErrorReply::Status(api) => return Err(api),
-            }
-        }
+    let Served {
+        value: o,
+        forwarded_to,
+    } = outcome
+        .map_err(|e| redirect(call, &e, Some(error::JSON)).unwrap_or_else(|| api_error(e)))?;
+    let opts = match shape {
+        // rqlite ignores `associative` on /db/execute, even for RETURNING results.
+        Shape::Execute => RenderOpts {
+            associative: false,
+            ..render_opts(p, false)
+        },
+        Shape::Query => render_opts(p, false),
+        Shape::Request => render_opts(p, p.associative),
     };
-    Ok(served_by(error::json(render(&j, p)), forwarded))
+    let results = o
+        .results
+        .iter()
+        .map(|r| match shape {
+            Shape::Query => json::query_result_json(r, &opts),
+            _ => json::result_json(r, &opts),
+        })
+        .collect();
+    let j = Envelope {
+        results,
+        time,
+        raft_index: o.raft_index.filter(|_| p.raft_index),
+        ..Default::default()
+    }
+    .to_json();
+    Ok(served_by(error::json(render(&j, p)), forwarded_to))
 }
 
 /// A request that failed before it could be sent anywhere (e.g. a disallowed pragma).
 fn early_reply(call: &Call, e: StoreError) -> Result<Response, ApiError> {
     data_reply(call, Instant::now(), Err(e.into()), Shape::Execute)
+}
+
+/// A body that cannot become statements: 413 for too many, else 400 with rqlite's message.
+fn body_error(e: body::BodyError) -> ApiError {
+    match e {
+        body::BodyError::TooManyStatements(_) => ApiError::TooManyStatements(e.to_string()),
+        e => ApiError::BadRequest(e.to_string()),
+    }
 }
 
 /// Reads and parses the statements of a data request.
@@ -194,8 +184,8 @@ async fn statements(
 ) -> Result<Vec<Statement>, ApiError> {
     let bytes = call.body_bytes(st.max_body).await?;
     let ct = call.content_type().map(str::to_string);
-    body::parse_statements(&bytes, ct.as_deref(), allow_plain_text)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+    body::parse_statements(&bytes, ct.as_deref(), allow_plain_text, st.max_statements)
+        .map_err(body_error)
 }
 
 /// `POST /db/execute`.
@@ -228,10 +218,10 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     let bytes = call.body_bytes(st.max_body).await?;
     let ct = call.content_type().map(str::to_string);
     // An empty array is a flush marker (useful with `wait`); anything else must parse.
-    let stmts = match body::parse_statements(&bytes, ct.as_deref(), true) {
+    let stmts = match body::parse_statements(&bytes, ct.as_deref(), true, st.max_statements) {
         Ok(s) => s,
         Err(_) if is_empty_array(&bytes) => Vec::new(),
-        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => return Err(body_error(e)),
     };
     let mut req = request_of(stmts, &p);
     if let Err(e) = Store::prepare(&mut req, &rewrite_opts(&p), true) {
@@ -243,18 +233,23 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         .await
         .map_err(ApiError::Unavailable)?;
     let seq = ticket.sequence_number;
-    let mut err = None;
+    let mut results = Vec::new();
     if p.wait {
         let timeout = p.timeout.unwrap_or(Duration::from_secs(30));
         match tokio::time::timeout(timeout, ticket.done).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(msg))) => err = Some(msg),
+            // rqlite answers a queued write with no results; failed statements are shown.
+            Ok(Ok(Ok(r))) if r.iter().any(|r| matches!(r.outcome, StmtOutcome::Error(_))) => {
+                let opts = render_opts(&p, false);
+                results = r.iter().map(|r| json::result_json(r, &opts)).collect();
+            }
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => return Err(api_error(e)),
             Ok(Err(_)) => return Err(ApiError::Unavailable("write queue stopped".into())),
             Err(_) => return Err(ApiError::QueueWaitTimeout),
         }
     }
     let env = Envelope {
-        error: err,
+        results,
         sequence_number: Some(seq as i64),
         ..Default::default()
     };
@@ -316,10 +311,7 @@ fn status_only(call: &Call, e: ClusterError, content_type_301: Option<&'static s
     if let Some(r) = redirect(call, &e, content_type_301) {
         return r;
     }
-    match classify_cluster_error(e) {
-        ErrorReply::Status(a) => a,
-        ErrorReply::InBody(m) => ApiError::Unavailable(m),
-    }
+    api_error(e)
 }
 
 /// `GET /db/backup`: a binary SQLite copy (default) or a SQL dump, optionally gzipped.

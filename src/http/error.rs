@@ -26,6 +26,9 @@ pub enum ApiError {
     NotFound,
     #[error("request body too large")]
     TooLarge,
+    /// More statements than a request may carry.
+    #[error("{0}")]
+    TooManyStatements(String),
     #[error("queue wait timeout")]
     QueueWaitTimeout,
     #[error("leader not found")]
@@ -57,6 +60,7 @@ impl ApiError {
             }
             ApiError::NotFound => empty(StatusCode::NOT_FOUND, None),
             ApiError::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            ApiError::TooManyStatements(m) => plain(StatusCode::PAYLOAD_TOO_LARGE, &m),
             ApiError::QueueWaitTimeout => plain(StatusCode::REQUEST_TIMEOUT, "queue wait timeout"),
             ApiError::LeaderNotFound => plain(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
             ApiError::Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, &m),
@@ -77,44 +81,34 @@ impl ApiError {
     }
 }
 
-/// How an error reaches the client: a top-level `error` in a 200 body, or a status code.
-pub enum ErrorReply {
-    InBody(String),
-    Status(ApiError),
-}
-
-/// The mapping of store and cluster errors to what the client sees.
-pub fn classify_cluster_error(e: ClusterError) -> ErrorReply {
+/// The one table from a store or cluster error to what the client sees. Every failure is a
+/// status code with a plain-text reason, the same whichever node the client asked (the
+/// serving node's error travels back unchanged); the only errors inside a 200 are rqlite's
+/// per-statement SQL errors. 503: nothing happened, try again (here later, or elsewhere);
+/// 504: a write was sent and its outcome is unknown.
+pub fn api_error(e: ClusterError) -> ApiError {
     match e {
         ClusterError::Store(e) => match e {
-            StoreError::DisallowedPragma | StoreError::StaleRead | StoreError::Timeout(_) => {
-                ErrorReply::InBody(e.to_string())
+            StoreError::DisallowedPragma => ApiError::BadRequest(e.to_string()),
+            StoreError::InvalidImage(m) => {
+                ApiError::BadRequest(format!("invalid SQLite database: {m}"))
             }
-            StoreError::NotLeader { leader: None } => ErrorReply::Status(ApiError::LeaderNotFound),
-            // Forwarding was not possible (or not allowed) and no redirect was asked for.
-            StoreError::NotLeader { leader: Some(_) } => ErrorReply::InBody("not leader".into()),
-            StoreError::InvalidImage(m) => ErrorReply::Status(ApiError::BadRequest(format!(
-                "invalid SQLite database: {m}"
-            ))),
-            StoreError::NotSingleNode => {
-                ErrorReply::Status(ApiError::Unavailable("not single-node".into()))
-            }
-            StoreError::Closed | StoreError::Raft(_) => {
-                ErrorReply::Status(ApiError::Unavailable(e.to_string()))
-            }
-            StoreError::Sqlite(_) | StoreError::Io(_) => {
-                ErrorReply::Status(ApiError::Internal(e.to_string()))
-            }
+            // A node that cannot confirm it leads knows of no leader (forwarding, when it
+            // was possible, already happened).
+            StoreError::NotLeader { .. } => ApiError::LeaderNotFound,
+            StoreError::StaleRead
+            | StoreError::Timeout(_)
+            | StoreError::NotSingleNode
+            | StoreError::Closed
+            | StoreError::Raft(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
+            StoreError::Sqlite(_) | StoreError::Io(_) => ApiError::Internal(e.to_string()),
         },
         // Nothing was applied: the client may retry.
-        e @ ClusterError::LeaderUnreachable { .. } => {
-            ErrorReply::Status(ApiError::Unavailable(e.to_string()))
-        }
+        e @ ClusterError::LeaderUnreachable { .. } => ApiError::Unavailable(e.to_string()),
         // The write may or may not have been applied: never retried for the client.
-        e @ ClusterError::OutcomeUnknown { .. } => {
-            ErrorReply::Status(ApiError::OutcomeUnknown(e.to_string()))
-        }
-        ClusterError::Unauthorized(_) => ErrorReply::Status(ApiError::Unauthorized),
+        e @ ClusterError::OutcomeUnknown { .. } => ApiError::OutcomeUnknown(e.to_string()),
+        ClusterError::Unauthorized(_) => ApiError::Unauthorized,
     }
 }
 
@@ -158,4 +152,76 @@ pub fn with_body(
 /// A 200 JSON response.
 pub fn json(body: String) -> Response<Body> {
     with_body(StatusCode::OK, JSON, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::NodeInfo;
+
+    fn status(e: ClusterError) -> (u16, String) {
+        let r = api_error(e).into_response();
+        let status = r.status().as_u16();
+        (status, format!("{status}"))
+    }
+
+    /// Every error the store and the cluster produce, and the status it gets.
+    #[test]
+    fn every_error_has_its_status_code() {
+        let leader = NodeInfo {
+            id: "2".into(),
+            raft_addr: "h:2".into(),
+            api_addr: "h:1".into(),
+            api_https: false,
+        };
+        let s = |e: StoreError| ClusterError::Store(e);
+        let table: Vec<(ClusterError, u16)> = vec![
+            (s(StoreError::DisallowedPragma), 400),
+            (s(StoreError::InvalidImage("bad".into())), 400),
+            (s(StoreError::NotLeader { leader: None }), 503),
+            (
+                s(StoreError::NotLeader {
+                    leader: Some(leader),
+                }),
+                503,
+            ),
+            (s(StoreError::StaleRead), 503),
+            (s(StoreError::Timeout("read".into())), 503),
+            (s(StoreError::NotSingleNode), 503),
+            (s(StoreError::Closed), 503),
+            (s(StoreError::Raft("x".into())), 503),
+            (s(StoreError::OutcomeUnknown("x".into())), 504),
+            (s(StoreError::Sqlite("x".into())), 500),
+            (s(StoreError::Io("x".into())), 500),
+            (
+                ClusterError::LeaderUnreachable {
+                    addr: "a".into(),
+                    msg: "m".into(),
+                },
+                503,
+            ),
+            (
+                ClusterError::OutcomeUnknown {
+                    addr: "a".into(),
+                    msg: "m".into(),
+                },
+                504,
+            ),
+            (ClusterError::Unauthorized("u".into()), 401),
+        ];
+        for (e, want) in table {
+            let what = format!("{e:?}");
+            assert_eq!(status(e).0, want, "{what}");
+        }
+    }
+
+    /// The error survives the internode hop exactly.
+    #[test]
+    fn errors_cross_the_wire_unchanged() {
+        let e = ClusterError::Store(StoreError::OutcomeUnknown("x".into()));
+        let bytes = crate::raft::transport::encode(&e).unwrap_or_default();
+        let back: ClusterError =
+            crate::raft::transport::decode(&bytes).unwrap_or_else(|m| panic!("{m}"));
+        assert_eq!(back, e);
+    }
 }

@@ -369,10 +369,9 @@ pub fn results_json(results: &[StmtResult], o: &RenderOpts) -> Vec<Json> {
 /// The top-level response of the data endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Envelope {
-    /// Always written, `[]` when empty.
+    /// Always written, `[]` when empty. (rqlite can also put a top-level `error` here with a
+    /// 200; sqlraft answers such failures with a status code instead.)
     pub results: Vec<Json>,
-    /// Omitted when `None` or empty.
-    pub error: Option<String>,
     /// Whole-request seconds (`timings`); omitted when `None` or zero.
     pub time: Option<f64>,
     /// Queued writes; omitted when `None` or zero.
@@ -382,13 +381,9 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// `{"results":[..],"error":..,"time":..,"sequence_number":..,"raft_index":..}` in that
-    /// key order.
+    /// `{"results":[..],"time":..,"sequence_number":..,"raft_index":..}` in that key order.
     pub fn to_json(&self) -> Json {
         let mut f = vec![("results".to_string(), Json::Arr(self.results.clone()))];
-        if let Some(e) = self.error.as_ref().filter(|e| !e.is_empty()) {
-            f.push(("error".to_string(), Json::Str(e.clone())));
-        }
         if let Some(t) = self.time.filter(|t| *t != 0.0) {
             f.push(("time".to_string(), Json::Float(t)));
         }
@@ -888,24 +883,15 @@ mod tests {
             queued.to_json().to_compact(),
             r#"{"results":[],"sequence_number":1795694753569549507}"#
         );
-        let failed = Envelope {
-            error: Some("disallowed pragma".into()),
-            ..Envelope::default()
-        };
-        assert_eq!(
-            failed.to_json().to_compact(),
-            r#"{"results":[],"error":"disallowed pragma"}"#
-        );
         let all = Envelope {
             results: vec![],
-            error: Some("e".into()),
             time: Some(0.5),
             sequence_number: Some(7),
             raft_index: Some(9),
         };
         assert_eq!(
             all.to_json().to_compact(),
-            r#"{"results":[],"error":"e","time":0.5,"sequence_number":7,"raft_index":9}"#
+            r#"{"results":[],"time":0.5,"sequence_number":7,"raft_index":9}"#
         );
     }
 

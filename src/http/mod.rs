@@ -39,6 +39,8 @@ pub struct HttpState {
     pub cluster: Arc<Cluster>,
     pub queue: WriteQueue,
     pub max_body: usize,
+    /// Statements one request may carry (`-http-max-statements`).
+    pub max_statements: usize,
     pub started: SystemTime,
     /// The address the listener is bound to, for `/status`.
     pub bind_addr: String,

@@ -3,8 +3,10 @@
 //! A request is answered as soon as it is queued, with a node-local sequence number; `wait`
 //! makes it wait for its batch. The queue lives in memory: statements queued but not yet
 //! committed are lost if the node crashes (`kill -9`), exactly as with rqlite. Unlike rqlite,
-//! failed statements are not dropped silently: they are logged, counted in `/status`, and
-//! reported to a waiting client as a top-level `error`.
+//! failed statements are not dropped silently: they are logged, counted in `/status`, and a
+//! waiting client gets its statements' results (a failed batch: the status code saying why).
+//! Each queued request is its own unit in the batch's log entry (unless `-write-queue-tx`),
+//! so one request's open transaction cannot capture the next one's statements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,8 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Route};
-use crate::command::{Outcome, Request, Statement};
+use crate::command::{Outcome, Request, Statement, StmtResult};
 use crate::store::StoreError;
+
+/// What a queued request came to: its statements' results once its batch was applied, or
+/// why the batch was not.
+pub type Done = Result<Vec<StmtResult>, ClusterError>;
 
 /// Queue settings (`-write-queue-*`).
 #[derive(Debug, Clone)]
@@ -29,14 +35,14 @@ pub struct QueueConfig {
 
 struct Item {
     statements: Vec<Statement>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Done>,
 }
 
 /// What the submitter gets back.
 pub struct Ticket {
     pub sequence_number: u64,
     /// Resolves when the batch holding this request was applied (or failed).
-    pub done: oneshot::Receiver<Result<(), String>>,
+    pub done: oneshot::Receiver<Done>,
 }
 
 /// Counters shown in `/status` and `/debug/vars`.
@@ -127,9 +133,7 @@ async fn run(
     let mut lost = 0;
     while let Ok(item) = rx.try_recv() {
         lost += item.statements.len();
-        let _ = item
-            .done
-            .send(Err("node shutting down: queued write not applied".into()));
+        let _ = item.done.send(Err(ClusterError::Store(StoreError::Closed)));
     }
     if lost > 0 {
         tracing::warn!(statements = lost, "queued writes not applied at shutdown");
@@ -147,21 +151,12 @@ async fn flush(
     stats
         .requests
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let statements: Vec<Statement> = batch
-        .iter()
-        .flat_map(|i| i.statements.iter().cloned())
-        .collect();
-    if statements.is_empty() {
+    if batch.iter().all(|i| i.statements.is_empty()) {
         for item in batch {
-            let _ = item.done.send(Ok(()));
+            let _ = item.done.send(Ok(Vec::new()));
         }
         return;
     }
-    let req = Request {
-        statements,
-        transaction: cfg.transaction,
-        db_timeout_ms: 0,
-    };
     // Statements were rewritten when they were queued; a follower forwards the batch.
     let route = Route {
         forward: true,
@@ -169,8 +164,30 @@ async fn flush(
         // Each client was checked when it queued; the batch travels as this node.
         creds: cluster.node_creds().cloned(),
     };
+    // With -write-queue-tx the whole batch is one transaction (one failure undoes it all, as
+    // in rqlite); otherwise each queued request is its own unit inside one log entry.
+    let units: Vec<Request> = if cfg.transaction {
+        vec![Request {
+            statements: batch
+                .iter()
+                .flat_map(|i| i.statements.iter().cloned())
+                .collect(),
+            transaction: true,
+            db_timeout_ms: 0,
+        }]
+    } else {
+        batch
+            .iter()
+            .filter(|i| !i.statements.is_empty())
+            .map(|i| Request {
+                statements: i.statements.clone(),
+                transaction: false,
+                db_timeout_ms: 0,
+            })
+            .collect()
+    };
     let outcome = loop {
-        match cluster.execute(req.clone(), &route).await {
+        match cluster.execute_each(units.clone(), &route).await {
             // Nothing was proposed: safe to try again once a leader exists or is reachable.
             Err(
                 ClusterError::Store(StoreError::NotLeader { leader: None })
@@ -187,25 +204,44 @@ async fn flush(
     };
     match outcome {
         Ok(out) => {
-            let mut results = out.value.results.into_iter();
+            let mut units = out.value.into_iter();
+            // With -write-queue-tx: one result list for the whole batch, in statement order;
+            // statements after a failure were rolled back with it and have no result.
+            let mut shared = if cfg.transaction {
+                units.next().map(|o| o.results).unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+            .into_iter();
             for item in batch {
-                let mut errors = Vec::new();
-                for _ in 0..item.statements.len() {
-                    match results.next().map(|r| r.outcome) {
-                        Some(Outcome::Error(e)) => errors.push(e),
-                        Some(_) => {}
-                        None => errors.push("not applied: batch transaction rolled back".into()),
-                    }
-                }
-                if errors.is_empty() {
-                    let _ = item.done.send(Ok(()));
+                let results: Vec<StmtResult> = if cfg.transaction {
+                    (0..item.statements.len())
+                        .map(|_| {
+                            shared.next().unwrap_or(StmtResult {
+                                outcome: Outcome::Error(
+                                    "not applied: batch transaction rolled back".into(),
+                                ),
+                                time: 0.0,
+                            })
+                        })
+                        .collect()
+                } else if item.statements.is_empty() {
+                    Vec::new()
                 } else {
+                    // Its own unit, including the rollback of a transaction it left open.
+                    units.next().map(|o| o.results).unwrap_or_default()
+                };
+                let failed = results
+                    .iter()
+                    .filter(|r| matches!(r.outcome, Outcome::Error(_)))
+                    .count();
+                if failed > 0 {
                     stats
                         .failed_statements
-                        .fetch_add(errors.len() as u64, Ordering::Relaxed);
-                    tracing::warn!(errors = ?errors, "queued statements failed");
-                    let _ = item.done.send(Err(errors.join("; ")));
+                        .fetch_add(failed as u64, Ordering::Relaxed);
+                    tracing::warn!(failed, "queued statements failed");
                 }
+                let _ = item.done.send(Ok(results));
             }
         }
         Err(e) => {
@@ -216,7 +252,7 @@ async fn flush(
                 .fetch_add(n as u64, Ordering::Relaxed);
             tracing::warn!(error = %e, statements = n, "queued batch failed");
             for item in batch {
-                let _ = item.done.send(Err(format!("queued write failed: {e}")));
+                let _ = item.done.send(Err(e.clone()));
             }
         }
     }

@@ -430,13 +430,6 @@ pub async fn readyz(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     Ok(error::with_body(StatusCode::OK, error::TEXT, body))
 }
 
-fn cluster_status(e: crate::cluster::ClusterError) -> ApiError {
-    match super::error::classify_cluster_error(e) {
-        super::error::ErrorReply::Status(a) => a,
-        super::error::ErrorReply::InBody(m) => ApiError::Internal(m),
-    }
-}
-
 /// `GET /leader` (the leader's node object) and `POST /leader` (leadership transfer, to
 /// `{"id": ...}` if a body names one).
 pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
@@ -462,7 +455,7 @@ pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError
             .cluster
             .stepdown(id, &super::db::route(&call))
             .await
-            .map_err(cluster_status)?;
+            .map_err(super::error::api_error)?;
         if call.params.wait {
             let old = st.store.leader().map(|l| l.id);
             let deadline = Instant::now() + call.params.timeout.unwrap_or(Duration::from_secs(10));
@@ -501,7 +494,9 @@ pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError
             error::empty(StatusCode::OK, None),
             served.forwarded_to,
         )),
-        Err(e) => Err(super::db::redirect(&call, &e, None).unwrap_or_else(|| cluster_status(e))),
+        Err(e) => {
+            Err(super::db::redirect(&call, &e, None).unwrap_or_else(|| super::error::api_error(e)))
+        }
     }
 }
 

@@ -1,9 +1,13 @@
-//! The store layer's error type.
+//! The store layer's error type. It crosses the internode hop unchanged (serde), so a failure
+//! gets the same status code whether the client asked the leader or a follower
+//! (`http/error.rs` holds the one table that maps it).
+
+use serde::{Deserialize, Serialize};
 
 use crate::raft::NodeInfo;
 
 /// Why the store could not do what was asked.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum StoreError {
     /// SQLite itself failed outside a statement (open, serialize, restore, ...).
     #[error("{0}")]
@@ -14,7 +18,7 @@ pub enum StoreError {
     /// The database thread is gone (the node is shutting down).
     #[error("database is closed")]
     Closed,
-    /// This node is not the leader; `leader` is who is, when known.
+    /// This node is not the leader; `leader` is who is, when known (never this node).
     #[error("not leader")]
     NotLeader { leader: Option<NodeInfo> },
     /// A statement touches a PRAGMA that would break replication.
@@ -23,9 +27,13 @@ pub enum StoreError {
     /// A `none` read with `freshness` on a node that has not heard from a leader recently enough.
     #[error("stale read")]
     StaleRead,
-    /// The request did not finish in time; for a write the outcome is unknown.
+    /// The request did not complete in time and changed nothing (a read, a barrier, a
+    /// membership change that was refused).
     #[error("{0}")]
     Timeout(String),
+    /// A write was proposed but its fate is not known: it may still be committed later.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// `/boot` on a node that is not the only member of its cluster.
     #[error("not single-node")]
     NotSingleNode,

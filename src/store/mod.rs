@@ -386,9 +386,11 @@ impl Store {
         voter
     }
 
+    /// "Not leader", naming the leader when one is known. Never names this node: a leader
+    /// that cannot confirm its leadership knows of no leader.
     fn not_leader(&self) -> StoreError {
         StoreError::NotLeader {
-            leader: self.leader(),
+            leader: self.leader().filter(|l| l.id != self.me.id),
         }
     }
 
@@ -509,7 +511,11 @@ impl Store {
         Ok(())
     }
 
-    /// Proposes a command and waits until it is committed and applied.
+    /// Proposes a command and waits until it is committed and applied, or until its outcome
+    /// cannot be known in time: the apply timeout passes, or this node stops being a leader
+    /// that a quorum confirms (its lease lapses; a leader cut off from the majority finds out
+    /// within an election timeout instead of waiting out the apply timeout). Either way the
+    /// entry may still be committed later, so a write's outcome is then unknown.
     async fn propose(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
@@ -518,11 +524,26 @@ impl Store {
             .send(Proposal { cmd, tx })
             .await
             .map_err(|_| StoreError::Closed)?;
-        match tokio::time::timeout(self.cfg.apply_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(StoreError::Closed),
-            // The entry may still commit later: the caller must treat the outcome as unknown.
-            Err(_) => Err(StoreError::Timeout("apply timeout: outcome unknown".into())),
+        let deposed = async {
+            let every = (self.cfg.election_timeout / 10).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                if !self.is_leader() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = rx => match r {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Closed),
+            },
+            _ = tokio::time::sleep(self.cfg.apply_timeout) => Err(StoreError::OutcomeUnknown(
+                "outcome unknown: not committed within the apply timeout (-raft-apply-timeout)".into(),
+            )),
+            _ = deposed => Err(StoreError::OutcomeUnknown(
+                "outcome unknown: this node lost its leadership (or its quorum) before the write was committed".into(),
+            )),
         }
     }
 
@@ -547,6 +568,33 @@ impl Store {
         })
     }
 
+    /// Independent write requests in one log entry, applied in order, each on its own (a
+    /// transaction one of them leaves open cannot capture the next): the write queue's batches.
+    pub async fn execute_each(&self, reqs: Vec<Request>) -> Result<Vec<Outcome>, StoreError> {
+        for req in &reqs {
+            Self::check_pragmas(req)?;
+        }
+        let n = reqs.len();
+        let cmds = reqs
+            .into_iter()
+            .map(|r| self.bounded(Command::Execute(r)))
+            .collect();
+        let (resp, index) = self.propose(Command::Batch(cmds)).await?;
+        if resp.parts.len() != n {
+            return Err(StoreError::Raft(
+                "batch response has the wrong length".into(),
+            ));
+        }
+        Ok(resp
+            .parts
+            .into_iter()
+            .map(|p| Outcome {
+                results: p.results,
+                raft_index: Some(index),
+            })
+            .collect())
+    }
+
     /// Reads (`/db/query`) at the requested consistency level.
     pub async fn query(&self, req: Request, opts: &ReadOpts) -> Result<Outcome, StoreError> {
         Self::check_pragmas(&req)?;
@@ -564,7 +612,16 @@ impl Store {
         kind: ReadKind,
     ) -> Result<Outcome, StoreError> {
         let raft_index = if self.resolve_level(opts.level) == ReadLevel::Strong {
-            let (_, index) = self.propose(Command::Noop).await?;
+            // A barrier that did not commit only means the read did not happen.
+            let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
+                StoreError::OutcomeUnknown(_) => match self.leader() {
+                    Some(_) => StoreError::Timeout(
+                        "strong read: the leader could not commit its log barrier in time".into(),
+                    ),
+                    None => StoreError::NotLeader { leader: None },
+                },
+                e => e,
+            })?;
             Some(index)
         } else {
             // rqlite does not translate `auto` on /db/request: a local read, no leader check.
@@ -886,7 +943,11 @@ impl Store {
                     tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(0..30))).await;
                 }
                 Ok(Err(e)) => return Err(StoreError::Raft(e.to_string())),
-                Err(_) => return Err(StoreError::Timeout("membership change: timeout".into())),
+                Err(_) => {
+                    return Err(StoreError::OutcomeUnknown(
+                        "membership change: no outcome within the apply timeout".into(),
+                    ))
+                }
             }
         }
     }

@@ -443,7 +443,7 @@ async fn every_read_level_returns_the_latest_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_bounds_level_none_reads_on_a_follower() {
     // Steps: on a follower, level=none&freshness=1ns is always older than the last leader
-    // contact: 200 {"results":[],"error":"stale read"} (C212, C214); freshness=1s passes
+    // contact: rqlite answers 200 {"results":[],"error":"stale read"} (C212, C214), sqlraft 503; freshness=1s passes
     // (C211, C213); freshness is ignored for weak, which is forwarded (C215), and on the
     // leader. Read-only /db/request at none and auto is local on a follower (C217, C218).
     let c = TestCluster::start(3).await;
@@ -461,13 +461,10 @@ async fn freshness_bounds_level_none_reads_on_a_follower() {
         "level=none&freshness=1ns",
         "level=none&freshness=1ns&freshness_strict",
     ] {
+        // rqlite answers 200 with a top-level error; sqlraft: 503, the read did not happen.
         let r = query(c.client(f), params, sql).await;
-        assert_eq!(r.status, 200, "{params}");
-        assert_eq!(
-            r.text(),
-            r#"{"results":[],"error":"stale read"}"#,
-            "{params}"
-        );
+        assert_eq!(r.status, 503, "{params}");
+        assert_eq!(r.text(), "stale read\n", "{params}");
         assert_eq!(served_by(&r), None);
     }
     for params in [
@@ -590,13 +587,15 @@ async fn without_a_leader_the_survivor_answers_503_leader_not_found() {
     let r = sc.get("/readyz?noleader").await;
     assert_eq!((r.status, r.text().as_str()), (200, "[+]node ok"), "C245");
     assert_eq!(sc.get("/db/backup?noleader").await.status, 200, "C250");
-    let stale = r#"{"results":[],"error":"stale read"}"#;
     wait_until(
         CLUSTER_WAIT,
-        "freshness=1s to report a stale read (C241)",
+        "freshness=1s to report a stale read (C241, as a 503)",
         || {
             let sc = sc.clone();
-            async move { query(&sc, "level=none&freshness=1s", sql).await.text() == stale }
+            async move {
+                let r = query(&sc, "level=none&freshness=1s", sql).await;
+                r.status == 503 && r.text() == "stale read\n"
+            }
         },
     )
     .await;
