@@ -166,7 +166,7 @@ pub struct Call {
     pub raw_query: Option<String>,
     pub params: QueryParams,
     pub headers: HeaderMap,
-    pub body: Body,
+    body: BodySlot,
     /// The client's Basic-auth credentials, forwarded with the request to the leader.
     pub creds: Option<Credentials>,
 }
@@ -174,7 +174,7 @@ pub struct Call {
 impl Call {
     /// Reads the whole body, refusing more than the configured limit (413).
     pub async fn body_bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
-        let body = std::mem::replace(&mut self.body, Body::empty());
+        let body = self.body.take();
         axum::body::to_bytes(body, limit).await.map_err(|e| {
             let inner = e.into_inner();
             if inner
@@ -195,8 +195,52 @@ impl Call {
     }
 }
 
+/// The request body, shared between the handler (which takes it to read it) and the
+/// dispatcher (which drains whatever the handler did not read).
+#[derive(Clone, Default)]
+struct BodySlot(Arc<std::sync::Mutex<Option<Body>>>);
+
+impl BodySlot {
+    fn new(body: Body) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    fn take(&self) -> Body {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .unwrap_or_else(Body::empty)
+    }
+
+    /// Reads and drops what is left of the body, up to `limit` bytes. A request refused
+    /// before its body was read (401, 405, 400 on parameters) is answered only once the
+    /// client has finished sending: an HTTP/2 client still sending would otherwise see the
+    /// stream reset and report a framing error instead of the status (curl's error 92).
+    async fn drain(&self, limit: usize) {
+        use http_body_util::BodyExt;
+        let body = self.take();
+        let mut body = http_body_util::Limited::new(body, limit);
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+}
+
+/// Most a refused request's unread body is drained before answering (see [`BodySlot::drain`]).
+const DRAIN_LIMIT: usize = 16 << 20;
+
 async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let slot = BodySlot::new(body);
+    let r = respond(&st, parts, slot.clone()).await;
+    slot.drain(DRAIN_LIMIT.min(st.max_body)).await;
+    r
+}
+
+async fn respond(
+    st: &Arc<HttpState>,
+    parts: axum::http::request::Parts,
+    body: BodySlot,
+) -> Response {
     if parts.method == Method::OPTIONS {
         return error::empty(StatusCode::OK, None);
     }
@@ -232,19 +276,19 @@ async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     };
     let result = match route {
         Route::Root => Ok(root()),
-        Route::Execute => db::execute(&st, call).await,
-        Route::Query => db::query(&st, call).await,
-        Route::Request => db::request(&st, call).await,
-        Route::Backup => db::backup(&st, call).await,
-        Route::Load => db::load(&st, call).await,
-        Route::Boot => db::boot(&st, call).await,
-        Route::Status => status::status(&st, call).await,
-        Route::Nodes => status::nodes(&st, call).await,
-        Route::Readyz => status::readyz(&st, call).await,
-        Route::Leader => status::leader(&st, call).await,
-        Route::Remove => status::remove(&st, call).await,
-        Route::Snapshot => status::snapshot(&st, call).await,
-        Route::DebugVars => status::debug_vars(&st, call).await,
+        Route::Execute => db::execute(st, call).await,
+        Route::Query => db::query(st, call).await,
+        Route::Request => db::request(st, call).await,
+        Route::Backup => db::backup(st, call).await,
+        Route::Load => db::load(st, call).await,
+        Route::Boot => db::boot(st, call).await,
+        Route::Status => status::status(st, call).await,
+        Route::Nodes => status::nodes(st, call).await,
+        Route::Readyz => status::readyz(st, call).await,
+        Route::Leader => status::leader(st, call).await,
+        Route::Remove => status::remove(st, call).await,
+        Route::Snapshot => status::snapshot(st, call).await,
+        Route::DebugVars => status::debug_vars(st, call).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }

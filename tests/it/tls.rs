@@ -525,3 +525,60 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     })
     .await;
 }
+
+/// Issue 9, input 5: over HTTPS with HTTP/2 (curl's default), a POST refused with 401 (no
+/// credentials, or a user without `execute`) reaches the client as a 401, on the leader and
+/// through a follower, never as a reset stream (curl's "error 92" before the fix).
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_posts_over_http2_get_their_401() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("api CA");
+    let ca_path = ca.write(pki.path(), "ca.crt");
+    let ids: Vec<Issued> = (1..=2)
+        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
+        .collect();
+    let auth = pki.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        r#"[{"username":"*","perms":["ready","status"]},
+            {"username":"node","password":"npw","perms":["all"]},
+            {"username":"reader","password":"rpw","perms":["query"]}]"#,
+    )
+    .expect("auth file");
+    let c = TestCluster::start_with(2, |i, cfg| {
+        https_config(cfg, &ids[i]);
+        cfg.auth = Some(auth.clone());
+        cfg.join_as = Some("node".into());
+    })
+    .await;
+    let body = pki.path().join("body.json");
+    std::fs::write(&body, format!("[\"{}\"]", "x".repeat(256 * 1024))).expect("body");
+    let l = c.leader().await;
+    let f = c.followers().await[0];
+    for node in [l, f] {
+        let url = c.members[node]
+            .api_url()
+            .replace("http://", "https://")
+            + "/db/execute";
+        for creds in [None, Some("reader:rpw")] {
+            for _ in 0..5 {
+                let mut cmd = std::process::Command::new("curl");
+                cmd.args(["-s", "--http2", "--cacert"])
+                    .arg(&ca_path)
+                    .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+                    .args(["-XPOST", "-H", "Content-Type: application/json"])
+                    .arg("--data-binary")
+                    .arg(format!("@{}", body.display()))
+                    .arg(&url);
+                if let Some(u) = creds {
+                    cmd.args(["-u", u]);
+                }
+                let out = cmd
+                    .output()
+                    .expect("curl must be installed (.ci/run installs it)");
+                let got = String::from_utf8_lossy(&out.stdout).to_string();
+                assert_eq!(got, "401 2", "{url} creds {creds:?}: curl {:?}", out.status);
+            }
+        }
+    }
+}
