@@ -7,6 +7,8 @@ mod auth;
 mod binary;
 mod cluster;
 mod discovery;
+mod failures;
 mod golden;
 mod shell;
 mod tls;
+mod transactions;

@@ -556,10 +556,7 @@ async fn refused_posts_over_http2_get_their_401() {
     let l = c.leader().await;
     let f = c.followers().await[0];
     for node in [l, f] {
-        let url = c.members[node]
-            .api_url()
-            .replace("http://", "https://")
-            + "/db/execute";
+        let url = c.members[node].api_url().replace("http://", "https://") + "/db/execute";
         for creds in [None, Some("reader:rpw")] {
             for _ in 0..5 {
                 let mut cmd = std::process::Command::new("curl");
