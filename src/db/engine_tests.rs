@@ -1921,3 +1921,30 @@ fn a_table_filtered_dump_loads_into_an_empty_database() {
         )]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+    /// Issue 17: whatever the budget, two nodes applying the same writes reach the same
+    /// outcome (the same error at the same point, or success) and the same database.
+    #[test]
+    fn any_budget_gives_the_same_outcome_on_every_node(
+        budget in 0u64..3_000_000,
+        rows in 1u64..200_000,
+        db_timeout_ms in 0u64..20,
+    ) {
+        let write = format!(
+            "INSERT INTO t SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT {rows}) SELECT x FROM c)"
+        );
+        let request = Request {
+            statements: vec![s("CREATE TABLE t (x)"), s(&write), s("INSERT INTO t VALUES(-1)")],
+            db_timeout_ms,
+            ..Request::default()
+        };
+        let run = || {
+            let mut e = engine();
+            let r = outcomes(e.execute_with(&request, budget));
+            (r, dump(&mut e, None))
+        };
+        proptest::prop_assert_eq!(run(), run());
+    }
+}

@@ -945,6 +945,39 @@ impl ProcCluster {
     }
 }
 
+impl ProcCluster {
+    /// SIGKILLs every node, starts them all again (same dirs, ports and flags) and waits for
+    /// a leader.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let p = loop {
+                match spawn_blocking_proc(m.tmp.path(), &m.id, &m.http_addr, &m.raft_addr, &m.args)
+                    .await
+                {
+                    Ok(p) => break p,
+                    // The old sockets may still be closing.
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("restart: {e}"),
+                }
+            };
+            self.members[i].proc = Some(p);
+        }
+        for i in 0..self.members.len() {
+            if let Some(p) = &self.members[i].proc {
+                p.wait_ready().await;
+            }
+        }
+        self.wait_for_leader().await;
+    }
+}
+
 /// [`Proc::try_spawn_node`] off the async worker threads (it blocks until the startup line).
 async fn spawn_blocking_proc(
     dir: &Path,

@@ -9,6 +9,7 @@ mod cluster;
 mod discovery;
 mod failures;
 mod golden;
+mod limits;
 mod shell;
 mod tls;
 mod transactions;
