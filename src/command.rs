@@ -17,7 +17,7 @@ pub enum Param {
     Real(f64),
     Bool(bool),
     Text(String),
-    Blob(Vec<u8>),
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One SQL statement and its parameters.
@@ -62,7 +62,7 @@ pub enum Command {
     /// The unified endpoint (`/db/request`): reads and writes mixed.
     ExecuteQuery(Request),
     /// Replace the whole database with this SQLite file image.
-    Load(Vec<u8>),
+    Load(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Nothing; used to move the commit index (and by `/boot` before a snapshot).
     Noop,
     /// Independent requests that arrived together, applied one after the other; each gets
@@ -71,6 +71,32 @@ pub enum Command {
     /// `cmd` with an execution budget fixed by the node that received it, so that every node
     /// stops a runaway request at exactly the same point (see [`Budget`]).
     Bounded { budget: Budget, cmd: Box<Command> },
+    /// One part of a command too large for one entry (`store::parts`); the command is applied
+    /// when its last part is.
+    Part(Part),
+    /// The proposer of a large command gave up: drop its parts.
+    PartAbort { id: u64 },
+}
+
+/// What a large command's parts carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartKind {
+    /// The bincode encoding of a [`Command`].
+    Command,
+    /// A SQLite database file to restore (a `Load`), restored from the assembled file.
+    Image,
+}
+
+/// One part of a large command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The same for every part of one command.
+    pub id: u64,
+    pub seq: u32,
+    pub last: bool,
+    pub kind: PartKind,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// How much work one request may do while it is applied: SQLite virtual-machine steps, which
@@ -95,7 +121,7 @@ pub enum Value {
     Text(String),
     /// Bytes from a column whose declared type is not text-like: base64, or an array
     /// with `blob_array`.
-    Blob(Vec<u8>),
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
     Bool(bool),
 }
 

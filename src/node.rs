@@ -199,12 +199,15 @@ impl Node {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         // Peers must be able to reach this node before it joins or bootstraps.
-        let internode = service::router(Arc::new(ServiceState {
-            cluster: cluster.clone(),
-            isolation: isolation.clone(),
-            bootstrap: bootstrap.clone(),
-            auth: auth.clone(),
-        }));
+        let internode = service::router(
+            Arc::new(ServiceState {
+                cluster: cluster.clone(),
+                isolation: isolation.clone(),
+                bootstrap: bootstrap.clone(),
+                auth: auth.clone(),
+            }),
+            cfg.http_max_body,
+        );
         let stop = cancel.child_token();
         tasks.push(tokio::spawn(crate::serve::serve(
             raft_listener,

@@ -37,6 +37,14 @@ pub enum ClusterError {
     /// The leader refused the caller's credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// The leader refused the request before processing it (e.g. 413, too large): nothing was
+    /// applied.
+    #[error("leader {addr} refused the request: {msg}")]
+    Refused {
+        addr: String,
+        status: u16,
+        msg: String,
+    },
 }
 
 /// A result and where it was computed.
@@ -135,6 +143,9 @@ impl Cluster {
                 } else {
                     Err(ClusterError::OutcomeUnknown { addr, msg })
                 }
+            }
+            Err(TransportError::Refused { addr, status, msg }) => {
+                Err(ClusterError::Refused { addr, status, msg })
             }
             Err(TransportError::Protocol { addr, msg }) => {
                 Err(ClusterError::OutcomeUnknown { addr, msg })
@@ -304,23 +315,22 @@ impl Cluster {
         .await
     }
 
-    /// Loads a SQLite image through the log.
-    pub async fn load_image(
+    /// Loads the SQLite file at `path` through the log. A follower sends it to the leader
+    /// whole (the leader's body limit applies; send larger files to the leader itself).
+    pub async fn load_file(
         &self,
-        image: Vec<u8>,
+        path: &std::path::Path,
         route: &Route,
     ) -> Result<Served<Outcome>, ClusterError> {
         let creds = route.creds.clone();
-        let img = image.clone();
         self.local_or_leader(
             route,
             false,
-            || async move {
-                self.store.ensure_leader().await?;
-                self.store.load(img).await
-            },
+            || self.store.load_file(path),
             || ClusterRequest::Load {
-                image: Some(image),
+                // Read only when forwarding, a rare path: a short blocking read. An unreadable
+                // upload goes as an empty image, which the leader refuses.
+                image: Some(std::fs::read(path).unwrap_or_default()),
                 dump: None,
                 creds,
             },

@@ -104,6 +104,7 @@ pub enum ClusterRequest {
     },
     /// A SQLite image (`image`) or a SQL dump (`dump`) to load.
     Load {
+        #[serde(with = "serde_bytes")]
         image: Option<Vec<u8>>,
         dump: Option<String>,
         creds: Option<Credentials>,
@@ -145,7 +146,7 @@ pub enum ClusterResponse {
         results: Vec<StmtResult>,
         raft_index: Option<u64>,
     },
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Outcomes(Vec<(Vec<StmtResult>, Option<u64>)>),
     Ok,
     Granted(bool),

@@ -37,12 +37,25 @@ impl ServiceState {
     }
 }
 
-pub fn router(state: Arc<ServiceState>) -> Router {
+/// Bytes an internode request may carry beyond the largest client request it may relay
+/// (a forwarded request, or a log entry holding one): framing, and the other entries of an
+/// AppendEntries batch (which the log store caps at
+/// [`REPLICATION_BATCH_BYTES`](crate::raft::log_store::REPLICATION_BATCH_BYTES)).
+const INTERNODE_HEADROOM: usize = 64 << 20;
+
+/// The internode routes. `max_client_body` is the API's body limit (`-http-max-body`): a log
+/// entry or a forwarded request is at most that large, so a peer's request may be that large
+/// plus headroom. (axum's default of 2 MiB once made every snapshot or entry over 2 MiB fail
+/// with 413 forever.)
+pub fn router(state: Arc<ServiceState>, max_client_body: usize) -> Router {
     Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_CLUSTER, post(cluster))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            max_client_body.saturating_add(INTERNODE_HEADROOM),
+        ))
         .with_state(state)
 }
 

@@ -369,6 +369,39 @@ fn to_rollback_header(image: &mut [u8]) {
     }
 }
 
+/// [`validate_image`] for a database file (an upload of this node's own, which it may
+/// change): a WAL-mode header is turned into the rollback form first, as for images.
+pub fn validate_file(path: &Path) -> Result<(), DbError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| DbError::Io(format!("{}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut header = [0u8; 100];
+    let n = f.read(&mut header).map_err(io)?;
+    if n < 16 || &header[..16] != SQLITE_HEADER {
+        return Err(invalid("not a SQLite database (bad header)"));
+    }
+    if n < 100 {
+        return Err(invalid("truncated database header"));
+    }
+    if header[18] == 2 || header[19] == 2 {
+        f.seek(SeekFrom::Start(18)).map_err(io)?;
+        f.write_all(&[1, 1]).map_err(io)?;
+    }
+    drop(f);
+    let conn = conn::open_internal_reader(path).map_err(|e| invalid(e.to_string()))?;
+    let problems = quick_check(&conn).map_err(|e| invalid(exec::message(&e)))?;
+    if problems != ["ok"] {
+        let mut reason = problems.join("; ");
+        reason.truncate(500);
+        return Err(invalid(format!("quick_check: {reason}")));
+    }
+    check_schema(&conn)
+}
+
 /// Checks that `image` is a usable SQLite database: the header, SQLite opening it,
 /// `PRAGMA quick_check` answering `ok`, and a readable schema.
 pub fn validate_image(image: &[u8]) -> Result<(), DbError> {

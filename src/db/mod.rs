@@ -23,7 +23,7 @@ pub mod reads;
 pub mod rewrite;
 mod values;
 
-pub use engine::{validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};
+pub use engine::{validate_file, validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};
 pub use reads::{ReadKind, ReadPool};
 
 /// Why the database could not do what was asked (statement errors are results, not this).

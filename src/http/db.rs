@@ -171,7 +171,7 @@ fn early_reply(call: &Call, e: StoreError) -> Result<Response, ApiError> {
 /// A body that cannot become statements: 413 for too many, else 400 with rqlite's message.
 fn body_error(e: body::BodyError) -> ApiError {
     match e {
-        body::BodyError::TooManyStatements(_) => ApiError::TooManyStatements(e.to_string()),
+        body::BodyError::TooManyStatements(_) => ApiError::Oversized(e.to_string()),
         e => ApiError::BadRequest(e.to_string()),
     }
 }
@@ -351,12 +351,24 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::POST], false)?;
     let started = Instant::now();
-    let bytes = call.body_bytes(st.max_body).await?;
+    // A database file may be larger than memory should hold: it goes to disk first.
+    let upload = st
+        .store
+        .upload_file()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let len = call.body_to_file(&upload.0).await?;
     st.counters.loads.add(1);
     let rt = route(&call);
-    let outcome = if bytes.starts_with(SQLITE_HEADER) {
-        st.cluster.load_image(bytes.to_vec(), &rt).await
+    let head = read_head(&upload.0).await?;
+    let outcome = if head.starts_with(SQLITE_HEADER) {
+        st.cluster.load_file(&upload.0, &rt).await
     } else {
+        if len > st.max_body as u64 {
+            return Err(ApiError::TooLarge);
+        }
+        let bytes = tokio::fs::read(&upload.0)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", upload.0.display())))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
             Ok(Served {
@@ -385,16 +397,34 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
     Ok(r)
 }
 
+/// The first bytes of a file (enough to recognise a SQLite header).
+async fn read_head(path: &std::path::Path) -> Result<Vec<u8>, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(16);
+    tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
+        .take(16)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(head)
+}
+
 /// `POST /boot`: install a SQLite file into a single-node cluster.
 pub async fn boot(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::POST], false)?;
-    let bytes = call.body_bytes(st.max_body).await?;
-    if !bytes.starts_with(SQLITE_HEADER) {
+    let upload = st
+        .store
+        .upload_file()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    call.body_to_file(&upload.0).await?;
+    if !read_head(&upload.0).await?.starts_with(SQLITE_HEADER) {
         return Err(ApiError::Unavailable(
             "invalid SQLite database: missing SQLite header".into(),
         ));
     }
-    match st.store.boot(bytes.to_vec()).await {
+    match st.store.boot_file(&upload.0).await {
         Ok(()) => Ok(error::empty(StatusCode::OK, None)),
         Err(StoreError::InvalidImage(m)) => Err(ApiError::Unavailable(format!(
             "invalid SQLite database: {m}"

@@ -26,9 +26,9 @@ pub enum ApiError {
     NotFound,
     #[error("request body too large")]
     TooLarge,
-    /// More statements than a request may carry.
+    /// Too large to handle: more statements than a request may carry, a body a leader refused.
     #[error("{0}")]
-    TooManyStatements(String),
+    Oversized(String),
     #[error("queue wait timeout")]
     QueueWaitTimeout,
     #[error("leader not found")]
@@ -60,7 +60,7 @@ impl ApiError {
             }
             ApiError::NotFound => empty(StatusCode::NOT_FOUND, None),
             ApiError::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-            ApiError::TooManyStatements(m) => plain(StatusCode::PAYLOAD_TOO_LARGE, &m),
+            ApiError::Oversized(m) => plain(StatusCode::PAYLOAD_TOO_LARGE, &m),
             ApiError::QueueWaitTimeout => plain(StatusCode::REQUEST_TIMEOUT, "queue wait timeout"),
             ApiError::LeaderNotFound => plain(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
             ApiError::Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, &m),
@@ -109,6 +109,8 @@ pub fn api_error(e: ClusterError) -> ApiError {
         // The write may or may not have been applied: never retried for the client.
         e @ ClusterError::OutcomeUnknown { .. } => ApiError::OutcomeUnknown(e.to_string()),
         ClusterError::Unauthorized(_) => ApiError::Unauthorized,
+        e @ ClusterError::Refused { status: 413, .. } => ApiError::Oversized(e.to_string()),
+        e @ ClusterError::Refused { .. } => ApiError::Unavailable(e.to_string()),
     }
 }
 
@@ -208,6 +210,22 @@ mod tests {
                 504,
             ),
             (ClusterError::Unauthorized("u".into()), 401),
+            (
+                ClusterError::Refused {
+                    addr: "a".into(),
+                    status: 413,
+                    msg: "m".into(),
+                },
+                413,
+            ),
+            (
+                ClusterError::Refused {
+                    addr: "a".into(),
+                    status: 400,
+                    msg: "m".into(),
+                },
+                503,
+            ),
         ];
         for (e, want) in table {
             let what = format!("{e:?}");

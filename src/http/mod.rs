@@ -188,6 +188,28 @@ impl Call {
         })
     }
 
+    /// Streams the whole body into `path` (no size limit: the disk holds it, not memory);
+    /// returns its size.
+    pub async fn body_to_file(&mut self, path: &std::path::Path) -> Result<u64, ApiError> {
+        use http_body_util::BodyExt;
+        use tokio::io::AsyncWriteExt;
+        let internal =
+            |e: std::io::Error| ApiError::Internal(format!("cannot write {}: {e}", path.display()));
+        let mut file = tokio::fs::File::create(path).await.map_err(internal)?;
+        let mut body = self.body.take();
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::BadRequest(format!("could not read request body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                len += data.len() as u64;
+                file.write_all(&data).await.map_err(internal)?;
+            }
+        }
+        file.flush().await.map_err(internal)?;
+        Ok(len)
+    }
+
     pub fn content_type(&self) -> Option<&str> {
         self.headers
             .get(header::CONTENT_TYPE)

@@ -1,20 +1,22 @@
-//! The durable Raft log: redb on disk, an in-memory index in front, and group commit.
+//! The durable Raft log: redb on disk, the newest entries in memory, and group commit.
 //!
 //! Every mutation goes to one writer thread. The thread drains whatever has queued up while the
 //! previous transaction was being fsynced and commits it all in one durable redb transaction, so
 //! concurrent proposals share one fsync. openraft is told an append is durable (the `LogFlushed`
 //! callback) only after that commit returns.
 //!
-//! Reads are served from the in-memory copy, which holds every entry not yet purged. Entries
-//! appended but not yet flushed are readable (openraft may replicate them before they are
-//! durable locally; it never counts them as durable before the callback).
+//! Memory holds the newest entries (those not yet durable always; durable ones up to
+//! [`CACHE_BYTES`]), so replication to followers that keep up never touches the disk; older
+//! entries are read back from redb. Entries appended but not yet flushed are readable (openraft
+//! may replicate them before they are durable locally; it never counts them as durable before
+//! the callback). The memory a log costs is therefore bounded, however large its entries.
 
 // openraft's trait signatures fix the error type; boxing it would only add conversions.
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
@@ -32,17 +34,53 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
+/// Durable entries kept in memory beyond those not yet flushed, in encoded bytes.
+pub const CACHE_BYTES: usize = 32 << 20;
+
+/// Most bytes of entries openraft gets in one read for replication (at least one entry):
+/// bounds the size of one AppendEntries request, whatever the size of the entries.
+pub const REPLICATION_BATCH_BYTES: usize = 2 << 20;
+
+/// An entry held in memory, its encoded size, and whether it is durable yet.
+struct Cached {
+    entry: Entry,
+    bytes: usize,
+    durable: bool,
+}
+
 /// What the in-memory side knows; the writer thread makes it durable.
 #[derive(Default)]
 struct Cache {
-    entries: BTreeMap<u64, Entry>,
+    /// A suffix of the log: every entry from some index to `last`.
+    recent: BTreeMap<u64, Cached>,
+    recent_bytes: usize,
+    /// The last entry of the log (flushed or not), if the log holds any.
+    last: Option<LogId>,
+    /// The first index the log holds (older ones were purged).
+    first: Option<u64>,
     last_purged: Option<LogId>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId>,
 }
 
+impl Cache {
+    /// Drops the oldest durable entries while over the memory budget.
+    fn evict(&mut self) {
+        while self.recent_bytes > CACHE_BYTES {
+            let Some(mut oldest) = self.recent.first_entry() else {
+                return;
+            };
+            if !oldest.get_mut().durable {
+                return;
+            }
+            self.recent_bytes -= oldest.get().bytes;
+            oldest.remove();
+        }
+    }
+}
+
 enum Op {
-    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Append(Vec<(LogId, Vec<u8>)>, LogFlushed<TypeConfig>),
     /// Delete entries with index >= the given one.
     Truncate(u64),
     /// Delete entries with index <= the given log id's, and remember it.
@@ -58,6 +96,7 @@ enum Op {
 #[derive(Clone)]
 pub struct LogStore {
     cache: Arc<Mutex<Cache>>,
+    db: Arc<Database>,
     ops: mpsc::Sender<Op>,
     writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
@@ -70,11 +109,15 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
     bincode::serialize(v).map_err(|e| e.to_string())
 }
 
+fn read_err(e: &dyn std::fmt::Display) -> StorageError {
+    io_err(ErrorSubject::Store, ErrorVerb::Read, e)
+}
+
 impl LogStore {
     /// Opens (or creates) the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let read_err = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Store, ErrorVerb::Read, e);
-        let db = Database::create(path).map_err(|e| read_err(&e))?;
+        let db = Database::create(path)
+            .map_err(|e| read_err(&format!("cannot open the Raft log {}: {e}", path.display())))?;
         let mut cache = Cache::default();
         {
             // Create the tables so that later read transactions find them.
@@ -103,28 +146,36 @@ impl LogStore {
                 cache.last_purged = Some(bincode::deserialize(&v).map_err(decode_err)?);
             }
             let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
-            for item in logs.iter().map_err(|e| read_err(&e))? {
-                let (k, v) = item.map_err(|e| read_err(&e))?;
+            cache.first = logs
+                .first()
+                .map_err(|e| read_err(&e))?
+                .map(|(k, _)| k.value());
+            let last = logs.last().map_err(|e| read_err(&e))?;
+            if let Some((_, v)) = last {
                 let entry: Entry = bincode::deserialize(v.value()).map_err(decode_err)?;
-                cache.entries.insert(k.value(), entry);
+                cache.last = Some(entry.log_id);
             }
         }
+        let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
-        let writer = thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db, rx))
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let cache = Arc::new(Mutex::new(cache));
+        let writer = {
+            let (db, cache) = (db.clone(), cache.clone());
+            thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || writer_loop(&db, &cache, rx))
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?
+        };
         Ok(Self {
-            cache: Arc::new(Mutex::new(cache)),
+            cache,
+            db,
             ops: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
         })
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
-        // A poisoned lock means a panic while holding it; the data is still consistent
-        // because every critical section is a single map operation.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     fn send(&self, op: Op, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
@@ -143,10 +194,79 @@ impl LogStore {
             Err(_) => Err(io_err(subject, ErrorVerb::Write, "log writer stopped")),
         }
     }
+
+    /// Entries `[start, end)` (clamped to what the log holds), at most `max_bytes` of them
+    /// (but at least one): memory first, redb for older ones.
+    fn read(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
+        let (from_disk, cached) = {
+            let c = self.cache();
+            let Some(last) = c.last else {
+                return Ok(Vec::new());
+            };
+            let first = c
+                .first
+                .unwrap_or(0)
+                .max(c.last_purged.map(|l| l.index + 1).unwrap_or(0));
+            let start = start.max(first);
+            let end = end.min(last.index + 1);
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let cache_from = c
+                .recent
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(end)
+                .clamp(start, end);
+            let cached: Vec<(Entry, usize)> = c
+                .recent
+                .range(cache_from..end)
+                .map(|(_, e)| (e.entry.clone(), e.bytes))
+                .collect();
+            (start..cache_from, cached)
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        if !from_disk.is_empty() {
+            let r = self.db.begin_read().map_err(|e| read_err(&e))?;
+            let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
+            for item in logs.range(from_disk).map_err(|e| read_err(&e))? {
+                let (_, v) = item.map_err(|e| read_err(&e))?;
+                if !out.is_empty() && bytes + v.value().len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += v.value().len();
+                out.push(bincode::deserialize(v.value()).map_err(|e| read_err(&e))?);
+            }
+        }
+        for (entry, size) in cached {
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// The log id of the entry at `index`, wherever it is held.
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
+        Ok(self
+            .read(index, index + 1, usize::MAX)?
+            .first()
+            .map(|e| e.log_id))
+    }
+}
+
+fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
+    // A poisoned lock means a panic while holding it; the data is still consistent because
+    // every critical section is a few map and field operations.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
-fn writer_loop(db: Database, rx: mpsc::Receiver<Op>) {
+fn writer_loop(db: &Database, cache: &Mutex<Cache>, rx: mpsc::Receiver<Op>) {
     let mut closing = false;
     while !closing {
         let Ok(first) = rx.recv() else { break };
@@ -155,22 +275,25 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<Op>) {
             batch.push(op);
         }
         closing = batch.iter().any(|op| matches!(op, Op::Close));
-        let t0 = std::time::Instant::now();
-        let result = commit_batch(&db, &batch);
-        if std::env::var("SQLRAFT_DEBUG_LOG").is_ok() {
-            let n: usize = batch
-                .iter()
-                .map(|o| if let Op::Append(e, _) = o { e.len() } else { 0 })
-                .sum();
-            eprintln!(
-                "logbatch ops={} entries={} commit={:?}",
-                batch.len(),
-                n,
-                t0.elapsed()
-            );
-        }
+        let result = commit_batch(db, &batch);
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log write failed");
+        }
+        if result.is_ok() {
+            // What was just made durable may leave memory once it is over budget.
+            let mut c = lock(cache);
+            for op in &batch {
+                if let Op::Append(entries, _) = op {
+                    for (id, _) in entries {
+                        if let Some(e) = c.recent.get_mut(&id.index) {
+                            if e.entry.log_id == *id {
+                                e.durable = true;
+                            }
+                        }
+                    }
+                }
+            }
+            c.evict();
         }
         for op in batch {
             match op {
@@ -196,8 +319,8 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
         for op in batch {
             match op {
                 Op::Append(entries, _) => {
-                    for (idx, bytes) in entries {
-                        logs.insert(*idx, bytes.as_slice()).map_err(|e| s(&e))?;
+                    for (id, bytes) in entries {
+                        logs.insert(id.index, bytes.as_slice()).map_err(|e| s(&e))?;
                     }
                 }
                 Op::Truncate(from) => {
@@ -219,17 +342,35 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
     w.commit().map_err(|e| s(&e))
 }
 
+fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self
-            .cache()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        let (start, end) = bounds(&range);
+        self.read(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read(start, end, REPLICATION_BATCH_BYTES)
     }
 }
 
@@ -238,15 +379,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let c = self.cache();
-        let last = c
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(c.last_purged);
         Ok(LogState {
             last_purged_log_id: c.last_purged,
-            last_log_id: last,
+            last_log_id: c.last.or(c.last_purged),
         })
     }
 
@@ -294,15 +429,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 let bytes = encode(&entry)
                     .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
-                encoded.push((entry.log_id.index, bytes));
-                c.entries.insert(entry.log_id.index, entry);
+                let id = entry.log_id;
+                let cached = Cached {
+                    entry,
+                    bytes: bytes.len(),
+                    durable: false,
+                };
+                c.recent_bytes += cached.bytes;
+                if let Some(old) = c.recent.insert(id.index, cached) {
+                    c.recent_bytes -= old.bytes;
+                }
+                c.first.get_or_insert(id.index);
+                c.last = Some(id);
+                encoded.push((id, bytes));
             }
         }
         self.send(Op::Append(encoded, callback), ErrorSubject::Logs)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let _ = self.cache().entries.split_off(&log_id.index);
+        let before = match log_id.index.checked_sub(1) {
+            Some(i) => self.log_id_at(i)?,
+            None => None,
+        };
+        {
+            let mut c = self.cache();
+            let dropped = c.recent.split_off(&log_id.index);
+            c.recent_bytes -= dropped.values().map(|e| e.bytes).sum::<usize>();
+            c.last = before
+                .or(c.last_purged)
+                .filter(|l| Some(l.index) >= c.first);
+            if c.last.is_none() {
+                c.first = None;
+            }
+        }
         self.send(Op::Truncate(log_id.index), ErrorSubject::Logs)
     }
 
@@ -311,9 +471,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode(&log_id).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         {
             let mut c = self.cache();
-            let keep = c.entries.split_off(&(log_id.index + 1));
-            c.entries = keep;
+            let keep = c.recent.split_off(&(log_id.index + 1));
+            let dropped = std::mem::replace(&mut c.recent, keep);
+            c.recent_bytes -= dropped.values().map(|e| e.bytes).sum::<usize>();
             c.last_purged = Some(log_id);
+            c.first = Some(log_id.index + 1);
+            if c.last.is_some_and(|l| l.index <= log_id.index) {
+                c.last = None;
+            }
         }
         self.send(Op::Purge(log_id, bytes), ErrorSubject::Logs)
     }
@@ -331,21 +496,26 @@ impl LogStore {
     /// The id of the last entry appended (flushed or not), or of the last purged one.
     pub fn last_log_id(&self) -> Option<LogId> {
         let c = self.cache();
-        c.entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(c.last_purged)
+        c.last.or(c.last_purged)
     }
 
     /// Number of entries currently held (for `/status`).
     pub fn len(&self) -> usize {
-        self.cache().entries.len()
+        let c = self.cache();
+        match (c.first, c.last) {
+            (Some(f), Some(l)) if l.index >= f => (l.index - f + 1) as usize,
+            _ => 0,
+        }
     }
 
     /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
-        self.cache().entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Bytes of entries held in memory.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache().recent_bytes
     }
 }
 
@@ -368,7 +538,8 @@ mod conformance {
             let log = LogStore::open(&td.path().join("raft-log.redb"))?;
             let engine = Engine::open(&DbConfig::default()).expect("engine");
             let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
-            let sm = StateMachine::open(Db::spawn(engine), snapshots).await?;
+            let sm =
+                StateMachine::open(Db::spawn(engine), snapshots, &td.path().join("parts")).await?;
             Ok((td, log, sm))
         }
     }
@@ -411,5 +582,44 @@ mod conformance {
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
         assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
+    }
+
+    /// More than the memory budget of large entries: the oldest leave memory once durable
+    /// and are read back from disk; a replication read is capped in bytes.
+    #[tokio::test]
+    async fn large_entries_leave_memory_and_are_read_from_disk() {
+        use openraft::testing::log_id;
+        let td = TempDir::new().unwrap();
+        let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
+        let entry = |i: u64| Entry {
+            log_id: log_id(1, 1, i),
+            payload: openraft::EntryPayload::Normal(crate::command::Command::Load(vec![
+                i as u8;
+                1 << 20
+            ])),
+        };
+        s.blocking_append((1..=48).map(entry)).await.unwrap();
+        assert!(
+            s.cached_bytes() <= CACHE_BYTES + (2 << 20),
+            "{}",
+            s.cached_bytes()
+        );
+        let all = s.try_get_log_entries(1..=48).await.unwrap();
+        assert_eq!(all.len(), 48);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.log_id.index, i as u64 + 1);
+            match &e.payload {
+                openraft::EntryPayload::Normal(crate::command::Command::Load(b)) => {
+                    assert_eq!(b[0], (i + 1) as u8)
+                }
+                _ => panic!("payload"),
+            }
+        }
+        let some = s.limited_get_log_entries(1, 49).await.unwrap();
+        assert!(!some.is_empty() && some.len() <= 2, "{}", some.len());
+        assert_eq!(s.len(), 48);
+        s.truncate(log_id(1, 1, 10)).await.unwrap();
+        assert_eq!(s.last_log_id(), Some(log_id(1, 1, 9)));
+        s.close();
     }
 }

@@ -9,7 +9,6 @@ pub mod network;
 pub mod transport;
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +61,8 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
+        // A SQLite database file, sent and received in chunks: never whole in memory.
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -104,7 +104,8 @@ impl PeerClient {
             Err(
                 e @ (TransportError::Unreachable { .. }
                 | TransportError::Timeout { .. }
-                | TransportError::Interrupted { .. }),
+                | TransportError::Interrupted { .. }
+                | TransportError::Refused { .. }),
             ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e @ TransportError::Protocol { .. }) => {
                 Err(RPCError::Network(NetworkError::new(&e)))

@@ -27,9 +27,17 @@ pub enum TransportError {
     /// No answer within the deadline: the outcome of the call is unknown.
     #[error("{addr}: no answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
-    /// The peer answered something we cannot decode, or refused the request.
+    /// The peer answered something we cannot decode, or failed unexpectedly.
     #[error("{addr}: {msg}")]
     Protocol { addr: String, msg: String },
+    /// The peer refused the request before processing it (e.g. 413: too large): nothing
+    /// happened there.
+    #[error("{addr} refused the request: {msg}")]
+    Refused {
+        addr: String,
+        status: u16,
+        msg: String,
+    },
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
@@ -126,8 +134,15 @@ impl Transport {
         let bytes = resp.bytes().await.map_err(lost)?;
         if !status.is_success() {
             let msg = format!("{status}: {}", String::from_utf8_lossy(&bytes).trim());
-            // The internode service refuses (400, 503) before it processes anything.
-            if status.as_u16() == 400 || status.as_u16() == 503 {
+            // The internode service refuses (4xx, 503) before it processes anything.
+            if status.is_client_error() {
+                return Err(TransportError::Refused {
+                    addr: addr.to_string(),
+                    status: status.as_u16(),
+                    msg,
+                });
+            }
+            if status.as_u16() == 503 {
                 return Err(TransportError::Unreachable {
                     addr: addr.to_string(),
                     msg,

@@ -6,6 +6,7 @@
 //! Does not: speak HTTP, or reach other nodes (a follower's caller forwards; see `cluster`).
 
 pub mod error;
+pub mod parts;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -164,7 +165,7 @@ impl Store {
         })?;
         let reads = engine.reads();
         let db = Db::spawn(engine);
-        let sm = StateMachine::open(db.clone(), snapshots)
+        let sm = StateMachine::open(db.clone(), snapshots, &cfg.data_dir.join("parts"))
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
 
@@ -180,6 +181,11 @@ impl Store {
             max_in_snapshot_log_to_keep: cfg.trailing_logs,
             // Elections are started by `cluster::prevote` after a successful pre-vote.
             enable_elect: false,
+            // Snapshots travel in chunks of a few MiB (never whole in memory); the last
+            // chunk's answer waits for the follower to install the database, which for a
+            // large one takes seconds, not openraft's default 200 ms.
+            snapshot_max_chunk_size: 4 << 20,
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         };
         let raft_cfg = Arc::new(
@@ -517,6 +523,48 @@ impl Store {
     /// within an election timeout instead of waiting out the apply timeout). Either way the
     /// entry may still be committed later, so a write's outcome is then unknown.
     async fn propose(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
+        let id = fastrand::u64(..);
+        let Some(parts) = parts::split(&cmd, id) else {
+            return self.propose_one(cmd).await;
+        };
+        drop(cmd);
+        self.propose_parts(id, parts.into_iter()).await
+    }
+
+    /// Proposes the parts of one large command in order, each once the one before it is
+    /// committed; the last one's response is the command's. Until the last part is committed
+    /// nothing was applied, so a failure before it means the command was not applied (and
+    /// the parts already in the log are dropped).
+    async fn propose_parts(
+        &self,
+        id: u64,
+        parts: impl ExactSizeIterator<Item = Command>,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
+        let n = parts.len();
+        let mut last = None;
+        for (i, part) in parts.enumerate() {
+            match self.propose_one(part).await {
+                Ok(r) => last = Some(r),
+                Err(e) => {
+                    if i > 0 {
+                        // Best effort: a new term drops the parts anyway.
+                        let _ = self.propose_one(Command::PartAbort { id }).await;
+                    }
+                    return Err(match e {
+                        StoreError::OutcomeUnknown(_) if i + 1 < n => StoreError::Timeout(format!(
+                            "large request not applied: part {} of {n} was not committed in time",
+                            i + 1
+                        )),
+                        e => e,
+                    });
+                }
+            }
+        }
+        last.ok_or_else(|| StoreError::Raft("a large command with no parts".into()))
+    }
+
+    /// Proposes one log entry.
+    async fn propose_one(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
         let (tx, rx) = oneshot::channel();
@@ -748,13 +796,76 @@ impl Store {
         })
     }
 
-    /// `/boot`: load an image into a single-node cluster and snapshot it at once.
-    pub async fn boot(&self, image: Vec<u8>) -> Result<(), StoreError> {
+    /// A new file for an upload (a database sent to `/db/load` or `/boot`), deleted when the
+    /// returned guard is dropped.
+    pub fn upload_file(&self) -> Result<Upload, StoreError> {
+        let dir = self.cfg.data_dir.join("uploads");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Upload(dir.join(format!("{:016x}", fastrand::u64(..)))))
+    }
+
+    /// Replaces the whole database with the SQLite file at `path`, through the log, in parts:
+    /// neither the file nor any log entry is ever whole in memory.
+    pub async fn load_file(&self, path: &std::path::Path) -> Result<Outcome, StoreError> {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::db::validate_file(&p))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
+        self.ensure_leader().await?;
+        let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", path.display()));
+        let len = tokio::fs::metadata(path).await.map_err(io)?.len() as usize;
+        let n = len.div_ceil(parts::PART_BYTES).max(1);
+        let id = fastrand::u64(..);
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut last = None;
+        for seq in 0..n {
+            use tokio::io::AsyncReadExt;
+            let mut bytes = vec![0u8; parts::PART_BYTES.min(len - seq * parts::PART_BYTES)];
+            file.read_exact(&mut bytes).await.map_err(io)?;
+            let part = Command::Part(crate::command::Part {
+                id,
+                seq: seq as u32,
+                last: seq + 1 == n,
+                kind: crate::command::PartKind::Image,
+                bytes,
+            });
+            match self.propose_one(part).await {
+                Ok(r) => last = Some(r),
+                Err(e) => {
+                    if seq > 0 {
+                        // Best effort: a new term drops the parts anyway.
+                        let _ = self.propose_one(Command::PartAbort { id }).await;
+                    }
+                    return Err(match e {
+                        StoreError::OutcomeUnknown(_) if seq + 1 < n => {
+                            StoreError::Timeout(format!(
+                                "load not applied: part {} of {n} was not committed in time",
+                                seq + 1
+                            ))
+                        }
+                        e => e,
+                    });
+                }
+            }
+        }
+        let (resp, index) = last.ok_or_else(|| StoreError::Raft("empty load".into()))?;
+        if let Some(e) = resp.error {
+            return Err(StoreError::InvalidImage(e));
+        }
+        Ok(Outcome {
+            results: Vec::new(),
+            raft_index: Some(index),
+        })
+    }
+
+    /// `/boot` from a file: load into a single-node cluster and snapshot at once.
+    pub async fn boot_file(&self, path: &std::path::Path) -> Result<(), StoreError> {
         let m = self.raft.metrics().borrow().clone();
         if m.membership_config.membership().nodes().count() > 1 {
             return Err(StoreError::NotSingleNode);
         }
-        self.load(image).await?;
+        self.load_file(path).await?;
         self.snapshot(None).await
     }
 
@@ -1009,6 +1120,16 @@ impl Store {
         }
         let log = self.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+/// An uploaded file, deleted when dropped.
+#[derive(Debug)]
+pub struct Upload(pub PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -1,19 +1,26 @@
-//! Snapshot files: the Raft snapshot metadata plus a serialized SQLite image.
+//! Snapshot files: the Raft snapshot metadata and a SQLite database file, never held whole
+//! in memory.
 //!
-//! One current snapshot lives in `<dir>/current.snap`. It is written to a temporary file,
-//! fsynced, renamed into place and the directory fsynced, so a crash leaves either the old or
-//! the new snapshot, never a torn one.
-//!
-//! Layout: magic `SQLRSNP1`, u64 LE metadata length, bincode metadata, then the database image.
+//! Each snapshot is a directory `<dir>/<snapshot id>/` holding `meta.bin` (bincode
+//! [`SnapshotMeta`]) and `db.sqlite` (a rollback-journal SQLite file). It is built in a
+//! `tmp-*` directory, its files and the directory fsynced, then renamed into place and the
+//! parent fsynced, so a crash leaves either the old or the new snapshot, never a torn one.
+//! The current snapshot is the complete one with the highest log index; older ones are
+//! deleted once a newer one is in place. Followers receive a snapshot in chunks into an
+//! `incoming-*` file, which is then moved into a snapshot directory the same way.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::raft::SnapshotMeta;
 
-const MAGIC: &[u8; 8] = b"SQLRSNP1";
-const FILE: &str = "current.snap";
+const META: &str = "meta.bin";
+const DB: &str = "db.sqlite";
+/// The single-file format of earlier versions: magic, u64 LE metadata length, metadata, image.
+const LEGACY_FILE: &str = "current.snap";
+const LEGACY_MAGIC: &[u8; 8] = b"SQLRSNP1";
 
 /// Where snapshots are kept.
 #[derive(Debug, Clone)]
@@ -21,51 +28,181 @@ pub struct SnapshotStore {
     dir: PathBuf,
 }
 
+/// The current snapshot: its metadata and the database file.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub meta: SnapshotMeta,
+    pub db: PathBuf,
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(dir, "cannot sync", e))
+}
+
 impl SnapshotStore {
+    /// Opens the store, converting a snapshot left in the earlier single-file format and
+    /// removing unfinished builds and transfers.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        Ok(Self {
+        fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create", e))?;
+        let s = Self {
             dir: dir.to_path_buf(),
-        })
+        };
+        for entry in fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))? {
+            let entry = entry.map_err(|e| io(dir, "cannot read", e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("tmp-") || name.starts_with("incoming-") {
+                let p = entry.path();
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+        }
+        s.convert_legacy()?;
+        Ok(s)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Durably replaces the current snapshot.
-    pub fn save(&self, meta: &SnapshotMeta, image: &[u8]) -> std::io::Result<()> {
-        let meta_bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&(meta_bytes.len() as u64).to_le_bytes())?;
-            f.write_all(&meta_bytes)?;
-            f.write_all(image)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(FILE))?;
-        File::open(&self.dir)?.sync_all()
+    fn fresh(&self, prefix: &str) -> PathBuf {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{prefix}-{}-{n}", std::process::id()))
     }
 
-    /// The current snapshot's metadata and image, if there is one.
-    pub fn load(&self) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
-        let path = self.dir.join(FILE);
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+    /// A new directory to build a snapshot in; [`SnapshotStore::commit`] puts it in place.
+    pub fn build_dir(&self) -> std::io::Result<PathBuf> {
+        let d = self.fresh("tmp");
+        fs::create_dir_all(&d).map_err(|e| io(&d, "cannot create", e))?;
+        Ok(d)
+    }
+
+    /// Where a snapshot sent by the leader is received.
+    pub fn incoming_file(&self) -> PathBuf {
+        self.fresh("incoming")
+    }
+
+    /// The database file of a snapshot being built in `build`.
+    pub fn db_in(build: &Path) -> PathBuf {
+        build.join(DB)
+    }
+
+    /// Writes `meta` into `build` (whose `db.sqlite` must be complete and synced), moves the
+    /// directory into place, and deletes older snapshots. Returns the new current one.
+    pub fn commit(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+        let bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
+        let meta_path = build.join(META);
+        {
+            let mut f = File::create(&meta_path).map_err(|e| io(&meta_path, "cannot create", e))?;
+            f.write_all(&bytes)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io(&meta_path, "cannot write", e))?;
+        }
+        sync_dir(build)?;
+        let name: String = meta
+            .snapshot_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dest = self.dir.join(format!("snap-{name}"));
+        if dest.exists() {
+            fs::remove_dir_all(&dest).map_err(|e| io(&dest, "cannot replace", e))?;
+        }
+        fs::rename(build, &dest).map_err(|e| io(&dest, "cannot move into place", e))?;
+        sync_dir(&self.dir)?;
+        let stored = Stored {
+            meta: meta.clone(),
+            db: dest.join(DB),
         };
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
+        self.remove_all_but(&dest);
+        Ok(stored)
+    }
+
+    /// Moves a received database file into a new snapshot directory with `meta`.
+    pub fn commit_received(&self, file: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+        File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(file, "cannot sync", e))?;
+        let build = self.build_dir()?;
+        let db = Self::db_in(&build);
+        fs::rename(file, &db).map_err(|e| io(&db, "cannot move", e))?;
+        self.commit(&build, meta)
+    }
+
+    fn remove_all_but(&self, keep: &Path) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if p != keep && name.starts_with("snap-") {
+                if let Err(e) = fs::remove_dir_all(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot delete an old snapshot");
+                }
+            }
+        }
+    }
+
+    /// The current snapshot, if there is one.
+    pub fn current(&self) -> std::io::Result<Option<Stored>> {
+        let mut best: Option<Stored> = None;
+        for entry in fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))? {
+            let entry = entry.map_err(|e| io(&self.dir, "cannot read", e))?;
+            if !entry.file_name().to_string_lossy().starts_with("snap-") {
+                continue;
+            }
+            let dir = entry.path();
+            let meta_path = dir.join(META);
+            let bytes = match fs::read(&meta_path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&meta_path, "cannot read", e)),
+            };
+            let meta: SnapshotMeta = bincode::deserialize(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: bad snapshot metadata: {e}", meta_path.display()),
+                )
+            })?;
+            let index = |m: &SnapshotMeta| m.last_log_id.map(|l| l.index);
+            if best.as_ref().is_none_or(|b| index(&meta) > index(&b.meta)) {
+                best = Some(Stored {
+                    meta,
+                    db: dir.join(DB),
+                });
+            }
+        }
+        Ok(best)
+    }
+
+    /// Turns a `current.snap` of the earlier format into a snapshot directory.
+    fn convert_legacy(&self) -> std::io::Result<()> {
+        let path = self.dir.join(LEGACY_FILE);
+        let buf = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&path, "cannot read", e)),
+        };
         let bad = |what: &str| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{}: {what}", path.display()),
             )
         };
-        if buf.len() < 16 || &buf[..8] != MAGIC {
+        if buf.len() < 16 || &buf[..8] != LEGACY_MAGIC {
             return Err(bad("not a sqlraft snapshot"));
         }
         let mut len = [0u8; 8];
@@ -77,20 +214,40 @@ impl SnapshotStore {
             .ok_or_else(|| bad("truncated"))?;
         let meta: SnapshotMeta =
             bincode::deserialize(&buf[16..meta_end]).map_err(|_| bad("bad metadata"))?;
-        let image = buf.split_off(meta_end);
-        Ok(Some((meta, image)))
+        let build = self.build_dir()?;
+        let db = Self::db_in(&build);
+        let mut image = buf[meta_end..].to_vec();
+        // A standalone file in rollback-journal form (the image may carry WAL header bytes).
+        if image.len() >= 20 {
+            for b in &mut image[18..20] {
+                if *b == 2 {
+                    *b = 1;
+                }
+            }
+        }
+        {
+            let mut f = File::create(&db).map_err(|e| io(&db, "cannot create", e))?;
+            f.write_all(&image)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io(&db, "cannot write", e))?;
+        }
+        self.commit(&build, &meta)?;
+        fs::remove_file(&path).map_err(|e| io(&path, "cannot delete", e))?;
+        sync_dir(&self.dir)
     }
 
     /// Size in bytes of the snapshot directory's files.
     pub fn disk_size(&self) -> u64 {
-        fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        fn size(p: &Path) -> u64 {
+            match fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => fs::read_dir(p)
+                    .map(|rd| rd.flatten().map(|e| size(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        size(&self.dir)
     }
 }
 
@@ -98,18 +255,53 @@ impl SnapshotStore {
 mod tests {
     use super::*;
 
+    fn meta(id: &str, index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            snapshot_id: id.into(),
+            last_log_id: Some(openraft::testing::log_id(1, 1, index)),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn save_then_load_round_trips() {
+    fn the_newest_committed_snapshot_is_current_and_older_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let s = SnapshotStore::open(dir.path()).unwrap();
-        assert!(s.load().unwrap().is_none());
-        let meta = SnapshotMeta {
-            snapshot_id: "x".into(),
-            ..Default::default()
-        };
-        s.save(&meta, b"image bytes").unwrap();
-        let (m, img) = s.load().unwrap().unwrap();
-        assert_eq!(m.snapshot_id, "x");
-        assert_eq!(img, b"image bytes");
+        assert!(s.current().unwrap().is_none());
+        for (id, index) in [("1-5", 5), ("1-9", 9)] {
+            let b = s.build_dir().unwrap();
+            fs::write(SnapshotStore::db_in(&b), format!("image {id}")).unwrap();
+            s.commit(&b, &meta(id, index)).unwrap();
+        }
+        // An unfinished build is ignored, and removed at the next open.
+        let b = s.build_dir().unwrap();
+        fs::write(SnapshotStore::db_in(&b), "partial").unwrap();
+        let s = SnapshotStore::open(dir.path()).unwrap();
+        let cur = s.current().unwrap().unwrap();
+        assert_eq!(cur.meta.snapshot_id, "1-9");
+        assert_eq!(fs::read(&cur.db).unwrap(), b"image 1-9");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, vec!["snap-1-9".to_string()]);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_earlier_format_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = meta("2-7-1", 7);
+        let mb = bincode::serialize(&m).unwrap();
+        let mut file = LEGACY_MAGIC.to_vec();
+        file.extend((mb.len() as u64).to_le_bytes());
+        file.extend(&mb);
+        file.extend(b"the image");
+        fs::write(dir.path().join(LEGACY_FILE), file).unwrap();
+        let s = SnapshotStore::open(dir.path()).unwrap();
+        let cur = s.current().unwrap().unwrap();
+        assert_eq!(cur.meta.snapshot_id, "2-7-1");
+        assert_eq!(fs::read(&cur.db).unwrap(), b"the image");
+        assert!(!dir.path().join(LEGACY_FILE).exists());
     }
 }

@@ -5,7 +5,7 @@
 //! changes the database, so a snapshot (also taken on that thread) always pairs an image with
 //! exactly the log position it reflects.
 
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -14,7 +14,8 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
 
-use super::snapshot::SnapshotStore;
+use super::parts::{Assembled, Assembly};
+use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
 use crate::db::{Db, Engine};
 use crate::raft::{
@@ -49,6 +50,12 @@ pub struct StateMachine {
     db: Db,
     applied: AppliedState,
     snapshots: SnapshotStore,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
+    /// Large commands being assembled from their parts (used on the database thread).
+    assembly: Arc<Mutex<Assembly>>,
+    /// True while one is unfinished: no snapshot is taken then.
+    assembling: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -65,55 +72,94 @@ fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl ToString) -> S
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// What applying a command works with: the database, the assembly of large commands, and
+/// the term of the entry being applied.
+struct Applier<'a> {
+    engine: &'a mut Engine,
+    assembly: &'a mut Assembly,
+    term: u64,
+}
+
+fn failed(e: impl ToString) -> Response {
+    Response {
+        error: Some(e.to_string()),
+        ..Response::default()
+    }
+}
+
 /// Runs one command against the database. `max_steps` is the budget the receiving node put
 /// on it (0 = none, for entries written before budgets existed).
-fn apply_command(engine: &mut Engine, cmd: Command, max_steps: u64) -> Response {
+fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Response {
     let results = |results| Response {
         results,
         ..Response::default()
     };
     match cmd {
-        Command::Execute(req) => results(engine.execute_with(&req, max_steps)),
+        Command::Execute(req) => results(a.engine.execute_with(&req, max_steps)),
         // Strong reads are served by the leader once this entry is applied (older versions
         // logged the read itself; replaying it would only cost time).
         Command::Query(_) | Command::Noop => Response::default(),
-        Command::ExecuteQuery(req) => results(engine.request_with(&req, max_steps)),
-        Command::Load(image) => match engine.restore(&image) {
+        Command::ExecuteQuery(req) => results(a.engine.request_with(&req, max_steps)),
+        Command::Load(image) => match a.engine.restore(&image) {
             Ok(()) => Response::default(),
-            Err(e) => Response {
-                error: Some(e.to_string()),
-                ..Response::default()
-            },
+            Err(e) => failed(e),
         },
         Command::Batch(cmds) => Response {
             parts: cmds
                 .into_iter()
-                .map(|c| apply_command(engine, c, max_steps))
+                .map(|c| apply_command(a, c, max_steps))
                 .collect(),
             ..Response::default()
         },
-        Command::Bounded { budget, cmd } => apply_command(engine, *cmd, budget.max_steps),
+        Command::Bounded { budget, cmd } => apply_command(a, *cmd, budget.max_steps),
+        Command::Part(part) => match a.assembly.add(part, a.term) {
+            Ok(None) => Response::default(),
+            Ok(Some(Assembled::Image(path))) => {
+                let r = match a.engine.restore_file(&path) {
+                    Ok(()) => Response::default(),
+                    Err(e) => failed(e),
+                };
+                Assembly::done(&path);
+                r
+            }
+            // A part never holds parts (the proposer splits only whole commands).
+            Ok(Some(Assembled::Command(Command::Part(_)))) => failed("nested parts"),
+            Ok(Some(Assembled::Command(cmd))) => apply_command(a, cmd, max_steps),
+            Err(e) => failed(e),
+        },
+        Command::PartAbort { id } => {
+            a.assembly.abort(id);
+            Response::default()
+        }
     }
 }
 
 impl StateMachine {
     /// Builds the state machine, restoring the newest snapshot into the database if there is one.
-    pub async fn open(db: Db, snapshots: SnapshotStore) -> Result<Self, StorageError> {
-        let applied = AppliedState::default();
+    pub async fn open(
+        db: Db,
+        snapshots: SnapshotStore,
+        parts_dir: &std::path::Path,
+    ) -> Result<Self, StorageError> {
+        let assembly = Assembly::new(parts_dir)
+            .map_err(|e| sm_err(ErrorVerb::Write, format!("{}: {e}", parts_dir.display())))?;
         let sm = Self {
             db,
-            applied,
+            applied: AppliedState::default(),
             snapshots,
+            receiving: Arc::default(),
+            assembling: assembly.busy(),
+            assembly: Arc::new(Mutex::new(assembly)),
         };
-        let loaded = {
+        let current = {
             let s = sm.snapshots.clone();
-            tokio::task::spawn_blocking(move || s.load())
+            tokio::task::spawn_blocking(move || s.current())
                 .await
                 .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
                 .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
         };
-        if let Some((meta, image)) = loaded {
-            sm.install(meta, image).await?;
+        if let Some(stored) = current {
+            sm.install(stored).await?;
         }
         Ok(sm)
     }
@@ -126,13 +172,14 @@ impl StateMachine {
         &self.snapshots
     }
 
-    /// Replaces the database with `image` and moves the applied position to `meta`'s.
-    async fn install(&self, meta: SnapshotMeta, image: Vec<u8>) -> Result<(), StorageError> {
+    /// Replaces the database with a snapshot's and moves the applied position to its meta's.
+    async fn install(&self, stored: Stored) -> Result<(), StorageError> {
         let applied = self.applied.clone();
+        let meta = stored.meta.clone();
         let m = meta.clone();
         self.db
             .call(move |engine| -> Result<(), String> {
-                engine.restore(&image).map_err(|e| e.to_string())?;
+                engine.restore_file(&stored.db).map_err(|e| e.to_string())?;
                 let mut a = applied.lock();
                 a.last_applied = m.last_log_id;
                 a.membership = m.last_membership.clone();
@@ -144,6 +191,16 @@ impl StateMachine {
             .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
             .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))
     }
+}
+
+async fn open_file(
+    path: &std::path::Path,
+    meta: Option<&SnapshotMeta>,
+) -> Result<Box<tokio::fs::File>, StorageError> {
+    tokio::fs::File::open(path)
+        .await
+        .map(Box::new)
+        .map_err(|e| snap_err(meta, ErrorVerb::Read, format!("{}: {e}", path.display())))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -161,15 +218,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let applied = self.applied.clone();
+        let assembly = self.assembly.clone();
         // One trip to the database thread for the whole batch.
         self.db
             .call(move |engine| {
+                let mut assembly = assembly.lock().unwrap_or_else(|p| p.into_inner());
                 let mut out = Vec::with_capacity(entries.len());
                 for entry in entries {
                     let log_id = entry.log_id;
+                    assembly.observe_term(log_id.leader_id.term);
+                    let mut a = Applier {
+                        engine: &mut *engine,
+                        assembly: &mut assembly,
+                        term: log_id.leader_id.term,
+                    };
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
-                        EntryPayload::Normal(cmd) => apply_command(engine, cmd, 0),
+                        EntryPayload::Normal(cmd) => apply_command(&mut a, cmd, 0),
                         EntryPayload::Membership(m) => {
                             applied.lock().membership = StoredMembership::new(Some(log_id), m);
                             Response::default()
@@ -190,48 +255,99 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snapshots.incoming_file();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(None, ErrorVerb::Write, format!("{}: {e}", path.display())))?;
+        let old = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(path);
+        if let Some(old) = old {
+            let _ = tokio::fs::remove_file(old).await;
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let image = snapshot.into_inner();
+        use tokio::io::AsyncWriteExt;
+        let mut file = snapshot;
+        file.flush()
+            .await
+            .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?;
+        drop(file);
+        let received = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| {
+                snap_err(
+                    Some(meta),
+                    ErrorVerb::Write,
+                    "no snapshot was being received",
+                )
+            })?;
         let store = self.snapshots.clone();
-        let (m, img) = (meta.clone(), image.clone());
-        tokio::task::spawn_blocking(move || store.save(&m, &img))
+        let m = meta.clone();
+        let stored = tokio::task::spawn_blocking(move || store.commit_received(&received, &m))
             .await
             .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?
             .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?;
-        self.install(meta.clone(), image).await
+        self.install(stored).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let store = self.snapshots.clone();
-        let loaded = tokio::task::spawn_blocking(move || store.load())
+        let current = tokio::task::spawn_blocking(move || store.current())
             .await
             .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
             .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
-        Ok(loaded.map(|(meta, image)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(image)),
+        let Some(stored) = current else {
+            return Ok(None);
+        };
+        let file = open_file(&stored.db, Some(&stored.meta)).await?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: file,
         }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let applied = self.applied.clone();
-        // Image and position are read in one database-thread job: they match exactly.
-        let (image, a) = self
-            .db
-            .call(move |engine| engine.serialize().map(|img| (img, applied.lock().clone())))
-            .await
-            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
-            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+        // The read is pinned and the position read in one database-thread job: they match
+        // exactly. The copy itself runs on another thread while writes go on. Not while a
+        // large command is half assembled: the snapshot would not hold its parts.
+        let (pinned, a) = loop {
+            let applied = self.applied.clone();
+            let assembling = self.assembling.clone();
+            let pinned = self
+                .db
+                .call(move |engine| {
+                    if assembling.load(std::sync::atomic::Ordering::Acquire) {
+                        return Ok(None);
+                    }
+                    engine.pin().map(|p| Some((p, applied.lock().clone())))
+                })
+                .await
+                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
+                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+            match pinned {
+                Some(p) => break p,
+                None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
         let millis = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -246,15 +362,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         let store = self.snapshots.clone();
-        let (m, img) = (meta.clone(), image);
-        let img = tokio::task::spawn_blocking(move || store.save(&m, &img).map(|()| img))
-            .await
-            .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
+        let m = meta.clone();
+        let stored = tokio::task::spawn_blocking(move || -> Result<Stored, String> {
+            let build = store.build_dir().map_err(|e| e.to_string())?;
+            pinned
+                .copy_to(&SnapshotStore::db_in(&build))
+                .map_err(|e| e.to_string())?;
+            store.commit(&build, &m).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
         self.applied.lock().snapshot = Some(meta.clone());
+        let file = open_file(&stored.db, Some(&meta)).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(img)),
+            snapshot: file,
         })
     }
 }

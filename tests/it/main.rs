@@ -11,5 +11,6 @@ mod failures;
 mod golden;
 mod limits;
 mod shell;
+mod snapshots;
 mod tls;
 mod transactions;
