@@ -19,6 +19,7 @@ pub mod command;
 pub mod config;
 pub mod db;
 pub mod duration;
+pub mod health;
 pub mod http;
 pub mod node;
 pub mod raft;

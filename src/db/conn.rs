@@ -41,6 +41,9 @@ pub(crate) struct AuthGuard {
     /// `recursive_triggers=1`, `case_sensitive_like=1`): the connection must not carry it
     /// into the next request.
     changed_settings: AtomicBool,
+    /// A statement failed because of this node (disk full, I/O error), not because of what it
+    /// says.
+    node_failure: Mutex<Option<String>>,
 }
 
 impl AuthGuard {
@@ -91,6 +94,18 @@ impl AuthGuard {
                 *r = None;
             }
         }
+    }
+
+    /// Records that a statement failed because of this node.
+    pub(crate) fn node_failure(&self, message: &str) {
+        if let Ok(mut f) = self.node_failure.lock() {
+            f.get_or_insert_with(|| message.to_string());
+        }
+    }
+
+    /// The node failure recorded since the last call, if any.
+    pub(crate) fn take_node_failure(&self) -> Option<String> {
+        self.node_failure.lock().ok().and_then(|mut f| f.take())
     }
 
     /// Whether a statement changed a connection-level setting since the last call.

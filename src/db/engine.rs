@@ -110,25 +110,35 @@ impl Engine {
 
     /// `/db/execute` as applied from the log: every statement execute-shaped (unless
     /// `force_query`), on the writer, within `max_steps` VM steps (0 = unlimited).
-    pub fn execute_with(&mut self, req: &Request, max_steps: u64) -> Vec<StmtResult> {
+    pub fn execute_with(
+        &mut self,
+        req: &Request,
+        max_steps: u64,
+    ) -> Result<Vec<StmtResult>, DbError> {
         self.write(req, Mode::Execute, max_steps)
     }
 
-    /// [`Engine::execute_with`] without a budget.
+    /// [`Engine::execute_with`] without a budget; a node failure becomes an error result.
     pub fn execute(&mut self, req: &Request) -> Vec<StmtResult> {
         self.execute_with(req, 0)
+            .unwrap_or_else(|e| vec![error_result(e)])
     }
 
     /// `/db/request` as applied from the log: read-only statements (and `force_query` ones)
     /// query-shaped, the rest execute-shaped, all on the writer so reads see the request's
     /// own writes.
-    pub fn request_with(&mut self, req: &Request, max_steps: u64) -> Vec<StmtResult> {
+    pub fn request_with(
+        &mut self,
+        req: &Request,
+        max_steps: u64,
+    ) -> Result<Vec<StmtResult>, DbError> {
         self.write(req, Mode::Request, max_steps)
     }
 
-    /// [`Engine::request_with`] without a budget.
+    /// [`Engine::request_with`] without a budget; a node failure becomes an error result.
     pub fn request(&mut self, req: &Request) -> Vec<StmtResult> {
         self.request_with(req, 0)
+            .unwrap_or_else(|e| vec![error_result(e)])
     }
 
     /// Runs a request on the writer and enforces the rule that makes every log entry
@@ -137,7 +147,16 @@ impl Engine {
     /// without `RELEASE`, an error inside the client's own transaction) is rolled back, as
     /// SQLite does when a connection closes, and one more result says so. Every node applies
     /// the same entry and reaches the same verdict.
-    fn write(&mut self, req: &Request, mode: Mode, max_steps: u64) -> Vec<StmtResult> {
+    ///
+    /// A statement that failed because of this node (disk full, I/O error) fails the whole
+    /// apply instead ([`DbError::NodeFailure`]): the other nodes apply the entry without that
+    /// failure, so it must not become this node's outcome.
+    fn write(
+        &mut self,
+        req: &Request,
+        mode: Mode,
+        max_steps: u64,
+    ) -> Result<Vec<StmtResult>, DbError> {
         let mut results = exec::run_request(
             &self.rw,
             req,
@@ -161,8 +180,11 @@ impl Engine {
                 tracing::error!(error = %e, "cannot reset the writer's settings");
             }
         }
+        if let Some(failure) = self.rw.guard().take_node_failure() {
+            return Err(DbError::NodeFailure(failure));
+        }
         self.maybe_checkpoint();
-        results
+        Ok(results)
     }
 
     /// `/db/query` on a reader (blocking; async callers use [`ReadPool::query`]).

@@ -1748,7 +1748,10 @@ fn a_runaway_write_stops_at_its_budget_deterministically() {
     let mut outcomes_seen = Vec::new();
     for _ in 0..2 {
         let mut e = engine();
-        let r = outcomes(e.execute_with(&req(vec![s(runaway)]), 2_000_000));
+        let r = outcomes(
+            e.execute_with(&req(vec![s(runaway)]), 2_000_000)
+                .unwrap_or_default(),
+        );
         assert_eq!(
             r,
             vec![err(
@@ -1942,7 +1945,7 @@ proptest::proptest! {
         };
         let run = || {
             let mut e = engine();
-            let r = outcomes(e.execute_with(&request, budget));
+            let r = outcomes(e.execute_with(&request, budget).unwrap_or_default());
             (r, dump(&mut e, None))
         };
         proptest::prop_assert_eq!(run(), run());

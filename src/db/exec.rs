@@ -246,22 +246,40 @@ fn run_statement(
     let start = Instant::now();
     let outcome = match run_tail_loop(conn, stmt, mode) {
         Ok(outcome) => outcome,
-        Err(Failure { message, shape }) => Outcome::Error(match (meter.tripped(), shape) {
-            (TRIP_TIMEOUT, Shape::Query) => "query timeout".to_string(),
-            (TRIP_TIMEOUT, Shape::Exec) => "execute timeout".to_string(),
-            (TRIP_BUDGET, _) => match limit {
-                Limit::Steps { max_steps } => format!(
+        Err(Failure { message, shape }) => {
+            // Right after the failing call, SQLite still holds its code: a failure of this
+            // node (a full disk, an I/O error), not of the statement, must not become the
+            // entry's outcome, which every other node computes without it.
+            // SAFETY: the handle is valid for the life of `conn`, used on this thread only,
+            // and sqlite3_errcode only reads the connection's last error code.
+            let code = unsafe { rusqlite::ffi::sqlite3_errcode(conn.conn.handle()) };
+            if matches!(
+                code,
+                rusqlite::ffi::SQLITE_IOERR
+                    | rusqlite::ffi::SQLITE_FULL
+                    | rusqlite::ffi::SQLITE_NOMEM
+                    | rusqlite::ffi::SQLITE_CANTOPEN
+                    | rusqlite::ffi::SQLITE_CORRUPT
+            ) {
+                conn.guard().node_failure(&message);
+            }
+            Outcome::Error(match (meter.tripped(), shape) {
+                (TRIP_TIMEOUT, Shape::Query) => "query timeout".to_string(),
+                (TRIP_TIMEOUT, Shape::Exec) => "execute timeout".to_string(),
+                (TRIP_BUDGET, _) => match limit {
+                    Limit::Steps { max_steps } => format!(
                     "request exceeded its budget of {max_steps} SQLite VM steps (-db-max-steps)"
                 ),
-                Limit::Clock { .. } => message,
-            },
-            (TRIP_CANCELLED, _) => "query cancelled: the client went away".to_string(),
-            _ => conn
-                .guard()
-                .refused()
-                .map(str::to_string)
-                .unwrap_or(message),
-        }),
+                    Limit::Clock { .. } => message,
+                },
+                (TRIP_CANCELLED, _) => "query cancelled: the client went away".to_string(),
+                _ => conn
+                    .guard()
+                    .refused()
+                    .map(str::to_string)
+                    .unwrap_or(message),
+            })
+        }
     };
     StmtResult {
         outcome,

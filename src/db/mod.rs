@@ -41,6 +41,10 @@ pub enum DbError {
     /// Local I/O failure (database files, snapshot files).
     #[error("{0}")]
     Io(String),
+    /// A write failed because of this node (a full disk, an I/O error), not because of what
+    /// it says: its outcome is not the entry's, and the database may hold part of it.
+    #[error("this node could not apply a write: {0}")]
+    NodeFailure(String),
 }
 
 impl From<rusqlite::Error> for DbError {

@@ -177,7 +177,21 @@ fn status_json(st: &HttpState) -> Json {
         ("node_id", s(&me.id)),
         ("nodes", Json::Arr(nodes)),
         ("raft", raft),
-        ("ready", Json::Bool(leader.is_some())),
+        (
+            "ready",
+            Json::Bool(leader.is_some() && store.health().is_healthy()),
+        ),
+        (
+            "problems",
+            Json::Arr(
+                store
+                    .health()
+                    .problems()
+                    .into_iter()
+                    .map(Json::Str)
+                    .collect(),
+            ),
+        ),
         (
             "snapshot_interval",
             s(duration::format(cfg.snapshot_interval)),
@@ -416,6 +430,14 @@ pub async fn readyz(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     }
     if st.store.leader().is_none() {
         return Err(ApiError::LeaderNotFound);
+    }
+    // A node that cannot write its log or apply entries is not ready, whatever the leader.
+    let problems = st.store.health().problems();
+    if !problems.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "[+]node ok\n[+]leader ok\n[+]store not ready: {}",
+            problems.join("; ")
+        )));
     }
     let mut body = String::from("[+]node ok\n[+]leader ok\n[+]store ok");
     if call.params.sync {

@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -27,6 +28,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::health::Health;
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -92,11 +94,15 @@ enum Op {
     Close,
 }
 
+/// The redb database, which the writer reopens after a failed write (redb refuses every
+/// operation after an I/O error until it is reopened); `None` only while it does.
+type Shared = Arc<RwLock<Option<Database>>>;
+
 /// The log store handed to openraft. Cheap to clone: all clones share one log.
 #[derive(Clone)]
 pub struct LogStore {
     cache: Arc<Mutex<Cache>>,
-    db: Arc<Database>,
+    db: Shared,
     ops: mpsc::Sender<Op>,
     writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
@@ -116,6 +122,12 @@ fn read_err(e: &dyn std::fmt::Display) -> StorageError {
 impl LogStore {
     /// Opens (or creates) the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, Arc::default())
+    }
+
+    /// [`LogStore::open`], reporting a full disk to `health` (the writer then retries every
+    /// second instead of failing, so the node carries on once space is freed).
+    pub fn open_with(path: &Path, health: Arc<Health>) -> Result<Self, StorageError> {
         let db = Database::create(path)
             .map_err(|e| read_err(&format!("cannot open the Raft log {}: {e}", path.display())))?;
         let mut cache = Cache::default();
@@ -156,14 +168,19 @@ impl LogStore {
                 cache.last = Some(entry.log_id);
             }
         }
-        let db = Arc::new(db);
+        let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel();
         let cache = Arc::new(Mutex::new(cache));
         let writer = {
-            let (db, cache) = (db.clone(), cache.clone());
+            let w = Writer {
+                db: db.clone(),
+                path: path.to_path_buf(),
+                cache: cache.clone(),
+                health,
+            };
             thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || writer_loop(&db, &cache, rx))
+                .spawn(move || w.run(rx))
                 .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?
         };
         Ok(Self {
@@ -229,7 +246,11 @@ impl LogStore {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         if !from_disk.is_empty() {
-            let r = self.db.begin_read().map_err(|e| read_err(&e))?;
+            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+            let db = guard
+                .as_ref()
+                .ok_or_else(|| read_err(&"the Raft log is being reopened"))?;
+            let r = db.begin_read().map_err(|e| read_err(&e))?;
             let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
             for item in logs.range(from_disk).map_err(|e| read_err(&e))? {
                 let (_, v) = item.map_err(|e| read_err(&e))?;
@@ -265,45 +286,98 @@ fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
     cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Commits queued operations in batches: one durable transaction (one fsync) per batch.
-fn writer_loop(db: &Database, cache: &Mutex<Cache>, rx: mpsc::Receiver<Op>) {
-    let mut closing = false;
-    while !closing {
-        let Ok(first) = rx.recv() else { break };
-        let mut batch = vec![first];
-        while let Ok(op) = rx.try_recv() {
-            batch.push(op);
-        }
-        closing = batch.iter().any(|op| matches!(op, Op::Close));
-        let result = commit_batch(db, &batch);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log write failed");
-        }
-        if result.is_ok() {
-            // What was just made durable may leave memory once it is over budget.
-            let mut c = lock(cache);
-            for op in &batch {
-                if let Op::Append(entries, _) = op {
-                    for (id, _) in entries {
-                        if let Some(e) = c.recent.get_mut(&id.index) {
-                            if e.entry.log_id == *id {
-                                e.durable = true;
+/// The writer thread's side.
+struct Writer {
+    db: Shared,
+    path: std::path::PathBuf,
+    cache: Arc<Mutex<Cache>>,
+    health: Arc<Health>,
+}
+
+/// True for the errors that end when space is freed: ENOSPC, EDQUOT.
+fn out_of_space(msg: &str) -> bool {
+    msg.contains("os error 28") || msg.contains("os error 122")
+}
+
+impl Writer {
+    /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
+    fn run(self, rx: mpsc::Receiver<Op>) {
+        let mut closing = false;
+        while !closing {
+            let Ok(first) = rx.recv() else { break };
+            let mut batch = vec![first];
+            while let Ok(op) = rx.try_recv() {
+                batch.push(op);
+            }
+            closing = batch.iter().any(|op| matches!(op, Op::Close));
+            let result = self.commit(&batch);
+            if result.is_ok() {
+                // What was just made durable may leave memory once it is over budget.
+                let mut c = lock(&self.cache);
+                for op in &batch {
+                    if let Op::Append(entries, _) = op {
+                        for (id, _) in entries {
+                            if let Some(e) = c.recent.get_mut(&id.index) {
+                                if e.entry.log_id == *id {
+                                    e.durable = true;
+                                }
                             }
                         }
                     }
                 }
+                c.evict();
             }
-            c.evict();
+            for op in batch {
+                match op {
+                    Op::Append(_, cb) => {
+                        cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+                    }
+                    Op::Barrier(tx) => {
+                        let _ = tx.send(result.clone());
+                    }
+                    Op::Truncate(_) | Op::Purge(..) | Op::Meta(..) | Op::Close => {}
+                }
+            }
         }
-        for op in batch {
-            match op {
-                Op::Append(_, cb) => {
-                    cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+        // Close the database (releasing its file lock).
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
+    /// retries every second, with the database reopened (redb refuses to continue after an
+    /// I/O error otherwise), so it carries on by itself once space is freed. Any other
+    /// failure is returned, and openraft stops.
+    fn commit(&self, batch: &[Op]) -> Result<(), String> {
+        loop {
+            let result = {
+                let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+                match guard.as_ref() {
+                    Some(db) => commit_batch(db, batch),
+                    None => Err("the Raft log could not be reopened".to_string()),
                 }
-                Op::Barrier(tx) => {
-                    let _ = tx.send(result.clone());
+            };
+            match result {
+                Ok(()) => {
+                    self.health.clear("raft-log");
+                    return Ok(());
                 }
-                Op::Truncate(_) | Op::Purge(..) | Op::Meta(..) | Op::Close => {}
+                Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
+                    self.health.set(
+                        "raft-log",
+                        format!(
+                            "cannot write the Raft log {}: {e}; retrying every second until space is freed",
+                            self.path.display()
+                        ),
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                    let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+                    guard.take();
+                    *guard = Database::create(&self.path).ok();
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
+                    return Err(e);
+                }
             }
         }
     }
@@ -538,8 +612,13 @@ mod conformance {
             let log = LogStore::open(&td.path().join("raft-log.redb"))?;
             let engine = Engine::open(&DbConfig::default()).expect("engine");
             let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
-            let sm =
-                StateMachine::open(Db::spawn(engine), snapshots, &td.path().join("parts")).await?;
+            let sm = StateMachine::open(
+                Db::spawn(engine),
+                snapshots,
+                &td.path().join("parts"),
+                Arc::default(),
+            )
+            .await?;
             Ok((td, log, sm))
         }
     }

@@ -59,6 +59,7 @@ impl From<crate::db::DbError> for StoreError {
             DbError::InvalidImage(m) => StoreError::InvalidImage(m),
             DbError::Closed => StoreError::Closed,
             DbError::Io(m) => StoreError::Io(m),
+            e @ DbError::NodeFailure(_) => StoreError::Io(e.to_string()),
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct Store {
     read_index: ReadIndex,
     /// Read-only connections: every local read runs here, never on the writer's thread.
     reads: Arc<ReadPool>,
+    /// What is wrong with this node (a full disk, a failed apply).
+    health: Arc<crate::health::Health>,
 }
 
 /// When this node last heard from a leader (for `freshness`). The internode service records
@@ -154,7 +156,8 @@ impl Store {
     pub async fn open(cfg: StoreConfig, network: Network) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
         std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
-        let log = LogStore::open(&cfg.data_dir.join("raft-log.redb"))
+        let health = Arc::new(crate::health::Health::default());
+        let log = LogStore::open_with(&cfg.data_dir.join("raft-log.redb"), health.clone())
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
         let engine = Engine::open(&DbConfig {
@@ -165,16 +168,26 @@ impl Store {
         })?;
         let reads = engine.reads();
         let db = Db::spawn(engine);
-        let sm = StateMachine::open(db.clone(), snapshots, &cfg.data_dir.join("parts"))
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let sm = StateMachine::open(
+            db.clone(),
+            snapshots,
+            &cfg.data_dir.join("parts"),
+            health.clone(),
+        )
+        .await
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
 
         let election_ms = cfg.election_timeout.as_millis().max(10) as u64;
         let heartbeat_ms = (cfg.heartbeat_timeout.as_millis() as u64 / 5).clamp(5, election_ms / 3);
         let raft_cfg = openraft::Config {
             cluster_name: "sqlraft".into(),
+            // openraft's own timer is off (pre-vote elections, `cluster::prevote`); what is
+            // left of these is its leader lease: a voter refuses to vote for
+            // `election_timeout_max` after it last heard from the leader. It must match the
+            // pre-vote's "silent for an election timeout", or elections a pre-vote allowed
+            // are refused and only bump terms (seven elections for one failover, before).
             election_timeout_min: election_ms,
-            election_timeout_max: election_ms * 2,
+            election_timeout_max: election_ms + 1,
             heartbeat_interval: heartbeat_ms,
             // Snapshots are ours to trigger (threshold checked every `snapshot_interval`).
             snapshot_policy: SnapshotPolicy::Never,
@@ -217,6 +230,7 @@ impl Store {
             proposals,
             read_index,
             reads,
+            health,
         }))
     }
 
@@ -262,6 +276,11 @@ impl Store {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// The node's current problems.
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
     }
 
     pub fn me(&self) -> &NodeInfo {
@@ -337,10 +356,17 @@ impl Store {
     /// The current leader's metadata, if one is known: not this node if its lease lapsed, and
     /// not a leader this follower has not heard from within an election timeout.
     pub fn leader(&self) -> Option<NodeInfo> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let leader = m.current_leader?;
-        if leader == self.id && !(m.state == ServerState::Leader && self.lease_valid()) {
+        // Never hold the metrics borrow while borrowing again (`lease_valid`): a second read
+        // of tokio's watch lock waits behind openraft's queued write, which waits for the
+        // first read: a deadlock that froze a node for good.
+        let (leader, state, node) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let leader = m.current_leader?;
+            let node = m.membership_config.membership().get_node(&leader).cloned();
+            (leader, m.state, node)
+        };
+        if leader == self.id && !(state == ServerState::Leader && self.lease_valid()) {
             return None;
         }
         // A follower that has not heard from its leader for an election timeout no longer
@@ -353,7 +379,7 @@ impl Store {
         if leader != self.id && silent {
             return None;
         }
-        m.membership_config.membership().get_node(&leader).cloned()
+        node
     }
 
     /// The state `/status` reports: a leader whose lease lapsed is no longer acting as one.

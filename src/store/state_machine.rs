@@ -18,6 +18,7 @@ use super::parts::{Assembled, Assembly};
 use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
 use crate::db::{Db, Engine};
+use crate::health::Health;
 use crate::raft::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -56,6 +57,7 @@ pub struct StateMachine {
     assembly: Arc<Mutex<Assembly>>,
     /// True while one is unfinished: no snapshot is taken then.
     assembling: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<Health>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -88,18 +90,22 @@ fn failed(e: impl ToString) -> Response {
 }
 
 /// Runs one command against the database. `max_steps` is the budget the receiving node put
-/// on it (0 = none, for entries written before budgets existed).
-fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Response {
-    let results = |results| Response {
-        results,
-        ..Response::default()
+/// on it (0 = none, for entries written before budgets existed). `Err` is a failure of this
+/// node (disk full, I/O error), which must not become the entry's outcome.
+fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Response, String> {
+    let results = |r: Result<Vec<crate::command::StmtResult>, crate::db::DbError>| {
+        r.map(|results| Response {
+            results,
+            ..Response::default()
+        })
+        .map_err(|e| e.to_string())
     };
-    match cmd {
-        Command::Execute(req) => results(a.engine.execute_with(&req, max_steps)),
+    Ok(match cmd {
+        Command::Execute(req) => results(a.engine.execute_with(&req, max_steps))?,
         // Strong reads are served by the leader once this entry is applied (older versions
         // logged the read itself; replaying it would only cost time).
         Command::Query(_) | Command::Noop => Response::default(),
-        Command::ExecuteQuery(req) => results(a.engine.request_with(&req, max_steps)),
+        Command::ExecuteQuery(req) => results(a.engine.request_with(&req, max_steps))?,
         Command::Load(image) => match a.engine.restore(&image) {
             Ok(()) => Response::default(),
             Err(e) => failed(e),
@@ -108,10 +114,10 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Response 
             parts: cmds
                 .into_iter()
                 .map(|c| apply_command(a, c, max_steps))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             ..Response::default()
         },
-        Command::Bounded { budget, cmd } => apply_command(a, *cmd, budget.max_steps),
+        Command::Bounded { budget, cmd } => apply_command(a, *cmd, budget.max_steps)?,
         Command::Part(part) => match a.assembly.add(part, a.term) {
             Ok(None) => Response::default(),
             Ok(Some(Assembled::Image(path))) => {
@@ -124,14 +130,34 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Response 
             }
             // A part never holds parts (the proposer splits only whole commands).
             Ok(Some(Assembled::Command(Command::Part(_)))) => failed("nested parts"),
-            Ok(Some(Assembled::Command(cmd))) => apply_command(a, cmd, max_steps),
+            Ok(Some(Assembled::Command(cmd))) => apply_command(a, cmd, max_steps)?,
             Err(e) => failed(e),
         },
         Command::PartAbort { id } => {
             a.assembly.abort(id);
             Response::default()
         }
+    })
+}
+
+/// Free space the data directory must have before entries are applied: SQLite must never
+/// run out of it in the middle of an entry (see [`apply_command`]).
+const MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// Bytes available to this process on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a properly sized out
+    // parameter, which statvfs fills completely when it returns 0.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
     }
+    // SAFETY: statvfs returned 0, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 impl StateMachine {
@@ -140,6 +166,7 @@ impl StateMachine {
         db: Db,
         snapshots: SnapshotStore,
         parts_dir: &std::path::Path,
+        health: Arc<Health>,
     ) -> Result<Self, StorageError> {
         let assembly = Assembly::new(parts_dir)
             .map_err(|e| sm_err(ErrorVerb::Write, format!("{}: {e}", parts_dir.display())))?;
@@ -150,6 +177,7 @@ impl StateMachine {
             receiving: Arc::default(),
             assembling: assembly.busy(),
             assembly: Arc::new(Mutex::new(assembly)),
+            health,
         };
         let current = {
             let s = sm.snapshots.clone();
@@ -217,6 +245,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // Entries wait (durable in the log) while the disk is nearly full.
+        loop {
+            match free_bytes(self.snapshots.dir()) {
+                Some(free) if free < MIN_FREE_BYTES => {
+                    self.health.set(
+                        "disk",
+                        format!(
+                            "{} has {} MiB free: applying entries waits until at least {} MiB are",
+                            self.snapshots.dir().display(),
+                            free >> 20,
+                            MIN_FREE_BYTES >> 20
+                        ),
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                _ => {
+                    self.health.clear("disk");
+                    break;
+                }
+            }
+        }
         let applied = self.applied.clone();
         let assembly = self.assembly.clone();
         // One trip to the database thread for the whole batch.
@@ -234,7 +283,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     };
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
-                        EntryPayload::Normal(cmd) => apply_command(&mut a, cmd, 0),
+                        EntryPayload::Normal(cmd) => match apply_command(&mut a, cmd, 0) {
+                            Ok(r) => r,
+                            // Stop here: this entry is not applied on this node, which
+                            // rebuilds from snapshot and log when it restarts.
+                            Err(e) => return Err((log_id, e)),
+                        },
                         EntryPayload::Membership(m) => {
                             applied.lock().membership = StoredMembership::new(Some(log_id), m);
                             Response::default()
@@ -245,10 +299,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     a.updated_at = Some(SystemTime::now());
                     out.push(resp);
                 }
-                out
+                Ok(out)
             })
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|(log_id, e)| {
+                self.health.set(
+                    "database",
+                    format!("could not apply entry {}: {e}; restart the node once the cause is fixed (it rebuilds its database from snapshot and log)", log_id.index),
+                );
+                sm_err(ErrorVerb::Write, e)
+            })
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
