@@ -58,7 +58,12 @@ fn by_status(status: u16, text: String) -> Reply {
         // 504 = outcome unknown; any other 5xx could be anything.
         _ => Outcome::Info,
     };
-    Reply::new(outcome, Some(status), Value::Null, Some(text.trim().to_string()))
+    Reply::new(
+        outcome,
+        Some(status),
+        Value::Null,
+        Some(text.trim().to_string()),
+    )
 }
 
 /// A 200 body: a top-level `error` is "not leader" (forwarding impossible: nothing ran) or

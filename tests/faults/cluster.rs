@@ -31,7 +31,6 @@ const START_WAIT: Duration = Duration::from_secs(60);
 
 /// One node: its identity, flags and (while running) process.
 pub struct NodeProc {
-    pub idx: usize,
     pub id: String,
     pub ip: String,
     ns: String,
@@ -166,7 +165,6 @@ impl Cluster {
         args.extend(self.flags.iter().cloned());
         args.extend(extra);
         self.nodes.push(NodeProc {
-            idx: i,
             id,
             ip,
             ns: self.net.ns(i).to_string(),
@@ -273,9 +271,17 @@ impl Cluster {
         loop {
             let node = &mut self.nodes[i];
             let log = node.log.display().to_string();
-            let rx = node.started.as_ref().expect("node was spawned");
+            let Some(rx) = node.started.as_ref() else {
+                // Started earlier (its line was read then), or never spawned.
+                return if node.is_running() {
+                    Ok(())
+                } else {
+                    Err(format!("node {} is not running", i + 1))
+                };
+            };
             match rx.try_recv() {
                 Ok(line) => {
+                    node.started = None;
                     let v: Value = serde_json::from_str(&line)
                         .map_err(|e| format!("node {} startup line {line:?}: {e}", i + 1))?;
                     let want = format!("{}:{HTTP_PORT}", node.ip);
@@ -509,10 +515,7 @@ impl Cluster {
                     Err(e) => e.to_string(),
                 };
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "node {} not ready after {within:?}: {last}",
-                        i + 1
-                    ));
+                    return Err(format!("node {} not ready after {within:?}: {last}", i + 1));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -538,10 +541,6 @@ impl Cluster {
         } else {
             Err(format!("HTTP {status}: {}", text.trim()))
         }
-    }
-
-    pub fn log_path(&self, i: usize) -> &Path {
-        &self.nodes[i].log
     }
 }
 

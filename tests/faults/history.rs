@@ -137,11 +137,8 @@ impl History {
 
     /// Writes every operation and event as one JSON object per line, in time order.
     pub fn write_jsonl(&self, path: &Path) -> std::io::Result<()> {
-        let mut lines: Vec<(u64, Value)> = self
-            .ops()
-            .iter()
-            .map(|o| (o.start, o.to_json()))
-            .collect();
+        let mut lines: Vec<(u64, Value)> =
+            self.ops().iter().map(|o| (o.start, o.to_json())).collect();
         for e in self.events() {
             lines.push((
                 e.t,

@@ -23,9 +23,19 @@ fn pad(n: usize) -> String {
 /// One row of `bytes` into `big` through node `via`, with retries (writes only; rows have
 /// unique ids, so a retry after an unknown outcome may leave one extra row at most, which
 /// the comparisons below do not care about: they compare nodes with each other).
-async fn write_big(c: &Cluster, via: &[usize], id: i64, bytes: usize, within: Duration) -> Result<(), String> {
+async fn write_big(
+    c: &Cluster,
+    via: &[usize],
+    id: i64,
+    bytes: usize,
+    within: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + within;
-    let body = json!([["INSERT OR IGNORE INTO big(id, pad) VALUES (?, ?)", id, pad(bytes)]]);
+    let body = json!([[
+        "INSERT OR IGNORE INTO big(id, pad) VALUES (?, ?)",
+        id,
+        pad(bytes)
+    ]]);
     loop {
         let i = via[fastrand::usize(..via.len())];
         let r = client::execute(&c.http, &c.nodes[i].base(), "", &body).await;
@@ -57,7 +67,12 @@ async fn fingerprint(c: &Cluster, i: usize, level: &str) -> Option<(i64, i64)> {
 }
 
 /// Waits until node `i` (read locally) holds what `want` says; returns how long it took.
-async fn wait_fingerprint(c: &Cluster, i: usize, want: (i64, i64), within: Duration) -> Result<Duration, String> {
+async fn wait_fingerprint(
+    c: &Cluster,
+    i: usize,
+    want: (i64, i64),
+    within: Duration,
+) -> Result<Duration, String> {
     let t = Instant::now();
     let mut last = None;
     while t.elapsed() < within {
@@ -125,7 +140,12 @@ fn finish(name: &str, nemesis: &str, dir: &std::path::Path, problems: &[String],
 /// writes that its snapshot (taken every 200 entries, checked every second) and log
 /// compaction leave the follower's position behind; the follower restarts and must hold the
 /// leader's data within `within`.
-pub async fn lagging_follower_catches_up(name: &str, rows: i64, row_bytes: usize, within: Duration) {
+pub async fn lagging_follower_catches_up(
+    name: &str,
+    rows: i64,
+    row_bytes: usize,
+    within: Duration,
+) {
     let dir = report::scenario_dir(name);
     let nemesis = format!(
         "follower stopped, {rows} rows x {} KiB written, compaction past it, restart",
@@ -145,7 +165,10 @@ pub async fn lagging_follower_catches_up(name: &str, rows: i64, row_bytes: usize
     let f = (l + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
     let f_index = status_num(&c, f, "applied_index").await;
-    event(&format!("stop follower node {} at index {f_index}", f + 1), t0);
+    event(
+        &format!("stop follower node {} at index {f_index}", f + 1),
+        t0,
+    );
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     if let Err(d) = c.terminate(f, Duration::from_secs(30)).await {
@@ -187,7 +210,9 @@ pub async fn lagging_follower_catches_up(name: &str, rows: i64, row_bytes: usize
         }
     }
     let l = c.wait_leader(Duration::from_secs(30)).await;
-    let want = fingerprint(&c, l, "strong").await.expect("leader fingerprint");
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
     let snap_dir_bytes = c
         .store_status(l)
         .await
@@ -202,7 +227,10 @@ pub async fn lagging_follower_catches_up(name: &str, rows: i64, row_bytes: usize
     event(&format!("restart follower node {}", f + 1), t0);
     c.restart(f).await;
     match wait_fingerprint(&c, f, want, within).await {
-        Ok(d) => notes.push(format!("follower caught up {:.2}s after restart", d.as_secs_f64())),
+        Ok(d) => notes.push(format!(
+            "follower caught up {:.2}s after restart",
+            d.as_secs_f64()
+        )),
         Err(e) => problems.push(e),
     }
     drop(c);
@@ -307,7 +335,9 @@ pub async fn disk_full_follower(name: &str) {
     event("grow the follower's tmpfs to 256 MiB", t0);
     c.resize_tmpfs(f, "256m");
     let l = c.wait_leader(Duration::from_secs(30)).await;
-    let want = fingerprint(&c, l, "strong").await.expect("leader fingerprint");
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
     match wait_fingerprint(&c, f, want, Duration::from_secs(20)).await {
         Ok(d) => notes.push(format!(
             "caught up {:.2}s after space came back, without a restart",
@@ -319,10 +349,7 @@ pub async fn disk_full_follower(name: &str) {
             let _ = c.terminate(f, Duration::from_secs(10)).await;
             c.restart(f).await;
             match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
-                Ok(d) => notes.push(format!(
-                    "caught up {:.2}s after a restart",
-                    d.as_secs_f64()
-                )),
+                Ok(d) => notes.push(format!("caught up {:.2}s after a restart", d.as_secs_f64())),
                 Err(e) => problems.push(format!("after space came back and a restart: {e}")),
             }
         }

@@ -25,7 +25,11 @@ pub enum RegOp {
     Write { value: i64 },
     /// `UPDATE ... SET v = to WHERE v = from`: `ok` is whether a row changed, `None` if the
     /// outcome is unknown.
-    Cas { from: i64, to: i64, ok: Option<bool> },
+    Cas {
+        from: i64,
+        to: i64,
+        ok: Option<bool>,
+    },
 }
 
 /// One operation of a history: invoked at `call`, completed at `ret` (`None`: unknown
@@ -53,7 +57,9 @@ pub enum Verdict {
         value: Value,
     },
     /// The search exceeded its step budget: no verdict.
-    Unknown { steps: u64 },
+    Unknown {
+        steps: u64,
+    },
 }
 
 impl Verdict {
@@ -267,7 +273,12 @@ mod tests {
 
     #[test]
     fn sequential_reads_see_the_latest_write() {
-        assert!(lin(&[w(1, 1, 0, 1), r(2, 1, 2, 3), w(3, 2, 4, 5), r(4, 2, 6, 7)]));
+        assert!(lin(&[
+            w(1, 1, 0, 1),
+            r(2, 1, 2, 3),
+            w(3, 2, 4, 5),
+            r(4, 2, 6, 7)
+        ]));
     }
 
     #[test]
@@ -398,7 +409,7 @@ mod tests {
     #[test]
     fn missing_row_is_a_value_too() {
         let none = e(2, RegOp::Read { seen: None }, 2, Some(3));
-        assert!(check(&[none.clone()], None, BUDGET).is_linearizable());
+        assert!(check(std::slice::from_ref(&none), None, BUDGET).is_linearizable());
         assert!(!check(&[w(1, 1, 0, 1), none], None, BUDGET).is_linearizable());
     }
 
@@ -555,7 +566,10 @@ mod tests {
             );
             rejected += 1;
         }
-        assert!(rejected > 100, "too few histories had a place for a stale read");
+        assert!(
+            rejected > 100,
+            "too few histories had a place for a stale read"
+        );
     }
 
     #[test]
@@ -583,14 +597,22 @@ mod tests {
             else {
                 continue;
             };
-            h.push(e(999_999, RegOp::Write { value: -77 }, call - 2, Some(call - 1)));
+            h.push(e(
+                999_999,
+                RegOp::Write { value: -77 },
+                call - 2,
+                Some(call - 1),
+            ));
             assert!(
                 !check(&h, Some(0), BUDGET).is_linearizable(),
                 "seed {seed}: lost write accepted"
             );
             rejected += 1;
         }
-        assert!(rejected > 20, "too few histories had a place for a lost write ({rejected})");
+        assert!(
+            rejected > 20,
+            "too few histories had a place for a lost write ({rejected})"
+        );
     }
 
     #[test]

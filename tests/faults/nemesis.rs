@@ -59,7 +59,9 @@ impl Nemesis {
             Nemesis::PauseLeader => "SIGSTOP of the leader for 8s",
             Nemesis::TerminateLeader => "SIGTERM of the leader",
             Nemesis::RollingRestart => "rolling graceful restarts (SIGTERM, wait, start)",
-            Nemesis::Membership => "membership: add a node, remove a follower, add a node, remove the leader",
+            Nemesis::Membership => {
+                "membership: add a node, remove a follower, add a node, remove the leader"
+            }
         }
     }
 }
@@ -201,10 +203,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
                 "bridge: {:?} - node {} - {:?}",
                 left.iter().map(|i| i + 1).collect::<Vec<_>>(),
                 bridge + 1,
-                order[n / 2 + 1..]
-                    .iter()
-                    .map(|i| i + 1)
-                    .collect::<Vec<_>>()
+                order[n / 2 + 1..].iter().map(|i| i + 1).collect::<Vec<_>>()
             ));
             ctx.cluster.net.partition(|a, b| {
                 a == bridge || b == bridge || left.contains(&a) == left.contains(&b)
@@ -351,7 +350,9 @@ async fn probe_write(ctx: &Ctx<'_>, skip: usize, within: Duration) -> bool {
         .collect();
     while Instant::now() < deadline {
         let i = others[fastrand::usize(..others.len())];
-        if crate::workload::probe_add(ctx.shared, &http, i, &ctx.cluster.nodes[i].base()).await {
+        if crate::workload::probe_add(ctx.shared, &http, i, &ctx.cluster.nodes[i].base(), 1000)
+            .await
+        {
             ctx.event(format!("probe write through node {} succeeded", i + 1));
             return true;
         }
@@ -409,7 +410,11 @@ async fn remove(ctx: &mut Ctx<'_>, i: usize) -> bool {
                 return true;
             }
             Err(e) if Instant::now() < deadline => {
-                ctx.event(format!("remove node {} via {}: {e}; retrying", i + 1, via + 1));
+                ctx.event(format!(
+                    "remove node {} via {}: {e}; retrying",
+                    i + 1,
+                    via + 1
+                ));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {

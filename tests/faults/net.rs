@@ -172,7 +172,13 @@ impl Net {
         );
         must(
             "ip",
-            &["addr", "add", &format!("{}/24", net.host_ip()), "dev", &host],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.host_ip()),
+                "dev",
+                &host,
+            ],
         );
         must("ip", &["link", "set", &host, "up"]);
         for _ in 0..n {
@@ -223,11 +229,13 @@ impl Net {
         must(
             "ip",
             &[
-                "-n", &hub, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
+                "-n", &hub, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ],
         );
-        must("ip", &["-n", &hub, "link", "set", &v, "master", "br0", "up"]);
+        must(
+            "ip",
+            &["-n", &hub, "link", "set", &v, "master", "br0", "up"],
+        );
         must(
             "ip",
             &[

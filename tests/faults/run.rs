@@ -117,22 +117,15 @@ impl RunData {
             .unwrap_or_else(|| panic!("no mark {name:?}"))
     }
 
-    /// Completion time of the first successful write that completed at or after `t`.
-    pub fn first_write_done_after(&self, t: u64) -> Option<u64> {
-        self.ops
-            .iter()
-            .filter(|o| o.is_write() && o.outcome == Outcome::Ok && o.end >= t)
-            .map(|o| o.end)
-            .min()
-    }
-
-    /// The highest term any node reported in the last sample before `t`.
+    /// The highest term any node reported in the last sample before `t` (or the first
+    /// sample, if none was taken before `t`).
     pub fn term_before(&self, t: u64) -> i64 {
-        self.samples
-            .iter()
-            .filter(|s| s.t <= t && s.max_term > 0)
+        let answered = || self.samples.iter().filter(|s| s.max_term > 0);
+        answered()
+            .filter(|s| s.t <= t)
             .map(|s| s.max_term)
             .next_back()
+            .or_else(|| answered().map(|s| s.max_term).next())
             .unwrap_or(0)
     }
 
@@ -150,14 +143,14 @@ pub const TABLES: [&str; 4] = [
     "SELECT v FROM set_items ORDER BY v",
 ];
 
-async fn read_tables(http: &reqwest::Client, base: &str, level: &str) -> Result<Vec<Value>, String> {
+async fn read_tables(
+    http: &reqwest::Client,
+    base: &str,
+    level: &str,
+) -> Result<Vec<Value>, String> {
     let r = client::query(http, base, level, &json!(TABLES)).await;
     if r.outcome != Outcome::Ok {
-        return Err(format!(
-            "{:?} {}",
-            r.status,
-            r.error.unwrap_or_default()
-        ));
+        return Err(format!("{:?} {}", r.status, r.error.unwrap_or_default()));
     }
     Ok((0..TABLES.len())
         .map(|i| {
@@ -300,7 +293,9 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     let mut n = 0;
     for _ in 0..p.bank_clients {
         let s = shared.clone();
-        clients.push(tokio::spawn(async move { workload::bank_client(&s, n).await }));
+        clients.push(tokio::spawn(
+            async move { workload::bank_client(&s, n).await },
+        ));
         n += 1;
     }
     for _ in 0..p.register_clients {
@@ -312,9 +307,12 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     }
     for _ in 0..p.set_clients {
         let s = shared.clone();
-        clients.push(tokio::spawn(async move { workload::set_client(&s, n).await }));
+        clients.push(tokio::spawn(
+            async move { workload::set_client(&s, n).await },
+        ));
         n += 1;
     }
+    clients.push(tokio::spawn(workload::prober(shared.clone())));
     let t_start = shared.history.now();
     shared.history.event("workload started");
     // Workload before the fault: this is the schedule, not a wait for a condition.
@@ -331,7 +329,9 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     nemesis::run(spec.nemesis, &mut ctx).await;
     let mut problems = std::mem::take(&mut ctx.problems);
     tokio::time::sleep(p.settle).await;
-    shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .stop
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
     }
@@ -377,8 +377,16 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
                 .collect();
             let set: Vec<i64> = rows_of(&fin[3]).iter().map(|r| int(&r[0])).collect();
             let ops = &data.ops;
-            let bank_ops: Vec<Op> = ops.iter().filter(|o| o.workload == "bank").cloned().collect();
-            let set_ops: Vec<Op> = ops.iter().filter(|o| o.workload == "set").cloned().collect();
+            let bank_ops: Vec<Op> = ops
+                .iter()
+                .filter(|o| o.workload == "bank")
+                .cloned()
+                .collect();
+            let set_ops: Vec<Op> = ops
+                .iter()
+                .filter(|o| o.workload == "set")
+                .cloned()
+                .collect();
             vec![
                 workload::check_bank(&bank_ops, &bank),
                 workload::check_register(ops, &regs, p.budget),

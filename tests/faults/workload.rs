@@ -327,7 +327,9 @@ pub fn check_bank(ops: &[Op], fin: &BankFinal) -> Check {
     }
     for id in logged.keys() {
         if !by_id.contains_key(id) {
-            problems.push(format!("phantom transfer: {id} is in the log but was never requested"));
+            problems.push(format!(
+                "phantom transfer: {id} is in the log but was never requested"
+            ));
         }
     }
     // Every read saw a conserved total and no negative balance.
@@ -369,7 +371,10 @@ pub fn register_setup(keys: usize) -> Value {
     let values: Vec<String> = (0..keys).map(|k| format!("({k}, 0)")).collect();
     json!([
         "CREATE TABLE IF NOT EXISTS registers (k INTEGER PRIMARY KEY, v INTEGER)",
-        format!("INSERT OR IGNORE INTO registers(k, v) VALUES {}", values.join(", ")),
+        format!(
+            "INSERT OR IGNORE INTO registers(k, v) VALUES {}",
+            values.join(", ")
+        ),
     ])
 }
 
@@ -431,7 +436,12 @@ pub async fn register_client(s: &Shared, client: usize, keys: usize) {
                     &s.http,
                     &base,
                     "",
-                    &json!([["UPDATE registers SET v = ? WHERE k = ? AND v = ?", to, k, from]]),
+                    &json!([[
+                        "UPDATE registers SET v = ? WHERE k = ? AND v = ?",
+                        to,
+                        k,
+                        from
+                    ]]),
                 )
                 .await;
                 let result = if r.outcome == Outcome::Ok {
@@ -550,7 +560,11 @@ pub fn check_register(ops: &[Op], final_values: &BTreeMap<i64, Option<i64>>, bud
     let summary = format!(
         "{} keys, {counted} ops checked ({ok} ok, {info} unknown outcome){}{}",
         by_key.len(),
-        if anomalies > 0 { ", write anomalies" } else { "" },
+        if anomalies > 0 {
+            ", write anomalies"
+        } else {
+            ""
+        },
         if unknown.is_empty() {
             String::new()
         } else {
@@ -599,9 +613,15 @@ pub async fn set_client(s: &Shared, client: usize) {
     }
 }
 
-/// One set add from the nemesis's probe (client id 1000), recorded like the others;
-/// returns whether it succeeded.
-pub async fn probe_add(s: &Shared, http: &reqwest::Client, node: usize, base: &str) -> bool {
+/// One set add by a probe (client id `client`), recorded like the others; returns whether
+/// it succeeded.
+pub async fn probe_add(
+    s: &Shared,
+    http: &reqwest::Client,
+    node: usize,
+    base: &str,
+    client: usize,
+) -> bool {
     let v = s.fresh();
     let start = s.history.now();
     let r = client::execute(
@@ -611,8 +631,43 @@ pub async fn probe_add(s: &Shared, http: &reqwest::Client, node: usize, base: &s
         &json!([["INSERT INTO set_items(v) VALUES (?)", v]]),
     )
     .await;
-    s.record(1000, "set", "add", json!({"v": v}), node, start, &r, Value::Null);
+    s.record(
+        client,
+        "set",
+        "add",
+        json!({"v": v}),
+        node,
+        start,
+        &r,
+        Value::Null,
+    );
     r.outcome == Outcome::Ok
+}
+
+/// The availability prober: every 100 ms, one set add to the next member in turn (1 s
+/// timeout, each in its own task so a hung node does not delay the next probe). Its writes
+/// are checked like any other set add, and they make "the longest time without a
+/// successful write" measure the cluster rather than clients stuck on an unreachable node.
+/// Returns when the run stops, after every probe has completed.
+pub async fn prober(s: std::sync::Arc<Shared>) {
+    let http = crate::cluster::http_client(Duration::from_secs(1));
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut k = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while s.running(0) {
+        tick.tick().await;
+        let target = {
+            let t = s.targets.read().unwrap_or_else(|e| e.into_inner());
+            t[k % t.len()].clone()
+        };
+        k += 1;
+        let (s, http) = (s.clone(), http.clone());
+        inflight.spawn(async move {
+            probe_add(&s, &http, target.0, &target.1, 1001).await;
+        });
+        while inflight.try_join_next().is_some() {}
+    }
+    while inflight.join_next().await.is_some() {}
 }
 
 pub fn check_set(ops: &[Op], present: &[i64]) -> Check {
@@ -631,7 +686,10 @@ pub fn check_set(ops: &[Op], present: &[i64]) -> Check {
                 if !present.contains(v) {
                     lost += 1;
                     if lost <= 5 {
-                        problems.push(format!("lost: {v} was acknowledged but is missing ({})", o.to_json()));
+                        problems.push(format!(
+                            "lost: {v} was acknowledged but is missing ({})",
+                            o.to_json()
+                        ));
                     }
                 }
             }
@@ -728,7 +786,10 @@ mod tests {
             transfers: vec![],
         };
         let c = check_bank(&ops, &fin);
-        assert!(c.problems.iter().any(|p| p.contains("lost transfer")), "{c:?}");
+        assert!(
+            c.problems.iter().any(|p| p.contains("lost transfer")),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -744,7 +805,10 @@ mod tests {
             accounts: accounts([90, 110, 100, 100, 100]),
             transfers: vec![(9, 0, 1, 10)],
         };
-        assert!(check_bank(&[], &never).problems.iter().any(|p| p.contains("never requested")));
+        assert!(check_bank(&[], &never)
+            .problems
+            .iter()
+            .any(|p| p.contains("never requested")));
     }
 
     #[test]
@@ -774,7 +838,10 @@ mod tests {
             accounts: accounts([100; 5]),
             transfers: vec![],
         };
-        assert!(check_bank(&[read], &fin).problems.iter().any(|p| p.contains("saw total 490")));
+        assert!(check_bank(&[read], &fin)
+            .problems
+            .iter()
+            .any(|p| p.contains("saw total 490")));
     }
 
     #[test]
@@ -797,8 +864,14 @@ mod tests {
         ];
         let c = check_set(&ops, &[2, 7]);
         assert!(c.problems.iter().any(|p| p.starts_with("lost: 1")), "{c:?}");
-        assert!(c.problems.iter().any(|p| p.starts_with("phantom: 2")), "{c:?}");
-        assert!(c.problems.iter().any(|p| p.starts_with("phantom: 7")), "{c:?}");
+        assert!(
+            c.problems.iter().any(|p| p.starts_with("phantom: 2")),
+            "{c:?}"
+        );
+        assert!(
+            c.problems.iter().any(|p| p.starts_with("phantom: 7")),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -818,9 +891,15 @@ mod tests {
             error: None,
         };
         let fin_ok: BTreeMap<i64, Option<i64>> = [(0, Some(5))].into();
-        assert_eq!(check_register(&[w.clone()], &fin_ok, 1_000_000).valid, Some(true));
+        assert_eq!(
+            check_register(std::slice::from_ref(&w), &fin_ok, 1_000_000).valid,
+            Some(true)
+        );
         // The acknowledged write is gone from the converged state: a lost write.
         let fin_lost: BTreeMap<i64, Option<i64>> = [(0, Some(0))].into();
-        assert_eq!(check_register(&[w], &fin_lost, 1_000_000).valid, Some(false));
+        assert_eq!(
+            check_register(&[w], &fin_lost, 1_000_000).valid,
+            Some(false)
+        );
     }
 }
