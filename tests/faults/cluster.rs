@@ -42,7 +42,12 @@ pub struct NodeProc {
     /// Whether it belongs to the cluster (false once removed).
     pub member: bool,
     pub paused: bool,
-    tmpfs: bool,
+    /// Whether `data` is a mount point of ours (tmpfs or loop device).
+    mounted: bool,
+    /// The loop device under `data`, if any.
+    loopdev: Option<String>,
+    /// The blkio cgroup the process was moved into, if throttled.
+    cgroup: Option<PathBuf>,
 }
 
 impl NodeProc {
@@ -85,8 +90,14 @@ impl NodeProc {
 impl Drop for NodeProc {
     fn drop(&mut self) {
         self.reap();
-        if self.tmpfs {
+        if let Some(cg) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(cg);
+        }
+        if self.mounted {
             let _ = net::run("umount", &["-l", &self.data.display().to_string()]);
+        }
+        if let Some(dev) = self.loopdev.take() {
+            let _ = net::run("losetup", &["-d", &dev]);
         }
     }
 }
@@ -175,7 +186,9 @@ impl Cluster {
             started: None,
             member: true,
             paused: false,
-            tmpfs: false,
+            mounted: false,
+            loopdev: None,
+            cgroup: None,
         });
     }
 
@@ -395,7 +408,73 @@ impl Cluster {
             &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &d],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        self.nodes[i].tmpfs = true;
+        self.nodes[i].mounted = true;
+    }
+
+    /// Puts node `i`'s data dir on an ext4 filesystem in a loop device (a sparse file of
+    /// `mb` MiB beside the data dirs), so that its writes, and only its, can be throttled
+    /// (see [`Cluster::throttle_disk`]). Before its first start.
+    pub fn mount_loop_disk(&mut self, i: usize, mb: u64) {
+        let img = self.data_root.path().join(format!("disk{}.img", i + 1));
+        let file = File::create(&img).expect("disk image");
+        file.set_len(mb << 20).expect("size disk image");
+        let img = img.display().to_string();
+        let dev = net::run("losetup", &["-f", "--show", &img])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_string();
+        self.nodes[i].loopdev = Some(dev.clone());
+        net::run("mkfs.ext4", &["-q", "-F", &dev]).unwrap_or_else(|e| panic!("{e}"));
+        let d = self.nodes[i].data.display().to_string();
+        net::run("mount", &[&dev, &d]).unwrap_or_else(|e| panic!("{e}"));
+        self.nodes[i].mounted = true;
+    }
+
+    /// Throttles writes of node `i`'s process to its loop disk (write IOPS and bytes per
+    /// second) by moving the process into a blkio cgroup of ours; a real slow disk as the
+    /// node sees it (its fsyncs wait). Needs [`Cluster::mount_loop_disk`].
+    pub fn throttle_disk(&mut self, i: usize, iops: u64, bps: u64) -> Result<(), String> {
+        let x = self.net.x;
+        let node = &mut self.nodes[i];
+        let dev = node.loopdev.clone().ok_or("node has no loop disk")?;
+        let pid = node.pid().ok_or("node is not running")?;
+        let majmin = net::run("lsblk", &["-dno", "MAJ:MIN", &dev])?
+            .trim()
+            .to_string();
+        let (root, v2) = cgroup::io_root().ok_or(
+            "no cgroup with I/O throttling (cgroup v1 blkio, or v2 with io in subtree_control)",
+        )?;
+        let cg = root.join(format!("{}{}", cgroup::prefix(x), i + 1));
+        std::fs::create_dir_all(&cg).map_err(|e| format!("{}: {e}", cg.display()))?;
+        let settings: Vec<(&str, String)> = if v2 {
+            vec![("io.max", format!("{majmin} wbps={bps} wiops={iops}"))]
+        } else {
+            vec![
+                (
+                    "blkio.throttle.write_iops_device",
+                    format!("{majmin} {iops}"),
+                ),
+                ("blkio.throttle.write_bps_device", format!("{majmin} {bps}")),
+            ]
+        };
+        for (file, value) in settings {
+            std::fs::write(cg.join(file), &value)
+                .map_err(|e| format!("{}/{file} <- {value}: {e}", cg.display()))?;
+        }
+        std::fs::write(cg.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("move {pid} into {}: {e}", cg.display()))?;
+        node.cgroup = Some(cg);
+        Ok(())
+    }
+
+    /// Moves node `i` back to the root I/O cgroup and removes ours.
+    pub fn unthrottle_disk(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(cg) = node.cgroup.take() else { return };
+        if let (Some(pid), Some((root, _))) = (node.pid(), cgroup::io_root()) {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+        }
+        let _ = std::fs::remove_dir(cg);
     }
 
     /// Resizes node `i`'s tmpfs (space given back, or taken).
@@ -541,6 +620,29 @@ impl Cluster {
         } else {
             Err(format!("HTTP {status}: {}", text.trim()))
         }
+    }
+}
+
+/// Where I/O throttling cgroups live.
+pub mod cgroup {
+    use std::path::PathBuf;
+
+    /// Our cgroups' name prefix for run X (removed with the rest of X's leftovers).
+    pub fn prefix(x: u8) -> String {
+        format!("sqf{x}n")
+    }
+
+    /// The cgroup root with I/O throttling, and whether it is cgroup v2.
+    pub fn io_root() -> Option<(PathBuf, bool)> {
+        let v1 = PathBuf::from("/sys/fs/cgroup/blkio");
+        if v1.join("blkio.throttle.write_iops_device").exists() {
+            return Some((v1, false));
+        }
+        let v2 = PathBuf::from("/sys/fs/cgroup");
+        let ctl = std::fs::read_to_string(v2.join("cgroup.subtree_control")).ok()?;
+        ctl.split_whitespace()
+            .any(|c| c == "io")
+            .then_some((v2, true))
     }
 }
 

@@ -115,6 +115,11 @@ fn membership_changes_under_load_lose_no_write() {
 }
 
 #[test]
+fn slow_leader_disk_loses_no_write() {
+    nemesis_test("slow-disk-leader", 3, Nemesis::SlowDiskLeader);
+}
+
+#[test]
 fn lagging_follower_catches_up_by_a_small_snapshot() {
     scenario(|| {
         known::lagging_follower_catches_up(

@@ -41,6 +41,9 @@ pub enum Nemesis {
     RollingRestart,
     /// Add a node, remove a follower, add a node, remove the leader.
     Membership,
+    /// The leader's disk becomes slow: its process's writes to its own (loop device) disk
+    /// are throttled to 20 IOPS and 1 MiB/s by a blkio cgroup.
+    SlowDiskLeader,
 }
 
 impl Nemesis {
@@ -62,6 +65,7 @@ impl Nemesis {
             Nemesis::Membership => {
                 "membership: add a node, remove a follower, add a node, remove the leader"
             }
+            Nemesis::SlowDiskLeader => "slow disk on the leader (20 write IOPS, 1 MiB/s)",
         }
     }
 }
@@ -333,6 +337,19 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             ctx.mark("healed");
         }
         Nemesis::Membership => membership(ctx).await,
+        Nemesis::SlowDiskLeader => {
+            let l = ctx.leader().await;
+            ctx.mark("fault");
+            ctx.event(format!("slow disk on leader node {}", l + 1));
+            if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
+                ctx.problems
+                    .push(format!("could not slow the disk down: {e}"));
+            }
+            ctx.hold(fault).await;
+            ctx.event(format!("disk of node {} back to full speed", l + 1));
+            ctx.cluster.unthrottle_disk(l);
+            ctx.mark("healed");
+        }
     }
 }
 

@@ -135,6 +135,7 @@ impl Net {
             panic!("{e}");
         }
         std::fs::create_dir_all(LOCK_DIR).expect("create /run/sqlraft-faults");
+        sweep_leftovers();
         let used = host_subnets();
         let start = fastrand::u8(1..=254);
         let mut claimed = None;
@@ -292,6 +293,33 @@ impl Drop for Net {
     }
 }
 
+/// Removes the leftovers of crashed runs: every X that has namespaces or a root veth of ours
+/// but whose lock no live run holds.
+fn sweep_leftovers() {
+    let mut xs: Vec<u8> = Vec::new();
+    let names = run("ip", &["netns", "list"]).unwrap_or_default()
+        + &run("ip", &["-o", "link", "show"]).unwrap_or_default();
+    for word in names.split(|c: char| c.is_whitespace() || c == ':' || c == '@') {
+        let Some(rest) = word.strip_prefix("sqf") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let tail = &rest[digits.len()..];
+        let ours = tail == "h" || tail == "hub" || tail.starts_with('n');
+        if let (true, Ok(x)) = (ours, digits.parse::<u8>()) {
+            if !xs.contains(&x) {
+                xs.push(x);
+            }
+        }
+    }
+    for x in xs {
+        if let Some(lock) = try_lock(x) {
+            cleanup_prefix(x);
+            drop(lock);
+        }
+    }
+}
+
 /// Third octets of 10.201.X.0/24 networks that interfaces on the host already use.
 fn host_subnets() -> Vec<u8> {
     let out = run("ip", &["-o", "-4", "addr", "show"]).unwrap_or_default();
@@ -350,6 +378,32 @@ fn cleanup_prefix(x: u8) {
         for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
             if target.starts_with(&dir_prefix) {
                 let _ = run("umount", &["-l", target]);
+            }
+        }
+    }
+    // Loop devices backed by files under those data dirs.
+    if let Ok(list) = run("losetup", &["-l", "-n", "-O", "NAME,BACK-FILE"]) {
+        for line in list.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some(dev), Some(file)) = (w.next(), w.next()) {
+                if file.starts_with(&dir_prefix) {
+                    let _ = run("losetup", &["-d", dev]);
+                }
+            }
+        }
+    }
+    // I/O throttling cgroups.
+    if let Some((root, _)) = crate::cluster::cgroup::io_root() {
+        let ours = crate::cluster::cgroup::prefix(x);
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_prefix(&ours)
+                    .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+                {
+                    let _ = std::fs::remove_dir(e.path());
+                }
             }
         }
     }

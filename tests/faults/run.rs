@@ -186,6 +186,9 @@ pub async fn execute_until_ok(c: &Cluster, sql: &Value, within: Duration) {
 /// Heals every fault: the network, paused nodes, stopped members.
 pub async fn heal_all(c: &mut Cluster) {
     c.net.heal();
+    for i in 0..c.len() {
+        c.unthrottle_disk(i);
+    }
     for i in c.members() {
         if c.nodes[i].paused {
             c.resume(i);
@@ -273,6 +276,11 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
         dir.display()
     );
     let mut cluster = Cluster::new(spec.nodes, &spec.flags, &dir);
+    if spec.nemesis == Nemesis::SlowDiskLeader {
+        for i in 0..spec.nodes {
+            cluster.mount_loop_disk(i, 512);
+        }
+    }
     cluster.start_all().await;
     for sql in [
         workload::bank_setup(),
