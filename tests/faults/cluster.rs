@@ -388,6 +388,28 @@ impl Cluster {
         Some(st)
     }
 
+    /// Writes node `i`'s thread backtraces (gdb, if installed) and its kernel-side state to
+    /// `node<N>.stacks.txt` beside its log: evidence for a node that stopped answering.
+    pub fn dump_stacks(&self, i: usize) -> Option<PathBuf> {
+        let pid = self.nodes[i].pid()?;
+        let path = self.log_dir.join(format!("node{}.stacks.txt", i + 1));
+        let mut text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        text.push('\n');
+        text += &net::run(
+            "gdb",
+            &[
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt",
+            ],
+        )
+        .unwrap_or_else(|e| format!("no backtraces: {e}"));
+        std::fs::write(&path, text).ok()?;
+        Some(path)
+    }
+
     /// SIGSTOP.
     pub fn pause(&mut self, i: usize) {
         self.nodes[i].signal(libc::SIGSTOP);

@@ -258,6 +258,17 @@ pub async fn converge(c: &Cluster, within: Duration) -> Result<Vec<Value>, Strin
     Ok(fin)
 }
 
+/// Backtraces of every running member that does not answer `/status` within 2 s.
+pub async fn dump_unresponsive(c: &Cluster) {
+    for i in c.running() {
+        if c.store_status(i).await.is_none() {
+            if let Some(p) = c.dump_stacks(i) {
+                println!("node {} does not answer: stacks in {}", i + 1, p.display());
+            }
+        }
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -349,6 +360,9 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     shared.history.event("heal everything");
     heal_all(&mut cluster).await;
     let converged = converge(&cluster, Duration::from_secs(60)).await;
+    if converged.is_err() {
+        dump_unresponsive(&cluster).await;
+    }
     shared.history.event(match &converged {
         Ok(_) => "converged".to_string(),
         Err(e) => format!("NOT converged: {e}"),
