@@ -76,7 +76,8 @@ pub struct Ctx<'a> {
     pub cluster: &'a mut Cluster,
     pub shared: &'a Arc<Shared>,
     pub profile: &'a Profile,
-    pub marks: Arc<Mutex<HashMap<String, u64>>>,
+    /// Named instants (ns since the run began), one per cycle.
+    pub marks: Arc<Mutex<HashMap<String, Vec<u64>>>>,
     /// Problems the nemesis itself ran into (e.g. a node that would not exit).
     pub problems: Vec<String>,
 }
@@ -91,7 +92,9 @@ impl Ctx<'_> {
         self.marks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), t);
+            .entry(name.to_string())
+            .or_default()
+            .push(t);
         t
     }
 

@@ -100,21 +100,29 @@ pub struct RunSpec {
     pub nodes: usize,
     pub flags: Vec<&'static str>,
     pub nemesis: Nemesis,
+    /// At least this many fault cycles, whatever the profile says.
+    pub min_cycles: usize,
 }
 
 /// Everything a scenario's own expectations may look at.
 pub struct RunData {
     pub ops: Vec<Op>,
     pub samples: Vec<Sample>,
-    pub marks: HashMap<String, u64>,
+    pub marks: HashMap<String, Vec<u64>>,
 }
 
 impl RunData {
-    pub fn mark(&self, name: &str) -> u64 {
-        *self
-            .marks
-            .get(name)
-            .unwrap_or_else(|| panic!("no mark {name:?}"))
+    /// Every instant the nemesis marked `name`, one per cycle, in order.
+    pub fn marks(&self, name: &str) -> &[u64] {
+        self.marks.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first `name` mark in `[from, to)`.
+    pub fn mark_in(&self, name: &str, from: u64, to: u64) -> Option<u64> {
+        self.marks(name)
+            .iter()
+            .copied()
+            .find(|&t| t >= from && t < to)
     }
 
     /// The highest term any node reported in the last sample before `t` (or the first
@@ -276,7 +284,8 @@ fn secs(d: Duration) -> f64 {
 /// Runs one nemesis scenario against all three workloads and returns whether it passed
 /// (safety, convergence, and the scenario's own `expect`ations, which return problems).
 pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
-    let p = profile();
+    let mut p = profile();
+    p.cycles = p.cycles.max(spec.min_cycles);
     let dir = report::scenario_dir(spec.name);
     println!(
         "== {} ({}, {} nodes, profile {}), results in {}",
@@ -428,7 +437,7 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     let expectations = expect(&data);
     problems.extend(expectations.iter().cloned());
 
-    let from = data.marks.get("fault").copied().unwrap_or(t_start);
+    let from = data.marks("fault").first().copied().unwrap_or(t_start);
     let ll = monitor::leaderless(&data.samples, t_start, t_end);
     let (no_write, no_write_end) = longest_without_write(&data.ops, t_start, t_end);
     let term_delta = data.last_term() - data.term_before(from);
