@@ -1,0 +1,359 @@
+//! Storage scenarios that do not fit the generic run (a single writer, big rows, one node's
+//! disk): a lagging follower catching up by snapshot, and a follower whose disk fills up.
+//! Each returns its problems; the test asserts there are none and the summary gets a row.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client;
+use crate::cluster::Cluster;
+use crate::history::Outcome;
+use crate::report::{self, Row};
+use crate::run::execute_until_ok;
+
+/// A random, barely compressible text of `n` bytes.
+fn pad(n: usize) -> String {
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..n)
+        .map(|_| ALPHA[fastrand::usize(..ALPHA.len())] as char)
+        .collect()
+}
+
+/// One row of `bytes` into `big` through node `via`, with retries (writes only; rows have
+/// unique ids, so a retry after an unknown outcome may leave one extra row at most, which
+/// the comparisons below do not care about: they compare nodes with each other).
+async fn write_big(
+    c: &Cluster,
+    via: &[usize],
+    id: i64,
+    bytes: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let body = json!([[
+        "INSERT OR IGNORE INTO big(id, pad) VALUES (?, ?)",
+        id,
+        pad(bytes)
+    ]]);
+    loop {
+        let i = via[fastrand::usize(..via.len())];
+        let r = client::execute(&c.http, &c.nodes[i].base(), "", &body).await;
+        if r.outcome == Outcome::Ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "write of row {id} not accepted within {within:?}: {:?} {}",
+                r.status,
+                r.error.unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `SELECT count(*), total(length(pad)) FROM big` on node `i` at `level`.
+async fn fingerprint(c: &Cluster, i: usize, level: &str) -> Option<(i64, i64)> {
+    let r = client::query(
+        &c.http,
+        &c.nodes[i].base(),
+        level,
+        &json!(["SELECT count(*), CAST(total(length(pad)) AS INTEGER) FROM big"]),
+    )
+    .await;
+    let row = client::rows(&r, 0).into_iter().next()?;
+    Some((row[0].as_i64()?, row[1].as_i64()?))
+}
+
+/// Waits until node `i` (read locally) holds what `want` says; returns how long it took.
+async fn wait_fingerprint(
+    c: &Cluster,
+    i: usize,
+    want: (i64, i64),
+    within: Duration,
+) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut last = None;
+    while t.elapsed() < within {
+        last = fingerprint(c, i, "none").await;
+        if last == Some(want) {
+            return Ok(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "node {} holds (rows, bytes) {last:?}, the leader {want:?}, after {within:?}",
+        i + 1
+    ))
+}
+
+async fn status_num(c: &Cluster, i: usize, key: &str) -> i64 {
+    let s = c.store_status(i).await.unwrap_or(Value::Null);
+    s["raft"][key].as_i64().unwrap_or(0)
+}
+
+fn event(what: &str, t0: Instant) {
+    println!("[{:>8.3}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+fn finish(name: &str, nemesis: &str, dir: &std::path::Path, problems: &[String], notes: &[String]) {
+    let ok = problems.is_empty();
+    let line = format!(
+        "{} {name}: {nemesis}; {}",
+        if ok { "PASS" } else { "FAIL" },
+        notes.join("; ")
+    );
+    let details: Vec<String> = problems.iter().map(|p| format!("problem: {p}")).collect();
+    report::write_verdict(dir, &line, &details);
+    report::append(&Row {
+        scenario: name.to_string(),
+        nemesis: nemesis.to_string(),
+        nodes: 3,
+        bank: "-".into(),
+        register: "-".into(),
+        set: "-".into(),
+        converged: if problems.iter().any(|p| p.contains("holds (rows")) {
+            "NO".into()
+        } else {
+            "yes".into()
+        },
+        leaderless_s: None,
+        longest_leaderless_s: None,
+        longest_no_write_s: None,
+        term_delta: None,
+        verdict: if ok { "PASS" } else { "FAIL" }.into(),
+    });
+    println!("{line}");
+    for d in &details {
+        println!("  {d}");
+    }
+    assert!(
+        ok,
+        "{line}\n{}\nnode logs: {}",
+        details.join("\n"),
+        dir.display()
+    );
+}
+
+/// A follower is stopped; the leader takes `rows` rows of `row_bytes` plus enough small
+/// writes that its snapshot (taken every 200 entries, checked every second) and log
+/// compaction leave the follower's position behind; the follower restarts and must hold the
+/// leader's data within `within`.
+pub async fn lagging_follower_catches_up(
+    name: &str,
+    rows: i64,
+    row_bytes: usize,
+    within: Duration,
+) {
+    let dir = report::scenario_dir(name);
+    let nemesis = format!(
+        "follower stopped, {rows} rows x {} KiB written, compaction past it, restart",
+        row_bytes / 1024
+    );
+    println!("== {name} ({nemesis}), results in {}", dir.display());
+    let t0 = Instant::now();
+    let mut c = Cluster::new(3, &["-raft-snap", "200", "-raft-snap-int", "1s"], &dir);
+    c.start_all().await;
+    execute_until_ok(
+        &c,
+        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let f = (l + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
+    let f_index = status_num(&c, f, "applied_index").await;
+    event(
+        &format!("stop follower node {} at index {f_index}", f + 1),
+        t0,
+    );
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    if let Err(d) = c.terminate(f, Duration::from_secs(30)).await {
+        problems.push(format!("follower did not exit within {d:?} of SIGTERM"));
+    }
+    for id in 0..rows {
+        if let Err(e) = write_big(&c, &others, id, row_bytes, Duration::from_secs(30)).await {
+            problems.push(e);
+            break;
+        }
+    }
+    event(&format!("{rows} big rows written"), t0);
+    // Small writes until the leader's snapshot is far enough past the follower's position
+    // that the entries it needs were compacted away (trailing logs: 1.25 x 200).
+    let mut id = rows;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l = c.wait_leader(Duration::from_secs(30)).await;
+        let snap = status_num(&c, l, "last_snapshot_index").await;
+        if snap > f_index + 300 {
+            notes.push(format!(
+                "leader snapshot at index {snap}, follower stopped at {f_index}"
+            ));
+            break;
+        }
+        if Instant::now() >= deadline {
+            problems.push(format!(
+                "the leader's snapshot did not pass index {} (at {snap})",
+                f_index + 300
+            ));
+            break;
+        }
+        for _ in 0..50 {
+            if let Err(e) = write_big(&c, &others, id, 16, Duration::from_secs(30)).await {
+                problems.push(e);
+                break;
+            }
+            id += 1;
+        }
+    }
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
+    let snap_dir_bytes = c
+        .store_status(l)
+        .await
+        .and_then(|s| s["dir_size"].as_i64())
+        .unwrap_or(0);
+    notes.push(format!(
+        "leader holds {} rows, {:.1} MB of row data; leader data dir {:.1} MB",
+        want.0,
+        want.1 as f64 / 1e6,
+        snap_dir_bytes as f64 / 1e6
+    ));
+    event(&format!("restart follower node {}", f + 1), t0);
+    c.restart(f).await;
+    match wait_fingerprint(&c, f, want, within).await {
+        Ok(d) => notes.push(format!(
+            "follower caught up {:.2}s after restart",
+            d.as_secs_f64()
+        )),
+        Err(e) => problems.push(e),
+    }
+    drop(c);
+    finish(name, &nemesis, &dir, &problems, &notes);
+}
+
+/// A follower's data dir is a 16 MiB tmpfs; writes of 48 KiB rows fill it. The majority
+/// must keep taking writes, the full node must say it is not ready, and once space is given
+/// back (and, if needed, after a restart) it must catch up.
+pub async fn disk_full_follower(name: &str) {
+    let dir = report::scenario_dir(name);
+    let nemesis = "a follower's 16 MiB tmpfs data dir fills up, then grows to 256 MiB";
+    println!("== {name} ({nemesis}), results in {}", dir.display());
+    let t0 = Instant::now();
+    let mut c = Cluster::new(3, &[], &dir);
+    let f = 2;
+    c.mount_tmpfs(f, "16m");
+    c.start_all().await;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    // The full node must be a follower: hand leadership away from it if it leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.wait_leader(Duration::from_secs(30)).await == f {
+        let _ = c
+            .http
+            .post(format!("{}/leader", c.nodes[f].base()))
+            .header("Content-Type", "application/json")
+            .body(r#"{"id":"1"}"#)
+            .send()
+            .await;
+        assert!(Instant::now() < deadline, "node 3 keeps the leadership");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    execute_until_ok(
+        &c,
+        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let healthy = [0usize, 1];
+    let row = 48 * 1024;
+    let mut id = 0;
+    // Fill the follower's disk (bounded: 16 MiB takes ~340 rows; stop at 800).
+    while c.free_bytes(f) > 1 << 20 && id < 800 {
+        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
+            problems.push(format!("while filling the follower's disk: {e}"));
+            break;
+        }
+        id += 1;
+    }
+    event(
+        &format!(
+            "{id} rows written; follower's disk has {} KiB free",
+            c.free_bytes(f) / 1024
+        ),
+        t0,
+    );
+    notes.push(format!("{id} rows of 48 KiB filled the follower's disk"));
+    // The majority keeps taking writes.
+    for k in 0..20 {
+        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
+            problems.push(format!("majority stopped taking writes with one follower's disk full (write {k} after full): {e}"));
+            break;
+        }
+        id += 1;
+    }
+    event("20 more writes done", t0);
+    // The full node says it is not ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last;
+    let unhealthy = loop {
+        if let Some(st) = c.exit_status(f) {
+            last = format!("the process exited ({st}) instead of reporting unhealthy");
+            break false;
+        }
+        match c
+            .http
+            .get(format!("{}/readyz", c.nodes[f].base()))
+            .send()
+            .await
+        {
+            Ok(r) if !r.status().is_success() => {
+                last = format!("HTTP {}", r.status());
+                break true;
+            }
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = format!("no answer: {e}"),
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if unhealthy {
+        notes.push(format!("full node's /readyz: {last}"));
+    } else {
+        problems.push(format!(
+            "the node with a full disk still reports ready after 15s (last /readyz: {last})"
+        ));
+    }
+    // Give the space back; it must catch up (after a restart, if it needs one).
+    event("grow the follower's tmpfs to 256 MiB", t0);
+    c.resize_tmpfs(f, "256m");
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
+    match wait_fingerprint(&c, f, want, Duration::from_secs(20)).await {
+        Ok(d) => notes.push(format!(
+            "caught up {:.2}s after space came back, without a restart",
+            d.as_secs_f64()
+        )),
+        Err(e) => {
+            notes.push(format!("not caught up without a restart ({e})"));
+            event("restart the follower", t0);
+            let _ = c.terminate(f, Duration::from_secs(10)).await;
+            c.restart(f).await;
+            match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+                Ok(d) => notes.push(format!("caught up {:.2}s after a restart", d.as_secs_f64())),
+                Err(e) => problems.push(format!("after space came back and a restart: {e}")),
+            }
+        }
+    }
+    drop(c);
+    finish(name, nemesis, &dir, &problems, &notes);
+}

@@ -1,0 +1,245 @@
+//! Jepsen-style fault suite: real `sqlraftd` processes, each in its own network namespace,
+//! under partitions, crashes, pauses, restarts, membership changes and a full disk, while
+//! bank, register and set clients run; then every fault is healed and the histories are
+//! checked (conservation, no lost or phantom writes, linearizability, identical replicas).
+//!
+//! Needs root, `ip` and `iptables`. Talks to the nodes only over HTTP; it does not link the
+//! `sqlraft` library. See docs/design/faults.md for the design and how to read the results;
+//! `SQLRAFT_FAULTS_PROFILE=long` (scripts/faults.sh) runs longer, harder runs.
+//!
+//! Tests named `known_bug_*` encode correct behaviour that the server did not have when
+//! they were written; they are expected to fail until it is fixed.
+
+mod client;
+mod cluster;
+mod history;
+mod known;
+mod linear;
+mod monitor;
+mod nemesis;
+mod net;
+mod report;
+mod run;
+mod workload;
+
+use std::time::Duration;
+
+use nemesis::Nemesis;
+use run::{run, scenario, RunData, RunSpec};
+
+fn spec(name: &'static str, nodes: usize, nemesis: Nemesis) -> RunSpec {
+    RunSpec {
+        name,
+        nodes,
+        flags: Vec::new(),
+        nemesis,
+        min_cycles: 1,
+    }
+}
+
+fn no_expectations(_: &RunData) -> Vec<String> {
+    Vec::new()
+}
+
+fn nemesis_test(name: &'static str, nodes: usize, n: Nemesis) {
+    scenario(|| run(spec(name, nodes, n), no_expectations));
+}
+
+#[test]
+fn network_setup_preflight_says_what_is_missing() {
+    // On a machine that has what the suite needs this passes trivially; elsewhere the
+    // message names the missing piece (every scenario fails with the same message).
+    if let Err(e) = net::preflight() {
+        assert!(e.contains("missing"), "{e}");
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn no_fault_baseline_is_valid() {
+    nemesis_test("baseline", 3, Nemesis::None);
+}
+
+#[test]
+fn isolated_leader_loses_no_acknowledged_write() {
+    nemesis_test("partition-leader", 3, Nemesis::PartitionLeader);
+}
+
+#[test]
+fn isolated_follower_loses_no_acknowledged_write() {
+    nemesis_test("partition-follower", 3, Nemesis::PartitionFollower);
+}
+
+#[test]
+fn partition_into_halves_keeps_the_majority_consistent() {
+    nemesis_test("partition-halves", 5, Nemesis::PartitionHalves);
+}
+
+#[test]
+fn ring_partition_with_overlapping_majorities_stays_linearizable() {
+    nemesis_test("partition-ring", 5, Nemesis::PartitionRing);
+}
+
+#[test]
+fn bridge_partition_stays_linearizable() {
+    nemesis_test("partition-bridge", 5, Nemesis::PartitionBridge);
+}
+
+#[test]
+fn flapping_partitions_stay_linearizable() {
+    nemesis_test("partition-flapping", 3, Nemesis::PartitionFlapping);
+}
+
+#[test]
+fn killed_follower_rejoins_without_losing_writes() {
+    nemesis_test("kill-follower", 3, Nemesis::KillFollower);
+}
+
+#[test]
+fn killed_leader_is_replaced_without_losing_writes() {
+    nemesis_test("kill-leader", 3, Nemesis::KillLeader);
+}
+
+#[test]
+fn whole_cluster_killed_and_restarted_keeps_every_acknowledged_write() {
+    nemesis_test("kill-all", 3, Nemesis::KillAll);
+}
+
+#[test]
+fn rolling_graceful_restarts_lose_no_write() {
+    nemesis_test("rolling-restart", 3, Nemesis::RollingRestart);
+}
+
+#[test]
+fn membership_changes_under_load_lose_no_write() {
+    nemesis_test("membership", 3, Nemesis::Membership);
+}
+
+#[test]
+fn slow_leader_disk_loses_no_write() {
+    nemesis_test("slow-disk-leader", 3, Nemesis::SlowDiskLeader);
+}
+
+#[test]
+fn lagging_follower_catches_up_by_a_small_snapshot() {
+    scenario(|| {
+        known::lagging_follower_catches_up(
+            "snapshot-catchup-small",
+            100,
+            1024,
+            Duration::from_secs(30),
+        )
+    });
+}
+
+/// Known bug 1: a follower that needs a ~5 MB snapshot must converge.
+#[test]
+fn known_bug_1_lagging_follower_catches_up_by_a_5mb_snapshot() {
+    scenario(|| {
+        known::lagging_follower_catches_up(
+            "known-bug-1-snapshot-catchup-5mb",
+            100,
+            48 * 1024,
+            Duration::from_secs(30),
+        )
+    });
+}
+
+/// Known bug 2: disk full on a follower.
+#[test]
+fn known_bug_2_full_disk_follower_reports_unready_and_recovers() {
+    scenario(|| known::disk_full_follower("known-bug-2-disk-full-follower"));
+}
+
+/// For each fault cycle: its start, and where the next one starts (or the end of the run).
+fn cycles(d: &RunData) -> Vec<(u64, u64)> {
+    let faults = d.marks("fault");
+    (0..faults.len())
+        .map(|k| (faults[k], faults.get(k + 1).copied().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Known bug 3: SIGSTOP of the leader for 8 s under write load, election timeout 1 s: a
+/// write succeeds through another node within 4 s, and the term moves by 1 or 2 at most
+/// (until the next cycle, or the end of the run). Three cycles, because the extra elections
+/// do not happen every time.
+#[test]
+fn known_bug_3_paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
+    scenario(|| {
+        let mut s = spec("known-bug-3-sigstop-leader", 3, Nemesis::PauseLeader);
+        s.flags = vec!["-raft-election-timeout", "1s"];
+        s.min_cycles = 3;
+        run(s, |d| {
+            let mut p = Vec::new();
+            for (k, (t, next)) in cycles(d).into_iter().enumerate() {
+                match d.mark_in("first_write_after_fault", t, next) {
+                    Some(w) if w - t <= 4_000_000_000 => {}
+                    Some(w) => p.push(format!(
+                        "known bug 3 (cycle {}): first successful write {:.2}s after SIGSTOP of the leader (want <= 4s)",
+                        k + 1,
+                        secs(w - t)
+                    )),
+                    None => p.push(format!(
+                        "known bug 3 (cycle {}): no write succeeded during the 8s the leader was stopped",
+                        k + 1
+                    )),
+                }
+                let before = d.term_before(t);
+                let after = if next == u64::MAX {
+                    d.last_term()
+                } else {
+                    d.term_before(next)
+                };
+                if after - before > 2 {
+                    p.push(format!(
+                        "known bug 3 (cycle {}): term went from {before} to {after} (+{}), want +1 or +2",
+                        k + 1,
+                        after - before
+                    ));
+                }
+            }
+            p
+        })
+    });
+}
+
+/// Known bug 4: SIGTERM of the leader: it exits within 2 s, and writes through the other
+/// nodes succeed within 1 s of its exit.
+#[test]
+fn known_bug_4_terminated_leader_exits_within_2s_and_writes_resume_within_1s() {
+    scenario(|| {
+        run(
+            spec("known-bug-4-sigterm-leader", 3, Nemesis::TerminateLeader),
+            |d| {
+                let mut p = Vec::new();
+                for (k, (t, next)) in cycles(d).into_iter().enumerate() {
+                    let exited = d.mark_in("exited", t, next).expect("exit mark");
+                    if exited - t > 2_000_000_000 {
+                        p.push(format!(
+                            "known bug 4 (cycle {}): the leader took {:.2}s to exit after SIGTERM (want <= 2s)",
+                            k + 1,
+                            secs(exited - t)
+                        ));
+                    }
+                    match d.mark_in("first_write_after_fault", exited, next) {
+                        Some(w) if w - exited <= 1_000_000_000 => {}
+                        Some(w) => p.push(format!(
+                            "known bug 4 (cycle {}): first successful write {:.2}s after the old leader exited (want <= 1s)",
+                            k + 1,
+                            secs(w - exited)
+                        )),
+                        None => p.push(format!(
+                            "known bug 4 (cycle {}): no write succeeded after the leader exited",
+                            k + 1
+                        )),
+                    }
+                }
+                p
+            },
+        )
+    });
+}
