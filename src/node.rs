@@ -462,6 +462,9 @@ impl Node {
     /// leadership over (`-raft-shutdown-stepdown`); a node may instead ask to be removed
     /// (`-raft-cluster-remove-shutdown`).
     pub async fn shutdown(self) {
+        // A stopping node never campaigns: it would only take leadership back from the node
+        // it handed it to, and then leave.
+        self.store.never_campaign();
         if self.cluster_remove_shutdown {
             let route = Route {
                 forward: true,

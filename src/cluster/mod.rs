@@ -174,14 +174,33 @@ impl Cluster {
                 leader: Some(leader),
             }) if route.forward && leader.id != self.store.me().id => {
                 let timeout = route.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
-                let resp = self
-                    .call(&leader.raft_addr, &remote(), timeout, idempotent)
-                    .await?;
-                let value = map(resp)?;
-                Ok(Served {
-                    value,
-                    forwarded_to: Some(leader.raft_addr),
-                })
+                let req = remote();
+                let mut leader = leader;
+                // Leadership may just have moved on from the node asked (a hand-over): follow
+                // it once, since the request was refused there without being applied.
+                for hop in 0..2 {
+                    let resp = self
+                        .call(&leader.raft_addr, &req, timeout, idempotent)
+                        .await?;
+                    match resp {
+                        ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                            leader: Some(next),
+                        })) if hop == 0
+                            && next.id != leader.id
+                            && next.id != self.store.me().id =>
+                        {
+                            leader = next;
+                        }
+                        resp => {
+                            let value = map(resp)?;
+                            return Ok(Served {
+                                value,
+                                forwarded_to: Some(leader.raft_addr),
+                            });
+                        }
+                    }
+                }
+                Err(StoreError::NotLeader { leader: None }.into())
             }
             Err(e) => Err(e.into()),
         }
@@ -411,10 +430,61 @@ impl Cluster {
                 None => Ok(()),
             };
         };
-        // The target's first election can be refused while the voters still honour the
-        // current leader's lease (openraft's), so ask again until leadership has moved.
+        // A hand-over in the style of Raft's TimeoutNow (thesis §3.10): new writes wait (they
+        // are then forwarded to the new leader, so clients see a pause, not an error), the
+        // target is brought level with this node's log, and only then asked to campaign. With
+        // identical logs this node grants its vote at once; in clusters of more than three
+        // voters heartbeats also stop, so the other voters' leases run out for theirs.
+        let _paused = self.store.pause_writes();
+        // This node must not campaign meanwhile: it is handing leadership over.
+        let _quiet = self.store.hold_campaigns();
+        let raft = self.store.raft();
+        let many = self.store.members().iter().filter(|(_, v)| *v).count() > 3;
+        if many {
+            raft.runtime_config().heartbeat(false);
+        }
+        let result = self.hand_over(&target).await;
+        if many || result.is_err() {
+            raft.runtime_config().heartbeat(true);
+        }
+        result
+    }
+
+    async fn hand_over(&self, target: &NodeInfo) -> Result<(), ClusterError> {
         let round = self.store.config().election_timeout;
-        let deadline = Instant::now() + round * 6 + Duration::from_secs(1);
+        let raft = self.store.raft();
+        let tid = crate::raft::node_id_of(&target.id);
+        // Proposals already past the pause still land in the log: the target must hold
+        // whatever the log ends with once it stops growing, or this node refuses its vote
+        // (its log would be longer).
+        let deadline = Instant::now() + round * 2;
+        loop {
+            let last = self.store.last_log_id().await.map(|l| l.index).unwrap_or(0);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let caught_up = raft
+                .wait(Some(left))
+                .metrics(
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&tid).copied().flatten())
+                            .is_some_and(|l| l.index >= last)
+                    },
+                    "transfer target to catch up",
+                )
+                .await;
+            if caught_up.is_err() {
+                return Err(StoreError::Timeout(format!(
+                    "leadership transfer: {target} did not catch up with the log in time"
+                ))
+                .into());
+            }
+            if self.store.last_log_id().await.map(|l| l.index).unwrap_or(0) == last {
+                break;
+            }
+        }
+        // A refused election (a vote lease still running somewhere) is asked again.
+        let deadline = Instant::now() + round * 3;
         loop {
             match self
                 .call(
@@ -428,9 +498,7 @@ impl Cluster {
                 ClusterResponse::Ok => {}
                 other => return Err(unexpected(other)),
             }
-            let moved = self
-                .store
-                .raft()
+            let moved = raft
                 .wait(Some(round))
                 .metrics(
                     |m| m.current_leader.is_some_and(|l| l != self.store.node_id()),

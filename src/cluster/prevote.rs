@@ -7,7 +7,9 @@
 //! asks the voters whether they *would* vote for it (without changing any state). Only with a
 //! majority of yeses does it start a real election. A voter says yes only if it has not heard
 //! from a leader within the election timeout itself, does not lead, and the candidate's log is
-//! at least as up to date as its own.
+//! at least as up to date as its own. A voter that says yes then waits an election timeout
+//! before campaigning itself, so that two nodes that lost the same leader at the same moment
+//! do not both campaign and split the vote (a SIGSTOPped leader took several elections).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +34,11 @@ pub async fn would_vote(store: &Store, last_log: Option<LogId>) -> bool {
     {
         return false;
     }
-    last_log >= store.last_log_id().await
+    let yes = last_log >= store.last_log_id().await;
+    if yes {
+        store.prevote_granted().record();
+    }
+    yes
 }
 
 /// The candidate side; returns when `stop` fires.
@@ -47,17 +53,22 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(timeout / 8) => {}
         }
-        if !store.is_voter() || store.is_leader() {
+        if !store.is_voter() || store.is_leader() || !store.may_campaign() {
             continue;
         }
         // Silence since the last leader contact, this node's start, or its last attempt.
         let contact = store.leader_contact().since_leader_contact();
         let since_start = started.elapsed();
         let since_attempt = last_attempt.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+        let since_granted = store
+            .prevote_granted()
+            .since_leader_contact()
+            .unwrap_or(Duration::MAX);
         let silence = contact
             .unwrap_or(since_start)
             .min(since_start)
-            .min(since_attempt);
+            .min(since_attempt)
+            .min(since_granted);
         if silence < threshold {
             continue;
         }

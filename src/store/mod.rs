@@ -105,6 +105,12 @@ pub struct Store {
     contact: LeaderContact,
     /// When a quorum last confirmed this node's leadership.
     lease: LeaderContact,
+    /// When this node last granted a pre-vote (it then waits before campaigning itself).
+    prevote_granted: LeaderContact,
+    /// While leadership is being handed over, proposals wait (see [`Store::pause_writes`]).
+    writes_paused: tokio::sync::watch::Sender<bool>,
+    /// Hand-overs in progress, and a shutdown: this node must not start elections.
+    campaigns_held: Arc<std::sync::atomic::AtomicUsize>,
     /// Commands on their way into the log (see [`run_batcher`]).
     proposals: mpsc::Sender<Proposal>,
     /// Shared leadership confirmations for `linearizable` reads.
@@ -227,6 +233,9 @@ impl Store {
             started: Instant::now(),
             contact: LeaderContact::default(),
             lease: LeaderContact::default(),
+            prevote_granted: LeaderContact::default(),
+            writes_paused: tokio::sync::watch::Sender::new(false),
+            campaigns_held: Arc::default(),
             proposals,
             read_index,
             reads,
@@ -310,6 +319,39 @@ impl Store {
     /// Records that a leader was heard from (called by the internode service).
     pub fn leader_contact(&self) -> &LeaderContact {
         &self.contact
+    }
+
+    /// Holds new proposals until the returned guard is dropped (a leadership hand-over); they
+    /// then find whether this node still leads, and are forwarded if not.
+    pub fn pause_writes(&self) -> WritesPaused<'_> {
+        self.writes_paused.send_replace(true);
+        WritesPaused(&self.writes_paused)
+    }
+
+    /// Keeps this node from starting elections until the guard is dropped (a hand-over, or
+    /// for good at shutdown: [`Store::never_campaign`]).
+    pub fn hold_campaigns(&self) -> CampaignsHeld {
+        self.campaigns_held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        CampaignsHeld(self.campaigns_held.clone())
+    }
+
+    /// This node is stopping: it never starts an election again.
+    pub fn never_campaign(&self) {
+        self.campaigns_held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this node may start an election now.
+    pub fn may_campaign(&self) -> bool {
+        self.campaigns_held
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+    }
+
+    /// When this node last granted a pre-vote (`cluster::prevote`).
+    pub fn prevote_granted(&self) -> &LeaderContact {
+        &self.prevote_granted
     }
 
     pub fn uptime(&self) -> Duration {
@@ -591,6 +633,10 @@ impl Store {
 
     /// Proposes one log entry.
     async fn propose_one(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
+        // During a hand-over, wait for it to end (bounded: it gives up within a few election
+        // timeouts).
+        let mut paused = self.writes_paused.subscribe();
+        let _ = tokio::time::timeout(self.cfg.apply_timeout, paused.wait_for(|p| !*p)).await;
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
         let (tx, rx) = oneshot::channel();
@@ -1146,6 +1192,24 @@ impl Store {
         }
         let log = self.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+/// Elections are held back while this lives (see [`Store::hold_campaigns`]).
+pub struct CampaignsHeld(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CampaignsHeld {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Proposals wait while this lives (see [`Store::pause_writes`]).
+pub struct WritesPaused<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl Drop for WritesPaused<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
     }
 }
 

@@ -7,8 +7,8 @@
 //! `sqlraft` library. See docs/design/faults.md for the design and how to read the results;
 //! `SQLRAFT_FAULTS_PROFILE=long` (scripts/faults.sh) runs longer, harder runs.
 //!
-//! Tests named `known_bug_*` encode correct behaviour that the server did not have when
-//! they were written; they are expected to fail until it is fixed.
+//! Four tests encode the faults of issue 13 (a lagging follower and a 5 MB snapshot, a full
+//! disk, a paused leader, a terminated leader), which the server once got wrong.
 
 mod client;
 mod cluster;
@@ -132,12 +132,12 @@ fn lagging_follower_catches_up_by_a_small_snapshot() {
     });
 }
 
-/// Known bug 1: a follower that needs a ~5 MB snapshot must converge.
+/// Issue 13, input 1 (a regression test since fixed): a follower that needs a ~5 MB snapshot must converge.
 #[test]
-fn known_bug_1_lagging_follower_catches_up_by_a_5mb_snapshot() {
+fn lagging_follower_catches_up_by_a_5mb_snapshot() {
     scenario(|| {
         known::lagging_follower_catches_up(
-            "known-bug-1-snapshot-catchup-5mb",
+            "issue13-snapshot-catchup-5mb",
             100,
             48 * 1024,
             Duration::from_secs(30),
@@ -145,10 +145,10 @@ fn known_bug_1_lagging_follower_catches_up_by_a_5mb_snapshot() {
     });
 }
 
-/// Known bug 2: disk full on a follower.
+/// Issue 13, input 2 (a regression test since fixed): disk full on a follower.
 #[test]
-fn known_bug_2_full_disk_follower_reports_unready_and_recovers() {
-    scenario(|| known::disk_full_follower("known-bug-2-disk-full-follower"));
+fn full_disk_follower_reports_unready_and_recovers() {
+    scenario(|| known::disk_full_follower("issue13-disk-full-follower"));
 }
 
 /// For each fault cycle: its start, and where the next one starts (or the end of the run).
@@ -163,14 +163,14 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Known bug 3: SIGSTOP of the leader for 8 s under write load, election timeout 1 s: a
+/// Issue 13, input 3 (a regression test since fixed): SIGSTOP of the leader for 8 s under write load, election timeout 1 s: a
 /// write succeeds through another node within 4 s, and the term moves by 1 or 2 at most
 /// (until the next cycle, or the end of the run). Three cycles, because the extra elections
 /// do not happen every time.
 #[test]
-fn known_bug_3_paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
+fn paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
     scenario(|| {
-        let mut s = spec("known-bug-3-sigstop-leader", 3, Nemesis::PauseLeader);
+        let mut s = spec("issue13-sigstop-leader", 3, Nemesis::PauseLeader);
         s.flags = vec!["-raft-election-timeout", "1s"];
         s.min_cycles = 3;
         run(s, |d| {
@@ -179,12 +179,12 @@ fn known_bug_3_paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
                 match d.mark_in("first_write_after_fault", t, next) {
                     Some(w) if w - t <= 4_000_000_000 => {}
                     Some(w) => p.push(format!(
-                        "known bug 3 (cycle {}): first successful write {:.2}s after SIGSTOP of the leader (want <= 4s)",
+                        "paused leader (cycle {}): first successful write {:.2}s after SIGSTOP of the leader (want <= 4s)",
                         k + 1,
                         secs(w - t)
                     )),
                     None => p.push(format!(
-                        "known bug 3 (cycle {}): no write succeeded during the 8s the leader was stopped",
+                        "paused leader (cycle {}): no write succeeded during the 8s the leader was stopped",
                         k + 1
                     )),
                 }
@@ -196,7 +196,7 @@ fn known_bug_3_paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
                 };
                 if after - before > 2 {
                     p.push(format!(
-                        "known bug 3 (cycle {}): term went from {before} to {after} (+{}), want +1 or +2",
+                        "paused leader (cycle {}): term went from {before} to {after} (+{}), want +1 or +2",
                         k + 1,
                         after - before
                     ));
@@ -207,20 +207,20 @@ fn known_bug_3_paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
     });
 }
 
-/// Known bug 4: SIGTERM of the leader: it exits within 2 s, and writes through the other
+/// Issue 13, input 4 (a regression test since fixed): SIGTERM of the leader: it exits within 2 s, and writes through the other
 /// nodes succeed within 1 s of its exit.
 #[test]
-fn known_bug_4_terminated_leader_exits_within_2s_and_writes_resume_within_1s() {
+fn terminated_leader_exits_within_2s_and_writes_resume_within_1s() {
     scenario(|| {
         run(
-            spec("known-bug-4-sigterm-leader", 3, Nemesis::TerminateLeader),
+            spec("issue13-sigterm-leader", 3, Nemesis::TerminateLeader),
             |d| {
                 let mut p = Vec::new();
                 for (k, (t, next)) in cycles(d).into_iter().enumerate() {
                     let exited = d.mark_in("exited", t, next).expect("exit mark");
                     if exited - t > 2_000_000_000 {
                         p.push(format!(
-                            "known bug 4 (cycle {}): the leader took {:.2}s to exit after SIGTERM (want <= 2s)",
+                            "terminated leader (cycle {}): the leader took {:.2}s to exit after SIGTERM (want <= 2s)",
                             k + 1,
                             secs(exited - t)
                         ));
@@ -228,12 +228,12 @@ fn known_bug_4_terminated_leader_exits_within_2s_and_writes_resume_within_1s() {
                     match d.mark_in("first_write_after_fault", exited, next) {
                         Some(w) if w - exited <= 1_000_000_000 => {}
                         Some(w) => p.push(format!(
-                            "known bug 4 (cycle {}): first successful write {:.2}s after the old leader exited (want <= 1s)",
+                            "terminated leader (cycle {}): first successful write {:.2}s after the old leader exited (want <= 1s)",
                             k + 1,
                             secs(w - exited)
                         )),
                         None => p.push(format!(
-                            "known bug 4 (cycle {}): no write succeeded after the leader exited",
+                            "terminated leader (cycle {}): no write succeeded after the leader exited",
                             k + 1
                         )),
                     }
