@@ -174,7 +174,7 @@ pub(crate) fn reset_settings(conn: &Connection, fk: bool) -> Result<(), DbError>
          PRAGMA automatic_index = 1; PRAGMA cache_size = -2000; PRAGMA cache_spill = 1; \
          PRAGMA cell_size_check = 0; PRAGMA trusted_schema = 1; PRAGMA temp_store = 0; \
          PRAGMA secure_delete = 0; PRAGMA analysis_limit = 0; PRAGMA threads = 0; \
-         PRAGMA journal_size_limit = -1; PRAGMA mmap_size = 0; PRAGMA busy_timeout = {}",
+         PRAGMA journal_size_limit = 67108864; PRAGMA mmap_size = 0; PRAGMA busy_timeout = {}",
         i32::from(fk),
         BUSY_TIMEOUT.as_millis()
     ))?;
@@ -190,6 +190,11 @@ impl SqlConn {
         let g = guard.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| g.check(ctx)));
         Ok(Self { conn, guard })
+    }
+
+    /// A placeholder connection to nothing (while the database file is being replaced).
+    pub(crate) fn in_memory() -> Result<Self, DbError> {
+        Self::new(Connection::open_in_memory()?, false)
     }
 
     pub(crate) fn guard(&self) -> &AuthGuard {
@@ -220,6 +225,25 @@ pub(crate) fn remove_db_files(path: &Path) -> Result<(), DbError> {
 /// it: WAL mode, never synced, no automatic checkpoints (the engine checkpoints itself).
 pub(crate) fn open_writer(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
     remove_db_files(path)?;
+    open_writer_on(path, fk)
+}
+
+/// Makes `path` a copy of the database file `from` (replacing any old one) and opens the
+/// writer on it, as [`open_writer`] does. Copying the file is much faster than copying its
+/// pages through SQLite; nothing may have the old database open.
+pub(crate) fn open_writer_copy(path: &Path, from: &Path, fk: bool) -> Result<SqlConn, DbError> {
+    remove_db_files(path)?;
+    std::fs::copy(from, path).map_err(|e| {
+        DbError::Io(format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            path.display()
+        ))
+    })?;
+    open_writer_on(path, fk)
+}
+
+fn open_writer_on(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -229,7 +253,8 @@ pub(crate) fn open_writer(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
     // Writing page 1 now means even an empty database has a valid image.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; \
-         PRAGMA wal_autocheckpoint = 0; PRAGMA user_version = 0",
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
+         PRAGMA user_version = 0",
     )?;
     SqlConn::new(conn, fk)
 }

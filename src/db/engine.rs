@@ -218,8 +218,28 @@ impl Engine {
         self.restore_from(&mut src)
     }
 
-    /// [`Engine::restore`] from a database file (a snapshot), read page by page.
+    /// [`Engine::restore`] from a database file (a snapshot). When no read is running (at
+    /// start, for one), the file is copied in place of the database; otherwise its pages are
+    /// copied into the live database, as for an image.
     pub fn restore_file(&mut self, file: &Path) -> Result<(), DbError> {
+        let reads = self.reads.clone();
+        if let Some(_quiet) = reads.quiesce() {
+            // Close the writer (the last connection: SQLite removes its WAL) before the file
+            // it has open is replaced.
+            self.rw = SqlConn::in_memory()?;
+            return match conn::open_writer_copy(&self.path, file, self.config.fk) {
+                Ok(rw) => {
+                    self.rw = rw;
+                    Ok(())
+                }
+                Err(e) => {
+                    // Never leave the engine without its database: an empty one, as at
+                    // start (the caller fails the install, and the node stops).
+                    self.rw = conn::open_writer(&self.path, self.config.fk)?;
+                    Err(e)
+                }
+            };
+        }
         let mut src = conn::open_internal_reader(file)?;
         self.restore_from(&mut src)
     }
@@ -256,7 +276,15 @@ impl Engine {
             let b = Backup::new(src, &mut self.rw.conn)?;
             finish(b.step(-1)?)?;
         }
-        self.checkpoint();
+        // The copy went through the WAL: move it into the database file and shrink the WAL
+        // now (waiting briefly for readers), not one passive checkpoint at a time.
+        if let Err(e) = self
+            .rw
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "WAL checkpoint after a restore failed");
+        }
         Ok(())
     }
 

@@ -28,6 +28,7 @@ pub struct ReadPool {
     fk: bool,
     idle: Mutex<Vec<SqlConn>>,
     permits: Arc<Semaphore>,
+    max_conns: usize,
     default_timeout: Option<Duration>,
 }
 
@@ -52,8 +53,19 @@ impl ReadPool {
             fk,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_conns.max(1))),
+            max_conns: max_conns.max(1),
             default_timeout,
         }
+    }
+
+    /// If no read is running, closes the idle connections and keeps new reads waiting until
+    /// the returned guard is dropped (the database file is about to be replaced).
+    pub(crate) fn quiesce(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = self.permits.try_acquire_many(self.max_conns as u32).ok()?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        Some(permit)
     }
 
     /// The database file the readers open.

@@ -36,6 +36,10 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
+/// redb's own page cache (its default is 1 GiB, which a large load fills: every node then
+/// held a GiB it never needed again). Recent entries are cached above it, decoded.
+const REDB_CACHE_BYTES: usize = 16 << 20;
+
 /// Durable entries kept in memory beyond those not yet flushed, in encoded bytes.
 pub const CACHE_BYTES: usize = 32 << 20;
 
@@ -128,7 +132,7 @@ impl LogStore {
     /// [`LogStore::open`], reporting a full disk to `health` (the writer then retries every
     /// second instead of failing, so the node carries on once space is freed).
     pub fn open_with(path: &Path, health: Arc<Health>) -> Result<Self, StorageError> {
-        let db = Database::create(path)
+        let db = open_db(path)
             .map_err(|e| read_err(&format!("cannot open the Raft log {}: {e}", path.display())))?;
         let mut cache = Cache::default();
         {
@@ -280,6 +284,12 @@ impl LogStore {
     }
 }
 
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(path)
+}
+
 fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
     // A poisoned lock means a panic while holding it; the data is still consistent because
     // every critical section is a few map and field operations.
@@ -372,7 +382,7 @@ impl Writer {
                     std::thread::sleep(Duration::from_secs(1));
                     let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
                     guard.take();
-                    *guard = Database::create(&self.path).ok();
+                    *guard = open_db(&self.path).ok();
                 }
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");

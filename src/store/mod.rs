@@ -267,6 +267,7 @@ impl Store {
         let mut tick =
             tokio::time::interval(self.cfg.snapshot_interval.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut loads_seen = 0;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -275,7 +276,17 @@ impl Store {
             let m = self.raft.metrics().borrow().clone();
             let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
             let snap = m.snapshot.map(|l| l.index).unwrap_or(0);
-            if applied.saturating_sub(snap) >= self.cfg.snapshot_threshold {
+            // After a load the log holds the whole database: a snapshot lets it go (rqlite
+            // snapshots after a load too).
+            let loads = self.sm.applied().lock().loads;
+            let wanted = loads != loads_seen;
+            loads_seen = loads;
+            if wanted {
+                // Trailing entries would be the image again, in parts: none are kept.
+                if let Err(e) = self.snapshot(Some(0)).await {
+                    tracing::warn!(error = %e, "snapshot after a load failed");
+                }
+            } else if applied.saturating_sub(snap) >= self.cfg.snapshot_threshold {
                 if let Err(e) = self.raft.trigger().snapshot().await {
                     tracing::warn!(error = %e, "could not trigger snapshot");
                 }
@@ -611,7 +622,11 @@ impl Store {
         let n = parts.len();
         let mut last = None;
         for (i, part) in parts.enumerate() {
-            match self.propose_one(part).await {
+            let timeout = match i + 1 == n {
+                true => self.large_apply_timeout(n * parts::PART_BYTES),
+                false => self.cfg.apply_timeout,
+            };
+            match self.propose_within(part, timeout).await {
                 Ok(r) => last = Some(r),
                 Err(e) => {
                     if i > 0 {
@@ -633,6 +648,16 @@ impl Store {
 
     /// Proposes one log entry.
     async fn propose_one(&self, cmd: Command) -> Result<(crate::raft::Response, u64), StoreError> {
+        self.propose_within(cmd, self.cfg.apply_timeout).await
+    }
+
+    /// [`Store::propose_one`], waiting up to `apply_timeout` for the entry to be applied (a
+    /// large command's last part applies it all, which takes longer).
+    async fn propose_within(
+        &self,
+        cmd: Command,
+        apply_timeout: Duration,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
         // During a hand-over, wait for it to end (bounded: it gives up within a few election
         // timeouts).
         let mut paused = self.writes_paused.subscribe();
@@ -658,7 +683,7 @@ impl Store {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Closed),
             },
-            _ = tokio::time::sleep(self.cfg.apply_timeout) => Err(StoreError::OutcomeUnknown(
+            _ = tokio::time::sleep(apply_timeout) => Err(StoreError::OutcomeUnknown(
                 "outcome unknown: not committed within the apply timeout (-raft-apply-timeout)".into(),
             )),
             _ = deposed => Err(StoreError::OutcomeUnknown(
@@ -902,7 +927,11 @@ impl Store {
                 kind: crate::command::PartKind::Image,
                 bytes,
             });
-            match self.propose_one(part).await {
+            let timeout = match seq + 1 == n {
+                true => self.large_apply_timeout(len),
+                false => self.cfg.apply_timeout,
+            };
+            match self.propose_within(part, timeout).await {
                 Ok(r) => last = Some(r),
                 Err(e) => {
                     if seq > 0 {
@@ -929,6 +958,12 @@ impl Store {
             results: Vec::new(),
             raft_index: Some(index),
         })
+    }
+
+    /// How long the entry that applies a large command (`bytes` big) may take: the apply
+    /// timeout, plus a second per 10 MiB for copying it into the database.
+    fn large_apply_timeout(&self, bytes: usize) -> Duration {
+        self.cfg.apply_timeout + Duration::from_secs((bytes >> 20) as u64 / 10)
     }
 
     /// `/boot` from a file: load into a single-node cluster and snapshot at once.

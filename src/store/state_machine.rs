@@ -32,6 +32,9 @@ pub struct Applied {
     pub updated_at: Option<SystemTime>,
     /// Metadata of the newest snapshot taken or installed.
     pub snapshot: Option<SnapshotMeta>,
+    /// Database images loaded from the log so far (each calls for a snapshot, so that the
+    /// log can let the image's entries go).
+    pub loads: u64,
 }
 
 /// Shared view of [`Applied`]; the database thread writes it, everyone may read it.
@@ -74,12 +77,13 @@ fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl ToString) -> S
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
-/// What applying a command works with: the database, the assembly of large commands, and
-/// the term of the entry being applied.
+/// What applying a command works with: the database, the assembly of large commands, the
+/// term of the entry being applied, and how many images it loaded.
 struct Applier<'a> {
     engine: &'a mut Engine,
     assembly: &'a mut Assembly,
     term: u64,
+    loads: u64,
 }
 
 fn failed(e: impl ToString) -> Response {
@@ -107,7 +111,10 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
         Command::Query(_) | Command::Noop => Response::default(),
         Command::ExecuteQuery(req) => results(a.engine.request_with(&req, max_steps))?,
         Command::Load(image) => match a.engine.restore(&image) {
-            Ok(()) => Response::default(),
+            Ok(()) => {
+                a.loads += 1;
+                Response::default()
+            }
             Err(e) => failed(e),
         },
         Command::Batch(cmds) => Response {
@@ -122,7 +129,10 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
             Ok(None) => Response::default(),
             Ok(Some(Assembled::Image(path))) => {
                 let r = match a.engine.restore_file(&path) {
-                    Ok(()) => Response::default(),
+                    Ok(()) => {
+                        a.loads += 1;
+                        Response::default()
+                    }
                     Err(e) => failed(e),
                 };
                 Assembly::done(&path);
@@ -280,6 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         engine: &mut *engine,
                         assembly: &mut assembly,
                         term: log_id.leader_id.term,
+                        loads: 0,
                     };
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
@@ -294,7 +305,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Response::default()
                         }
                     };
+                    let loads = a.loads;
                     let mut a = applied.lock();
+                    a.loads += loads;
                     a.last_applied = Some(log_id);
                     a.updated_at = Some(SystemTime::now());
                     out.push(resp);
