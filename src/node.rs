@@ -16,7 +16,7 @@ use crate::auth::AuthStore;
 use crate::cluster::bootstrap::Bootstrapper;
 use crate::cluster::discover::{self, Disco, KeyTiming};
 use crate::cluster::service::{self, ServiceState};
-use crate::cluster::{join, Cluster, Route};
+use crate::cluster::{join, Cluster, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::{QueueConfig, WriteQueue};
 use crate::http::{self, HttpState};
@@ -426,7 +426,7 @@ impl Node {
                 "a non-voter must -join an existing cluster".into(),
             ));
         }
-        if store.bootstrap_if_new().await? {
+        if store.bootstrap_alone().await? {
             tracing::info!(node_id = %me.id, "bootstrapped a new single-voter cluster");
         }
         Ok(())
@@ -466,7 +466,7 @@ impl Node {
         // it handed it to, and then leave.
         self.store.never_campaign();
         if self.cluster_remove_shutdown {
-            let route = Route {
+            let route = Forwarding {
                 forward: true,
                 timeout: Some(std::time::Duration::from_secs(5)),
                 creds: self.cluster.node_creds().cloned(),

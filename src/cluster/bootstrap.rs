@@ -56,7 +56,7 @@ impl Bootstrapper {
             return;
         }
         let members: Vec<NodeInfo> = seen.values().cloned().collect();
-        match store.bootstrap_with(members.clone()).await {
+        match store.bootstrap(members.clone()).await {
             Ok(true) => {
                 tracing::info!(members = ?members.iter().map(|m| &m.id).collect::<Vec<_>>(), "bootstrapped cluster")
             }

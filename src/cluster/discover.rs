@@ -214,7 +214,7 @@ pub async fn key_rendezvous(
             Ok(None) if voter => match keeper.create(&record).await {
                 Ok(true) => {
                     tracing::info!("won the discovery key: bootstrapping");
-                    if let Err(e) = store.bootstrap_if_new().await {
+                    if let Err(e) = store.bootstrap_alone().await {
                         tracing::error!(error = %e, "bootstrap after winning the key failed");
                     }
                     return;
@@ -249,7 +249,7 @@ async fn take_over(
     match keeper.replace(stale.version, record).await {
         Ok(true) => {
             tracing::warn!(old = ?stale.record, "took over a stale discovery key: bootstrapping a new cluster");
-            if let Err(e) = store.bootstrap_if_new().await {
+            if let Err(e) = store.bootstrap_alone().await {
                 tracing::error!(error = %e, "bootstrap after taking over the key failed");
             }
             true

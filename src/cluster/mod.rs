@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::command::Request;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
-use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
+use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
 use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, PATH_CLUSTER};
 
 /// Why a cluster operation failed. Serializable: the node that serves a forwarded request
@@ -66,7 +66,7 @@ impl<T> Served<T> {
 
 /// How a request may reach the leader.
 #[derive(Debug, Clone, Default)]
-pub struct Route {
+pub struct Forwarding {
     /// Forward transparently when this node is not the leader (false: `redirect`).
     pub forward: bool,
     /// Bound on a forwarded call (rqlite's `timeout`, default 30s).
@@ -157,7 +157,7 @@ impl Cluster {
     /// to the leader instead.
     async fn local_or_leader<T, L, Fut, M>(
         &self,
-        route: &Route,
+        route: &Forwarding,
         idempotent: bool,
         local: L,
         remote: impl FnOnce() -> ClusterRequest,
@@ -210,8 +210,8 @@ impl Cluster {
     pub async fn execute(
         &self,
         req: Request,
-        route: &Route,
-    ) -> Result<Served<Outcome>, ClusterError> {
+        route: &Forwarding,
+    ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
         let r = req.clone();
         self.local_or_leader(
@@ -219,7 +219,7 @@ impl Cluster {
             false,
             || self.store.execute(r),
             || ClusterRequest::Execute { req, creds },
-            outcome,
+            reply,
         )
         .await
     }
@@ -228,8 +228,8 @@ impl Cluster {
     pub async fn execute_each(
         &self,
         reqs: Vec<Request>,
-        route: &Route,
-    ) -> Result<Served<Vec<Outcome>>, ClusterError> {
+        route: &Forwarding,
+    ) -> Result<Served<Vec<Reply>>, ClusterError> {
         let creds = route.creds.clone();
         let r = reqs.clone();
         self.local_or_leader(
@@ -238,13 +238,7 @@ impl Cluster {
             || self.store.execute_each(r),
             || ClusterRequest::ExecuteEach { reqs, creds },
             |resp| match resp {
-                ClusterResponse::Outcomes(v) => Ok(v
-                    .into_iter()
-                    .map(|(results, raft_index)| Outcome {
-                        results,
-                        raft_index,
-                    })
-                    .collect()),
+                ClusterResponse::Replies(v) => Ok(v),
                 other => Err(unexpected(other)),
             },
         )
@@ -256,10 +250,10 @@ impl Cluster {
         &self,
         req: Request,
         opts: &ReadOpts,
-        route: &Route,
-    ) -> Result<Served<Outcome>, ClusterError> {
+        route: &Forwarding,
+    ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
-        let wire = opts.into();
+        let wire = opts.clone();
         let r = req.clone();
         let idempotent = opts.level != ReadLevel::Strong;
         self.local_or_leader(
@@ -271,7 +265,7 @@ impl Cluster {
                 opts: wire,
                 creds,
             },
-            outcome,
+            reply,
         )
         .await
     }
@@ -281,10 +275,10 @@ impl Cluster {
         &self,
         req: Request,
         opts: &ReadOpts,
-        route: &Route,
-    ) -> Result<Served<Outcome>, ClusterError> {
+        route: &Forwarding,
+    ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
-        let wire = opts.into();
+        let wire = opts.clone();
         let r = req.clone();
         self.local_or_leader(
             route,
@@ -295,7 +289,7 @@ impl Cluster {
                 opts: wire,
                 creds,
             },
-            outcome,
+            reply,
         )
         .await
     }
@@ -307,7 +301,7 @@ impl Cluster {
         vacuum: bool,
         tables: Option<Vec<String>>,
         local: bool,
-        route: &Route,
+        route: &Forwarding,
     ) -> Result<Served<Vec<u8>>, ClusterError> {
         let creds = route.creds.clone();
         let t = tables.clone();
@@ -339,8 +333,8 @@ impl Cluster {
     pub async fn load_file(
         &self,
         path: &std::path::Path,
-        route: &Route,
-    ) -> Result<Served<Outcome>, ClusterError> {
+        route: &Forwarding,
+    ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
         self.local_or_leader(
             route,
@@ -353,13 +347,13 @@ impl Cluster {
                 dump: None,
                 creds,
             },
-            outcome,
+            reply,
         )
         .await
     }
 
     /// Removes a member.
-    pub async fn remove(&self, id: String, route: &Route) -> Result<Served<()>, ClusterError> {
+    pub async fn remove(&self, id: String, route: &Forwarding) -> Result<Served<()>, ClusterError> {
         let creds = route.creds.clone();
         let i = id.clone();
         self.local_or_leader(
@@ -379,7 +373,7 @@ impl Cluster {
     pub async fn stepdown(
         &self,
         id: Option<String>,
-        route: &Route,
+        route: &Forwarding,
     ) -> Result<Served<()>, ClusterError> {
         let creds = route.creds.clone();
         let i = id.clone();
@@ -554,15 +548,9 @@ impl Cluster {
     }
 }
 
-fn outcome(r: ClusterResponse) -> Result<Outcome, ClusterError> {
+fn reply(r: ClusterResponse) -> Result<Reply, ClusterError> {
     match r {
-        ClusterResponse::Outcome {
-            results,
-            raft_index,
-        } => Ok(Outcome {
-            results,
-            raft_index,
-        }),
+        ClusterResponse::Reply(r) => Ok(r),
         other => Err(unexpected(other)),
     }
 }

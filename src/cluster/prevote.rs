@@ -18,28 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::proto::{ClusterRequest, ClusterResponse};
 use super::Cluster;
-use crate::raft::LogId;
-use crate::store::Store;
-
-/// The receiving side: would this node vote for a candidate whose log ends at `last_log`?
-pub async fn would_vote(store: &Store, last_log: Option<LogId>) -> bool {
-    let timeout = store.config().election_timeout;
-    if store.is_leader() {
-        return false;
-    }
-    if store
-        .leader_contact()
-        .since_leader_contact()
-        .is_some_and(|age| age < timeout)
-    {
-        return false;
-    }
-    let yes = last_log >= store.last_log_id().await;
-    if yes {
-        store.prevote_granted().record();
-    }
-    yes
-}
 
 /// The candidate side; returns when `stop` fires.
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {

@@ -3,58 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Request, StmtResult};
+use crate::command::Request;
 use crate::raft::NodeInfo;
-use crate::store::{ReadLevel, ReadOpts};
+use crate::store::ReadOpts;
 
 pub const PATH_CLUSTER: &str = "/v1/cluster";
-
-/// A read's options as they travel to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WireReadOpts {
-    pub level: u8,
-    pub freshness_ns: Option<u64>,
-    pub freshness_strict: bool,
-    pub linearizable_timeout_ns: Option<u64>,
-}
-
-impl From<&ReadOpts> for WireReadOpts {
-    fn from(o: &ReadOpts) -> Self {
-        let level = match o.level {
-            ReadLevel::None => 0,
-            ReadLevel::Weak => 1,
-            ReadLevel::Linearizable => 2,
-            ReadLevel::Strong => 3,
-            ReadLevel::Auto => 4,
-        };
-        Self {
-            level,
-            freshness_ns: o.freshness.map(|d| d.as_nanos() as u64),
-            freshness_strict: o.freshness_strict,
-            linearizable_timeout_ns: o.linearizable_timeout.map(|d| d.as_nanos() as u64),
-        }
-    }
-}
-
-impl From<&WireReadOpts> for ReadOpts {
-    fn from(o: &WireReadOpts) -> Self {
-        let level = match o.level {
-            0 => ReadLevel::None,
-            2 => ReadLevel::Linearizable,
-            3 => ReadLevel::Strong,
-            4 => ReadLevel::Auto,
-            _ => ReadLevel::Weak,
-        };
-        Self {
-            level,
-            freshness: o.freshness_ns.map(std::time::Duration::from_nanos),
-            freshness_strict: o.freshness_strict,
-            linearizable_timeout: o
-                .linearizable_timeout_ns
-                .map(std::time::Duration::from_nanos),
-        }
-    }
-}
 
 /// Basic-auth credentials of the original client (or of a joining node's `-join-as` user),
 /// re-checked by the receiver.
@@ -88,12 +41,12 @@ pub enum ClusterRequest {
     },
     Query {
         req: Request,
-        opts: WireReadOpts,
+        opts: ReadOpts,
         creds: Option<Credentials>,
     },
     Request {
         req: Request,
-        opts: WireReadOpts,
+        opts: ReadOpts,
         creds: Option<Credentials>,
     },
     Backup {
@@ -142,12 +95,9 @@ pub struct NodeMeta {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ClusterResponse {
     Meta(NodeMeta),
-    Outcome {
-        results: Vec<StmtResult>,
-        raft_index: Option<u64>,
-    },
+    Reply(crate::store::Reply),
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
-    Outcomes(Vec<(Vec<StmtResult>, Option<u64>)>),
+    Replies(Vec<crate::store::Reply>),
     Ok,
     Granted(bool),
     /// The error exactly as the serving node produced it.

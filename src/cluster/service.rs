@@ -14,12 +14,12 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use super::bootstrap::Bootstrapper;
 use super::proto::Credentials;
 use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
-use super::{Cluster, ClusterError, Route};
+use super::{Cluster, ClusterError, Forwarding};
 use crate::auth::{AuthStore, Perm};
 use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::transport::{decode, encode};
 use crate::raft::{NodeId, TypeConfig};
-use crate::store::{ReadOpts, Store};
+use crate::store::Store;
 
 /// What the internode handlers share.
 pub struct ServiceState {
@@ -174,14 +174,10 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
         return Err(ClusterError::Unauthorized("unauthorized".into()));
     }
     let store = st.store();
-    let here = Route {
+    let here = Forwarding {
         forward: false,
         timeout: None,
         creds: None,
-    };
-    let outcome = |o: crate::store::Outcome| ClusterResponse::Outcome {
-        results: o.results,
-        raft_index: o.raft_index,
     };
     match req {
         ClusterRequest::Meta => {
@@ -209,32 +205,29 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             st.cluster.remove_and_notify(&id).await?;
             Ok(ClusterResponse::Ok)
         }
-        ClusterRequest::PreVote { last_log } => Ok(ClusterResponse::Granted(
-            super::prevote::would_vote(store, last_log).await,
-        )),
+        ClusterRequest::PreVote { last_log } => {
+            Ok(ClusterResponse::Granted(store.would_vote(last_log).await))
+        }
         ClusterRequest::Removed => {
             store.removed().await;
             Ok(ClusterResponse::Ok)
         }
-        ClusterRequest::Execute { req, creds: _ } => Ok(outcome(store.execute(req).await?)),
-        ClusterRequest::ExecuteEach { reqs, creds: _ } => Ok(ClusterResponse::Outcomes(
-            store
-                .execute_each(reqs)
-                .await?
-                .into_iter()
-                .map(|o| (o.results, o.raft_index))
-                .collect(),
-        )),
+        ClusterRequest::Execute { req, creds: _ } => {
+            Ok(ClusterResponse::Reply(store.execute(req).await?))
+        }
+        ClusterRequest::ExecuteEach { reqs, creds: _ } => {
+            Ok(ClusterResponse::Replies(store.execute_each(reqs).await?))
+        }
         ClusterRequest::Query {
             req,
             opts,
             creds: _,
-        } => Ok(outcome(store.query(req, &ReadOpts::from(&opts)).await?)),
+        } => Ok(ClusterResponse::Reply(store.query(req, &opts).await?)),
         ClusterRequest::Request {
             req,
             opts,
             creds: _,
-        } => Ok(outcome(store.request(req, &ReadOpts::from(&opts)).await?)),
+        } => Ok(ClusterResponse::Reply(store.request(req, &opts).await?)),
         ClusterRequest::Backup {
             sql,
             vacuum,
@@ -253,16 +246,16 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
         } => {
             store.ensure_leader().await?;
             match (image, dump) {
-                (Some(img), _) => Ok(outcome(store.load(img).await?)),
+                (Some(img), _) => Ok(ClusterResponse::Reply(store.load(img).await?)),
                 (None, Some(sql)) => {
                     let req = crate::command::Request {
                         statements: vec![crate::command::Statement::new(sql)],
                         transaction: false,
                         db_timeout_ms: 0,
                     };
-                    Ok(outcome(store.execute(req).await?))
+                    Ok(ClusterResponse::Reply(store.execute(req).await?))
                 }
-                (None, None) => Ok(outcome(crate::store::Outcome::default())),
+                (None, None) => Ok(ClusterResponse::Reply(crate::store::Reply::default())),
             }
         }
         ClusterRequest::Stepdown { id, creds: _ } => {

@@ -12,13 +12,13 @@ use axum::response::Response;
 
 use super::error::{self, api_error, ApiError};
 use super::json::{self, Envelope, Json, RenderOpts};
-use super::params::{Level, QueryParams};
+use super::params::QueryParams;
 use super::{body, require_method, Call, HttpState};
-use crate::cluster::{ClusterError, Route, Served};
+use crate::cluster::{ClusterError, Forwarding, Served};
 use crate::command::Outcome as StmtOutcome;
 use crate::command::{Request, Statement};
 use crate::db::rewrite::RewriteOpts;
-use crate::store::{Outcome, ReadLevel, ReadOpts, Store, StoreError};
+use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
 
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
@@ -45,13 +45,7 @@ fn rewrite_opts(p: &QueryParams) -> RewriteOpts {
 }
 
 fn read_opts(p: &QueryParams) -> ReadOpts {
-    let level = match p.level {
-        Level::None => ReadLevel::None,
-        Level::Weak => ReadLevel::Weak,
-        Level::Linearizable => ReadLevel::Linearizable,
-        Level::Strong => ReadLevel::Strong,
-        Level::Auto => ReadLevel::Auto,
-    };
+    let level = p.level;
     ReadOpts {
         level,
         freshness: p.freshness.filter(|d| !d.is_zero()),
@@ -60,12 +54,11 @@ fn read_opts(p: &QueryParams) -> ReadOpts {
     }
 }
 
-/// How this request may reach the leader.
 /// How a call may reach the leader: forwarded (unless `redirect`) with the caller's
 /// credentials, which the leader checks again.
-pub fn route(call: &Call) -> Route {
+pub fn forwarding(call: &Call) -> Forwarding {
     let p = &call.params;
-    Route {
+    Forwarding {
         forward: !p.redirect,
         timeout: p.timeout.filter(|d| !d.is_zero()),
         creds: call.creds.clone(),
@@ -126,7 +119,7 @@ enum Shape {
 fn data_reply(
     call: &Call,
     started: Instant,
-    outcome: Result<Served<Outcome>, ClusterError>,
+    outcome: Result<Served<Reply>, ClusterError>,
     shape: Shape,
 ) -> Result<Response, ApiError> {
     let p = &call.params;
@@ -205,7 +198,7 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return early_reply(&call, e);
     }
     st.counters.executions.add(1);
-    let outcome = st.cluster.execute(req, &route(&call)).await;
+    let outcome = st.cluster.execute(req, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
 }
 
@@ -284,7 +277,7 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
         return early_reply(&call, e);
     }
     st.counters.queries.add(1);
-    let outcome = st.cluster.query(req, &opts, &route(&call)).await;
+    let outcome = st.cluster.query(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Query)
 }
 
@@ -302,7 +295,10 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return early_reply(&call, e);
     }
     st.counters.requests.add(1);
-    let outcome = st.cluster.request(req, &read_opts(p), &route(&call)).await;
+    let outcome = st
+        .cluster
+        .request(req, &read_opts(p), &forwarding(&call))
+        .await;
     data_reply(&call, started, outcome, Shape::Request)
 }
 
@@ -322,7 +318,13 @@ pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     st.counters.backups.add(1);
     let served = st
         .cluster
-        .backup(sql, p.vacuum, p.tables.clone(), p.noleader, &route(&call))
+        .backup(
+            sql,
+            p.vacuum,
+            p.tables.clone(),
+            p.noleader,
+            &forwarding(&call),
+        )
         .await
         .map_err(|e| status_only(&call, e, Some("application/octet-stream")))?;
     let data = if p.compress {
@@ -358,7 +360,7 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let len = call.body_to_file(&upload.0).await?;
     st.counters.loads.add(1);
-    let rt = route(&call);
+    let rt = forwarding(&call);
     let head = read_head(&upload.0).await?;
     let outcome = if head.starts_with(SQLITE_HEADER) {
         st.cluster.load_file(&upload.0, &rt).await
@@ -372,7 +374,7 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
             Ok(Served {
-                value: Outcome::default(),
+                value: Reply::default(),
                 forwarded_to: None,
             })
         } else {

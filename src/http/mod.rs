@@ -97,7 +97,7 @@ async fn common_headers(State(st): State<Arc<HttpState>>, mut r: Response) -> Re
 
 /// The endpoints, matched as rqlite matches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+enum Endpoint {
     Root,
     Execute,
     Query,
@@ -114,43 +114,43 @@ enum Route {
     DebugVars,
 }
 
-impl Route {
+impl Endpoint {
     /// The permissions (all of them) an endpoint needs when auth is on (spec section 1.2).
     fn perms(self) -> &'static [Perm] {
         match self {
-            Route::Root => &[],
-            Route::Execute => &[Perm::Execute],
-            Route::Query => &[Perm::Query],
-            Route::Request => &[Perm::Execute, Perm::Query],
-            Route::Backup => &[Perm::Backup],
-            Route::Load | Route::Boot => &[Perm::Load],
-            Route::Status | Route::Nodes | Route::DebugVars => &[Perm::Status],
-            Route::Readyz => &[Perm::Ready],
-            Route::Leader => &[Perm::LeaderOps],
-            Route::Remove => &[Perm::Remove],
-            Route::Snapshot => &[Perm::Snapshot],
+            Endpoint::Root => &[],
+            Endpoint::Execute => &[Perm::Execute],
+            Endpoint::Query => &[Perm::Query],
+            Endpoint::Request => &[Perm::Execute, Perm::Query],
+            Endpoint::Backup => &[Perm::Backup],
+            Endpoint::Load | Endpoint::Boot => &[Perm::Load],
+            Endpoint::Status | Endpoint::Nodes | Endpoint::DebugVars => &[Perm::Status],
+            Endpoint::Readyz => &[Perm::Ready],
+            Endpoint::Leader => &[Perm::LeaderOps],
+            Endpoint::Remove => &[Perm::Remove],
+            Endpoint::Snapshot => &[Perm::Snapshot],
         }
     }
 }
 
-fn route(path: &str) -> Option<Route> {
-    const PREFIXES: [(&str, Route); 9] = [
-        ("/db/execute", Route::Execute),
-        ("/db/query", Route::Query),
-        ("/db/request", Route::Request),
-        ("/db/backup", Route::Backup),
-        ("/db/load", Route::Load),
-        ("/status", Route::Status),
-        ("/nodes", Route::Nodes),
-        ("/readyz", Route::Readyz),
-        ("/remove", Route::Remove),
+fn endpoint(path: &str) -> Option<Endpoint> {
+    const PREFIXES: [(&str, Endpoint); 9] = [
+        ("/db/execute", Endpoint::Execute),
+        ("/db/query", Endpoint::Query),
+        ("/db/request", Endpoint::Request),
+        ("/db/backup", Endpoint::Backup),
+        ("/db/load", Endpoint::Load),
+        ("/status", Endpoint::Status),
+        ("/nodes", Endpoint::Nodes),
+        ("/readyz", Endpoint::Readyz),
+        ("/remove", Endpoint::Remove),
     ];
     match path {
-        "/" => return Some(Route::Root),
-        "/boot" => return Some(Route::Boot),
-        "/leader" => return Some(Route::Leader),
-        "/snapshot" => return Some(Route::Snapshot),
-        "/debug/vars" => return Some(Route::DebugVars),
+        "/" => return Some(Endpoint::Root),
+        "/boot" => return Some(Endpoint::Boot),
+        "/leader" => return Some(Endpoint::Leader),
+        "/snapshot" => return Some(Endpoint::Snapshot),
+        "/debug/vars" => return Some(Endpoint::DebugVars),
         _ => {}
     }
     PREFIXES
@@ -273,7 +273,7 @@ async fn respond(
         Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
     };
     let path = parts.uri.path().to_string();
-    let Some(route) = route(&path) else {
+    let Some(endpoint) = endpoint(&path) else {
         return ApiError::NotFound.into_response();
     };
     // Malformed credentials (not Basic, bad base64, no colon) count as none.
@@ -283,7 +283,7 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .and_then(Credentials::from_basic_header);
     if let Some(auth) = &st.auth {
-        if !auth.allowed(creds.clone(), route.perms()).await {
+        if !auth.allowed(creds.clone(), endpoint.perms()).await {
             return ApiError::Unauthorized.into_response();
         }
     }
@@ -296,21 +296,21 @@ async fn respond(
         body,
         creds,
     };
-    let result = match route {
-        Route::Root => Ok(root()),
-        Route::Execute => db::execute(st, call).await,
-        Route::Query => db::query(st, call).await,
-        Route::Request => db::request(st, call).await,
-        Route::Backup => db::backup(st, call).await,
-        Route::Load => db::load(st, call).await,
-        Route::Boot => db::boot(st, call).await,
-        Route::Status => status::status(st, call).await,
-        Route::Nodes => status::nodes(st, call).await,
-        Route::Readyz => status::readyz(st, call).await,
-        Route::Leader => status::leader(st, call).await,
-        Route::Remove => status::remove(st, call).await,
-        Route::Snapshot => status::snapshot(st, call).await,
-        Route::DebugVars => status::debug_vars(st, call).await,
+    let result = match endpoint {
+        Endpoint::Root => Ok(root()),
+        Endpoint::Execute => db::execute(st, call).await,
+        Endpoint::Query => db::query(st, call).await,
+        Endpoint::Request => db::request(st, call).await,
+        Endpoint::Backup => db::backup(st, call).await,
+        Endpoint::Load => db::load(st, call).await,
+        Endpoint::Boot => db::boot(st, call).await,
+        Endpoint::Status => status::status(st, call).await,
+        Endpoint::Nodes => status::nodes(st, call).await,
+        Endpoint::Readyz => status::readyz(st, call).await,
+        Endpoint::Leader => status::leader(st, call).await,
+        Endpoint::Remove => status::remove(st, call).await,
+        Endpoint::Snapshot => status::snapshot(st, call).await,
+        Endpoint::DebugVars => status::debug_vars(st, call).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }

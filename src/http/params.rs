@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::store::ReadLevel;
+
 /// Why a query string was rejected. `Display` is the exact body rqlite sends (the HTTP layer
 /// appends the newline that Go's `http.Error` adds).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,29 +30,6 @@ pub enum ParamError {
     /// `q=` present but empty.
     #[error("query parameter not set")]
     EmptyQuery,
-}
-
-/// Read consistency requested with `level` (case-insensitive; unknown or absent is `Weak`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Level {
-    None,
-    #[default]
-    Weak,
-    Linearizable,
-    Strong,
-    Auto,
-}
-
-impl Level {
-    pub fn from_param(s: &str) -> Level {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Level::None,
-            "strong" => Level::Strong,
-            "linearizable" => Level::Linearizable,
-            "auto" => Level::Auto,
-            _ => Level::Weak,
-        }
-    }
 }
 
 /// `/db/backup` format from `fmt` (case-sensitive; anything else is binary).
@@ -93,7 +72,7 @@ pub struct QueryParams {
     pub linearizable_timeout: Option<Duration>,
     pub retries: Option<i64>,
     pub trailing_logs: Option<i64>,
-    pub level: Level,
+    pub level: ReadLevel,
     /// `GET /db/query` statement; never `Some("")` (that is rejected).
     pub q: Option<String>,
     /// `/db/backup` format, raw; see [`QueryParams::backup_format`].
@@ -203,7 +182,7 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
         linearizable_timeout,
         retries,
         trailing_logs,
-        level: get("level").map(Level::from_param).unwrap_or_default(),
+        level: get("level").map(ReadLevel::from_param).unwrap_or_default(),
         q: get("q").map(str::to_string),
         fmt: get("fmt").map(str::to_string),
         tables,
@@ -494,15 +473,15 @@ mod tests {
     #[test]
     fn levels() {
         let lvl = |q: &str| p(q).unwrap().level;
-        assert_eq!(lvl(""), Level::Weak);
-        assert_eq!(lvl("level=none"), Level::None);
-        assert_eq!(lvl("level=NONE"), Level::None);
-        assert_eq!(lvl("level=weak"), Level::Weak);
-        assert_eq!(lvl("level=Strong"), Level::Strong);
-        assert_eq!(lvl("level=linearizable"), Level::Linearizable);
-        assert_eq!(lvl("level=auto"), Level::Auto);
-        assert_eq!(lvl("level=bogus"), Level::Weak);
-        assert_eq!(lvl("level"), Level::Weak);
+        assert_eq!(lvl(""), ReadLevel::Weak);
+        assert_eq!(lvl("level=none"), ReadLevel::None);
+        assert_eq!(lvl("level=NONE"), ReadLevel::None);
+        assert_eq!(lvl("level=weak"), ReadLevel::Weak);
+        assert_eq!(lvl("level=Strong"), ReadLevel::Strong);
+        assert_eq!(lvl("level=linearizable"), ReadLevel::Linearizable);
+        assert_eq!(lvl("level=auto"), ReadLevel::Auto);
+        assert_eq!(lvl("level=bogus"), ReadLevel::Weak);
+        assert_eq!(lvl("level"), ReadLevel::Weak);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, ClusterError, Route};
+use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::command::{Outcome, Request, Statement, StmtResult};
 use crate::store::StoreError;
 
@@ -158,7 +158,7 @@ async fn flush(
         return;
     }
     // Statements were rewritten when they were queued; a follower forwards the batch.
-    let route = Route {
+    let route = Forwarding {
         forward: true,
         timeout: None,
         // Each client was checked when it queued; the batch travels as this node.

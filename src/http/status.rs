@@ -475,7 +475,7 @@ pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError
         };
         let served = st
             .cluster
-            .stepdown(id, &super::db::route(&call))
+            .stepdown(id, &super::db::forwarding(&call))
             .await
             .map_err(super::error::api_error)?;
         if call.params.wait {
@@ -510,7 +510,7 @@ pub async fn remove(st: &HttpState, mut call: Call) -> Result<Response, ApiError
         },
         _ => return Err(ApiError::BadRequestEmpty),
     };
-    let rt = super::db::route(&call);
+    let rt = super::db::forwarding(&call);
     match st.cluster.remove(id, &rt).await {
         Ok(served) => Ok(super::db::served_by(
             error::empty(StatusCode::OK, None),

@@ -1,0 +1,240 @@
+//! Getting commands into the log: group commit, parts, budgets, bounded waits.
+//!
+//! Owns: proposing a command and waiting for its outcome (never longer than the apply
+//! timeout, or than this node's leadership lasts), the group-commit batcher that combines
+//! concurrent proposals into one entry, splitting large commands into parts, attaching the
+//! execution budget, and pausing proposals during a hand-over.
+//! Does not: decide what a command means (the state machine applies it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::*;
+use crate::command::{Budget, Command};
+use crate::raft::{NodeId, NodeInfo, Raft};
+
+/// Proposals wait while this lives (see [`Store::pause_writes`]).
+pub struct WritesPaused<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl Drop for WritesPaused<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
+/// A command waiting to be proposed, and where its outcome goes.
+pub(super) struct Proposal {
+    cmd: Command,
+    tx: oneshot::Sender<Result<(crate::raft::Response, u64), StoreError>>,
+}
+
+/// Most commands combined into one log entry.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// Log entries in flight at once: one being made durable while the next one fills up.
+pub(super) const MAX_IN_FLIGHT: usize = 2;
+
+pub(super) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> StoreError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
+            leader: f.leader_node,
+        },
+        e => StoreError::Raft(e.to_string()),
+    }
+}
+
+/// Group commit above Raft. openraft 0.9 makes each proposal durable before it takes the next
+/// one, so commands that arrive while an entry is being fsynced are combined into one
+/// `Command::Batch` entry: one append, one fsync, one replication round and one apply for all
+/// of them. With no concurrency every command still goes alone, with no added delay.
+pub(super) async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Waiting for a slot is what lets the next batch grow.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && !matches!(batch[0].cmd, Command::Load(_)) {
+            match rx.try_recv() {
+                // A database image goes alone: it replaces everything.
+                Ok(p) if matches!(p.cmd, Command::Load(_)) => {
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let r = raft
+                            .client_write(p.cmd)
+                            .await
+                            .map(|r| (r.data, r.log_id.index));
+                        let _ = p.tx.send(r.map_err(write_error));
+                    });
+                }
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let Some(p) = batch.pop() else { return };
+                let r = raft
+                    .client_write(p.cmd)
+                    .await
+                    .map(|r| (r.data, r.log_id.index));
+                let _ = p.tx.send(r.map_err(write_error));
+                return;
+            }
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            match raft.client_write(Command::Batch(cmds)).await {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    let mut parts = resp.data.parts.into_iter();
+                    for tx in txs {
+                        let part = parts
+                            .next()
+                            .ok_or_else(|| StoreError::Raft("batch response too short".into()));
+                        let _ = tx.send(part.map(|p| (p, index)));
+                    }
+                }
+                Err(e) => {
+                    let e = write_error(e);
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Store {
+    /// Holds new proposals until the returned guard is dropped (a leadership hand-over); they
+    /// then find whether this node still leads, and are forwarded if not.
+    pub fn pause_writes(&self) -> WritesPaused<'_> {
+        self.writes_paused.send_replace(true);
+        WritesPaused(&self.writes_paused)
+    }
+
+    /// Proposes a command and waits until it is committed and applied, or until its outcome
+    /// cannot be known in time: the apply timeout passes, or this node stops being a leader
+    /// that a quorum confirms (its lease lapses; a leader cut off from the majority finds out
+    /// within an election timeout instead of waiting out the apply timeout). Either way the
+    /// entry may still be committed later, so a write's outcome is then unknown.
+    pub(super) async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
+        let id = fastrand::u64(..);
+        let Some(parts) = parts::split(&cmd, id) else {
+            return self.propose_one(cmd).await;
+        };
+        drop(cmd);
+        self.propose_parts(id, parts.into_iter()).await
+    }
+
+    /// Proposes the parts of one large command in order, each once the one before it is
+    /// committed; the last one's response is the command's. Until the last part is committed
+    /// nothing was applied, so a failure before it means the command was not applied (and
+    /// the parts already in the log are dropped).
+    pub(super) async fn propose_parts(
+        &self,
+        id: u64,
+        parts: impl ExactSizeIterator<Item = Command>,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
+        let n = parts.len();
+        let mut last = None;
+        for (i, part) in parts.enumerate() {
+            let timeout = match i + 1 == n {
+                true => self.large_apply_timeout(n * parts::PART_BYTES),
+                false => self.cfg.apply_timeout,
+            };
+            match self.propose_within(part, timeout).await {
+                Ok(r) => last = Some(r),
+                Err(e) => {
+                    if i > 0 {
+                        // Best effort: a new term drops the parts anyway.
+                        let _ = self.propose_one(Command::PartAbort { id }).await;
+                    }
+                    return Err(match e {
+                        StoreError::OutcomeUnknown(_) if i + 1 < n => StoreError::Timeout(format!(
+                            "large request not applied: part {} of {n} was not committed in time",
+                            i + 1
+                        )),
+                        e => e,
+                    });
+                }
+            }
+        }
+        last.ok_or_else(|| StoreError::Raft("a large command with no parts".into()))
+    }
+
+    /// Proposes one log entry.
+    pub(super) async fn propose_one(
+        &self,
+        cmd: Command,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
+        self.propose_within(cmd, self.cfg.apply_timeout).await
+    }
+
+    /// [`Store::propose_one`], waiting up to `apply_timeout` for the entry to be applied (a
+    /// large command's last part applies it all, which takes longer).
+    pub(super) async fn propose_within(
+        &self,
+        cmd: Command,
+        apply_timeout: Duration,
+    ) -> Result<(crate::raft::Response, u64), StoreError> {
+        // During a hand-over, wait for it to end (bounded: it gives up within a few election
+        // timeouts).
+        let mut paused = self.writes_paused.subscribe();
+        let _ = tokio::time::timeout(self.cfg.apply_timeout, paused.wait_for(|p| !*p)).await;
+        // A leader without a quorum refuses at once instead of waiting out the apply timeout.
+        self.ensure_leader().await?;
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Proposal { cmd, tx })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let deposed = async {
+            let every = (self.cfg.election_timeout / 10).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                if !self.is_leader() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = rx => match r {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Closed),
+            },
+            _ = tokio::time::sleep(apply_timeout) => Err(StoreError::OutcomeUnknown(
+                "outcome unknown: not committed within the apply timeout (-raft-apply-timeout)".into(),
+            )),
+            _ = deposed => Err(StoreError::OutcomeUnknown(
+                "outcome unknown: this node lost its leadership (or its quorum) before the write was committed".into(),
+            )),
+        }
+    }
+
+    /// How long the entry that applies a large command (`bytes` big) may take: the apply
+    /// timeout, plus a second per 10 MiB for copying it into the database.
+    pub(super) fn large_apply_timeout(&self, bytes: usize) -> Duration {
+        self.cfg.apply_timeout + Duration::from_secs((bytes >> 20) as u64 / 10)
+    }
+
+    /// A write command with this node's execution budget attached (see [`Budget`]).
+    pub(super) fn bounded(&self, cmd: Command) -> Command {
+        match self.cfg.db_max_steps {
+            0 => cmd,
+            max_steps => Command::Bounded {
+                budget: Budget { max_steps },
+                cmd: Box::new(cmd),
+            },
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The data operations: writes through the log, reads at their consistency level.
+//!
+//! Owns: `/db/execute`, `/db/query` and `/db/request` as the store serves them: the pragma
+//! check and rewriting a receiving node does, and the read levels (`none` with freshness,
+//! `weak`, `linearizable`, `strong` through a log barrier, `auto`).
+//! Does not: execute SQL (`crate::db`) or forward (`crate::cluster`).
+
+use std::time::Duration;
+
+use super::*;
+use crate::command::{Command, Request};
+use crate::db::rewrite::{self, RewriteOpts};
+use crate::db::{classify, ReadKind};
+
+/// How fresh a read must be (rqlite's `level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum ReadLevel {
+    /// Local read, no leader check; `freshness` may bound staleness on followers.
+    None,
+    /// Local read if this node believes it is the leader.
+    #[default]
+    Weak,
+    /// Leader confirms leadership with a quorum after the read arrives, then reads locally.
+    Linearizable,
+    /// The read goes through the Raft log.
+    Strong,
+    /// `weak` on voters, `none` on non-voters.
+    Auto,
+}
+
+/// Options of a read.
+/// Travels with a forwarded read as it is.
+impl ReadLevel {
+    /// rqlite's `level` parameter: case-insensitive; unknown or absent is `weak`.
+    pub fn from_param(s: &str) -> ReadLevel {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => ReadLevel::None,
+            "strong" => ReadLevel::Strong,
+            "linearizable" => ReadLevel::Linearizable,
+            "auto" => ReadLevel::Auto,
+            _ => ReadLevel::Weak,
+        }
+    }
+}
+
+/// Options of a read.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReadOpts {
+    pub level: ReadLevel,
+    /// Bound on staleness for `none` reads on a follower.
+    pub freshness: Option<Duration>,
+    pub freshness_strict: bool,
+    pub linearizable_timeout: Option<Duration>,
+}
+
+impl Store {
+    /// What the node that receives a request does before it may enter the log: refuse
+    /// disallowed pragmas, and rewrite non-deterministic SQL (`rewrite`: writes and strong
+    /// reads; other reads run locally and need no rewriting).
+    pub fn prepare(req: &mut Request, rw: &RewriteOpts, rewrite: bool) -> Result<(), StoreError> {
+        Self::check_pragmas(req)?;
+        if rewrite {
+            for s in &mut req.statements {
+                rewrite::rewrite(s, rw);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_pragmas(req: &Request) -> Result<(), StoreError> {
+        if req
+            .statements
+            .iter()
+            .any(|s| classify::is_disallowed_pragma(&s.sql))
+        {
+            return Err(StoreError::DisallowedPragma);
+        }
+        Ok(())
+    }
+
+    /// Runs writes through the log (`/db/execute`).
+    pub async fn execute(&self, req: Request) -> Result<Reply, StoreError> {
+        Self::check_pragmas(&req)?;
+        let (resp, index) = self.propose(self.bounded(Command::Execute(req))).await?;
+        Ok(Reply {
+            results: resp.results,
+            raft_index: Some(index),
+        })
+    }
+
+    /// Independent write requests in one log entry, applied in order, each on its own (a
+    /// transaction one of them leaves open cannot capture the next): the write queue's batches.
+    pub async fn execute_each(&self, reqs: Vec<Request>) -> Result<Vec<Reply>, StoreError> {
+        for req in &reqs {
+            Self::check_pragmas(req)?;
+        }
+        let n = reqs.len();
+        let cmds = reqs
+            .into_iter()
+            .map(|r| self.bounded(Command::Execute(r)))
+            .collect();
+        let (resp, index) = self.propose(Command::Batch(cmds)).await?;
+        if resp.parts.len() != n {
+            return Err(StoreError::Raft(
+                "batch response has the wrong length".into(),
+            ));
+        }
+        Ok(resp
+            .parts
+            .into_iter()
+            .map(|p| Reply {
+                results: p.results,
+                raft_index: Some(index),
+            })
+            .collect())
+    }
+
+    /// Reads (`/db/query`) at the requested consistency level.
+    pub async fn query(&self, req: Request, opts: &ReadOpts) -> Result<Reply, StoreError> {
+        Self::check_pragmas(&req)?;
+        self.read(req, opts, ReadKind::Query).await
+    }
+
+    /// A read at `level`: the level's check, then the read on a pooled connection. A strong
+    /// read first puts a barrier through the log (an empty entry) and reads once it is
+    /// applied here: the log orders it, but it never runs inside the apply loop, so a slow
+    /// read cannot hold up the cluster's writes or be replayed at every restart.
+    pub(super) async fn read(
+        &self,
+        req: Request,
+        opts: &ReadOpts,
+        kind: ReadKind,
+    ) -> Result<Reply, StoreError> {
+        let raft_index = if self.resolve_level(opts.level) == ReadLevel::Strong {
+            // A barrier that did not commit only means the read did not happen.
+            let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
+                StoreError::OutcomeUnknown(_) => match self.leader() {
+                    Some(_) => StoreError::Timeout(
+                        "strong read: the leader could not commit its log barrier in time".into(),
+                    ),
+                    None => StoreError::NotLeader { leader: None },
+                },
+                e => e,
+            })?;
+            Some(index)
+        } else {
+            // rqlite does not translate `auto` on /db/request: a local read, no leader check.
+            if !(kind == ReadKind::Request && opts.level == ReadLevel::Auto) {
+                self.check_read(opts.level, opts).await?;
+            }
+            None
+        };
+        let results = self.reads.read(req, kind).await?;
+        Ok(Reply {
+            results,
+            raft_index,
+        })
+    }
+
+    /// The unified endpoint (`/db/request`): a read-only request is served like a query; a
+    /// request with any write goes through the log.
+    pub async fn request(&self, req: Request, opts: &ReadOpts) -> Result<Reply, StoreError> {
+        Self::check_pragmas(&req)?;
+        if self.reads.is_read_only(req.clone()).await? {
+            return self.read(req, opts, ReadKind::Request).await;
+        }
+        let (resp, index) = self
+            .propose(self.bounded(Command::ExecuteQuery(req)))
+            .await?;
+        Ok(Reply {
+            results: resp.results,
+            raft_index: Some(index),
+        })
+    }
+
+    pub(super) fn resolve_level(&self, level: ReadLevel) -> ReadLevel {
+        match level {
+            ReadLevel::Auto if self.is_voter() => ReadLevel::Weak,
+            ReadLevel::Auto => ReadLevel::None,
+            l => l,
+        }
+    }
+
+    /// The checks a local read at `level` needs before it may touch the database.
+    pub(super) async fn check_read(
+        &self,
+        level: ReadLevel,
+        opts: &ReadOpts,
+    ) -> Result<(), StoreError> {
+        match self.resolve_level(level) {
+            ReadLevel::None | ReadLevel::Auto => {
+                if let Some(fresh) = opts.freshness {
+                    self.check_freshness(fresh, opts.freshness_strict)?;
+                }
+                Ok(())
+            }
+            ReadLevel::Weak => self.ensure_leader().await,
+            ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
+            ReadLevel::Strong => Ok(()),
+        }
+    }
+
+    /// `none` reads with `freshness`: a follower that has not heard from a leader within
+    /// `fresh` refuses. The leader ignores freshness.
+    ///
+    /// With `strict`, a follower that still has log entries it has not applied is stale too
+    /// (rqlite compares timestamps from two clocks for this; comparing log positions on one
+    /// node cannot be fooled by clock skew).
+    pub(super) fn check_freshness(&self, fresh: Duration, strict: bool) -> Result<(), StoreError> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        if strict {
+            let m = self.raft.metrics().borrow().clone();
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            if applied < m.last_log_index.unwrap_or(0) {
+                return Err(StoreError::StaleRead);
+            }
+        }
+        match self.contact.since_leader_contact() {
+            Some(age) if age <= fresh => Ok(()),
+            // Never heard from a leader, or not recently enough.
+            _ => Err(StoreError::StaleRead),
+        }
+    }
+}
