@@ -18,7 +18,7 @@ use crate::cluster::discover::{self, Disco, KeyTiming};
 use crate::cluster::service::{self, ServiceState};
 use crate::cluster::{join, Cluster, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
-use crate::http::queue::{QueueConfig, WriteQueue};
+use crate::http::queue::WriteQueue;
 use crate::http::{self, HttpState};
 use crate::raft::network::{Isolation, Network};
 use crate::raft::transport::Transport;
@@ -103,7 +103,7 @@ fn load_auth(
     cfg: &Config,
 ) -> Result<(Option<Arc<AuthStore>>, Option<crate::auth::Credentials>), NodeError> {
     let Some(path) = &cfg.auth else {
-        if cfg.join_as.is_some() {
+        if cfg.cluster.join_as.is_some() {
             return Err(NodeError::Config(
                 "-join-as needs -auth: the user's password is read from the auth file".into(),
             ));
@@ -111,7 +111,7 @@ fn load_auth(
         return Ok((None, None));
     };
     let auth = AuthStore::load(path).map_err(|e| NodeError::Config(e.to_string()))?;
-    let node_creds = match &cfg.join_as {
+    let node_creds = match &cfg.cluster.join_as {
         None => None,
         Some(user) => Some(auth.creds_for(user).ok_or_else(|| {
             NodeError::Config(format!(
@@ -126,8 +126,8 @@ fn load_auth(
 impl Node {
     /// Binds the configured addresses and starts the node.
     pub async fn start(cfg: Config) -> Result<Self, NodeError> {
-        let http = bind(&cfg.http_addr).await?;
-        let raft = bind(&cfg.raft_addr).await?;
+        let http = bind(&cfg.http.addr).await?;
+        let raft = bind(&cfg.raft.addr).await?;
         Self::start_with(cfg, http, raft).await
     }
 
@@ -141,49 +141,49 @@ impl Node {
         let http_addr = http_listener.local_addr().map_err(io)?;
         let raft_addr = raft_listener.local_addr().map_err(io)?;
         let api_adv = advertised(
-            &cfg.http_addr,
-            cfg.http_adv_addr.as_deref(),
+            &cfg.http.addr,
+            cfg.http.adv_addr.as_deref(),
             http_addr,
             "http-addr",
         )?;
         let raft_adv = advertised(
-            &cfg.raft_addr,
-            cfg.raft_adv_addr.as_deref(),
+            &cfg.raft.addr,
+            cfg.raft.adv_addr.as_deref(),
             raft_addr,
             "raft-addr",
         )?;
         let tls_err = |e: crate::tls::TlsError| NodeError::Config(e.to_string());
-        let api_tls = crate::tls::api_server_config(&cfg).map_err(tls_err)?;
-        let node_tls = crate::tls::node_server_config(&cfg).map_err(tls_err)?;
-        let node_client_tls = crate::tls::node_client_config(&cfg).map_err(tls_err)?;
+        let api_tls = crate::tls::api_server_config(&cfg.tls).map_err(tls_err)?;
+        let node_tls = crate::tls::node_server_config(&cfg.tls).map_err(tls_err)?;
+        let node_client_tls = crate::tls::node_client_config(&cfg.tls).map_err(tls_err)?;
         let me = NodeInfo {
             id: cfg.node_id.clone().unwrap_or_else(|| raft_adv.clone()),
             raft_addr: raft_adv,
             api_addr: api_adv,
             api_https: api_tls.is_some(),
         };
-        let transport = Transport::new(cfg.cluster_connect_timeout, node_client_tls)
+        let transport = Transport::new(cfg.cluster.connect_timeout, node_client_tls)
             .map_err(NodeError::Config)?;
         let isolation = Isolation::default();
         let network = Network::new(transport.clone(), isolation.clone());
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
-            fk: cfg.fk,
-            on_disk: cfg.on_disk,
-            election_timeout: cfg.raft_election_timeout,
-            heartbeat_timeout: cfg.raft_heartbeat_timeout,
-            apply_timeout: cfg.raft_apply_timeout,
-            snapshot_threshold: cfg.raft_snap,
-            snapshot_interval: cfg.raft_snap_int,
-            trailing_logs: cfg.trailing_logs(),
-            remove_shutdown: cfg.raft_remove_shutdown,
-            db_max_steps: cfg.db_max_steps,
-            db_timeout: Some(cfg.db_timeout).filter(|d| !d.is_zero()),
-            db_max_ro_conns: cfg.db_max_ro_conns,
+            fk: cfg.db.fk,
+            on_disk: cfg.db.on_disk,
+            election_timeout: cfg.raft.election_timeout,
+            heartbeat_timeout: cfg.raft.heartbeat_timeout,
+            apply_timeout: cfg.raft.apply_timeout,
+            snapshot_threshold: cfg.raft.snap,
+            snapshot_interval: cfg.raft.snap_int,
+            trailing_logs: cfg.raft.trailing_logs(),
+            remove_shutdown: cfg.raft.remove_shutdown,
+            db_max_steps: cfg.db.max_steps,
+            db_timeout: Some(cfg.db.timeout).filter(|d| !d.is_zero()),
+            db_max_ro_conns: cfg.db.max_ro_conns,
         };
         let (auth, node_creds) = load_auth(&cfg)?;
-        let allow_origin = match cfg.http_allow_origin.as_deref().map(HeaderValue::from_str) {
+        let allow_origin = match cfg.http.allow_origin.as_deref().map(HeaderValue::from_str) {
             None => None,
             Some(Ok(v)) => Some(v),
             Some(Err(_)) => {
@@ -194,7 +194,10 @@ impl Node {
         };
         let store = Store::open(store_cfg, network).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
-        let bootstrap = Arc::new(Bootstrapper::new(cluster.clone(), cfg.bootstrap_expect));
+        let bootstrap = Arc::new(Bootstrapper::new(
+            cluster.clone(),
+            cfg.cluster.bootstrap_expect,
+        ));
 
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -206,7 +209,7 @@ impl Node {
                 bootstrap: bootstrap.clone(),
                 auth: auth.clone(),
             }),
-            cfg.http_max_body,
+            cfg.http.max_body,
         );
         let stop = cancel.child_token();
         tasks.push(tokio::spawn(crate::serve::serve(
@@ -215,14 +218,14 @@ impl Node {
             crate::serve::ServeOptions {
                 name: "internode",
                 tls: node_tls,
-                max_connections: cfg.http_max_connections,
-                read_timeout: cfg.http_read_timeout,
+                max_connections: cfg.http.max_connections,
+                read_timeout: cfg.http.read_timeout,
                 body_deadline: false,
             },
             stop,
         )));
 
-        let disco = match Disco::build(&cfg, raft_addr.port()) {
+        let disco = match Disco::build(cfg.discovery.as_ref(), &cfg.disco_key, raft_addr.port()) {
             Ok(d) => d,
             Err(e) => {
                 cancel.cancel();
@@ -262,37 +265,29 @@ impl Node {
             cluster.clone(),
             cancel.child_token(),
         )));
-        if !(cfg.raft_reap_node_timeout.is_zero() && cfg.raft_reap_read_only_node_timeout.is_zero())
+        if !(cfg.raft.reap_node_timeout.is_zero() && cfg.raft.reap_read_only_node_timeout.is_zero())
         {
             tasks.push(tokio::spawn(crate::cluster::reap::run(
                 cluster.clone(),
-                cfg.raft_reap_node_timeout,
-                cfg.raft_reap_read_only_node_timeout,
+                cfg.raft.reap_node_timeout,
+                cfg.raft.reap_read_only_node_timeout,
                 cancel.child_token(),
             )));
         }
-        if cfg.raft_remove_shutdown {
+        if cfg.raft.remove_shutdown {
             tasks.push(tokio::spawn(
                 store.clone().run_remove_watch(cancel.child_token()),
             ));
         }
-        let (queue, queue_task) = WriteQueue::start(
-            cluster.clone(),
-            QueueConfig {
-                capacity: cfg.write_queue_capacity,
-                batch_size: cfg.write_queue_batch_size,
-                timeout: cfg.write_queue_timeout,
-                transaction: cfg.write_queue_tx,
-            },
-            cancel.child_token(),
-        );
+        let (queue, queue_task) =
+            WriteQueue::start(cluster.clone(), cfg.queue.clone(), cancel.child_token());
         tasks.push(queue_task);
         let state = Arc::new(HttpState {
             store: store.clone(),
             cluster: cluster.clone(),
             queue,
-            max_body: cfg.http_max_body,
-            max_statements: cfg.http_max_statements,
+            max_body: cfg.http.max_body,
+            max_statements: cfg.http.max_statements,
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
             counters: Default::default(),
@@ -308,8 +303,8 @@ impl Node {
             crate::serve::ServeOptions {
                 name: "HTTP",
                 tls: api_tls,
-                max_connections: cfg.http_max_connections,
-                read_timeout: cfg.http_read_timeout,
+                max_connections: cfg.http.max_connections,
+                read_timeout: cfg.http.read_timeout,
                 body_deadline: true,
             },
             stop,
@@ -318,8 +313,8 @@ impl Node {
             store,
             cluster,
             isolation,
-            shutdown_stepdown: cfg.raft_shutdown_stepdown,
-            cluster_remove_shutdown: cfg.raft_cluster_remove_shutdown,
+            shutdown_stepdown: cfg.raft.shutdown_stepdown,
+            cluster_remove_shutdown: cfg.raft.cluster_remove_shutdown,
             http_addr,
             raft_addr,
             me,
@@ -344,14 +339,14 @@ impl Node {
             bootstrap,
             disco,
         } = parts;
-        let voter = !cfg.raft_non_voter;
+        let voter = !cfg.raft.non_voter;
         let has_state = store.is_initialized().await;
         if let Some(Disco::Key(keeper)) = disco {
             // The leader keeps the key current whether or not this node had state.
             let timing = KeyTiming {
-                interval: cfg.join_interval,
-                stale_after: cfg.join_interval * 5,
-                report_every: Duration::from_secs(10).min(cfg.join_interval * 4),
+                interval: cfg.cluster.join_interval,
+                stale_after: cfg.cluster.join_interval * 5,
+                report_every: Duration::from_secs(10).min(cfg.cluster.join_interval * 4),
             };
             tasks.push(tokio::spawn(discover::key_report(
                 cluster.clone(),
@@ -371,7 +366,7 @@ impl Node {
             return Ok(());
         }
         if has_state {
-            if !cfg.join.is_empty() || cfg.bootstrap_expect > 0 || disco.is_some() {
+            if !cfg.cluster.join.is_empty() || cfg.cluster.bootstrap_expect > 0 || disco.is_some() {
                 tracing::info!(
                     "node has Raft state: the stored configuration decides, not -join or discovery"
                 );
@@ -382,7 +377,7 @@ impl Node {
             let (b, f, timeout) = (
                 bootstrap.clone(),
                 finder.clone(),
-                cfg.bootstrap_expect_timeout,
+                cfg.cluster.bootstrap_expect_timeout,
             );
             tasks.push(tokio::spawn(async move {
                 let targets = || discover::candidates(&f);
@@ -392,11 +387,11 @@ impl Node {
             }));
             return Ok(());
         }
-        if cfg.bootstrap_expect > 0 {
+        if cfg.cluster.bootstrap_expect > 0 {
             let (b, targets, timeout) = (
                 bootstrap.clone(),
-                cfg.join.clone(),
-                cfg.bootstrap_expect_timeout,
+                cfg.cluster.join.clone(),
+                cfg.cluster.bootstrap_expect_timeout,
             );
             tasks.push(tokio::spawn(async move {
                 let targets = || {
@@ -409,14 +404,14 @@ impl Node {
             }));
             return Ok(());
         }
-        if !cfg.join.is_empty() {
+        if !cfg.cluster.join.is_empty() {
             return join::join(
                 cluster,
-                &cfg.join,
+                &cfg.cluster.join,
                 me,
                 voter,
-                cfg.join_attempts,
-                cfg.join_interval,
+                cfg.cluster.join_attempts,
+                cfg.cluster.join_interval,
             )
             .await
             .map_err(NodeError::Join);

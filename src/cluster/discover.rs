@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::join::{join_once, JoinOutcome};
 use super::Cluster;
-use crate::config::{Config, DiscoMode};
+use crate::config::{DiscoMode, Discovery};
 use crate::raft::NodeInfo;
 
 /// A lookup backend.
@@ -93,12 +93,17 @@ pub enum Disco {
 }
 
 impl Disco {
-    /// Builds the backend `-disco-mode` names from `-disco-config`.
-    pub fn build(cfg: &Config, raft_port: u16) -> Result<Option<Self>, String> {
-        let Some(mode) = cfg.disco_mode else {
+    /// Builds the backend `-disco-mode` names from `-disco-config`; `key` is `-disco-key`.
+    pub fn build(
+        discovery: Option<&Discovery>,
+        key: &str,
+        raft_port: u16,
+    ) -> Result<Option<Self>, String> {
+        let Some(Discovery { mode, config }) = discovery else {
             return Ok(None);
         };
-        let json = cfg.disco_config.clone().unwrap_or(serde_json::Value::Null);
+        let mode = *mode;
+        let json = config.clone();
         let bad = |e: serde_json::Error| format!("-disco-config for {}: {e}", mode.name());
         let disco = match mode {
             DiscoMode::Dns => {
@@ -118,15 +123,15 @@ impl Disco {
             DiscoMode::EtcdKv => {
                 let c: sqlraft_discovery::etcd::EtcdConfig =
                     serde_json::from_value(json).map_err(bad)?;
-                let k = sqlraft_discovery::etcd::Etcd::connect(c, &cfg.disco_key)
-                    .map_err(|e| e.to_string())?;
+                let k =
+                    sqlraft_discovery::etcd::Etcd::connect(c, key).map_err(|e| e.to_string())?;
                 Disco::Key(Arc::new(Keeper::Etcd(Box::new(k))))
             }
             DiscoMode::ConsulKv => {
                 let c: sqlraft_discovery::consul::ConsulConfig =
                     serde_json::from_value(json).map_err(bad)?;
-                let k = sqlraft_discovery::consul::Consul::new(c, &cfg.disco_key)
-                    .map_err(|e| e.to_string())?;
+                let k =
+                    sqlraft_discovery::consul::Consul::new(c, key).map_err(|e| e.to_string())?;
                 Disco::Key(Arc::new(Keeper::Consul(Box::new(k))))
             }
         };

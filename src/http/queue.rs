@@ -18,20 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::command::{Outcome, Request, Statement, StmtResult};
+use crate::config::Queue;
 use crate::store::StoreError;
 
 /// What a queued request came to: its statements' results once its batch was applied, or
 /// why the batch was not.
 pub type Done = Result<Vec<StmtResult>, ClusterError>;
-
-/// Queue settings (`-write-queue-*`).
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    pub capacity: usize,
-    pub batch_size: usize,
-    pub timeout: Duration,
-    pub transaction: bool,
-}
 
 struct Item {
     statements: Vec<Statement>,
@@ -60,14 +52,14 @@ pub struct WriteQueue {
     tx: mpsc::Sender<Item>,
     next_seq: AtomicU64,
     pub stats: Arc<QueueStats>,
-    pub config: QueueConfig,
+    pub config: Queue,
 }
 
 impl WriteQueue {
     /// Starts the batching task; it stops (failing whatever is still queued) when `stop` fires.
     pub fn start(
         cluster: Arc<Cluster>,
-        config: QueueConfig,
+        config: Queue,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
@@ -107,7 +99,7 @@ impl WriteQueue {
 
 async fn run(
     cluster: Arc<Cluster>,
-    cfg: QueueConfig,
+    cfg: Queue,
     mut rx: mpsc::Receiver<Item>,
     stats: Arc<QueueStats>,
     stop: CancellationToken,
@@ -142,7 +134,7 @@ async fn run(
 
 async fn flush(
     cluster: &Cluster,
-    cfg: &QueueConfig,
+    cfg: &Queue,
     batch: Vec<Item>,
     stats: &QueueStats,
     stop: &CancellationToken,
@@ -166,7 +158,7 @@ async fn flush(
     };
     // With -write-queue-tx the whole batch is one transaction (one failure undoes it all, as
     // in rqlite); otherwise each queued request is its own unit inside one log entry.
-    let units: Vec<Request> = if cfg.transaction {
+    let units: Vec<Request> = if cfg.tx {
         vec![Request {
             statements: batch
                 .iter()
@@ -207,14 +199,14 @@ async fn flush(
             let mut units = out.value.into_iter();
             // With -write-queue-tx: one result list for the whole batch, in statement order;
             // statements after a failure were rolled back with it and have no result.
-            let mut shared = if cfg.transaction {
+            let mut shared = if cfg.tx {
                 units.next().map(|o| o.results).unwrap_or_default()
             } else {
                 Vec::new()
             }
             .into_iter();
             for item in batch {
-                let results: Vec<StmtResult> = if cfg.transaction {
+                let results: Vec<StmtResult> = if cfg.tx {
                     (0..item.statements.len())
                         .map(|_| {
                             shared.next().unwrap_or(StmtResult {

@@ -250,53 +250,47 @@ fn listener_config(
 }
 
 /// The API listener's TLS config, or None for plain HTTP.
-pub fn api_server_config(
-    cfg: &crate::config::Config,
-) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+pub fn api_server_config(tls: &crate::config::Tls) -> Result<Option<Arc<ServerConfig>>, TlsError> {
     listener_config(
-        cfg.http_cert.as_deref(),
-        cfg.http_key.as_deref(),
-        cfg.http_verify_client,
-        cfg.http_ca_cert.as_deref(),
+        tls.http_cert.as_deref(),
+        tls.http_key.as_deref(),
+        tls.http_verify_client,
+        tls.http_ca_cert.as_deref(),
         "-http-verify-client needs -http-ca-cert (the CA that signs client certificates)",
     )
 }
 
 /// The internode listener's TLS config, or None for cleartext.
-pub fn node_server_config(
-    cfg: &crate::config::Config,
-) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+pub fn node_server_config(tls: &crate::config::Tls) -> Result<Option<Arc<ServerConfig>>, TlsError> {
     listener_config(
-        cfg.node_cert.as_deref(),
-        cfg.node_key.as_deref(),
-        cfg.node_verify_client,
-        cfg.node_ca_cert.as_deref(),
+        tls.node_cert.as_deref(),
+        tls.node_key.as_deref(),
+        tls.node_verify_client,
+        tls.node_ca_cert.as_deref(),
         "-node-verify-client needs -node-ca-cert (the CA that signs node certificates)",
     )
 }
 
 /// The internode client's TLS config, or None when node-to-node TLS is off (`-node-cert` not
 /// set).
-pub fn node_client_config(
-    cfg: &crate::config::Config,
-) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.node_cert, &cfg.node_key) else {
+pub fn node_client_config(tls: &crate::config::Tls) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let (Some(cert), Some(key)) = (&tls.node_cert, &tls.node_key) else {
         return Ok(None);
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err(format!("TLS setup: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if cfg.node_no_verify {
+    let verifier: Arc<dyn ServerCertVerifier> = if tls.node_no_verify {
         Arc::new(NoVerify(provider()))
     } else {
-        let roots = match &cfg.node_ca_cert {
+        let roots = match &tls.node_ca_cert {
             Some(ca) => load_roots(ca)?,
             None => system_roots()?,
         };
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| err(format!("node CA: {e}")))?;
-        match &cfg.node_verify_server_name {
+        match &tls.node_verify_server_name {
             Some(name) => {
                 let name = ServerName::try_from(name.clone()).map_err(|e| {
                     err(format!(

@@ -72,7 +72,7 @@ async fn nondeterministic_sql_is_rewritten_before_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_refused_with_413_and_node_keeps_serving() {
-    let n = TestNode::start_with(|c| c.http_max_body = 1024).await;
+    let n = TestNode::start_with(|c| c.http.max_body = 1024).await;
     let big = format!(r#"["INSERT INTO t VALUES('{}')"]"#, "x".repeat(4096));
     let r = n.client.post_json("/db/execute", &big).await;
     assert_eq!(r.status, 413, "{}", r.text());
@@ -351,13 +351,13 @@ async fn common_headers_on_every_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_disk_database_is_rebuilt_from_the_log_at_restart() {
     // Steps: -on-disk keeps SQLite in <data>/db.sqlite; restart rebuilds it from the log.
-    let n = TestNode::start_with(|c| c.on_disk = true).await;
+    let n = TestNode::start_with(|c| c.db.on_disk = true).await;
     n.client
         .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES('on disk')"]"#)
         .await;
     assert!(n.dir.join("db.sqlite").exists());
     let (dir, tmp) = n.stop().await;
-    let n = TestNode::start_in(&dir, |c| c.on_disk = true).await;
+    let n = TestNode::start_in(&dir, |c| c.db.on_disk = true).await;
     assert_eq!(
         n.client.query_values("SELECT v FROM t", "strong").await,
         json!([["on disk"]])

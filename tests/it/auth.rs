@@ -321,7 +321,7 @@ async fn star_user_grants_permissions_to_anonymous_requests() {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = write_auth(dir.path(), &auth_file_json("x", "\"status\", \"ready\""));
     let (node, base, _tmp) = start_node(auth, None, |c| {
-        c.http_allow_origin = Some("https://example.com".into());
+        c.http.allow_origin = Some("https://example.com".into());
     })
     .await;
     let r = send(&base, "GET", "/status", None, None).await;
@@ -380,7 +380,7 @@ async fn invalid_auth_files_stop_the_node_at_start() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut cfg = test_config(tmp.path());
         cfg.auth = Some(auth);
-        cfg.join_as = join_as.map(str::to_string);
+        cfg.cluster.join_as = join_as.map(str::to_string);
         let (http, raft) = bind_pair().await;
         let err = Node::start_with(cfg, http, raft)
             .await
@@ -419,7 +419,7 @@ async fn cluster_with_auth_joins_with_join_as_and_forwards_credentials() {
     let auth = cluster_auth(dir.path(), false);
     let c = TestCluster::start_with(3, |_, cfg| {
         cfg.auth = Some(auth.clone());
-        cfg.join_as = Some("node".into());
+        cfg.cluster.join_as = Some("node".into());
     })
     .await;
     let leader = c.leader().await;
@@ -490,12 +490,12 @@ async fn leader_rechecks_forwarded_credentials() {
     let strict = cluster_auth(dir_leader.path(), false);
     let lax = cluster_auth(dir_follower.path(), true);
     let c = TestCluster::start_with(2, |i, cfg| {
-        cfg.join_as = Some("node".into());
+        cfg.cluster.join_as = Some("node".into());
         if i == 0 {
             cfg.auth = Some(strict.clone());
         } else {
             cfg.auth = Some(lax.clone());
-            cfg.raft_non_voter = true;
+            cfg.raft.non_voter = true;
         }
     })
     .await;
@@ -583,9 +583,9 @@ async fn try_join(
 ) -> Result<(Node, tempfile::TempDir), String> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cfg = cluster_config(tmp.path(), "2");
-    cfg.join = vec![leader_raft.to_string()];
-    cfg.join_attempts = 2;
-    cfg.join_interval = Duration::from_millis(50);
+    cfg.cluster.join = vec![leader_raft.to_string()];
+    cfg.cluster.join_attempts = 2;
+    cfg.cluster.join_interval = Duration::from_millis(50);
     tweak(&mut cfg);
     let (http, raft) = bind_pair().await;
     let r = tokio::time::timeout(CLUSTER_WAIT, Node::start_with(cfg, http, raft))
@@ -616,7 +616,7 @@ async fn joining_without_the_join_permission_is_refused() {
     let w = wrong.clone();
     let e = try_join(&leader_raft, move |cfg| {
         cfg.auth = Some(w);
-        cfg.join_as = Some("node".into());
+        cfg.cluster.join_as = Some("node".into());
     })
     .await
     .err()
@@ -641,7 +641,7 @@ async fn joining_without_the_join_permission_is_refused() {
     let f = ro_file.clone();
     let e = try_join(&leader2, move |cfg| {
         cfg.auth = Some(f);
-        cfg.join_as = Some("readonly".into());
+        cfg.cluster.join_as = Some("readonly".into());
     })
     .await
     .err()
@@ -651,8 +651,8 @@ async fn joining_without_the_join_permission_is_refused() {
     let f = ro_file.clone();
     let (n, _tmp) = try_join(&leader2, move |cfg| {
         cfg.auth = Some(f);
-        cfg.join_as = Some("readonly".into());
-        cfg.raft_non_voter = true;
+        cfg.cluster.join_as = Some("readonly".into());
+        cfg.raft.non_voter = true;
     })
     .await
     .expect("non-voter join with join-read-only");

@@ -630,7 +630,7 @@ fn served_data(r: &Resp) -> bool {
 /// Returns the cluster, the old leader and the new leader.
 async fn partition_the_leader() -> (TestCluster, usize, usize) {
     let c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft_apply_timeout = Duration::from_secs(2);
+        cfg.raft.apply_timeout = Duration::from_secs(2);
     })
     .await;
     let old = c.leader().await;
@@ -803,7 +803,7 @@ async fn non_voter_receives_writes_and_is_listed_only_with_nonvoters() {
     c.client(l)
         .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]"#)
         .await;
-    let nv = c.add_node(|cfg| cfg.raft_non_voter = true).await;
+    let nv = c.add_node(|cfg| cfg.raft.non_voter = true).await;
     let nv_id = c.members[nv].id.clone();
     assert_eq!(nv_id, "4");
     let want = [("1", true), ("2", true), ("3", true), ("4", false)];
@@ -850,8 +850,8 @@ async fn new_node_catches_up_through_a_snapshot() {
     // A 4th node joins: the log cannot bring it up to date, only a snapshot can; it ends
     // up with every row, and its Raft state shows the installed snapshot.
     let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft_snap = 50;
-        cfg.raft_snap_int = Duration::from_millis(100);
+        cfg.raft.snap = 50;
+        cfg.raft.snap_int = Duration::from_millis(100);
     })
     .await;
     let l = c.leader().await;
@@ -906,8 +906,8 @@ async fn new_node_catches_up_through_a_snapshot() {
 
     let n = c
         .add_node(|cfg| {
-            cfg.raft_snap = 50;
-            cfg.raft_snap_int = Duration::from_millis(100);
+            cfg.raft.snap = 50;
+            cfg.raft.snap_int = Duration::from_millis(100);
         })
         .await;
     c.wait_all_see(
@@ -942,8 +942,8 @@ async fn manual_snapshot_racing_an_automatic_one_completes() {
     // (fewer than 50 new entries), so the request waits out the store's 60s limit.
     // Found by `new_node_catches_up_through_a_snapshot` under parallel load.
     let c = TestCluster::start_with(1, |_, cfg| {
-        cfg.raft_snap = 50;
-        cfg.raft_snap_int = Duration::from_millis(10);
+        cfg.raft.snap = 50;
+        cfg.raft.snap_int = Duration::from_millis(10);
     })
     .await;
     let cl = c.client(0).clone();
@@ -1423,10 +1423,10 @@ async fn leadership_moves_on_request_and_on_graceful_shutdown() {
     // with {"id": ...} on the new leader hands it to that node; a leader stopped gracefully
     // with -raft-shutdown-stepdown hands it over before it goes and the survivors serve.
     let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft_shutdown_stepdown = true;
+        cfg.raft.shutdown_stepdown = true;
         // A long election timeout makes "moved by hand-over" distinguishable from "re-elected".
-        cfg.raft_election_timeout = Duration::from_secs(2);
-        cfg.raft_heartbeat_timeout = Duration::from_millis(300);
+        cfg.raft.election_timeout = Duration::from_secs(2);
+        cfg.raft.heartbeat_timeout = Duration::from_millis(300);
     })
     .await;
     let first = c.leader().await;
@@ -1484,8 +1484,8 @@ async fn nodes_can_leave_on_shutdown_and_a_removed_node_stops_raft() {
     // configuration. Node 2 runs with -raft-remove-shutdown: after DELETE /remove it stops
     // Raft instead of campaigning on its own.
     let mut c = TestCluster::start_with(3, |i, cfg| {
-        cfg.raft_cluster_remove_shutdown = i == 2;
-        cfg.raft_remove_shutdown = i == 1;
+        cfg.raft.cluster_remove_shutdown = i == 2;
+        cfg.raft.remove_shutdown = i == 1;
     })
     .await;
     let leader = c.leader().await;
@@ -1626,15 +1626,15 @@ async fn the_leader_reaps_a_member_it_cannot_reach() {
     // 1s); a follower and the non-voter die; within a bounded time the leader removes both,
     // and the remaining two voters still accept writes.
     let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft_reap_node_timeout = Duration::from_secs(1);
-        cfg.raft_reap_read_only_node_timeout = Duration::from_secs(1);
+        cfg.raft.reap_node_timeout = Duration::from_secs(1);
+        cfg.raft.reap_read_only_node_timeout = Duration::from_secs(1);
     })
     .await;
     let replica = c
         .add_node(|cfg| {
-            cfg.raft_non_voter = true;
-            cfg.raft_reap_node_timeout = Duration::from_secs(1);
-            cfg.raft_reap_read_only_node_timeout = Duration::from_secs(1);
+            cfg.raft.non_voter = true;
+            cfg.raft.reap_node_timeout = Duration::from_secs(1);
+            cfg.raft.reap_read_only_node_timeout = Duration::from_secs(1);
         })
         .await;
     let leader = c.leader().await;

@@ -85,9 +85,8 @@ fn later(listeners: (TcpListener, TcpListener)) -> (std::net::SocketAddr, std::n
 }
 
 fn discovery(cfg: &mut sqlraft::config::Config, mode: DiscoMode, config: serde_json::Value) {
-    cfg.disco_mode = Some(mode);
-    cfg.disco_config = Some(config);
-    cfg.join_interval = Duration::from_millis(200);
+    cfg.discovery = Some(sqlraft::config::Discovery { mode, config });
+    cfg.cluster.join_interval = Duration::from_millis(200);
 }
 
 /// Listeners for node `i` of a `dns` cluster: every node on its own loopback address and the
@@ -131,8 +130,8 @@ async fn static_list_forms_one_cluster() {
         .collect();
     let fourth = later(listeners.pop().expect("4 listeners"));
     let set = |_: usize, cfg: &mut sqlraft::config::Config| {
-        cfg.join = list.clone();
-        cfg.bootstrap_expect = 3;
+        cfg.cluster.join = list.clone();
+        cfg.cluster.bootstrap_expect = 3;
     };
     let c = TestCluster::start_concurrently(listeners, set).await;
     let fourth = (rebind(fourth.0).await, rebind(fourth.1).await);
@@ -152,9 +151,9 @@ async fn dns_a_records_form_one_cluster() {
     }
     let set = |i: usize, cfg: &mut sqlraft::config::Config| {
         discovery(cfg, DiscoMode::Dns, conf.clone());
-        cfg.bootstrap_expect = 3;
-        cfg.raft_addr = format!("127.0.0.{}:{port}", i + 1);
-        cfg.http_addr = format!("127.0.0.{}:0", i + 1);
+        cfg.cluster.bootstrap_expect = 3;
+        cfg.raft.addr = format!("127.0.0.{}:{port}", i + 1);
+        cfg.http.addr = format!("127.0.0.{}:0", i + 1);
     };
     let c = TestCluster::start_concurrently(listeners, set).await;
     let fourth = dns_listeners(3, port).await;
@@ -183,7 +182,7 @@ async fn dns_srv_records_form_one_cluster() {
     let fourth = later(listeners.pop().expect("4 listeners"));
     let set = |_: usize, cfg: &mut sqlraft::config::Config| {
         discovery(cfg, DiscoMode::DnsSrv, conf.clone());
-        cfg.bootstrap_expect = 3;
+        cfg.cluster.bootstrap_expect = 3;
     };
     let c = TestCluster::start_concurrently(listeners, set).await;
     let fourth = (rebind(fourth.0).await, rebind(fourth.1).await);

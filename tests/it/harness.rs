@@ -215,14 +215,14 @@ pub fn url_encode(s: &str) -> String {
 /// certificate when the node requires client certificates; tests of TLS itself build strict
 /// clients).
 pub fn node_client(cfg: &Config, addr: SocketAddr) -> Client {
-    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else {
+    let (Some(cert), Some(key)) = (&cfg.tls.http_cert, &cfg.tls.http_key) else {
         return Client::new(format!("http://{addr}"));
     };
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .danger_accept_invalid_certs(true);
-    if cfg.http_verify_client {
+    if cfg.tls.http_verify_client {
         let mut pem = std::fs::read(key).expect("read key");
         pem.extend(std::fs::read(cert).expect("read cert"));
         b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
@@ -242,8 +242,8 @@ pub struct TestNode {
 pub fn test_config(dir: &Path) -> Config {
     let mut c = Config::for_dir(dir);
     c.node_id = Some("1".into());
-    c.raft_election_timeout = Duration::from_millis(300);
-    c.raft_heartbeat_timeout = Duration::from_millis(300);
+    c.raft.election_timeout = Duration::from_millis(300);
+    c.raft.heartbeat_timeout = Duration::from_millis(300);
     c
 }
 
@@ -479,10 +479,10 @@ impl Member {
 pub fn cluster_config(dir: &Path, id: &str) -> Config {
     let mut c = test_config(dir);
     c.node_id = Some(id.to_string());
-    c.join_attempts = 100;
-    c.join_interval = Duration::from_millis(200);
-    c.bootstrap_expect_timeout = Duration::from_secs(30);
-    c.raft_shutdown_stepdown = false;
+    c.cluster.join_attempts = 100;
+    c.cluster.join_interval = Duration::from_millis(200);
+    c.cluster.bootstrap_expect_timeout = Duration::from_secs(30);
+    c.raft.shutdown_stepdown = false;
     c
 }
 
@@ -510,7 +510,7 @@ impl TestCluster {
             let join = c.members.first().map(|m| vec![m.raft_adv()]);
             let (http, raft) = bind_pair().await;
             let (tmp, mut cfg) = new_member_config(i);
-            cfg.join = join.unwrap_or_default();
+            cfg.cluster.join = join.unwrap_or_default();
             tweak(i, &mut cfg);
             let m = launch(i, tmp, cfg, http, raft).await;
             c.members.push(m);
@@ -533,8 +533,8 @@ impl TestCluster {
             .collect();
         let starts = listeners.into_iter().enumerate().map(|(i, (http, raft))| {
             let (tmp, mut cfg) = new_member_config(i);
-            cfg.join = join.clone();
-            cfg.bootstrap_expect = n;
+            cfg.cluster.join = join.clone();
+            cfg.cluster.bootstrap_expect = n;
             launch(i, tmp, cfg, http, raft)
         });
         let members = futures_util::future::join_all(starts).await;
@@ -725,7 +725,7 @@ impl TestCluster {
         let i = self.len();
         let (http, raft) = bind_pair().await;
         let (tmp, mut cfg) = new_member_config(i);
-        cfg.join = self
+        cfg.cluster.join = self
             .live()
             .into_iter()
             .map(|j| self.members[j].raft_adv())

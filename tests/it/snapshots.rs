@@ -33,8 +33,8 @@ async fn a_follower_catches_up_from_a_multi_megabyte_snapshot() {
     // enough small writes follow for the log to be compacted past what the follower has; the
     // follower restarts and must converge (by snapshot: the log it needs is gone).
     let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft_snap = 200;
-        cfg.raft_snap_int = Duration::from_secs(1);
+        cfg.raft.snap = 200;
+        cfg.raft.snap_int = Duration::from_secs(1);
     })
     .await;
     let l = c.leader().await;

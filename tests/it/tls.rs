@@ -131,8 +131,8 @@ async fn served_cert(addr: std::net::SocketAddr, ca: &Ca) -> CertificateDer<'sta
 }
 
 pub(crate) fn https_config(cfg: &mut Config, id: &Issued) {
-    cfg.http_cert = Some(id.cert.clone());
-    cfg.http_key = Some(id.key.clone());
+    cfg.tls.http_cert = Some(id.cert.clone());
+    cfg.tls.http_key = Some(id.key.clone());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,8 +200,8 @@ async fn verify_client_requires_a_certificate_from_the_ca() {
     let foreign_id = other.issue(pki.path(), "foreign");
     let n = TestNode::start_with(|cfg| {
         https_config(cfg, &server);
-        cfg.http_ca_cert = Some(ca_path.clone());
-        cfg.http_verify_client = true;
+        cfg.tls.http_ca_cert = Some(ca_path.clone());
+        cfg.tls.http_verify_client = true;
     })
     .await;
     let addr = n.node.as_ref().expect("node").http_addr();
@@ -229,22 +229,22 @@ async fn verify_client_without_a_ca_is_a_startup_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = crate::harness::test_config(dir.path());
     https_config(&mut cfg, &server);
-    cfg.http_verify_client = true;
+    cfg.tls.http_verify_client = true;
     let e = start_err(cfg).await;
     assert!(e.contains("-http-ca-cert"), "{e}");
 
     // A key that does not belong to the certificate: the error names the files.
     let other = ca.issue(pki.path(), "other");
     let mut cfg = crate::harness::test_config(dir.path());
-    cfg.http_cert = Some(server.cert.clone());
-    cfg.http_key = Some(other.key.clone());
+    cfg.tls.http_cert = Some(server.cert.clone());
+    cfg.tls.http_key = Some(other.key.clone());
     let e = start_err(cfg).await;
     assert!(e.contains("other.key") && e.contains("node.crt"), "{e}");
 
     // A missing file.
     let mut cfg = crate::harness::test_config(dir.path());
-    cfg.node_cert = Some(pki.path().join("missing.crt"));
-    cfg.node_key = Some(server.key.clone());
+    cfg.tls.node_cert = Some(pki.path().join("missing.crt"));
+    cfg.tls.node_key = Some(server.key.clone());
     let e = start_err(cfg).await;
     assert!(e.contains("missing.crt"), "{e}");
 }
@@ -264,10 +264,10 @@ async fn start_err(cfg: Config) -> String {
 
 /// Node-to-node TLS settings with mutual verification.
 fn node_tls(cfg: &mut Config, id: &Issued, ca: &Path) {
-    cfg.node_cert = Some(id.cert.clone());
-    cfg.node_key = Some(id.key.clone());
-    cfg.node_ca_cert = Some(ca.to_path_buf());
-    cfg.node_verify_client = true;
+    cfg.tls.node_cert = Some(id.cert.clone());
+    cfg.tls.node_key = Some(id.key.clone());
+    cfg.tls.node_ca_cert = Some(ca.to_path_buf());
+    cfg.tls.node_verify_client = true;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,7 +282,7 @@ async fn node_tls_cluster_forms_forwards_and_fails_over() {
         node_tls(cfg, &ids[i], &ca_path);
         // The other nodes' certificates are checked for this name, not their address.
         if i == 2 {
-            cfg.node_verify_server_name = Some("localhost".into());
+            cfg.tls.node_verify_server_name = Some("localhost".into());
         }
     })
     .await;
@@ -342,9 +342,9 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = cluster_config(dir.path(), "9");
     node_tls(&mut cfg, &rogue_id, &rogue_ca_path);
-    cfg.join = vec![c.members[l].raft_adv()];
-    cfg.join_attempts = 3;
-    cfg.join_interval = Duration::from_millis(100);
+    cfg.cluster.join = vec![c.members[l].raft_adv()];
+    cfg.cluster.join_attempts = 3;
+    cfg.cluster.join_interval = Duration::from_millis(100);
     let e = start_err(cfg).await;
     assert!(e.contains("UnknownIssuer"), "{e}");
     // It trusts the cluster's CA but presents its own certificate: the cluster refuses it
@@ -352,9 +352,9 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = cluster_config(dir.path(), "10");
     node_tls(&mut cfg, &rogue_id, &ca_path);
-    cfg.join = vec![c.members[l].raft_adv()];
-    cfg.join_attempts = 3;
-    cfg.join_interval = Duration::from_millis(100);
+    cfg.cluster.join = vec![c.members[l].raft_adv()];
+    cfg.cluster.join_attempts = 3;
+    cfg.cluster.join_interval = Duration::from_millis(100);
     let e = start_err(cfg).await;
     assert!(e.contains("failed to join"), "{e}");
 
@@ -370,7 +370,7 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_trickling_bytes_is_cut_off_by_the_read_timeout() {
-    let n = TestNode::start_with(|cfg| cfg.http_read_timeout = Duration::from_secs(1)).await;
+    let n = TestNode::start_with(|cfg| cfg.http.read_timeout = Duration::from_secs(1)).await;
     let addr = n.node.as_ref().expect("node").http_addr();
 
     // Headers one byte at a time, forever.
@@ -488,8 +488,8 @@ async fn replaced_certificate_files_are_served_without_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let n = TestNode::start_with(|cfg| {
-        cfg.http_max_connections = 1;
-        cfg.http_read_timeout = Duration::from_secs(2);
+        cfg.http.max_connections = 1;
+        cfg.http.read_timeout = Duration::from_secs(2);
     })
     .await;
     let addr = n.node.as_ref().expect("node").http_addr();
@@ -548,7 +548,7 @@ async fn refused_posts_over_http2_get_their_401() {
     let c = TestCluster::start_with(2, |i, cfg| {
         https_config(cfg, &ids[i]);
         cfg.auth = Some(auth.clone());
-        cfg.join_as = Some("node".into());
+        cfg.cluster.join_as = Some("node".into());
     })
     .await;
     let body = pki.path().join("body.json");
