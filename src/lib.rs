@@ -27,3 +27,8 @@ pub mod serve;
 pub mod shell;
 pub mod store;
 pub mod tls;
+
+/// The version reported everywhere (`X-RQLITE-VERSION`, `/status`, `/nodes`, the internode
+/// metadata): the rqlite API version this server is wire-compatible with, and sqlraft's own version as build metadata
+/// (clients that check for an rqlite 8 server, or compare versions, see `8.43.3`).
+pub const VERSION: &str = concat!("v8.43.3+sqlraft.", env!("CARGO_PKG_VERSION"));

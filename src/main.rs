@@ -88,9 +88,23 @@ fn main() -> ExitCode {
             serde_json::Value::from(node.info().api_addr.clone()),
             serde_json::Value::from(node.info().raft_addr.clone()),
         );
-        wait_for_signal().await;
+        // A node that cannot become part of a cluster (join attempts used up, bootstrap
+        // timeout) exits with an error, as rqlited does; it served its API meanwhile.
+        let code = tokio::select! {
+            _ = wait_for_signal() => ExitCode::SUCCESS,
+            r = async {
+                match node.formed().await {
+                    Err(e) => e,
+                    // Part of a cluster: from here only a signal stops the node.
+                    Ok(()) => std::future::pending().await,
+                }
+            } => {
+                eprintln!("sqlraftd: {r}");
+                ExitCode::FAILURE
+            }
+        };
         tracing::info!("shutting down");
         node.shutdown().await;
-        ExitCode::SUCCESS
+        code
     })
 }

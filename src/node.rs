@@ -5,18 +5,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::http::HeaderValue;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthStore;
 use crate::cluster::bootstrap::Bootstrapper;
-use crate::cluster::discover::{self, Disco, KeyTiming};
+use crate::cluster::discover::Disco;
+use crate::cluster::formation::{self, Formation, Situation};
 use crate::cluster::service::{self, ServiceState};
-use crate::cluster::{join, Cluster, Forwarding};
+use crate::cluster::{Cluster, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::WriteQueue;
 use crate::http::{self, HttpState};
@@ -41,14 +43,6 @@ pub enum NodeError {
     Join(String),
 }
 
-/// What `form_or_join` works with.
-struct Parts<'a> {
-    store: &'a Arc<Store>,
-    cluster: &'a Arc<Cluster>,
-    bootstrap: &'a Arc<Bootstrapper>,
-    disco: Option<&'a Disco>,
-}
-
 /// A running node.
 pub struct Node {
     store: Arc<Store>,
@@ -61,6 +55,8 @@ pub struct Node {
     me: NodeInfo,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Whether this node is part of a cluster yet (see [`Node::formed`]).
+    formation: watch::Receiver<Formation>,
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, NodeError> {
@@ -233,27 +229,30 @@ impl Node {
                 return Err(NodeError::Config(e));
             }
         };
-        let formed = Self::form_or_join(
-            &cfg,
-            Parts {
-                store: &store,
-                cluster: &cluster,
-                bootstrap: &bootstrap,
-                disco: disco.as_ref(),
-            },
-            &me,
-            &mut tasks,
-            &cancel,
-        )
-        .await;
-        if let Err(e) = formed {
-            cancel.cancel();
-            for t in tasks {
-                let _ = t.await;
+        let disco_for_formation = disco.clone();
+        // Decide now: a node that must not start (a lone leader asked to join another
+        // cluster) stops here, before serving anything.
+        let has_state = store.is_initialized().await;
+        let members = store.members();
+        let situation = Situation {
+            has_state,
+            lone_member: has_state && members.len() == 1 && members[0].0.id == me.id,
+            join: !cfg.cluster.join.is_empty(),
+            bootstrap_expect: cfg.cluster.bootstrap_expect,
+            disco: cfg.discovery.as_ref().map(|d| d.mode),
+            voter: !cfg.raft.non_voter,
+        };
+        let plan = match formation::plan(&situation) {
+            Ok(p) => p,
+            Err(e) => {
+                cancel.cancel();
+                for t in tasks {
+                    let _ = t.await;
+                }
+                store.shutdown().await;
+                return Err(NodeError::Config(e));
             }
-            store.shutdown().await;
-            return Err(e);
-        }
+        };
 
         tasks.push(tokio::spawn(
             store.clone().run_snapshot_loop(cancel.child_token()),
@@ -291,7 +290,7 @@ impl Node {
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
             counters: Default::default(),
-            disco,
+            disco: disco.clone(),
             auth,
             allow_origin,
         });
@@ -309,6 +308,23 @@ impl Node {
             },
             stop,
         )));
+        // The API serves from here on, while the node joins or waits for its peers: `/status`
+        // and `/readyz` tell an operator what it is waiting for.
+        let (formation_tx, formation) = watch::channel(Formation::Forming);
+        let parts = formation::Parts {
+            cluster: cluster.clone(),
+            bootstrap: bootstrap.clone(),
+            disco: disco_for_formation,
+            flags: cfg.cluster.clone(),
+            me: me.clone(),
+            voter: !cfg.raft.non_voter,
+        };
+        let stop = cancel.child_token();
+        tasks.push(tokio::spawn(async move {
+            for t in formation::run(plan, parts, formation_tx, stop).await {
+                let _ = t.await;
+            }
+        }));
         Ok(Self {
             store,
             cluster,
@@ -320,111 +336,23 @@ impl Node {
             me,
             cancel,
             tasks,
+            formation,
         })
     }
 
-    /// rqlite's decision tree: existing state wins; else discovery (`-disco-mode`) or
-    /// `-bootstrap-expect` (in the background: the others must be up too); else `-join`; else
-    /// a new single-voter cluster.
-    async fn form_or_join(
-        cfg: &Config,
-        parts: Parts<'_>,
-        me: &NodeInfo,
-        tasks: &mut Vec<JoinHandle<()>>,
-        stop: &CancellationToken,
-    ) -> Result<(), NodeError> {
-        let Parts {
-            store,
-            cluster,
-            bootstrap,
-            disco,
-        } = parts;
-        let voter = !cfg.raft.non_voter;
-        let has_state = store.is_initialized().await;
-        if let Some(Disco::Key(keeper)) = disco {
-            // The leader keeps the key current whether or not this node had state.
-            let timing = KeyTiming {
-                interval: cfg.cluster.join_interval,
-                stale_after: cfg.cluster.join_interval * 5,
-                report_every: Duration::from_secs(10).min(cfg.cluster.join_interval * 4),
-            };
-            tasks.push(tokio::spawn(discover::key_report(
-                cluster.clone(),
-                keeper.clone(),
-                timing.clone(),
-                stop.child_token(),
-            )));
-            if !has_state {
-                tasks.push(tokio::spawn(discover::key_rendezvous(
-                    cluster.clone(),
-                    keeper.clone(),
-                    voter,
-                    timing,
-                    stop.child_token(),
-                )));
-            }
-            return Ok(());
-        }
-        if has_state {
-            if !cfg.cluster.join.is_empty() || cfg.cluster.bootstrap_expect > 0 || disco.is_some() {
-                tracing::info!(
-                    "node has Raft state: the stored configuration decides, not -join or discovery"
-                );
-            }
-            return Ok(());
-        }
-        if let Some(Disco::Finder(finder)) = disco {
-            let (b, f, timeout) = (
-                bootstrap.clone(),
-                finder.clone(),
-                cfg.cluster.bootstrap_expect_timeout,
-            );
-            tasks.push(tokio::spawn(async move {
-                let targets = || discover::candidates(&f);
-                if let Err(e) = b.run(targets, voter, timeout).await {
-                    tracing::error!(error = %e, "cluster formation failed");
-                }
-            }));
-            return Ok(());
-        }
-        if cfg.cluster.bootstrap_expect > 0 {
-            let (b, targets, timeout) = (
-                bootstrap.clone(),
-                cfg.cluster.join.clone(),
-                cfg.cluster.bootstrap_expect_timeout,
-            );
-            tasks.push(tokio::spawn(async move {
-                let targets = || {
-                    let t = targets.clone();
-                    async move { t }
-                };
-                if let Err(e) = b.run(targets, voter, timeout).await {
-                    tracing::error!(error = %e, "cluster formation failed");
-                }
-            }));
-            return Ok(());
-        }
-        if !cfg.cluster.join.is_empty() {
-            return join::join(
-                cluster,
-                &cfg.cluster.join,
-                me,
-                voter,
-                cfg.cluster.join_attempts,
-                cfg.cluster.join_interval,
-            )
+    /// Waits until this node is part of a cluster, or gave up trying (join attempts used up,
+    /// bootstrap timeout): then the reason.
+    pub async fn formed(&self) -> Result<(), String> {
+        let mut rx = self.formation.clone();
+        let state = rx
+            .wait_for(|f| *f != Formation::Forming)
             .await
-            .map_err(NodeError::Join);
+            .map(|f| f.clone())
+            .unwrap_or(Formation::Failed("the node is shutting down".into()));
+        match state {
+            Formation::Failed(e) => Err(e),
+            _ => Ok(()),
         }
-        if !voter {
-            return Err(NodeError::Config(
-                "a non-voter must -join an existing cluster".into(),
-            ));
-        }
-        if store.bootstrap_alone().await? {
-            tracing::info!(node_id = %me.id, "bootstrapped a new single-voter cluster");
-        }
-        Ok(())
     }
 
     /// Cuts this node off from its peers (both directions) or reconnects it: a network

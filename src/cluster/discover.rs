@@ -87,6 +87,7 @@ impl Keeper {
 }
 
 /// The configured discovery backend (shared with the tasks that use it and with `/status`).
+#[derive(Clone)]
 pub enum Disco {
     Finder(Arc<Finder>),
     Key(Arc<Keeper>),

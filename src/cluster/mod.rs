@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 pub mod discover;
+pub mod formation;
 pub mod join;
 pub mod prevote;
 pub mod proto;

@@ -186,7 +186,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
                 node: store.me().clone(),
                 api_url: store.me().api_url(),
                 commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                version: crate::http::VERSION.to_string(),
+                version: crate::VERSION.to_string(),
             }))
         }
         ClusterRequest::Join {

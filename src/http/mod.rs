@@ -28,10 +28,7 @@ use error::ApiError;
 use params::QueryParams;
 use queue::WriteQueue;
 
-/// The version reported in `X-RQLITE-VERSION`, `/status` and `/nodes`: the rqlite API
-/// version this server is wire-compatible with, and sqlraft's own version as build metadata
-/// (clients that check for an rqlite 8 server, or compare versions, see `8.43.3`).
-pub const VERSION: &str = concat!("v8.43.3+sqlraft.", env!("CARGO_PKG_VERSION"));
+pub use crate::VERSION;
 
 /// Everything the handlers share.
 pub struct HttpState {

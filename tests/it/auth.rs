@@ -588,10 +588,20 @@ async fn try_join(
     cfg.cluster.join_interval = Duration::from_millis(50);
     tweak(&mut cfg);
     let (http, raft) = bind_pair().await;
-    let r = tokio::time::timeout(CLUSTER_WAIT, Node::start_with(cfg, http, raft))
+    let node = Node::start_with(cfg, http, raft)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The node serves while it joins; whether it joined is its formation's outcome.
+    let formed = tokio::time::timeout(CLUSTER_WAIT, node.formed())
         .await
         .expect("join attempt to finish");
-    r.map(|n| (n, tmp)).map_err(|e| e.to_string())
+    match formed {
+        Ok(()) => Ok((node, tmp)),
+        Err(e) => {
+            node.shutdown().await;
+            Err(e)
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

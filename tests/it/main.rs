@@ -10,6 +10,7 @@ mod discovery;
 mod failures;
 mod golden;
 mod limits;
+mod operations;
 mod shell;
 mod snapshots;
 mod tls;

@@ -249,14 +249,21 @@ async fn verify_client_without_a_ca_is_a_startup_error() {
     assert!(e.contains("missing.crt"), "{e}");
 }
 
-/// Starts a node that must fail to start; returns the error.
+/// Starts a node that must fail to start, or to become part of a cluster (a node serves its
+/// API while it joins); returns the error.
 async fn start_err(cfg: Config) -> String {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     match Node::start_with(cfg, http, raft).await {
         Ok(n) => {
+            let formed = tokio::time::timeout(Duration::from_secs(30), n.formed())
+                .await
+                .expect("formation to end");
             n.shutdown().await;
-            panic!("the node started")
+            match formed {
+                Err(e) => e,
+                Ok(()) => panic!("the node started and joined"),
+            }
         }
         Err(e) => e.to_string(),
     }
