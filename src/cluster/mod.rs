@@ -8,6 +8,7 @@
 pub mod bootstrap;
 pub mod discover;
 pub mod formation;
+pub mod forward;
 pub mod join;
 pub mod prevote;
 pub mod proto;
@@ -21,6 +22,7 @@ use crate::command::Request;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
 use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
+pub use forward::{Hop, Served};
 use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, PATH_CLUSTER};
 
 /// Why a cluster operation failed. Serializable: the node that serves a forwarded request
@@ -46,23 +48,6 @@ pub enum ClusterError {
         status: u16,
         msg: String,
     },
-}
-
-/// A result and where it was computed.
-#[derive(Debug)]
-pub struct Served<T> {
-    pub value: T,
-    /// The leader's Raft address when the request was forwarded (`X-RQLITE-SERVED-BY`).
-    pub forwarded_to: Option<String>,
-}
-
-impl<T> Served<T> {
-    fn local(value: T) -> Self {
-        Self {
-            value,
-            forwarded_to: None,
-        }
-    }
 }
 
 /// How a request may reach the leader.
@@ -154,11 +139,11 @@ impl Cluster {
         }
     }
 
-    /// Runs `local`; if this node is not the leader and forwarding is allowed, sends `remote`
-    /// to the leader instead.
+    /// Runs `local`; if this node is not the leader and forwarding is allowed, sends
+    /// `remote` to the leader instead (see [`forward::route`]).
     async fn local_or_leader<T, L, Fut, M>(
         &self,
-        route: &Forwarding,
+        fwd: &Forwarding,
         idempotent: bool,
         local: L,
         remote: impl FnOnce() -> ClusterRequest,
@@ -167,44 +152,37 @@ impl Cluster {
     where
         L: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
-        M: FnOnce(ClusterResponse) -> Result<T, ClusterError>,
+        M: Fn(ClusterResponse) -> Result<T, ClusterError>,
     {
-        match local().await {
-            Ok(v) => Ok(Served::local(v)),
-            Err(StoreError::NotLeader {
-                leader: Some(leader),
-            }) if route.forward && leader.id != self.store.me().id => {
-                let timeout = route.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
-                let req = remote();
-                let mut leader = leader;
-                // Leadership may just have moved on from the node asked (a hand-over): follow
-                // it once, since the request was refused there without being applied.
-                for hop in 0..2 {
-                    let resp = self
-                        .call(&leader.raft_addr, &req, timeout, idempotent)
-                        .await?;
-                    match resp {
+        let timeout = fwd.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
+        let mut remote = Some(remote);
+        let mut req = None;
+        let map = &map;
+        forward::route(
+            &self.store.me().id,
+            fwd.forward,
+            local(),
+            move |leader: NodeInfo| {
+                let r = req
+                    .get_or_insert_with(|| remote.take().map(|f| f()))
+                    .clone();
+                async move {
+                    let Some(r) = r else {
+                        return Err(StoreError::NotLeader { leader: None }.into());
+                    };
+                    match self
+                        .call(&leader.raft_addr, &r, timeout, idempotent)
+                        .await?
+                    {
                         ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
                             leader: Some(next),
-                        })) if hop == 0
-                            && next.id != leader.id
-                            && next.id != self.store.me().id =>
-                        {
-                            leader = next;
-                        }
-                        resp => {
-                            let value = map(resp)?;
-                            return Ok(Served {
-                                value,
-                                forwarded_to: Some(leader.raft_addr),
-                            });
-                        }
+                        })) => Ok(Hop::NotLeader(next)),
+                        resp => map(resp).map(Hop::Done),
                     }
                 }
-                Err(StoreError::NotLeader { leader: None }.into())
-            }
-            Err(e) => Err(e.into()),
-        }
+            },
+        )
+        .await
     }
 
     /// Writes (`/db/execute`). `req` must already be prepared (`Store::prepare`).
@@ -447,6 +425,14 @@ impl Cluster {
 
     async fn hand_over(&self, target: &NodeInfo) -> Result<(), ClusterError> {
         let round = self.store.config().election_timeout;
+        // A leader elected moments ago refuses votes itself (openraft's vote lease runs for
+        // an election timeout from when it took office): wait that out first.
+        if let Some(age) = self.store.leading_for() {
+            let lease = round + Duration::from_millis(20);
+            if age < lease {
+                tokio::time::sleep(lease - age).await;
+            }
+        }
         let raft = self.store.raft();
         let tid = crate::raft::node_id_of(&target.id);
         // Proposals already past the pause still land in the log: the target must hold

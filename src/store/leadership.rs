@@ -226,11 +226,21 @@ impl Store {
                 changed = metrics.changed() => if changed.is_err() { return } else { false },
             };
             let leader = self.raft_is_leader();
+            if leader && !was_leader {
+                self.leader_since.record();
+            }
             if leader && (ticked || !was_leader) {
                 let _ = self.confirm_leadership(self.cfg.election_timeout).await;
             }
             was_leader = leader;
         }
+    }
+
+    /// How long this node has been leader (as far as the lease loop has seen), if it leads.
+    pub fn leading_for(&self) -> Option<Duration> {
+        self.raft_is_leader()
+            .then(|| self.leader_since.since_leader_contact())
+            .flatten()
     }
 
     /// The pre-vote grant rule (`cluster::prevote` asks it of every voter): would this node

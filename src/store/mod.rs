@@ -91,6 +91,8 @@ pub struct Store {
     lease: LeaderContact,
     /// When this node last granted a pre-vote (it then waits before campaigning itself).
     prevote_granted: LeaderContact,
+    /// When this node last became leader.
+    leader_since: LeaderContact,
     /// While leadership is being handed over, proposals wait (see [`Store::pause_writes`]).
     writes_paused: tokio::sync::watch::Sender<bool>,
     /// Hand-overs in progress, and a shutdown: this node must not start elections.
@@ -182,6 +184,7 @@ impl Store {
             contact: LeaderContact::default(),
             lease: LeaderContact::default(),
             prevote_granted: LeaderContact::default(),
+            leader_since: LeaderContact::default(),
             writes_paused: tokio::sync::watch::Sender::new(false),
             campaigns_held: Arc::default(),
             proposals,
