@@ -874,7 +874,7 @@ async fn new_node_catches_up_through_a_snapshot() {
         w.await.unwrap();
     }
     // Let the automatic snapshots settle first (a manual one racing an automatic one is a
-    // separate bug, see `manual_snapshot_racing_an_automatic_one_completes`).
+    // separate behaviour, tested by `manual_snapshot_racing_an_automatic_one_completes`).
     let lc = c.client(l).clone();
     let raft_status = || {
         let lc = lc.clone();
