@@ -254,6 +254,10 @@ where
     F: FnOnce(Browser, PathBuf) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // One browser at a time: two Chromiums at once on a two-core machine slow every other
+    // test in the binary down.
+    static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_BROWSER.lock().await;
     let out = output_dir(test);
     println!(
         "console test output (screenshots, chromedriver log): {}",
