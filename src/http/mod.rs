@@ -1,10 +1,12 @@
 //! The public HTTP API, wire-compatible with rqlite's.
 //!
 //! Owns: routing (rqlite's prefix matching), parameter and body parsing, response encoding, the
-//! write queue, and the choice of status codes (`error.rs`, nowhere else).
+//! write queue, the choice of status codes (`error.rs`, nowhere else), and the web console's
+//! embedded page (`console/`).
 //! Does not: execute SQL or decide leadership; it asks `store`.
 
 pub mod body;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod json;
@@ -96,6 +98,10 @@ async fn common_headers(State(st): State<Arc<HttpState>>, mut r: Response) -> Re
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Root,
+    /// `/console`, redirected to `/console/`.
+    ConsoleRoot,
+    /// `/console/` and the files under it: the web console.
+    Console,
     Execute,
     Query,
     Request,
@@ -115,7 +121,9 @@ impl Endpoint {
     /// The permissions (all of them) an endpoint needs when auth is on (spec section 1.2).
     fn perms(self) -> &'static [Perm] {
         match self {
-            Endpoint::Root => &[],
+            // A redirect reveals nothing; the page it leads to asks for `ui`.
+            Endpoint::Root | Endpoint::ConsoleRoot => &[],
+            Endpoint::Console => &[Perm::Ui],
             Endpoint::Execute => &[Perm::Execute],
             Endpoint::Query => &[Perm::Query],
             Endpoint::Request => &[Perm::Execute, Perm::Query],
@@ -144,6 +152,8 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     ];
     match path {
         "/" => return Some(Endpoint::Root),
+        "/console" => return Some(Endpoint::ConsoleRoot),
+        p if p.starts_with(console::PATH) => return Some(Endpoint::Console),
         "/boot" => return Some(Endpoint::Boot),
         "/leader" => return Some(Endpoint::Leader),
         "/snapshot" => return Some(Endpoint::Snapshot),
@@ -294,7 +304,10 @@ async fn respond(
         creds,
     };
     let result = match endpoint {
-        Endpoint::Root => Ok(root()),
+        // rqlite 10: `/` leads to the console (rqlite 7-9 sent it to `/status`).
+        Endpoint::Root => Ok(console::redirect(StatusCode::FOUND)),
+        Endpoint::ConsoleRoot => Ok(console::redirect(StatusCode::MOVED_PERMANENTLY)),
+        Endpoint::Console => console::serve(&call),
         Endpoint::Execute => db::execute(st, call).await,
         Endpoint::Query => db::query(st, call).await,
         Endpoint::Request => db::request(st, call).await,
@@ -310,18 +323,6 @@ async fn respond(
         Endpoint::DebugVars => status::debug_vars(st, call).await,
     };
     result.unwrap_or_else(ApiError::into_response)
-}
-
-/// `GET /` redirects to `/status`, as rqlite 8 does.
-fn root() -> Response {
-    let mut r = error::with_body(
-        StatusCode::FOUND,
-        "text/html; charset=utf-8",
-        "<a href=\"/status\">Found</a>.\n\n",
-    );
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/status"));
-    r
 }
 
 /// Fails with 405 unless the method is one of `allowed`.

@@ -297,9 +297,31 @@ fn history_path() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".sqlraft_history")))
 }
 
+/// The line editor, set up so that pasted text is read exactly as if it were typed.
+///
+/// Two things in rustyline's defaults lose pasted lines, both fixed here at the input layer
+/// rather than patched over in the statement logic:
+/// * rustyline reads the terminal through a 1 KiB buffer that, without its `buffer-redux`
+///   feature (turned on in Cargo.toml), is dropped when `readline` returns: everything a burst
+///   of lines (a paste from a terminal without bracketed paste, typed-ahead input) carried
+///   after the first line was lost;
+/// * a bracketed paste (`ESC[200~ ... ESC[201~`) is inserted as one edit buffer containing
+///   newlines that runs only when Enter is pressed again, and then as a single "line".
+///   Binding the paste markers to nothing makes the pasted characters plain keystrokes: each
+///   newline accepts its line, and the rest of the paste waits in the kept buffer for the next
+///   prompt.
+fn line_editor() -> rustyline::Result<rustyline::DefaultEditor> {
+    use rustyline::{Cmd, KeyCode, KeyEvent, Modifiers};
+    let mut rl = rustyline::DefaultEditor::new()?;
+    for marker in [KeyCode::BracketedPasteStart, KeyCode::BracketedPasteEnd] {
+        rl.bind_sequence(KeyEvent(marker, Modifiers::NONE), Cmd::Noop);
+    }
+    Ok(rl)
+}
+
 fn interactive(s: &mut Session, ok: &mut bool) {
     use rustyline::error::ReadlineError;
-    let mut rl = match rustyline::DefaultEditor::new() {
+    let mut rl = match line_editor() {
         Ok(rl) => rl,
         Err(e) => {
             eprintln!("ERR! cannot start line editing: {e}");
@@ -319,7 +341,7 @@ fn interactive(s: &mut Session, ok: &mut bool) {
         Err(e) => println!("Not connected to {}: {e}", s.client.current_url()),
     }
     let mut pending = String::new();
-    loop {
+    'read: loop {
         let prompt = if pending.is_empty() {
             format!("{}> ", s.client.current_host())
         } else {
@@ -329,42 +351,19 @@ fn interactive(s: &mut Session, ok: &mut bool) {
             )
         };
         match rl.readline(&prompt) {
-            Ok(line) => {
-                if pending.is_empty() && line.trim().is_empty() {
-                    continue;
-                }
-                let _ = rl.add_history_entry(line.as_str());
-                let trimmed = line.trim();
-                if pending.is_empty() && trimmed.starts_with('.') {
-                    if !run_line(s, trimmed, ok) {
-                        break;
+            Ok(input) => {
+                // One edit buffer can still hold several lines (a history entry recalled
+                // from an older version's file, a newline inserted by a key binding): each
+                // runs as the typed line it stands for.
+                for line in input.split('\n') {
+                    if pending.is_empty() && line.trim().is_empty() {
+                        continue;
                     }
-                    continue;
-                }
-                // A line without `;` runs at once, as in rqlite's shell, unless SQLite says the
-                // statement is not finished yet: then it starts a multi-line statement.
-                if pending.is_empty() && !trimmed.contains(';') && single_line_sql(trimmed) {
-                    match commands::sql(s, trimmed) {
-                        Ok(()) => {}
-                        Err(e) if e == "incomplete input" => pending = format!("{line}\n"),
-                        Err(e) => {
-                            *ok = false;
-                            eprintln!("ERR! {e}");
-                        }
+                    let _ = rl.add_history_entry(line);
+                    if !typed_line(s, line, &mut pending, ok) {
+                        break 'read;
                     }
-                    continue;
                 }
-                pending.push_str(&line);
-                pending.push('\n');
-                let (stmts, rest) = split_statements(&pending);
-                for st in stmts {
-                    run_line(s, &st, ok);
-                }
-                pending = if rest.trim().is_empty() {
-                    String::new()
-                } else {
-                    rest
-                };
             }
             // Ctrl-C abandons the line being typed.
             Err(ReadlineError::Interrupted) => pending.clear(),
@@ -379,6 +378,40 @@ fn interactive(s: &mut Session, ok: &mut bool) {
         let _ = rl.save_history(h);
     }
     println!("bye~");
+}
+
+/// Handles one line as typed at the prompt, given the statement begun on earlier lines
+/// (`pending`). Returns false on `.exit`.
+fn typed_line(s: &mut Session, line: &str, pending: &mut String, ok: &mut bool) -> bool {
+    let trimmed = line.trim();
+    if pending.is_empty() && trimmed.starts_with('.') {
+        return run_line(s, trimmed, ok);
+    }
+    // A line without `;` runs at once, as in rqlite's shell, unless SQLite says the
+    // statement is not finished yet: then it starts a multi-line statement.
+    if pending.is_empty() && !trimmed.contains(';') && single_line_sql(trimmed) {
+        match commands::sql(s, trimmed) {
+            Ok(()) => {}
+            Err(e) if e == "incomplete input" => *pending = format!("{line}\n"),
+            Err(e) => {
+                *ok = false;
+                eprintln!("ERR! {e}");
+            }
+        }
+        return true;
+    }
+    pending.push_str(line);
+    pending.push('\n');
+    let (stmts, rest) = split_statements(pending);
+    for st in stmts {
+        run_line(s, &st, ok);
+    }
+    *pending = if rest.trim().is_empty() {
+        String::new()
+    } else {
+        rest
+    };
+    true
 }
 
 /// rqlite's shell runs a line without `;` at once; a line that opens a quote or a

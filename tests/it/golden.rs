@@ -3,7 +3,8 @@
 //!
 //! `{t}` (timings) and `{seq}` (queue sequence numbers) match any number; Raft indexes are
 //! compared as "present and positive" because our log does not have rqlite's internal entries.
-//! The two deliberate differences (`rqlite-compat.md`, "must do better") are marked in the data.
+//! The deliberate differences are marked in each case's `note`: "do-better" (`rqlite-compat.md`,
+//! "must do better") and "Follows rqlite 10" (`/` and `/console/` lead to the web console).
 
 use std::io::BufRead;
 

@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod binary;
 mod cluster;
+mod console;
 mod discovery;
 mod failures;
 mod golden;

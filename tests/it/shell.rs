@@ -309,3 +309,83 @@ async fn shell_talks_https_with_a_ca_and_basic_auth() {
     .await
     .unwrap();
 }
+
+/// How a terminal delivers pasted text: wrapped in bracketed-paste markers (the shell turns
+/// the mode on), or as a plain burst of keystrokes (terminals without the mode, typed-ahead
+/// input). Lines end with `\r`, the Enter key's byte.
+#[derive(Debug, Clone, Copy)]
+enum Paste {
+    Bracketed,
+    Burst,
+}
+
+impl Paste {
+    fn wrap(self, lines: &[&str]) -> String {
+        let body: String = lines.iter().map(|l| format!("{l}\r")).collect();
+        match self {
+            Paste::Bracketed => format!("\x1b[200~{body}\x1b[201~"),
+            Paste::Burst => body,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_lines_run_as_if_typed() {
+    // Steps: a node with a table; the shell; for each way a terminal delivers a paste
+    // (bracketed, raw burst): paste one statement split over two lines, see its rows; paste a
+    // script of several statements and a dot command, see every result in order; then a
+    // typed line runs on its own, proving nothing of the paste was left half-read.
+    let node = TestNode::start().await;
+    node.client
+        .execute_ok(r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT)", "INSERT INTO foo(name) VALUES('fiona')"]"#)
+        .await;
+    let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("h");
+    tokio::task::spawn_blocking(move || {
+        let prompt = format!("127.0.0.1:{port}> ");
+        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
+        p.exp_string(&prompt).unwrap();
+        let paste = |p: &mut PtySession, how: Paste, lines: &[&str]| {
+            p.send(&how.wrap(lines)).unwrap();
+            p.flush().unwrap();
+        };
+        for how in [Paste::Bracketed, Paste::Burst] {
+            let t = format!("{how:?}").to_lowercase();
+            let want = |p: &mut PtySession, text: &str| {
+                p.exp_string(text)
+                    .unwrap_or_else(|e| panic!("{how:?} paste: expected {text:?}: {e}"));
+            };
+
+            paste(&mut p, how, &["SELECT id,", "  name FROM foo;"]);
+            want(&mut p, "| 1  | fiona |");
+            want(&mut p, &prompt);
+
+            paste(
+                &mut p,
+                how,
+                &[
+                    &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY, name TEXT);"),
+                    &format!("INSERT INTO {t}(name) VALUES('a'),"),
+                    "  ('b');",
+                    ".tables",
+                    &format!("SELECT name FROM {t} ORDER BY id DESC;"),
+                ],
+            );
+            want(&mut p, "2 rows affected");
+            want(&mut p, &format!("| {t:<9} |"));
+            want(&mut p, "| b    |");
+            want(&mut p, "| a    |");
+            want(&mut p, &prompt);
+
+            // Typed after the paste: runs alone, at the first prompt (no statement pending).
+            p.send_line(&format!("SELECT 'after {t}' AS v")).unwrap();
+            want(&mut p, &format!("| after {t} |"));
+            want(&mut p, &prompt);
+        }
+        p.send_line(".exit").unwrap();
+        p.exp_string("bye~").unwrap();
+    })
+    .await
+    .unwrap();
+}
