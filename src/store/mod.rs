@@ -40,6 +40,9 @@ use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
+/// The Raft log's file, in the data directory.
+const LOG_FILE: &str = "raft-log.redb";
+
 /// Everything the store needs to start, already validated.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -113,7 +116,7 @@ impl Store {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
         std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
         let health = Arc::new(crate::health::Health::default());
-        let log = LogStore::open_with(&cfg.data_dir.join("raft-log.redb"), health.clone())
+        let log = LogStore::open_with(&cfg.data_dir.join(LOG_FILE), health.clone())
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
         let engine = Engine::open(&DbConfig {
@@ -221,6 +224,34 @@ impl Store {
 
     pub fn snapshot_dir(&self) -> PathBuf {
         self.sm.snapshots().dir().to_path_buf()
+    }
+
+    /// The ids of the snapshots on disk, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        match self.sm.snapshots().list() {
+            Ok(all) => all.into_iter().map(|s| s.meta.snapshot_id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list snapshots");
+                Vec::new()
+            }
+        }
+    }
+
+    /// What SQLite reports about the database (`/status` `store.sqlite3`).
+    pub async fn db_stats(&self) -> Result<crate::db::stats::DbStats, StoreError> {
+        let reads = self.reads.clone();
+        let fk = self.cfg.fk;
+        tokio::task::spawn_blocking(move || crate::db::stats::read(&reads, fk))
+            .await
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    /// Bytes of the Raft log's file on disk.
+    pub fn log_disk_size(&self) -> u64 {
+        std::fs::metadata(self.cfg.data_dir.join(LOG_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     pub fn log_len(&self) -> usize {

@@ -14,5 +14,6 @@ mod limits;
 mod operations;
 mod shell;
 mod snapshots;
+mod status;
 mod tls;
 mod transactions;
