@@ -11,7 +11,7 @@ use sqlraft::node::Node;
 use tokio::net::TcpListener;
 
 use super::node::{node_client, test_config};
-use super::{init_logging, url_encode, wait_for, wait_until, Client, CLUSTER_WAIT};
+use super::{init_logging, url_encode, wait_for, wait_until, Client, CLUSTER_WAIT, JSON_CT};
 
 /// Binds `addr` (a port known from an earlier start), retrying briefly: the old socket may
 /// still be closing.
@@ -394,4 +394,60 @@ async fn launch(
         cfg,
         _tmp: tmp,
     }
+}
+
+/// Waits until node `i` has the membership `want` (id, voter) in its Raft configuration.
+pub async fn wait_members(c: &TestCluster, i: usize, want: &[(&str, bool)]) {
+    let want: Vec<(String, bool)> = want.iter().map(|(id, v)| (id.to_string(), *v)).collect();
+    let store = c.node(i).store().clone();
+    wait_until(
+        CLUSTER_WAIT,
+        &format!("node {} to have members {want:?}", i + 1),
+        || {
+            let got: Vec<(String, bool)> = store
+                .members()
+                .into_iter()
+                .map(|(n, v)| (n.id, v))
+                .collect();
+            let ok = got == want;
+            async move { ok }
+        },
+    )
+    .await;
+}
+
+/// `/nodes` (legacy object form) on node `asked` lists exactly the voters `ids`, all
+/// reachable, with `leader` as the only leader; `ver=2` lists the same, sorted by id.
+pub async fn assert_nodes_lists_voters(c: &TestCluster, asked: usize, ids: &[&str], leader: usize) {
+    let r = c.client(asked).get("/nodes").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some(JSON_CT));
+    let j = r.json();
+    let keys: Vec<&str> = j
+        .as_object()
+        .expect("object keyed by id")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ids, "{j}");
+    for id in ids {
+        let m = &c.members[c.index_of(id).unwrap()];
+        let n = &j[*id];
+        assert_eq!(n["id"], *id, "{j}");
+        assert_eq!(n["api_addr"], m.api_url(), "{j}");
+        assert_eq!(n["addr"], m.raft_adv(), "{j}");
+        assert_eq!(n["version"], sqlraft::http::VERSION, "{j}");
+        assert_eq!(n["voter"], true, "{j}");
+        assert_eq!(n["reachable"], true, "{j}");
+        assert_eq!(n["leader"], m.id == c.members[leader].id, "{j}");
+        assert!(n.get("error").is_none(), "{j}");
+    }
+    let v2 = c.client(asked).get("/nodes?ver=2").await.json();
+    let v2_ids: Vec<&str> = v2["nodes"]
+        .as_array()
+        .expect("nodes array")
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(v2_ids, ids, "{v2}");
 }

@@ -57,6 +57,9 @@ where
 /// How long cluster helpers wait for a leader, a join, a catch-up.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 
+pub const JSON_CT: &str = "application/json; charset=utf-8";
+pub const TEXT_CT: &str = "text/plain; charset=utf-8";
+
 /// A response as a client sees it.
 #[derive(Debug)]
 pub struct Resp {
@@ -249,4 +252,34 @@ pub fn init_logging() {
                 .try_init();
         }
     });
+}
+
+/// `GET /db/query` with `params` (may be empty) and `sql`.
+pub async fn query(c: &Client, params: &str, sql: &str) -> Resp {
+    let sep = if params.is_empty() { "" } else { "&" };
+    c.get(&format!("/db/query?{params}{sep}q={}", url_encode(sql)))
+        .await
+}
+
+pub fn served_by(r: &Resp) -> Option<String> {
+    r.header("x-rqlite-served-by")
+}
+
+/// The values of the first result of a successful query response.
+pub fn values(r: &Resp) -> serde_json::Value {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert!(j.get("error").is_none(), "{j}");
+    assert!(j["results"][0].get("error").is_none(), "{j}");
+    j["results"][0]["values"].clone()
+}
+
+/// Asserts a plain-text 503 `leader not found` (sqlraft's answer where rqlite says 500).
+pub fn assert_leader_not_found(r: &Resp, what: &str) {
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "leader not found\n"),
+        "{what}"
+    );
+    assert_eq!(r.header("content-type").as_deref(), Some(TEXT_CT), "{what}");
 }
