@@ -19,5 +19,6 @@ mod membership; // removal, non-voters, address changes, reaping
 mod operations; // operating a node: serving while it joins, refusing a split
 mod shell; // the interactive shell on a pty
 mod snapshots; // snapshot catch-up, compaction, large databases
+mod store; // the store level: Stores over the real internode transport, no HTTP
 mod tls; // TLS on the API and between nodes, reloads, slow clients
 mod transactions; // no request leaves the database inside a transaction
