@@ -58,6 +58,16 @@ impl Member {
     pub fn api_url(&self) -> String {
         format!("http://{}", self.http_addr)
     }
+
+    /// Starts the stopped node again with its first config, on its data dir and ports.
+    async fn start_again(&mut self) {
+        let http = rebind(self.http_addr).await;
+        let raft = rebind(self.raft_addr).await;
+        let node = Node::start_with(self.cfg.clone(), http, raft)
+            .await
+            .unwrap_or_else(|e| panic!("restart node {}: {e}", self.id));
+        self.node = Some(node);
+    }
 }
 
 /// Settings of cluster node `id`: [`test_config`] plus fast join retries, and no leadership
@@ -175,14 +185,7 @@ impl TestCluster {
         for i in 0..self.len() {
             self.stop(i).await;
         }
-        let restarts = self.members.iter_mut().map(|m| async move {
-            let http = rebind(m.http_addr).await;
-            let raft = rebind(m.raft_addr).await;
-            let node = Node::start_with(m.cfg.clone(), http, raft)
-                .await
-                .unwrap_or_else(|e| panic!("restart node {}: {e}", m.id));
-            m.node = Some(node);
-        });
+        let restarts = self.members.iter_mut().map(Member::start_again);
         futures_util::future::join_all(restarts).await;
         for i in 0..self.len() {
             self.wait_ready(i).await;
@@ -293,12 +296,7 @@ impl TestCluster {
     pub async fn restart(&mut self, i: usize) {
         let m = &mut self.members[i];
         assert!(m.node.is_none(), "node {} is running", m.id);
-        let http = rebind(m.http_addr).await;
-        let raft = rebind(m.raft_addr).await;
-        let node = Node::start_with(m.cfg.clone(), http, raft)
-            .await
-            .unwrap_or_else(|e| panic!("restart node {}: {e}", m.id));
-        m.node = Some(node);
+        m.start_again().await;
     }
 
     /// Cuts node `i` off from its peers, or reconnects it.

@@ -117,6 +117,31 @@ pub struct ProcMember {
     tmp: tempfile::TempDir,
 }
 
+impl ProcMember {
+    /// Starts the stopped process again with the same data dir, ports and flags, retrying
+    /// for a while: the old sockets may still be closing.
+    async fn respawn(&self) -> Proc {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = spawn_blocking_proc(
+                self.tmp.path(),
+                &self.id,
+                &self.http_addr,
+                &self.raft_addr,
+                &self.args,
+            )
+            .await;
+            match r {
+                Ok(p) => return p,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("restart: {e}"),
+            }
+        }
+    }
+}
+
 /// A cluster of real `sqlraftd` processes, for SIGKILL. Node 1 bootstraps; the others
 /// `-join` node 1's Raft address. Processes are killed when the cluster is dropped.
 pub struct ProcCluster {
@@ -210,26 +235,11 @@ impl ProcCluster {
     pub async fn restart(&mut self, i: usize) {
         let m = &self.members[i];
         assert!(m.proc.is_none(), "node {} is running", m.id);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let p = loop {
-            let r =
-                spawn_blocking_proc(m.tmp.path(), &m.id, &m.http_addr, &m.raft_addr, &m.args).await;
-            match r {
-                Ok(p) => break p,
-                // The old sockets may still be closing.
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("restart: {e}"),
-            }
-        };
+        let p = m.respawn().await;
         p.wait_ready().await;
         self.members[i].proc = Some(p);
     }
-}
 
-impl ProcCluster {
     /// SIGKILLs every node, starts them all again (same dirs, ports and flags) and waits for
     /// a leader.
     pub async fn restart_all(&mut self) {
@@ -237,20 +247,7 @@ impl ProcCluster {
             self.kill9(i);
         }
         for i in 0..self.members.len() {
-            let m = &self.members[i];
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let p = loop {
-                match spawn_blocking_proc(m.tmp.path(), &m.id, &m.http_addr, &m.raft_addr, &m.args)
-                    .await
-                {
-                    Ok(p) => break p,
-                    // The old sockets may still be closing.
-                    Err(_) if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(e) => panic!("restart: {e}"),
-                }
-            };
+            let p = self.members[i].respawn().await;
             self.members[i].proc = Some(p);
         }
         for i in 0..self.members.len() {
