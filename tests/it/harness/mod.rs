@@ -57,6 +57,7 @@ where
 /// How long cluster helpers wait for a leader, a join, a catch-up.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
 
+/// The content types a node answers with: JSON results, plain-text errors.
 pub const JSON_CT: &str = "application/json; charset=utf-8";
 pub const TEXT_CT: &str = "text/plain; charset=utf-8";
 
@@ -261,6 +262,7 @@ pub async fn query(c: &Client, params: &str, sql: &str) -> Resp {
         .await
 }
 
+/// The `X-Rqlite-Served-By` header: the leader's Raft address on a forwarded request.
 pub fn served_by(r: &Resp) -> Option<String> {
     r.header("x-rqlite-served-by")
 }
