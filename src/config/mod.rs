@@ -41,15 +41,15 @@ pub struct Args {
     pub data_dir: PathBuf,
 
     /// TOML file with the same settings as the flags (kebab-case keys).
-    #[arg(long = "config", value_name = "FILE", env = "SQLRAFT_CONFIG")]
+    #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Unique node ID (default: the advertised Raft address).
-    #[arg(long = "node-id", env = "SQLRAFT_NODE_ID")]
+    #[arg(long = "node-id")]
     pub node_id: Option<String>,
 
     /// JSON file of users, passwords (plaintext or bcrypt) and permissions; enables auth.
-    #[arg(long = "auth", env = "SQLRAFT_AUTH")]
+    #[arg(long = "auth")]
     pub auth: Option<PathBuf>,
 
     #[command(flatten)]
@@ -103,6 +103,11 @@ pub enum DiscoMode {
     ConsulKv,
 }
 
+/// The flags as clap parses them, with the rules every flag follows applied.
+fn command() -> clap::Command {
+    sections::conventions(Args::command())
+}
+
 impl DiscoMode {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -132,7 +137,11 @@ impl DiscoMode {
 impl Config {
     /// Settings for tests and embedding: everything default, binding port 0 on loopback.
     pub fn for_dir(data_dir: impl Into<PathBuf>) -> Self {
-        let mut c = Self::from_args(Args::parse_from(["sqlraftd", "x"]), None);
+        let m = command().get_matches_from(["sqlraftd", "x"]);
+        let mut c = Self::from_args(
+            Args::from_arg_matches(&m).unwrap_or_else(|e| e.exit()),
+            None,
+        );
         c.data_dir = data_dir.into();
         c.http.addr = "127.0.0.1:0".into();
         c.raft.addr = "127.0.0.1:0".into();
@@ -173,9 +182,7 @@ impl Config {
         let args_err = |e: clap::Error| ConfigError::Args(Box::new(e));
         // A first pass finds -config (and refuses bad flags); the file then becomes the
         // defaults of a second pass.
-        let first = Args::command()
-            .try_get_matches_from(&argv)
-            .map_err(args_err)?;
+        let first = command().try_get_matches_from(&argv).map_err(args_err)?;
         let first = Args::from_arg_matches(&first).map_err(args_err)?;
         let args = match &first.config {
             None => first,
@@ -184,7 +191,7 @@ impl Config {
                     path: p.display().to_string(),
                     msg: e.to_string(),
                 })?;
-                let cmd = file::apply(Args::command(), &text, &p.display().to_string())?;
+                let cmd = file::apply(command(), &text, &p.display().to_string())?;
                 let m = cmd.try_get_matches_from(&argv).map_err(args_err)?;
                 Args::from_arg_matches(&m).map_err(args_err)?
             }
@@ -438,7 +445,7 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(argv: I) -> Vec<String> {
 }
 
 fn takes_value(name: &str) -> bool {
-    Args::command()
+    command()
         .get_arguments()
         .find(|arg| {
             arg.get_long() == Some(name)

@@ -1,14 +1,37 @@
-//! Every setting, once: its flag (rqlite's name), environment variable, default and help,
-//! grouped in the section its owner receives. The TOML file feeds these same definitions
-//! (`file.rs`), so there is no second list to keep in step. Booleans take Go's forms:
-//! `-flag`, `-flag=true`, `-flag=false`.
+//! Every setting, once: its flag (rqlite's name), default and help, grouped in the section
+//! its owner receives. The TOML file feeds these same definitions (`file.rs`), so there is no
+//! second list to keep in step. What every flag shares is said once, in [`conventions`]: its
+//! environment variable, and Go's forms for booleans (`-flag`, `-flag=true`, `-flag=false`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Command};
 
 use crate::duration;
+
+/// Applies the rules every flag follows, so that no definition can drift from them: the
+/// environment variable is `SQLRAFT_` and the flag's name in upper snake case
+/// (`-http-addr`: `SQLRAFT_HTTP_ADDR`), and a boolean takes Go's forms. A boolean defaults to
+/// false unless its definition says otherwise.
+pub(super) fn conventions(cmd: Command) -> Command {
+    cmd.mut_args(|a| {
+        // Only flags: the positional data directory has no variable.
+        let Some(long) = a.get_long() else {
+            return a;
+        };
+        let env = format!("SQLRAFT_{}", long.to_uppercase().replace('-', "_"));
+        let a = a.env(env);
+        if !matches!(a.get_action(), ArgAction::SetTrue) {
+            return a;
+        }
+        // `-flag=false` must not be read as a positional `false`: a value needs the `=`.
+        a.num_args(0..=1)
+            .require_equals(true)
+            .value_parser(BoolishValueParser::new())
+    })
+}
 
 pub(crate) fn go_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s)
@@ -20,56 +43,32 @@ pub(crate) fn go_duration(s: &str) -> Result<Duration, String> {
 #[command(next_help_heading = "HTTP API")]
 pub struct Http {
     /// HTTP API bind address.
-    #[arg(
-        id = "http-addr",
-        long = "http-addr",
-        default_value = "localhost:4001",
-        env = "SQLRAFT_HTTP_ADDR"
-    )]
+    #[arg(id = "http-addr", long, default_value = "localhost:4001")]
     pub addr: String,
 
     /// Advertised HTTP address (default: -http-addr).
-    #[arg(
-        id = "http-adv-addr",
-        long = "http-adv-addr",
-        env = "SQLRAFT_HTTP_ADV_ADDR"
-    )]
+    #[arg(id = "http-adv-addr", long)]
     pub adv_addr: Option<String>,
 
     /// Allowed CORS origin (`Access-Control-Allow-Origin`).
-    #[arg(
-        id = "http-allow-origin",
-        long = "http-allow-origin",
-        env = "SQLRAFT_HTTP_ALLOW_ORIGIN"
-    )]
+    #[arg(id = "http-allow-origin", long)]
     pub allow_origin: Option<String>,
 
     /// Largest accepted request body, in bytes (larger bodies get 413; /db/load and /boot
     /// stream to disk and are not limited).
-    #[arg(id = "http-max-body", long = "http-max-body", default_value_t = 256 << 20, env = "SQLRAFT_HTTP_MAX_BODY")]
+    #[arg(id = "http-max-body", long, default_value_t = 256 << 20)]
     pub max_body: usize,
 
     /// Statements one request may carry (more gets 413).
-    #[arg(
-        id = "http-max-statements",
-        long = "http-max-statements",
-        default_value_t = 100_000,
-        env = "SQLRAFT_HTTP_MAX_STATEMENTS"
-    )]
+    #[arg(id = "http-max-statements", long, default_value_t = 100_000)]
     pub max_statements: usize,
 
     /// Most simultaneous connections on each listener.
-    #[arg(
-        id = "http-max-connections",
-        long = "http-max-connections",
-        default_value_t = 1024,
-        env = "SQLRAFT_HTTP_MAX_CONNECTIONS"
-    )]
+    #[arg(id = "http-max-connections", long, default_value_t = 1024)]
     pub max_connections: usize,
 
     /// Time a client has to send a whole request (head and body); slower clients are cut off.
-    #[arg(id = "http-read-timeout", long = "http-read-timeout", default_value = "30s", value_parser = go_duration,
-          env = "SQLRAFT_HTTP_READ_TIMEOUT")]
+    #[arg(id = "http-read-timeout", long, default_value = "30s", value_parser = go_duration)]
     pub read_timeout: Duration,
 }
 
@@ -78,61 +77,43 @@ pub struct Http {
 #[command(next_help_heading = "TLS")]
 pub struct Tls {
     /// PEM certificate for HTTPS on the API (with -http-key).
-    #[arg(id = "http-cert", long = "http-cert", env = "SQLRAFT_HTTP_CERT")]
+    #[arg(id = "http-cert", long)]
     pub http_cert: Option<PathBuf>,
 
     /// PEM private key for HTTPS on the API.
-    #[arg(id = "http-key", long = "http-key", env = "SQLRAFT_HTTP_KEY")]
+    #[arg(id = "http-key", long)]
     pub http_key: Option<PathBuf>,
 
     /// PEM CA bundle to verify API clients' certificates (with -http-verify-client).
-    #[arg(
-        id = "http-ca-cert",
-        long = "http-ca-cert",
-        env = "SQLRAFT_HTTP_CA_CERT"
-    )]
+    #[arg(id = "http-ca-cert", long)]
     pub http_ca_cert: Option<PathBuf>,
 
     /// Require API clients to present a certificate signed by -http-ca-cert.
-    #[arg(id = "http-verify-client", long = "http-verify-client", env = "SQLRAFT_HTTP_VERIFY_CLIENT", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "http-verify-client", long)]
     pub http_verify_client: bool,
 
     /// PEM certificate for node-to-node TLS (with -node-key).
-    #[arg(id = "node-cert", long = "node-cert", env = "SQLRAFT_NODE_CERT")]
+    #[arg(id = "node-cert", long)]
     pub node_cert: Option<PathBuf>,
 
     /// PEM private key for node-to-node TLS.
-    #[arg(id = "node-key", long = "node-key", env = "SQLRAFT_NODE_KEY")]
+    #[arg(id = "node-key", long)]
     pub node_key: Option<PathBuf>,
 
     /// PEM CA bundle that signs the other nodes' certificates.
-    #[arg(
-        id = "node-ca-cert",
-        long = "node-ca-cert",
-        env = "SQLRAFT_NODE_CA_CERT"
-    )]
+    #[arg(id = "node-ca-cert", long)]
     pub node_ca_cert: Option<PathBuf>,
 
     /// Do not verify other nodes' certificates (testing only).
-    #[arg(id = "node-no-verify", long = "node-no-verify", env = "SQLRAFT_NODE_NO_VERIFY", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "node-no-verify", long)]
     pub node_no_verify: bool,
 
     /// Require other nodes to present a certificate signed by -node-ca-cert (mutual TLS).
-    #[arg(id = "node-verify-client", long = "node-verify-client", env = "SQLRAFT_NODE_VERIFY_CLIENT", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "node-verify-client", long)]
     pub node_verify_client: bool,
 
     /// Expect this name in other nodes' certificates instead of their address.
-    #[arg(
-        id = "node-verify-server-name",
-        long = "node-verify-server-name",
-        env = "SQLRAFT_NODE_VERIFY_SERVER_NAME"
-    )]
+    #[arg(id = "node-verify-server-name", long)]
     pub node_verify_server_name: Option<String>,
 }
 
@@ -141,92 +122,59 @@ pub struct Tls {
 #[command(next_help_heading = "Raft")]
 pub struct Raft {
     /// Raft (internode) bind address.
-    #[arg(
-        id = "raft-addr",
-        long = "raft-addr",
-        default_value = "localhost:4002",
-        env = "SQLRAFT_RAFT_ADDR"
-    )]
+    #[arg(id = "raft-addr", long, default_value = "localhost:4002")]
     pub addr: String,
 
     /// Advertised Raft address (default: -raft-addr).
-    #[arg(
-        id = "raft-adv-addr",
-        long = "raft-adv-addr",
-        env = "SQLRAFT_RAFT_ADV_ADDR"
-    )]
+    #[arg(id = "raft-adv-addr", long)]
     pub adv_addr: Option<String>,
 
     /// Raft election timeout.
-    #[arg(id = "raft-election-timeout", long = "raft-election-timeout", default_value = "1s", value_parser = go_duration,
-          env = "SQLRAFT_RAFT_ELECTION_TIMEOUT")]
+    #[arg(id = "raft-election-timeout", long, default_value = "1s", value_parser = go_duration)]
     pub election_timeout: Duration,
 
     /// Raft heartbeat timeout.
-    #[arg(id = "raft-heartbeat-timeout", long = "raft-heartbeat-timeout", alias = "raft-timeout", default_value = "1s",
-          value_parser = go_duration, env = "SQLRAFT_RAFT_HEARTBEAT_TIMEOUT")]
+    #[arg(id = "raft-heartbeat-timeout", long, alias = "raft-timeout", default_value = "1s", value_parser = go_duration)]
     pub heartbeat_timeout: Duration,
 
     /// How long a write may wait to be committed and applied.
-    #[arg(id = "raft-apply-timeout", long = "raft-apply-timeout", default_value = "10s", value_parser = go_duration,
-          env = "SQLRAFT_RAFT_APPLY_TIMEOUT")]
+    #[arg(id = "raft-apply-timeout", long, default_value = "10s", value_parser = go_duration)]
     pub apply_timeout: Duration,
 
     /// Applied entries that trigger a snapshot.
-    #[arg(
-        id = "raft-snap",
-        long = "raft-snap",
-        default_value_t = 8192,
-        env = "SQLRAFT_RAFT_SNAP"
-    )]
+    #[arg(id = "raft-snap", long, default_value_t = 8192)]
     pub snap: u64,
 
     /// How often the snapshot threshold is checked.
-    #[arg(id = "raft-snap-int", long = "raft-snap-int", default_value = "30s", value_parser = go_duration,
-          env = "SQLRAFT_RAFT_SNAP_INT")]
+    #[arg(id = "raft-snap-int", long, default_value = "30s", value_parser = go_duration)]
     pub snap_int: Duration,
 
     /// Log level of the Raft library (DEBUG, INFO, WARN, ERROR).
-    #[arg(
-        id = "raft-log-level",
-        long = "raft-log-level",
-        default_value = "WARN",
-        env = "SQLRAFT_RAFT_LOG_LEVEL"
-    )]
+    #[arg(id = "raft-log-level", long, default_value = "WARN")]
     pub log_level: String,
 
     /// Join as a read-only node that does not vote.
-    #[arg(id = "raft-non-voter", long = "raft-non-voter", env = "SQLRAFT_RAFT_NON_VOTER", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "raft-non-voter", long)]
     pub non_voter: bool,
 
     /// Hand leadership to another voter on graceful shutdown.
-    #[arg(id = "raft-shutdown-stepdown", long = "raft-shutdown-stepdown", env = "SQLRAFT_RAFT_SHUTDOWN_STEPDOWN", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "raft-shutdown-stepdown", long, default_value = "true")]
     pub shutdown_stepdown: bool,
 
     /// Stop Raft on this node once it learns it was removed from the cluster.
-    #[arg(id = "raft-remove-shutdown", long = "raft-remove-shutdown", env = "SQLRAFT_RAFT_REMOVE_SHUTDOWN", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "raft-remove-shutdown", long)]
     pub remove_shutdown: bool,
 
     /// Ask the leader to remove this node on graceful shutdown.
-    #[arg(id = "raft-cluster-remove-shutdown", long = "raft-cluster-remove-shutdown", env = "SQLRAFT_RAFT_CLUSTER_REMOVE_SHUTDOWN", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "raft-cluster-remove-shutdown", long)]
     pub cluster_remove_shutdown: bool,
 
     /// Remove a voter the leader has not reached for this long (0 = never).
-    #[arg(id = "raft-reap-node-timeout", long = "raft-reap-node-timeout", default_value = "0s", value_parser = go_duration,
-          env = "SQLRAFT_RAFT_REAP_NODE_TIMEOUT")]
+    #[arg(id = "raft-reap-node-timeout", long, default_value = "0s", value_parser = go_duration)]
     pub reap_node_timeout: Duration,
 
     /// Remove a non-voter the leader has not reached for this long (0 = never).
-    #[arg(id = "raft-reap-read-only-node-timeout", long = "raft-reap-read-only-node-timeout", default_value = "0s",
-          value_parser = go_duration, env = "SQLRAFT_RAFT_REAP_READ_ONLY_NODE_TIMEOUT")]
+    #[arg(id = "raft-reap-read-only-node-timeout", long, default_value = "0s", value_parser = go_duration)]
     pub reap_read_only_node_timeout: Duration,
 }
 
@@ -242,38 +190,24 @@ impl Raft {
 #[command(next_help_heading = "Database")]
 pub struct Database {
     /// Accepted for rqlite compatibility; SQLite always runs in WAL mode on a scratch file.
-    #[arg(id = "on-disk", long = "on-disk", env = "SQLRAFT_ON_DISK", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "on-disk", long)]
     pub on_disk: bool,
 
     /// Enable SQLite foreign key constraints.
-    #[arg(id = "fk", long = "fk", env = "SQLRAFT_FK", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "fk", long)]
     pub fk: bool,
 
     /// Time limit of a read statement that sets no db_timeout of its own (0s = none).
-    #[arg(id = "db-timeout", long = "db-timeout", default_value = "30s", value_parser = go_duration, env = "SQLRAFT_DB_TIMEOUT")]
+    #[arg(id = "db-timeout", long, default_value = "30s", value_parser = go_duration)]
     pub timeout: Duration,
 
     /// SQLite VM steps one write request may take when applied, the same on every node
     /// (0 = unlimited).
-    #[arg(
-        id = "db-max-steps",
-        long = "db-max-steps",
-        default_value_t = 100_000_000,
-        env = "SQLRAFT_DB_MAX_STEPS"
-    )]
+    #[arg(id = "db-max-steps", long, default_value_t = 100_000_000)]
     pub max_steps: u64,
 
     /// Read-only SQLite connections in use at most (reads beyond wait for one).
-    #[arg(
-        id = "db-max-ro-conns",
-        long = "db-max-ro-conns",
-        default_value_t = 16,
-        env = "SQLRAFT_DB_MAX_RO_CONNS"
-    )]
+    #[arg(id = "db-max-ro-conns", long, default_value_t = 16)]
     pub max_ro_conns: usize,
 }
 
@@ -282,49 +216,31 @@ pub struct Database {
 #[command(next_help_heading = "Cluster")]
 pub struct Cluster {
     /// Raft addresses (host:port) of nodes to join, comma-separated.
-    #[arg(
-        id = "join",
-        long = "join",
-        env = "SQLRAFT_JOIN",
-        value_delimiter = ','
-    )]
+    #[arg(id = "join", long, value_delimiter = ',')]
     pub join: Vec<String>,
 
     /// Join rounds before giving up.
-    #[arg(
-        id = "join-attempts",
-        long = "join-attempts",
-        default_value_t = 5,
-        env = "SQLRAFT_JOIN_ATTEMPTS"
-    )]
+    #[arg(id = "join-attempts", long, default_value_t = 5)]
     pub join_attempts: u32,
 
     /// Pause between join rounds.
-    #[arg(id = "join-interval", long = "join-interval", default_value = "3s", value_parser = go_duration,
-          env = "SQLRAFT_JOIN_INTERVAL")]
+    #[arg(id = "join-interval", long, default_value = "3s", value_parser = go_duration)]
     pub join_interval: Duration,
 
     /// User (from the -auth file) whose credentials joins and notifies carry.
-    #[arg(id = "join-as", long = "join-as", env = "SQLRAFT_JOIN_AS")]
+    #[arg(id = "join-as", long)]
     pub join_as: Option<String>,
 
     /// Form a cluster of exactly this many voters with the -join list (notify protocol).
-    #[arg(
-        id = "bootstrap-expect",
-        long = "bootstrap-expect",
-        default_value_t = 0,
-        env = "SQLRAFT_BOOTSTRAP_EXPECT"
-    )]
+    #[arg(id = "bootstrap-expect", long, default_value_t = 0)]
     pub bootstrap_expect: usize,
 
     /// Give up forming a cluster with -bootstrap-expect after this long.
-    #[arg(id = "bootstrap-expect-timeout", long = "bootstrap-expect-timeout", default_value = "120s", value_parser = go_duration,
-          env = "SQLRAFT_BOOTSTRAP_EXPECT_TIMEOUT")]
+    #[arg(id = "bootstrap-expect-timeout", long, default_value = "120s", value_parser = go_duration)]
     pub bootstrap_expect_timeout: Duration,
 
     /// Timeout for connecting to another node.
-    #[arg(id = "cluster-connect-timeout", long = "cluster-connect-timeout", default_value = "30s", value_parser = go_duration,
-          env = "SQLRAFT_CLUSTER_CONNECT_TIMEOUT")]
+    #[arg(id = "cluster-connect-timeout", long, default_value = "30s", value_parser = go_duration)]
     pub connect_timeout: Duration,
 }
 
@@ -333,24 +249,15 @@ pub struct Cluster {
 #[command(next_help_heading = "Discovery")]
 pub struct DiscoveryFlags {
     /// Discovery: dns, dns-srv, etcd-kv or consul-kv.
-    #[arg(id = "disco-mode", long = "disco-mode", env = "SQLRAFT_DISCO_MODE")]
+    #[arg(id = "disco-mode", long)]
     pub mode: Option<String>,
 
     /// Discovery key: names the cluster in etcd/Consul.
-    #[arg(
-        id = "disco-key",
-        long = "disco-key",
-        default_value = "rqlite",
-        env = "SQLRAFT_DISCO_KEY"
-    )]
+    #[arg(id = "disco-key", long, default_value = "rqlite")]
     pub key: String,
 
     /// Discovery settings: inline JSON or the path of a JSON file.
-    #[arg(
-        id = "disco-config",
-        long = "disco-config",
-        env = "SQLRAFT_DISCO_CONFIG"
-    )]
+    #[arg(id = "disco-config", long)]
     pub config: Option<String>,
 }
 
@@ -359,31 +266,18 @@ pub struct DiscoveryFlags {
 #[command(next_help_heading = "Write queue")]
 pub struct Queue {
     /// How many requests may wait in the queue.
-    #[arg(
-        id = "write-queue-capacity",
-        long = "write-queue-capacity",
-        default_value_t = 1024,
-        env = "SQLRAFT_WRITE_QUEUE_CAPACITY"
-    )]
+    #[arg(id = "write-queue-capacity", long, default_value_t = 1024)]
     pub capacity: usize,
 
     /// Requests combined into one batch.
-    #[arg(
-        id = "write-queue-batch-size",
-        long = "write-queue-batch-size",
-        default_value_t = 128,
-        env = "SQLRAFT_WRITE_QUEUE_BATCH_SIZE"
-    )]
+    #[arg(id = "write-queue-batch-size", long, default_value_t = 128)]
     pub batch_size: usize,
 
     /// How long a batch waits to fill up.
-    #[arg(id = "write-queue-timeout", long = "write-queue-timeout", default_value = "50ms", value_parser = go_duration,
-          env = "SQLRAFT_WRITE_QUEUE_TIMEOUT")]
+    #[arg(id = "write-queue-timeout", long, default_value = "50ms", value_parser = go_duration)]
     pub timeout: Duration,
 
     /// Run each batch in one transaction.
-    #[arg(id = "write-queue-tx", long = "write-queue-tx", env = "SQLRAFT_WRITE_QUEUE_TX", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", default_value = "false",
-          value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(id = "write-queue-tx", long)]
     pub tx: bool,
 }

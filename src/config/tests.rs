@@ -103,6 +103,29 @@ mod flags {
         std::env::remove_var(VAR);
     }
 
+    /// Every boolean takes Go's forms from each source, and keeps its own default.
+    #[test]
+    fn booleans_take_go_forms_from_flags_file_and_env() {
+        // A setting no other test looks at: the environment is the whole process's.
+        const VAR: &str = "SQLRAFT_RAFT_REMOVE_SHUTDOWN";
+        let c = load(&["d"]).unwrap();
+        assert!(c.raft.shutdown_stepdown && !c.raft.remove_shutdown && !c.queue.tx);
+        let c = load(&["-raft-shutdown-stepdown=false", "-write-queue-tx", "d"]).unwrap();
+        assert!(!c.raft.shutdown_stepdown && c.queue.tx);
+        let argv = ["sqlraftd", "-config", "c.toml", "d"].map(String::from);
+        let c = Config::load(argv, |_| Ok("node-no-verify = true".into())).unwrap();
+        assert!(c.tls.node_no_verify);
+        std::env::set_var(VAR, "true");
+        assert!(load(&["d"]).unwrap().raft.remove_shutdown);
+        assert!(
+            !load(&["-raft-remove-shutdown=false", "d"])
+                .unwrap()
+                .raft
+                .remove_shutdown
+        );
+        std::env::remove_var(VAR);
+    }
+
     #[test]
     fn example_config_files_parse() {
         let text = include_str!("../../config/sqlraft.toml");
