@@ -1,9 +1,11 @@
 //! The store: SQLite behind Raft.
 //!
-//! Owns: the SQLite database (one thread owns the connections), the Raft state machine that
-//! applies log entries to it, snapshots, the rewriting/classification of SQL, and the read
-//! consistency levels.
-//! Does not: speak HTTP, or reach other nodes (a follower's caller forwards; see `cluster`).
+//! Owns: the [`Store`] facade the layers above call, and opening it in order (a pending
+//! `peers.json` recovery, the Raft log, the newest snapshot, then Raft); one file per job
+//! beside it (requests and read levels, proposals and group commit, ReadIndex, leadership and
+//! the lease, membership, whole-database images, the state machine and snapshots).
+//! Does not: execute SQL (`crate::db`), speak HTTP, or reach other nodes (a follower's
+//! caller forwards; see `crate::cluster`).
 
 pub mod error;
 mod images;
