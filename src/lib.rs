@@ -2,16 +2,37 @@
 //!
 //! # Map
 //!
-//! A client's request reaches [`http`] (routing, parameters, bodies, response encoding, the
-//! write queue). The handler calls the [`store::Store`] facade: writes become a
-//! [`command::Command`], proposed to Raft ([`raft`]: type config, durable log store, network)
-//! and applied by the state machine to SQLite ([`store::db`], one thread owns the
-//! connections); reads are served locally after the check their consistency level needs, or
-//! through the log at `strong`. [`node`] builds all of this from a validated
-//! [`config::Config`] and shuts it down in reverse.
+//! A request travels down this list and its answer back up it. Each module's own doc says
+//! what it owns and what it does not; `docs/design/` has one note per layer saying why.
 //!
-//! Dependency direction: `http -> store -> raft`; `node` wires; `config` is read only at the
-//! edge (`main.rs`).
+//! - [`http`]: the public API. `mod.rs` the router, `db.rs` the data endpoints, `status.rs`
+//!   the operations endpoints, `params.rs` and `body.rs` parse, `json.rs` writes Go-identical
+//!   JSON, `queue.rs` batches `?queue` writes, `error.rs` is the one place that picks status
+//!   codes, `console/` the web console.
+//! - [`cluster`]: where a request is served and how a node becomes a member. `forward.rs`
+//!   routes (local, else the leader, else a redirect); `mod.rs` names the operations;
+//!   `formation.rs` decides form-or-join as a pure function, carried out by `join.rs`,
+//!   `bootstrap.rs` (`-bootstrap-expect`) and `discover.rs` (`-disco-mode`); `service.rs` and
+//!   `proto.rs` are the internode service; `prevote.rs`, `reap.rs` and `announce.rs` are
+//!   background duties.
+//! - [`store`]: SQLite behind Raft. `requests.rs` (writes through the log, reads at their
+//!   level), `proposals.rs` (group commit), `read_index.rs` (linearizable reads),
+//!   `leadership.rs` (leader lease and the pre-vote grant rule), `membership.rs`,
+//!   `images.rs` (load, boot, backup), `state_machine.rs` and `snapshot.rs`, `recovery.rs`
+//!   (`peers.json`), `error.rs` (the error vocabulary every layer above maps).
+//! - [`raft`]: openraft's type configuration, the durable log (`log_store.rs`), the network
+//!   client (`network.rs`) and the internode wire (`transport.rs`).
+//! - [`db`]: SQLite with rqlite's semantics, knowing nothing of Raft. `engine.rs` (the one
+//!   writer thread), `reads.rs` (the reader pool), `exec.rs`, `values.rs`, `datetime.rs`,
+//!   `rewrite.rs`, `classify.rs`, `lexer.rs`, `dump.rs`, `conn.rs`, `stats.rs`.
+//! - [`command`]: the versioned Raft log payload.
+//! - Around them: [`node`] (the composition root: builds everything from a validated
+//!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;
+//!   read only by the binaries), [`auth`], [`tls`], [`serve`], [`health`], [`duration`], and
+//!   [`shell`] (the `sqlraft` shell, a client of the public API only).
+//!
+//! Dependency direction: `http -> cluster -> store -> {raft, db}`; `node` wires; nothing
+//! below `http` depends on it.
 
 pub mod auth;
 pub mod cluster;

@@ -18,7 +18,7 @@ use crate::cluster::bootstrap::Bootstrapper;
 use crate::cluster::discover::Disco;
 use crate::cluster::formation::{self, Formation, Situation};
 use crate::cluster::service::{self, ServiceState};
-use crate::cluster::{Cluster, Forwarding};
+use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::WriteQueue;
 use crate::http::{self, HttpState};
@@ -264,6 +264,10 @@ impl Node {
             cluster.clone(),
             cancel.child_token(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::announce::run(
+            cluster.clone(),
+            cancel.child_token(),
+        )));
         if !(cfg.raft.reap_node_timeout.is_zero() && cfg.raft.reap_read_only_node_timeout.is_zero())
         {
             tasks.push(tokio::spawn(crate::cluster::reap::run(
@@ -394,8 +398,21 @@ impl Node {
                 timeout: Some(std::time::Duration::from_secs(5)),
                 creds: self.cluster.node_creds().cloned(),
             };
-            if let Err(e) = self.cluster.remove(self.me.id.clone(), &route).await {
-                tracing::warn!(error = %e, "could not remove this node from the cluster");
+            // Retried: right after start, or during an election, no leader may be known yet.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match self.cluster.remove(self.me.id.clone(), &route).await {
+                    Ok(_) => break,
+                    Err(e @ (ClusterError::Unauthorized(_) | ClusterError::Refused { .. })) => {
+                        tracing::warn!(error = %e, "could not remove this node from the cluster");
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        tracing::warn!(error = %e, "could not remove this node from the cluster");
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
             }
         } else if self.shutdown_stepdown && self.store.is_leader() && self.store.members().len() > 1
         {

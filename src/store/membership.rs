@@ -184,6 +184,15 @@ impl Store {
         let same = members
             .iter()
             .find(|(n, _)| n.id == node.id && n.raft_addr == node.raft_addr);
+        if let Some((old, _)) = same.filter(|(old, _)| *old != node) {
+            // The same member at a new API address (a restart with other flags, or the
+            // addresses left blank by a peers.json recovery): only its metadata changes.
+            tracing::info!(node = %node, old_api = %old.api_url(), new_api = %node.api_url(), "member's API address changed");
+            self.change_membership(openraft::ChangeMembers::SetNodes(
+                [(nid, node.clone())].into(),
+            ))
+            .await?;
+        }
         match same {
             Some((_, true)) => return Ok(()),
             Some((_, false)) if !voter => return Ok(()),

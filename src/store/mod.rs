@@ -1,9 +1,11 @@
 //! The store: SQLite behind Raft.
 //!
-//! Owns: the SQLite database (one thread owns the connections), the Raft state machine that
-//! applies log entries to it, snapshots, the rewriting/classification of SQL, and the read
-//! consistency levels.
-//! Does not: speak HTTP, or reach other nodes (a follower's caller forwards; see `cluster`).
+//! Owns: the [`Store`] facade the layers above call, and opening it in order (a pending
+//! `peers.json` recovery, the Raft log, the newest snapshot, then Raft); one file per job
+//! beside it (requests and read levels, proposals and group commit, ReadIndex, leadership and
+//! the lease, membership, whole-database images, the state machine and snapshots).
+//! Does not: execute SQL (`crate::db`), speak HTTP, or reach other nodes (a follower's
+//! caller forwards; see `crate::cluster`).
 
 pub mod error;
 mod images;
@@ -12,6 +14,7 @@ mod membership;
 pub mod parts;
 mod proposals;
 mod read_index;
+pub mod recovery;
 mod requests;
 pub mod snapshot;
 pub mod state_machine;
@@ -114,10 +117,21 @@ impl Store {
     /// Opens the log, restores the newest snapshot and starts Raft. Does not bootstrap.
     pub async fn open(cfg: StoreConfig, network: Network) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
-        std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create the data directory {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
         let health = Arc::new(crate::health::Health::default());
-        let log = LogStore::open_with(&cfg.data_dir.join(LOG_FILE), health.clone())
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let log_file = cfg.data_dir.join(LOG_FILE);
+        let log = LogStore::open_with(&log_file, health.clone()).map_err(|e| {
+            StoreError::Raft(format!(
+                "cannot open the Raft log {}: {e}",
+                log_file.display()
+            ))
+        })?;
+        recovery::recover(&cfg.data_dir, &cfg.me, &log).await?;
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
         let engine = Engine::open(&DbConfig {
             fk: cfg.fk,

@@ -17,6 +17,7 @@ mod leadership; // partitioned leaders step down, pre-vote, hand-over
 mod limits; // no query of death: runaway statements, SQL that names files
 mod membership; // removal, non-voters, address changes, reaping
 mod operations; // operating a node: serving while it joins, refusing a split
+mod recovery; // peers.json: a cluster recovered after losing its quorum
 mod shell; // the interactive shell on a pty
 mod snapshots; // snapshot catch-up, compaction, large databases
 mod status; // /status field by field, as rqlite's tools read it
