@@ -38,9 +38,7 @@ impl Store {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let m = self.raft.metrics().borrow().clone();
-            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-            let snap = m.snapshot.map(|l| l.index).unwrap_or(0);
+            let (applied, snap) = applied_and_snapshot(&self.raft.metrics().borrow());
             // After a load the log holds the whole database: a snapshot lets it go (rqlite
             // snapshots after a load too).
             let loads = self.sm.applied().lock().loads;
@@ -65,14 +63,7 @@ impl Store {
         tokio::task::spawn_blocking(move || Engine::validate_image(&probe))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
-        let (resp, index) = self.propose(Command::Load(image)).await?;
-        if let Some(e) = resp.error {
-            return Err(StoreError::InvalidImage(e));
-        }
-        Ok(Reply {
-            results: Vec::new(),
-            raft_index: Some(index),
-        })
+        loaded(self.propose(Command::Load(image)).await?)
     }
 
     /// A new file for an upload (a database sent to `/db/load` or `/boot`), deleted when the
@@ -96,12 +87,15 @@ impl Store {
         let len = tokio::fs::metadata(path).await.map_err(io)?.len() as usize;
         let n = len.div_ceil(parts::PART_BYTES).max(1);
         let id = fastrand::u64(..);
-        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-        let mut last = None;
-        for seq in 0..n {
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        // Each part is read when it is due; a read error ends the parts.
+        let parts = futures_util::stream::unfold(Some((file, 0)), |state| async move {
             use tokio::io::AsyncReadExt;
+            let (mut file, seq) = state?;
             let mut bytes = vec![0u8; parts::PART_BYTES.min(len - seq * parts::PART_BYTES)];
-            file.read_exact(&mut bytes).await.map_err(io)?;
+            if let Err(e) = file.read_exact(&mut bytes).await {
+                return Some((Err(io(e)), None));
+            }
             let part = Command::Part(crate::command::Part {
                 id,
                 seq: seq as u32,
@@ -109,37 +103,9 @@ impl Store {
                 kind: crate::command::PartKind::Image,
                 bytes,
             });
-            let timeout = match seq + 1 == n {
-                true => self.large_apply_timeout(len),
-                false => self.cfg.apply_timeout,
-            };
-            match self.propose_within(part, timeout).await {
-                Ok(r) => last = Some(r),
-                Err(e) => {
-                    if seq > 0 {
-                        // Best effort: a new term drops the parts anyway.
-                        let _ = self.propose_one(Command::PartAbort { id }).await;
-                    }
-                    return Err(match e {
-                        StoreError::OutcomeUnknown(_) if seq + 1 < n => {
-                            StoreError::Timeout(format!(
-                                "load not applied: part {} of {n} was not committed in time",
-                                seq + 1
-                            ))
-                        }
-                        e => e,
-                    });
-                }
-            }
-        }
-        let (resp, index) = last.ok_or_else(|| StoreError::Raft("empty load".into()))?;
-        if let Some(e) = resp.error {
-            return Err(StoreError::InvalidImage(e));
-        }
-        Ok(Reply {
-            results: Vec::new(),
-            raft_index: Some(index),
-        })
+            Some((Ok(part), Some((file, seq + 1))))
+        });
+        loaded(self.propose_parts(id, n, len, "load", parts).await?)
     }
 
     /// `/boot` from a file: load into a single-node cluster and snapshot at once.
@@ -185,17 +151,10 @@ impl Store {
     /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries
     /// (default: the configured trailing logs).
     pub async fn snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
+        let (applied, _) = applied_and_snapshot(&self.raft.metrics().borrow());
         let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Raft(e.to_string());
-        let reached = |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
-            m.snapshot.map(|s| s.index).unwrap_or(0) >= applied
-        };
+        let reached =
+            |m: &openraft::RaftMetrics<NodeId, NodeInfo>| applied_and_snapshot(m).1 >= applied;
         let deadline = Instant::now() + Duration::from_secs(60);
         // openraft ignores a trigger while a snapshot is being built; that build may stop short
         // of `applied`, so trigger again until a snapshot covers it.
@@ -216,13 +175,7 @@ impl Store {
             }
         }
         if let Some(t) = trailing {
-            let snap = self
-                .raft
-                .metrics()
-                .borrow()
-                .snapshot
-                .map(|s| s.index)
-                .unwrap_or(0);
+            let (_, snap) = applied_and_snapshot(&self.raft.metrics().borrow());
             if snap > t {
                 self.raft
                     .trigger()
@@ -247,4 +200,21 @@ impl Store {
             .map(|_| ())
             .map_err(|e| StoreError::Timeout(e.to_string()))
     }
+}
+
+/// The reply to a load, from the response of the entry that applied it.
+fn loaded((resp, index): (crate::raft::Response, u64)) -> Result<Reply, StoreError> {
+    if let Some(e) = resp.error {
+        return Err(StoreError::InvalidImage(e));
+    }
+    Ok(Reply {
+        results: Vec::new(),
+        raft_index: Some(index),
+    })
+}
+
+/// The last applied index and the last snapshot's index (0 for none).
+fn applied_and_snapshot(m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> (u64, u64) {
+    let index = |l: Option<openraft::LogId<NodeId>>| l.map(|l| l.index).unwrap_or(0);
+    (index(m.last_applied), index(m.snapshot))
 }

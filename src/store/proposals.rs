@@ -133,26 +133,40 @@ impl Store {
             return self.propose_one(cmd).await;
         };
         drop(cmd);
-        self.propose_parts(id, parts.into_iter()).await
+        let n = parts.len();
+        let parts = futures_util::stream::iter(parts.into_iter().map(Ok));
+        self.propose_parts(id, n, n * parts::PART_BYTES, "large request", parts)
+            .await
     }
 
-    /// Proposes the parts of one large command in order, each once the one before it is
-    /// committed; the last one's response is the command's. Until the last part is committed
-    /// nothing was applied, so a failure before it means the command was not applied (and
-    /// the parts already in the log are dropped).
+    /// Proposes the `n` parts of one large command (`bytes` long in all) in order, each once
+    /// the one before it is committed; `parts` makes each only when it is due, so a caller
+    /// need never hold the whole command. The last part's response is the command's.
+    /// Until the last part is committed nothing was applied, so a failure before it (making
+    /// or proposing a part) means the command (`what`) was not applied, and the parts already
+    /// in the log are dropped.
     pub(super) async fn propose_parts(
         &self,
         id: u64,
-        parts: impl ExactSizeIterator<Item = Command>,
+        n: usize,
+        bytes: usize,
+        what: &str,
+        parts: impl futures_util::Stream<Item = Result<Command, StoreError>>,
     ) -> Result<(crate::raft::Response, u64), StoreError> {
-        let n = parts.len();
+        use futures_util::StreamExt;
+        let mut parts = std::pin::pin!(parts);
         let mut last = None;
-        for (i, part) in parts.enumerate() {
+        for i in 0..n {
             let timeout = match i + 1 == n {
-                true => self.large_apply_timeout(n * parts::PART_BYTES),
+                true => self.large_apply_timeout(bytes),
                 false => self.cfg.apply_timeout,
             };
-            match self.propose_within(part, timeout).await {
+            let proposed = match parts.next().await {
+                Some(Ok(p)) => self.propose_within(p, timeout).await,
+                Some(Err(e)) => Err(e),
+                None => Err(StoreError::Raft(format!("{what} ran out of parts"))),
+            };
+            match proposed {
                 Ok(r) => last = Some(r),
                 Err(e) => {
                     if i > 0 {
@@ -161,7 +175,7 @@ impl Store {
                     }
                     return Err(match e {
                         StoreError::OutcomeUnknown(_) if i + 1 < n => StoreError::Timeout(format!(
-                            "large request not applied: part {} of {n} was not committed in time",
+                            "{what} not applied: part {} of {n} was not committed in time",
                             i + 1
                         )),
                         e => e,
@@ -169,7 +183,7 @@ impl Store {
                 }
             }
         }
-        last.ok_or_else(|| StoreError::Raft("a large command with no parts".into()))
+        last.ok_or_else(|| StoreError::Raft(format!("{what} had no parts")))
     }
 
     /// Proposes one log entry.
