@@ -127,8 +127,7 @@ fn data_reply(
     let Served {
         value: o,
         forwarded_to,
-    } = outcome
-        .map_err(|e| redirect(call, &e, Some(error::JSON)).unwrap_or_else(|| api_error(e)))?;
+    } = outcome.map_err(|e| refused(call, e))?;
     let opts = match shape {
         // rqlite ignores `associative` on /db/execute, even for RETURNING results.
         Shape::Execute => RenderOpts {
@@ -156,9 +155,31 @@ fn data_reply(
     Ok(served_by(error::json(render(&j, p)), forwarded_to))
 }
 
-/// A request that failed before it could be sent anywhere (e.g. a disallowed pragma).
-fn early_reply(call: &Call, e: StoreError) -> Result<Response, ApiError> {
-    data_reply(call, Instant::now(), Err(e.into()), Shape::Execute)
+/// The error reply to a data request: a redirect to the leader, or the status the error
+/// maps to.
+fn refused(call: &Call, e: ClusterError) -> ApiError {
+    redirect(call, &e, Some(error::JSON)).unwrap_or_else(|| api_error(e))
+}
+
+/// `stmts` as a request ready for the cluster: checked, and rewritten if it `enters_log`.
+/// `None` when there are no statements, which rqlite answers with no results.
+fn prepare(
+    call: &Call,
+    stmts: Vec<Statement>,
+    enters_log: bool,
+) -> Result<Option<Request>, ApiError> {
+    if stmts.is_empty() {
+        return Ok(None);
+    }
+    let p = &call.params;
+    let mut req = request_of(stmts, p);
+    Store::prepare(&mut req, &rewrite_opts(p), enters_log).map_err(|e| refused(call, e.into()))?;
+    Ok(Some(req))
+}
+
+/// rqlite's answer to a data request without statements.
+fn no_results(p: &QueryParams) -> Response {
+    error::json(render(&Envelope::default().to_json(), p))
 }
 
 /// A body that cannot become statements: 413 for too many, else 400 with rqlite's message.
@@ -189,14 +210,9 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return enqueue(st, call).await;
     }
     let stmts = statements(st, &mut call, true).await?;
-    let p = &call.params;
-    if stmts.is_empty() {
-        return Ok(error::json(render(&Envelope::default().to_json(), p)));
-    }
-    let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
-        return early_reply(&call, e);
-    }
+    let Some(req) = prepare(&call, stmts, true)? else {
+        return Ok(no_results(&call.params));
+    };
     st.counters.executions.add(1);
     let outcome = st.cluster.execute(req, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
@@ -216,13 +232,14 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         Err(_) if is_empty_array(&bytes) => Vec::new(),
         Err(e) => return Err(body_error(e)),
     };
-    let mut req = request_of(stmts, &p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(&p), true) {
-        return early_reply(&call, e);
-    }
+    // No statements at all is the flush marker: it is queued too.
+    let statements = match prepare(&call, stmts, true)? {
+        Some(req) => req.statements,
+        None => Vec::new(),
+    };
     let ticket = st
         .queue
-        .submit(req.statements)
+        .submit(statements)
         .await
         .map_err(ApiError::Unavailable)?;
     let seq = ticket.sequence_number;
@@ -266,16 +283,11 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
     } else {
         statements(st, &mut call, true).await?
     };
-    let p = &call.params;
-    if stmts.is_empty() {
-        return Ok(error::json(render(&Envelope::default().to_json(), p)));
-    }
-    let opts = read_opts(p);
-    let mut req = request_of(stmts, p);
+    let opts = read_opts(&call.params);
     // Only strong reads enter the log, so only they are rewritten.
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), opts.level == ReadLevel::Strong) {
-        return early_reply(&call, e);
-    }
+    let Some(req) = prepare(&call, stmts, opts.level == ReadLevel::Strong)? else {
+        return Ok(no_results(&call.params));
+    };
     st.counters.queries.add(1);
     let outcome = st.cluster.query(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Query)
@@ -286,19 +298,12 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     require_method(&call, &[Method::POST], false)?;
     let started = Instant::now();
     let stmts = statements(st, &mut call, false).await?;
-    let p = &call.params;
-    if stmts.is_empty() {
-        return Ok(error::json(render(&Envelope::default().to_json(), p)));
-    }
-    let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
-        return early_reply(&call, e);
-    }
+    let Some(req) = prepare(&call, stmts, true)? else {
+        return Ok(no_results(&call.params));
+    };
     st.counters.requests.add(1);
-    let outcome = st
-        .cluster
-        .request(req, &read_opts(p), &forwarding(&call))
-        .await;
+    let opts = read_opts(&call.params);
+    let outcome = st.cluster.request(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Request)
 }
 
