@@ -74,57 +74,42 @@ fn isolated() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "node is isolated").into_response()
 }
 
-async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
+/// The request a peer sent, unless this node is isolated (it then answers no peer, as if cut
+/// off) or the body is not one.
+fn accept<T: serde::de::DeserializeOwned>(st: &ServiceState, body: &[u8]) -> Result<T, Response> {
     if st.isolation.is_isolated() {
-        return isolated();
+        return Err(isolated());
     }
-    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
+    decode(body).map_err(bad)
+}
+
+async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+    let req: AppendEntriesRequest<TypeConfig> = accept(&st, &body)?;
     let resp = st.store().raft().append_entries(req).await;
     if resp.as_ref().is_ok_and(|r| r.is_success()) {
         st.store().leader_contact().record();
     }
-    reply(&resp)
+    Ok(reply(&resp))
 }
 
-async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
-    if st.isolation.is_isolated() {
-        return isolated();
-    }
-    let req: VoteRequest<NodeId> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
-    reply(&st.store().raft().vote(req).await)
+async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+    let req: VoteRequest<NodeId> = accept(&st, &body)?;
+    Ok(reply(&st.store().raft().vote(req).await))
 }
 
-async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
-    if st.isolation.is_isolated() {
-        return isolated();
-    }
-    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
+async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+    let req: InstallSnapshotRequest<TypeConfig> = accept(&st, &body)?;
     let resp = st.store().raft().install_snapshot(req).await;
     if resp.is_ok() {
         st.store().leader_contact().record();
     }
-    reply(&resp)
+    Ok(reply(&resp))
 }
 
-async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Response {
-    if st.isolation.is_isolated() {
-        return isolated();
-    }
-    let req: ClusterRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e),
-    };
+async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+    let req: ClusterRequest = accept(&st, &body)?;
     let resp = handle(&st, req).await.unwrap_or_else(ClusterResponse::Err);
-    reply(&resp)
+    Ok(reply(&resp))
 }
 
 /// The credentials a request carries and the permissions (all of them) it needs; `None` for
