@@ -108,40 +108,23 @@ impl Engine {
         &self.path
     }
 
-    /// `/db/execute` as applied from the log: every statement execute-shaped (unless
-    /// `force_query`), on the writer, within `max_steps` VM steps (0 = unlimited).
-    pub fn execute_with(
-        &mut self,
-        req: &Request,
-        max_steps: u64,
-    ) -> Result<Vec<StmtResult>, DbError> {
-        self.write(req, Mode::Execute, max_steps)
-    }
-
-    /// [`Engine::execute_with`] without a budget; a node failure becomes an error result.
+    /// `/db/execute` on the writer, without a budget; a node failure becomes an error result.
     pub fn execute(&mut self, req: &Request) -> Vec<StmtResult> {
-        self.execute_with(req, 0)
+        self.write(req, Mode::Execute, 0)
             .unwrap_or_else(|e| vec![error_result(e)])
     }
 
-    /// `/db/request` as applied from the log: read-only statements (and `force_query` ones)
-    /// query-shaped, the rest execute-shaped, all on the writer so reads see the request's
-    /// own writes.
-    pub fn request_with(
-        &mut self,
-        req: &Request,
-        max_steps: u64,
-    ) -> Result<Vec<StmtResult>, DbError> {
-        self.write(req, Mode::Request, max_steps)
-    }
-
-    /// [`Engine::request_with`] without a budget; a node failure becomes an error result.
+    /// `/db/request` on the writer, without a budget; a node failure becomes an error result.
     pub fn request(&mut self, req: &Request) -> Vec<StmtResult> {
-        self.request_with(req, 0)
+        self.write(req, Mode::Request, 0)
             .unwrap_or_else(|e| vec![error_result(e)])
     }
 
-    /// Runs a request on the writer and enforces the rule that makes every log entry
+    /// Runs a request on the writer, as applied from the log, within `max_steps` VM steps
+    /// (0 = unlimited): [`Mode::Execute`] for `/db/execute` (every statement execute-shaped
+    /// unless `force_query`), [`Mode::Request`] for `/db/request` (read-only and `force_query`
+    /// statements query-shaped, the rest execute-shaped, all on the writer so that reads see
+    /// the request's own writes). It enforces the rule that makes every log entry
     /// self-contained: a request cannot leave a transaction open for the next one. Whatever
     /// is still open when its statements end (a `BEGIN` without `COMMIT`, a `SAVEPOINT`
     /// without `RELEASE`, an error inside the client's own transaction) is rolled back, as
@@ -151,7 +134,7 @@ impl Engine {
     /// A statement that failed because of this node (disk full, I/O error) fails the whole
     /// apply instead ([`DbError::NodeFailure`]): the other nodes apply the entry without that
     /// failure, so it must not become this node's outcome.
-    fn write(
+    pub(crate) fn write(
         &mut self,
         req: &Request,
         mode: Mode,

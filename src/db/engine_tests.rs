@@ -1749,7 +1749,7 @@ fn a_runaway_write_stops_at_its_budget_deterministically() {
     for _ in 0..2 {
         let mut e = engine();
         let r = outcomes(
-            e.execute_with(&req(vec![s(runaway)]), 2_000_000)
+            e.write(&req(vec![s(runaway)]), Mode::Execute, 2_000_000)
                 .unwrap_or_default(),
         );
         assert_eq!(
@@ -1945,7 +1945,7 @@ proptest::proptest! {
         };
         let run = || {
             let mut e = engine();
-            let r = outcomes(e.execute_with(&request, budget).unwrap_or_default());
+            let r = outcomes(e.write(&request, Mode::Execute, budget).unwrap_or_default());
             (r, dump(&mut e, None))
         };
         proptest::prop_assert_eq!(run(), run());

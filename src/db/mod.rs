@@ -25,6 +25,7 @@ pub mod stats;
 mod values;
 
 pub use engine::{validate_file, validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};
+pub(crate) use exec::Mode;
 pub use reads::{ReadKind, ReadPool};
 
 /// Why the database could not do what was asked (statement errors are results, not this).

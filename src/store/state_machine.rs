@@ -17,7 +17,7 @@ use openraft::{
 use super::parts::{Assembled, Assembly};
 use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
-use crate::db::{Db, Engine};
+use crate::db::{Db, Engine, Mode};
 use crate::health::Health;
 use crate::raft::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -105,11 +105,11 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
         .map_err(|e| e.to_string())
     };
     Ok(match cmd {
-        Command::Execute(req) => results(a.engine.execute_with(&req, max_steps))?,
+        Command::Execute(req) => results(a.engine.write(&req, Mode::Execute, max_steps))?,
         // Strong reads are served by the leader once this entry is applied (older versions
         // logged the read itself; replaying it would only cost time).
         Command::Query(_) | Command::Noop => Response::default(),
-        Command::ExecuteQuery(req) => results(a.engine.request_with(&req, max_steps))?,
+        Command::ExecuteQuery(req) => results(a.engine.write(&req, Mode::Request, max_steps))?,
         Command::Load(image) => match a.engine.restore(&image) {
             Ok(()) => {
                 a.loads += 1;
