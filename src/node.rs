@@ -72,7 +72,7 @@ async fn bind(addr: &str) -> Result<TcpListener, NodeError> {
 /// host with the port actually bound (so port 0 works).
 fn advertised(
     configured: &str,
-    adv: Option<&str>,
+    adv: &Option<String>,
     bound: SocketAddr,
     flag: &str,
 ) -> Result<String, NodeError> {
@@ -91,6 +91,23 @@ fn advertised(
         host.to_string()
     };
     Ok(format!("{host}:{}", bound.port()))
+}
+
+/// How a listener serves: both share the connection and read limits (`-http-max-connections`,
+/// `-http-read-timeout`).
+fn serve_options(
+    name: &'static str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    http: &crate::config::Http,
+    body_deadline: bool,
+) -> crate::serve::ServeOptions {
+    crate::serve::ServeOptions {
+        name,
+        tls,
+        max_connections: http.max_connections,
+        read_timeout: http.read_timeout,
+        body_deadline,
+    }
 }
 
 /// `-auth` (the users and permissions, read once at start) and `-join-as` (the credentials
@@ -136,18 +153,8 @@ impl Node {
         let io = |e: std::io::Error| NodeError::Config(e.to_string());
         let http_addr = http_listener.local_addr().map_err(io)?;
         let raft_addr = raft_listener.local_addr().map_err(io)?;
-        let api_adv = advertised(
-            &cfg.http.addr,
-            cfg.http.adv_addr.as_deref(),
-            http_addr,
-            "http-addr",
-        )?;
-        let raft_adv = advertised(
-            &cfg.raft.addr,
-            cfg.raft.adv_addr.as_deref(),
-            raft_addr,
-            "raft-addr",
-        )?;
+        let api_adv = advertised(&cfg.http.addr, &cfg.http.adv_addr, http_addr, "http-addr")?;
+        let raft_adv = advertised(&cfg.raft.addr, &cfg.raft.adv_addr, raft_addr, "raft-addr")?;
         let tls_err = |e: crate::tls::TlsError| NodeError::Config(e.to_string());
         let api_tls = crate::tls::api_server_config(&cfg.tls).map_err(tls_err)?;
         let node_tls = crate::tls::node_server_config(&cfg.tls).map_err(tls_err)?;
@@ -207,19 +214,10 @@ impl Node {
             }),
             cfg.http.max_body,
         );
-        let stop = cancel.child_token();
-        tasks.push(tokio::spawn(crate::serve::serve(
-            raft_listener,
-            internode,
-            crate::serve::ServeOptions {
-                name: "internode",
-                tls: node_tls,
-                max_connections: cfg.http.max_connections,
-                read_timeout: cfg.http.read_timeout,
-                body_deadline: false,
-            },
-            stop,
-        )));
+        // No deadline on bodies: snapshot transfers may legitimately take long.
+        let opts = serve_options("internode", node_tls, &cfg.http, false);
+        let serving = crate::serve::serve(raft_listener, internode, opts, cancel.child_token());
+        tasks.push(tokio::spawn(serving));
 
         let disco = match Disco::build(cfg.discovery.as_ref(), &cfg.disco_key, raft_addr.port()) {
             Ok(d) => d,
@@ -298,20 +296,14 @@ impl Node {
             auth,
             allow_origin,
         });
-        let app = http::router(state);
-        let stop = cancel.child_token();
-        tasks.push(tokio::spawn(crate::serve::serve(
+        let opts = serve_options("HTTP", api_tls, &cfg.http, true);
+        let serving = crate::serve::serve(
             http_listener,
-            app,
-            crate::serve::ServeOptions {
-                name: "HTTP",
-                tls: api_tls,
-                max_connections: cfg.http.max_connections,
-                read_timeout: cfg.http.read_timeout,
-                body_deadline: true,
-            },
-            stop,
-        )));
+            http::router(state),
+            opts,
+            cancel.child_token(),
+        );
+        tasks.push(tokio::spawn(serving));
         // The API serves from here on, while the node joins or waits for its peers: `/status`
         // and `/readyz` tell an operator what it is waiting for.
         let (formation_tx, formation) = watch::channel(Formation::Forming);
