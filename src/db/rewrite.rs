@@ -315,9 +315,7 @@ mod tests {
     use super::*;
 
     fn rw(sql: &str) -> Statement {
-        let mut s = Statement::new(sql);
-        rewrite(&mut s, &RewriteOpts::default());
-        s
+        rw_with(sql, RewriteOpts::default())
     }
 
     fn rw_with(sql: &str, opts: RewriteOpts) -> Statement {
@@ -451,49 +449,29 @@ mod tests {
 
     #[test]
     fn opt_outs() {
-        let noparse = RewriteOpts {
-            random: true,
-            time: true,
-            parse: false,
-        };
-        let s = rw_with(
-            "INSERT INTO foo VALUES(random(), datetime('now')) RETURNING *",
-            noparse,
+        // Each one turned off on its own.
+        const SQL: &str = "INSERT INTO foo VALUES(random(), datetime('now')) RETURNING *";
+        let on = RewriteOpts::default();
+        let noparse = rw_with(SQL, RewriteOpts { parse: false, ..on });
+        assert_eq!(noparse.sql, SQL);
+        assert!(!noparse.force_query);
+        let norandom = rw_with(
+            SQL,
+            RewriteOpts {
+                random: false,
+                ..on
+            },
         );
         assert_eq!(
-            s.sql,
-            "INSERT INTO foo VALUES(random(), datetime('now')) RETURNING *"
+            shape(&norandom.sql),
+            "INSERT INTO foo VALUES(random(), datetime(N)) RETURNING *"
         );
-        assert!(!s.force_query);
-
-        let norandom = RewriteOpts {
-            random: false,
-            time: true,
-            parse: true,
-        };
-        let s = rw_with(
-            "INSERT INTO foo VALUES(random(), datetime('now'))",
-            norandom,
-        );
+        let notime = rw_with(SQL, RewriteOpts { time: false, ..on });
         assert_eq!(
-            shape(&s.sql),
-            "INSERT INTO foo VALUES(random(), datetime(N))"
-        );
-
-        let notime = RewriteOpts {
-            random: true,
-            time: false,
-            parse: true,
-        };
-        let s = rw_with(
-            "INSERT INTO foo VALUES(random(), datetime('now')) RETURNING *",
-            notime,
-        );
-        assert_eq!(
-            shape(&s.sql),
+            shape(&notime.sql),
             "INSERT INTO foo VALUES(N, datetime('now')) RETURNING *"
         );
-        assert!(s.force_query);
+        assert!(notime.force_query);
     }
 
     #[test]
