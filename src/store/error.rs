@@ -45,12 +45,6 @@ pub enum StoreError {
     Io(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
-    }
-}
-
 impl From<crate::db::DbError> for StoreError {
     fn from(e: crate::db::DbError) -> Self {
         use crate::db::DbError;
