@@ -65,6 +65,34 @@ pub struct Forwarding {
 
 const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A value a node's answer carries.
+trait Answer: Sized {
+    /// The value, or the error the node sent (any other answer is unexpected).
+    fn take(resp: ClusterResponse) -> Result<Self, ClusterError>;
+}
+
+/// [`Answer`] for each value and the answer that carries it.
+macro_rules! answers {
+    ($($value:ty => $carrier:pat => $inner:expr),* $(,)?) => {$(
+        impl Answer for $value {
+            fn take(resp: ClusterResponse) -> Result<Self, ClusterError> {
+                match resp {
+                    $carrier => Ok($inner),
+                    other => Err(unexpected(other)),
+                }
+            }
+        }
+    )*};
+}
+
+answers! {
+    Reply => ClusterResponse::Reply(r) => r,
+    Vec<Reply> => ClusterResponse::Replies(v) => v,
+    Vec<u8> => ClusterResponse::Bytes(b) => b,
+    NodeMeta => ClusterResponse::Meta(m) => m,
+    () => ClusterResponse::Ok => (),
+}
+
 /// Every data operation, served locally or by the leader.
 pub struct Cluster {
     store: Arc<Store>,
@@ -142,24 +170,23 @@ impl Cluster {
     }
 
     /// Runs `local`; if this node is not the leader and forwarding is allowed, sends
-    /// `remote` to the leader instead (see [`forward::route`]).
-    async fn local_or_leader<T, L, Fut, M>(
+    /// `remote` (given the caller's credentials, for the leader to check again) to the leader
+    /// instead (see [`forward::route`]).
+    async fn local_or_leader<T: Answer, L, Fut>(
         &self,
         fwd: &Forwarding,
         idempotent: bool,
         local: L,
-        remote: impl FnOnce() -> ClusterRequest,
-        map: M,
+        remote: impl FnOnce(Option<Credentials>) -> ClusterRequest,
     ) -> Result<Served<T>, ClusterError>
     where
         L: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
-        M: Fn(ClusterResponse) -> Result<T, ClusterError>,
     {
         let timeout = fwd.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
-        let mut remote = Some(remote);
+        let creds = fwd.creds.clone();
+        let mut remote = Some(move || remote(creds));
         let mut req = None;
-        let map = &map;
         forward::route(
             &self.store.me().id,
             fwd.forward,
@@ -179,7 +206,7 @@ impl Cluster {
                         ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
                             leader: Some(next),
                         })) => Ok(Hop::NotLeader(next)),
-                        resp => map(resp).map(Hop::Done),
+                        resp => T::take(resp).map(Hop::Done),
                     }
                 }
             },
@@ -193,16 +220,10 @@ impl Cluster {
         req: Request,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
-        let creds = route.creds.clone();
         let r = req.clone();
-        self.local_or_leader(
-            route,
-            false,
-            || self.store.execute(r),
-            || ClusterRequest::Execute { req, creds },
-            reply,
-        )
-        .await
+        let remote = |creds| ClusterRequest::Execute { req, creds };
+        self.local_or_leader(route, false, || self.store.execute(r), remote)
+            .await
     }
 
     /// Independent writes in one log entry, in order (the write queue's batches).
@@ -211,44 +232,30 @@ impl Cluster {
         reqs: Vec<Request>,
         route: &Forwarding,
     ) -> Result<Served<Vec<Reply>>, ClusterError> {
-        let creds = route.creds.clone();
         let r = reqs.clone();
-        self.local_or_leader(
-            route,
-            false,
-            || self.store.execute_each(r),
-            || ClusterRequest::ExecuteEach { reqs, creds },
-            |resp| match resp {
-                ClusterResponse::Replies(v) => Ok(v),
-                other => Err(unexpected(other)),
-            },
-        )
-        .await
+        let remote = |creds| ClusterRequest::ExecuteEach { reqs, creds };
+        self.local_or_leader(route, false, || self.store.execute_each(r), remote)
+            .await
     }
 
-    /// Reads (`/db/query`). `none` is always local.
+    /// Reads (`/db/query`). `none` is always local; only `strong` reads enter the log, so
+    /// only they are not safe to send again.
     pub async fn query(
         &self,
         req: Request,
         opts: &ReadOpts,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
-        let creds = route.creds.clone();
-        let wire = opts.clone();
-        let r = req.clone();
         let idempotent = opts.level != ReadLevel::Strong;
-        self.local_or_leader(
-            route,
-            idempotent,
-            || self.store.query(r, opts),
-            || ClusterRequest::Query {
-                req,
-                opts: wire,
-                creds,
-            },
-            reply,
-        )
-        .await
+        let r = req.clone();
+        let wire = opts.clone();
+        let remote = |creds| ClusterRequest::Query {
+            req,
+            opts: wire,
+            creds,
+        };
+        self.local_or_leader(route, idempotent, || self.store.query(r, opts), remote)
+            .await
     }
 
     /// The unified endpoint (`/db/request`).
@@ -258,21 +265,15 @@ impl Cluster {
         opts: &ReadOpts,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
-        let creds = route.creds.clone();
-        let wire = opts.clone();
         let r = req.clone();
-        self.local_or_leader(
-            route,
-            false,
-            || self.store.request(r, opts),
-            || ClusterRequest::Request {
-                req,
-                opts: wire,
-                creds,
-            },
-            reply,
-        )
-        .await
+        let wire = opts.clone();
+        let remote = |creds| ClusterRequest::Request {
+            req,
+            opts: wire,
+            creds,
+        };
+        self.local_or_leader(route, false, || self.store.request(r, opts), remote)
+            .await
     }
 
     /// Backups are served by the leader unless `local` (`noleader`).
@@ -284,29 +285,20 @@ impl Cluster {
         local: bool,
         route: &Forwarding,
     ) -> Result<Served<Vec<u8>>, ClusterError> {
-        let creds = route.creds.clone();
         let t = tables.clone();
-        self.local_or_leader(
-            route,
-            true,
-            || async move {
-                if !local {
-                    self.store.ensure_leader().await?;
-                }
-                self.store.backup(sql, vacuum, t).await
-            },
-            || ClusterRequest::Backup {
-                sql,
-                vacuum,
-                tables,
-                creds,
-            },
-            |r| match r {
-                ClusterResponse::Bytes(b) => Ok(b),
-                other => Err(unexpected(other)),
-            },
-        )
-        .await
+        let here = || async move {
+            if !local {
+                self.store.ensure_leader().await?;
+            }
+            self.store.backup(sql, vacuum, t).await
+        };
+        let remote = |creds| ClusterRequest::Backup {
+            sql,
+            vacuum,
+            tables,
+            creds,
+        };
+        self.local_or_leader(route, true, here, remote).await
     }
 
     /// Loads the SQLite file at `path` through the log. A follower sends it to the leader
@@ -316,38 +308,23 @@ impl Cluster {
         path: &std::path::Path,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
-        let creds = route.creds.clone();
-        self.local_or_leader(
-            route,
-            false,
-            || self.store.load_file(path),
-            || ClusterRequest::Load {
-                // Read only when forwarding, a rare path: a short blocking read. An unreadable
-                // upload goes as an empty image, which the leader refuses.
-                image: Some(std::fs::read(path).unwrap_or_default()),
-                dump: None,
-                creds,
-            },
-            reply,
-        )
-        .await
+        let remote = |creds| ClusterRequest::Load {
+            // Read only when forwarding, a rare path: a short blocking read. An unreadable
+            // upload goes as an empty image, which the leader refuses.
+            image: Some(std::fs::read(path).unwrap_or_default()),
+            dump: None,
+            creds,
+        };
+        self.local_or_leader(route, false, || self.store.load_file(path), remote)
+            .await
     }
 
     /// Removes a member.
     pub async fn remove(&self, id: String, route: &Forwarding) -> Result<Served<()>, ClusterError> {
-        let creds = route.creds.clone();
         let i = id.clone();
-        self.local_or_leader(
-            route,
-            true,
-            || async move { self.remove_and_notify(&i).await },
-            || ClusterRequest::Remove { id, creds },
-            |r| match r {
-                ClusterResponse::Ok => Ok(()),
-                other => Err(unexpected(other)),
-            },
-        )
-        .await
+        let here = || async move { self.remove_and_notify(&i).await };
+        let remote = |creds| ClusterRequest::Remove { id, creds };
+        self.local_or_leader(route, true, here, remote).await
     }
 
     /// Leadership transfer (`POST /leader`).
@@ -356,25 +333,16 @@ impl Cluster {
         id: Option<String>,
         route: &Forwarding,
     ) -> Result<Served<()>, ClusterError> {
-        let creds = route.creds.clone();
         let i = id.clone();
-        self.local_or_leader(
-            route,
-            true,
-            || async move {
-                // "Not leader" must stay itself so that the request is forwarded.
-                self.transfer_leadership(i).await.map_err(|e| match e {
-                    ClusterError::Store(e) => e,
-                    e => StoreError::Raft(e.to_string()),
-                })
-            },
-            || ClusterRequest::Stepdown { id, creds },
-            |r| match r {
-                ClusterResponse::Ok => Ok(()),
-                other => Err(unexpected(other)),
-            },
-        )
-        .await
+        let here = || async move {
+            // "Not leader" must stay itself so that the request is forwarded.
+            self.transfer_leadership(i).await.map_err(|e| match e {
+                ClusterError::Store(e) => e,
+                e => StoreError::Raft(e.to_string()),
+            })
+        };
+        let remote = |creds| ClusterRequest::Stepdown { id, creds };
+        self.local_or_leader(route, true, here, remote).await
     }
 
     /// On the leader: asks a voter (the one named, else the most up to date) to start an
@@ -469,18 +437,13 @@ impl Cluster {
         // A refused election (a vote lease still running somewhere) is asked again.
         let deadline = Instant::now() + round * 3;
         loop {
-            match self
-                .call(
-                    &target.raft_addr,
-                    &ClusterRequest::Elect,
-                    Duration::from_secs(5),
-                    true,
-                )
-                .await?
-            {
-                ClusterResponse::Ok => {}
-                other => return Err(unexpected(other)),
-            }
+            let elect = self.call(
+                &target.raft_addr,
+                &ClusterRequest::Elect,
+                Duration::from_secs(5),
+                true,
+            );
+            <()>::take(elect.await?)?;
             let moved = raft
                 .wait(Some(round))
                 .metrics(
@@ -527,20 +490,10 @@ impl Cluster {
 
     /// Metadata of the node at `addr` (for `/nodes`, `/leader`, redirects).
     pub async fn meta(&self, addr: &str, timeout: Duration) -> Result<NodeMeta, ClusterError> {
-        match self
+        let meta = self
             .call(addr, &ClusterRequest::Meta, timeout, true)
-            .await?
-        {
-            ClusterResponse::Meta(m) => Ok(m),
-            other => Err(unexpected(other)),
-        }
-    }
-}
-
-fn reply(r: ClusterResponse) -> Result<Reply, ClusterError> {
-    match r {
-        ClusterResponse::Reply(r) => Ok(r),
-        other => Err(unexpected(other)),
+            .await?;
+        NodeMeta::take(meta)
     }
 }
 
