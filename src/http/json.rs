@@ -44,14 +44,14 @@ impl Json {
     /// `json.Marshal`.
     pub fn to_compact(&self) -> String {
         let mut out = String::new();
-        self.write_compact(&mut out);
+        self.write(&mut out, None);
         out
     }
 
     /// `json.MarshalIndent(v, "", "    ")`.
     pub fn to_pretty(&self) -> String {
         let mut out = String::new();
-        self.write_pretty(&mut out, 0);
+        self.write(&mut out, Some(0));
         out
     }
 
@@ -82,71 +82,52 @@ impl Json {
         }
     }
 
-    fn write_compact(&self, out: &mut String) {
+    /// Compact when `level` is `None`; else pretty at that indentation depth, mirroring
+    /// json.Indent: `"key": value`, empty containers stay `[]`/`{}`, no trailing newline.
+    fn write(&self, out: &mut String, level: Option<usize>) {
+        let inner = level.map(|l| l + 1);
         match self {
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write_compact(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_string(out, k);
-                    out.push(':');
-                    v.write_compact(out);
-                }
-                out.push('}');
-            }
-            _ => self.write_scalar(out),
-        }
-    }
-
-    // Mirrors json.Indent: empty containers stay `[]`/`{}`, `"key": value`, no trailing newline.
-    fn write_pretty(&self, out: &mut String, level: usize) {
-        match self {
-            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
-            Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    newline_indent(out, level + 1);
-                    item.write_pretty(out, level + 1);
-                }
-                newline_indent(out, level);
-                out.push(']');
-            }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    newline_indent(out, level + 1);
-                    write_string(out, k);
-                    out.push_str(": ");
-                    v.write_pretty(out, level + 1);
-                }
-                newline_indent(out, level);
-                out.push('}');
-            }
+            Json::Arr(items) => write_items(out, ('[', ']'), level, items, |out, item| {
+                item.write(out, inner);
+            }),
+            Json::Obj(fields) => write_items(out, ('{', '}'), level, fields, |out, (k, v)| {
+                write_string(out, k);
+                out.push_str(if level.is_some() { ": " } else { ":" });
+                v.write(out, inner);
+            }),
             _ => self.write_scalar(out),
         }
     }
 }
 
-fn newline_indent(out: &mut String, level: usize) {
+/// A container's items, comma-separated; when pretty, each on a line of its own one level in,
+/// and the closing bracket on a line at the container's `level`.
+fn write_items<T>(
+    out: &mut String,
+    (open, close): (char, char),
+    level: Option<usize>,
+    items: &[T],
+    mut write_item: impl FnMut(&mut String, &T),
+) {
+    out.push(open);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        newline_indent(out, level.map(|l| l + 1));
+        write_item(out, item);
+    }
+    if !items.is_empty() {
+        newline_indent(out, level);
+    }
+    out.push(close);
+}
+
+/// Pretty output's line break and indentation; nothing when compact (`None`).
+fn newline_indent(out: &mut String, level: Option<usize>) {
+    let Some(level) = level else {
+        return;
+    };
     out.push('\n');
     for _ in 0..level {
         out.push_str("    ");
@@ -436,6 +417,12 @@ mod tests {
         }
     }
 
+    /// Checks a body against rqlite's, whose length is the golden response's Content-Length.
+    fn assert_golden(body: String, want: &str, content_length: usize) {
+        assert_eq!(body, want);
+        assert_eq!(body.len(), content_length);
+    }
+
     fn float(f: f64) -> String {
         Json::Float(f).to_compact()
     }
@@ -687,12 +674,11 @@ mod tests {
             ],
             0.0,
         );
-        let out = envelope(&[r], &o).to_json().to_compact();
-        assert_eq!(
-            out,
-            r#"{"results":[{"columns":["id","b","nt"],"types":["integer","blob",""],"values":[[1,[222,173,190,239],null],[10,null,"\u0000\ufffd"],[11,[1,2,3],null],[12,[202,254],null]]}]}"#
+        assert_golden(
+            envelope(&[r], &o).to_json().to_compact(),
+            r#"{"results":[{"columns":["id","b","nt"],"types":["integer","blob",""],"values":[[1,[222,173,190,239],null],[10,null,"\u0000\ufffd"],[11,[1,2,3],null],[12,[202,254],null]]}]}"#,
+            172,
         );
-        assert_eq!(out.len(), 172);
     }
 
     #[test]
@@ -708,12 +694,11 @@ mod tests {
             vec![vec![Value::Int(1), Value::Blob(vec![222, 173, 190, 239])]],
             0.0,
         );
-        let out = envelope(&[r], &o).to_json().to_compact();
-        assert_eq!(
-            out,
-            r#"{"results":[{"types":{"b":"blob","id":"integer"},"rows":[{"b":[222,173,190,239],"id":1}]}]}"#
+        assert_golden(
+            envelope(&[r], &o).to_json().to_compact(),
+            r#"{"results":[{"types":{"b":"blob","id":"integer"},"rows":[{"b":[222,173,190,239],"id":1}]}]}"#,
+            91,
         );
-        assert_eq!(out.len(), 91);
     }
 
     #[test]
@@ -748,14 +733,13 @@ mod tests {
             ]],
             0.0,
         );
-        let out = envelope(&[r], &RenderOpts::default())
-            .to_json()
-            .to_compact();
-        assert_eq!(
-            out,
-            r#"{"results":[{"columns":["COUNT(*)","x'00'","1.5","NULL","'txt'","1=1","2.0","1e-7","9007199254740993","CAST(1 AS REAL)"],"types":["integer","text","real","","text","integer","real","real","integer","real"],"values":[[1,"\u0000",1.5,null,"txt",1,2,1e-7,9007199254740993,1]]}]}"#
+        assert_golden(
+            envelope(&[r], &RenderOpts::default())
+                .to_json()
+                .to_compact(),
+            r#"{"results":[{"columns":["COUNT(*)","x'00'","1.5","NULL","'txt'","1=1","2.0","1e-7","9007199254740993","CAST(1 AS REAL)"],"types":["integer","text","real","","text","integer","real","real","integer","real"],"values":[[1,"\u0000",1.5,null,"txt",1,2,1e-7,9007199254740993,1]]}]}"#,
+            275,
         );
-        assert_eq!(out.len(), 275);
     }
 
     #[test]
@@ -778,12 +762,11 @@ mod tests {
             ),
             err("no such table: bar"),
         ];
-        let out = envelope(&results, &o).to_json().to_compact();
-        assert_eq!(
-            out,
-            r#"{"results":[{"last_insert_id":401,"rows_affected":1,"rows":null},{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"},{"id":401,"name":"declan"}]},{"error":"no such table: bar"}]}"#
+        assert_golden(
+            envelope(&results, &o).to_json().to_compact(),
+            r#"{"results":[{"last_insert_id":401,"rows_affected":1,"rows":null},{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"},{"id":401,"name":"declan"}]},{"error":"no such table: bar"}]}"#,
+            198,
         );
-        assert_eq!(out.len(), 198);
     }
 
     #[test]
@@ -906,14 +889,13 @@ mod tests {
             ),
             exec(91, 1, 0.0),
         ];
-        let out = envelope(&results, &RenderOpts::default())
-            .to_json()
-            .to_compact();
-        assert_eq!(
-            out,
-            r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[90,"ret"]]},{"last_insert_id":91,"rows_affected":1}]}"#
+        assert_golden(
+            envelope(&results, &RenderOpts::default())
+                .to_json()
+                .to_compact(),
+            r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[90,"ret"]]},{"last_insert_id":91,"rows_affected":1}]}"#,
+            128,
         );
-        assert_eq!(out.len(), 128);
     }
 
     #[test]
