@@ -516,6 +516,13 @@ mod tests {
         }
     }
 
+    /// Each body is refused with its message.
+    fn refused(cases: &[(&str, &str)]) {
+        for (body, want) in cases {
+            assert_eq!(err(body), *want, "{body:?}");
+        }
+    }
+
     fn one(body: &str) -> Statement {
         let mut stmts = json(body).unwrap();
         assert_eq!(stmts.len(), 1, "{body}");
@@ -690,18 +697,20 @@ mod tests {
 
     #[test]
     fn shape_errors_c39_to_c46_c140_c141() {
-        assert_eq!(err("[]"), "no statements");
-        assert_eq!(err(" [ ] "), "no statements");
-        assert_eq!(err(""), "invalid JSON body");
-        assert_eq!(err("  \n"), "invalid JSON body");
-        assert_eq!(err(r#"{"a":1}"#), "invalid request");
-        assert_eq!(err(r#""SELECT 1""#), "invalid request");
-        assert_eq!(err(r#"["SELECT 1""#), "invalid JSON body");
-        assert_eq!(err("[123]"), "invalid request");
-        assert_eq!(err(r#"[[1, "x"]]"#), "invalid request");
-        assert_eq!(err("[[]]"), "invalid request");
-        assert_eq!(err("nope"), "invalid JSON body");
-        assert_eq!(err("["), "invalid JSON body");
+        refused(&[
+            ("[]", "no statements"),
+            (" [ ] ", "no statements"),
+            ("", "invalid JSON body"),
+            ("  \n", "invalid JSON body"),
+            (r#"{"a":1}"#, "invalid request"),
+            (r#""SELECT 1""#, "invalid request"),
+            (r#"["SELECT 1""#, "invalid JSON body"),
+            ("[123]", "invalid request"),
+            (r#"[[1, "x"]]"#, "invalid request"),
+            ("[[]]", "invalid request"),
+            ("nope", "invalid JSON body"),
+            ("[", "invalid JSON body"),
+        ]);
     }
 
     #[test]
@@ -854,16 +863,18 @@ mod tests {
     #[test]
     fn errors_are_reported_in_stream_order() {
         // The bad element comes before the syntax error, so rqlite reports it first.
-        assert_eq!(err("[123, garbage"), "invalid request");
-        assert_eq!(err("[12x]"), "invalid request");
-        assert_eq!(err("[01]"), "invalid request");
-        assert_eq!(err("[null]"), "invalid request");
-        assert_eq!(err("[true]"), "invalid request");
-        assert_eq!(err(r#"[{"a":1]"#), "invalid request");
-        assert_eq!(err(r#"[["S", [256]], garbage"#), "unsupported type 256");
-        assert_eq!(err(r#"[["S", [256], garbage]]"#), "invalid JSON body");
-        assert_eq!(err("123 garbage"), "invalid request");
-        assert_eq!(err("{garbage"), "invalid request");
+        refused(&[
+            ("[123, garbage", "invalid request"),
+            ("[12x]", "invalid request"),
+            ("[01]", "invalid request"),
+            ("[null]", "invalid request"),
+            ("[true]", "invalid request"),
+            (r#"[{"a":1]"#, "invalid request"),
+            (r#"[["S", [256]], garbage"#, "unsupported type 256"),
+            (r#"[["S", [256], garbage]]"#, "invalid JSON body"),
+            ("123 garbage", "invalid request"),
+            ("{garbage", "invalid request"),
+        ]);
         // Nothing after the closing bracket is read, as in rqlite.
         assert_eq!(
             json(r#"["SELECT 1"] trailing"#).unwrap(),

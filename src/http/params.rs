@@ -309,6 +309,13 @@ mod tests {
         }
     }
 
+    /// Each query string is refused with its message.
+    fn refused(cases: &[(&str, &str)]) {
+        for (q, want) in cases {
+            assert_eq!(msg(q), *want, "{q:?}");
+        }
+    }
+
     #[test]
     fn go_durations() {
         let d = |s| crate::duration::parse_nanos(s);
@@ -406,15 +413,14 @@ mod tests {
 
     #[test]
     fn invalid_integers_c25_c169() {
-        assert_eq!(msg("retries=x"), "retries is not a valid integer");
-        assert_eq!(
-            msg("trailing_logs=x"),
-            "trailing_logs is not a valid integer"
-        );
-        assert_eq!(msg("retries=1.5"), "retries is not a valid integer");
-        assert_eq!(msg("retries="), "retries is not a valid integer");
-        // `+` is a space in a query string, and Atoi rejects " 5".
-        assert_eq!(msg("retries=+5"), "retries is not a valid integer");
+        refused(&[
+            ("retries=x", "retries is not a valid integer"),
+            ("trailing_logs=x", "trailing_logs is not a valid integer"),
+            ("retries=1.5", "retries is not a valid integer"),
+            ("retries=", "retries is not a valid integer"),
+            // `+` is a space in a query string, and Atoi rejects " 5".
+            ("retries=+5", "retries is not a valid integer"),
+        ]);
         let qp = p("retries=-3&trailing_logs=%2B5").unwrap();
         assert_eq!(qp.retries, Some(-3));
         assert_eq!(qp.trailing_logs, Some(5));
@@ -456,18 +462,17 @@ mod tests {
 
     #[test]
     fn malformed_query_strings_are_rejected_like_go() {
-        assert_eq!(msg("q=100%"), "invalid URL escape \"%\"");
-        assert_eq!(msg("q=%zz"), "invalid URL escape \"%zz\"");
-        assert_eq!(msg("q=%4"), "invalid URL escape \"%4\"");
-        assert_eq!(msg("q=%a%"), "invalid URL escape \"%a%\"");
-        assert_eq!(
-            msg("pretty;timings"),
-            "invalid semicolon separator in query"
-        );
-        // The first escape error is kept; a later semicolon error replaces it.
-        assert_eq!(msg("a=%zz&b=%yy"), "invalid URL escape \"%zz\"");
-        assert_eq!(msg("a=%zz&b;c"), "invalid semicolon separator in query");
-        assert_eq!(msg("a;b&c=%zz"), "invalid semicolon separator in query");
+        refused(&[
+            ("q=100%", "invalid URL escape \"%\""),
+            ("q=%zz", "invalid URL escape \"%zz\""),
+            ("q=%4", "invalid URL escape \"%4\""),
+            ("q=%a%", "invalid URL escape \"%a%\""),
+            ("pretty;timings", "invalid semicolon separator in query"),
+            // The first escape error is kept; a later semicolon error replaces it.
+            ("a=%zz&b=%yy", "invalid URL escape \"%zz\""),
+            ("a=%zz&b;c", "invalid semicolon separator in query"),
+            ("a;b&c=%zz", "invalid semicolon separator in query"),
+        ]);
     }
 
     #[test]
