@@ -7,13 +7,17 @@ use rexpect::session::{spawn_command, PtySession};
 
 use crate::harness::{TestCluster, TestNode};
 
-/// Starts the shell on a pty with its own history file.
+/// Starts the shell on a pty with its own history file, in the history file's directory (so
+/// that files a script names are found there).
 fn shell(args: &[&str], history: &Path) -> PtySession {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlraft"));
     cmd.args(args)
         .env("SQLRAFT_HISTFILE", history)
         .env_remove("SQLRAFT_HOST")
         .env_remove("RQLITE_HOST");
+    if let Some(dir) = history.parent() {
+        cmd.current_dir(dir);
+    }
     spawn_command(cmd, Some(20_000)).expect("spawn sqlraft")
 }
 
@@ -23,142 +27,159 @@ fn port_of(addr: &str) -> String {
         .expect("port")
 }
 
+/// The shell talking to a node on 127.0.0.1, and the prompt it shows.
+struct Shell {
+    pty: PtySession,
+    prompt: String,
+}
+
+impl Shell {
+    /// Starts the shell against 127.0.0.1:`port` (plus `extra` flags), and waits for
+    /// `greeting` (unless empty) and the first prompt.
+    fn start(port: &str, extra: &[&str], history: &Path, greeting: &str) -> Self {
+        let args = [&["-H", "127.0.0.1", "-p", port], extra].concat();
+        let mut sh = Shell {
+            pty: shell(&args, history),
+            prompt: format!("127.0.0.1:{port}> "),
+        };
+        if !greeting.is_empty() {
+            sh.expect(greeting);
+        }
+        sh.expect_prompt();
+        sh
+    }
+
+    fn expect(&mut self, text: &str) {
+        if let Err(e) = self.pty.exp_string(text) {
+            panic!("expected {text:?}: {e}");
+        }
+    }
+
+    fn expect_prompt(&mut self) {
+        let prompt = self.prompt.clone();
+        self.expect(&prompt);
+    }
+
+    /// Types `line`, then waits for `expect` (unless empty) and the next prompt.
+    fn run(&mut self, line: &str, expect: &str) {
+        self.pty.send_line(line).unwrap();
+        if !expect.is_empty() {
+            self.expect(expect);
+        }
+        self.expect_prompt();
+    }
+
+    /// Runs each line of `script` as [`Shell::run`] does.
+    fn run_all(&mut self, script: &[(&str, &str)]) {
+        for (line, expect) in script {
+            self.run(line, expect);
+        }
+    }
+
+    /// `.exit`: the shell says goodbye and ends.
+    fn exit(mut self) {
+        self.pty.send_line(".exit").unwrap();
+        self.expect("bye~");
+        self.pty.exp_eof().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_runs_sql_and_every_dot_command() {
     // Steps: a node; the shell connects; SQL (one-line and multi-line), an error, then every
     // dot command that applies to one node; `.exit`; a second shell sees the history.
     let node = TestNode::start().await;
-    let addr = node.node.as_ref().unwrap().info().api_addr.clone();
-    let port = port_of(&addr);
+    let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let prompt = format!("127.0.0.1:{port}> ");
     tokio::task::spawn_blocking(move || {
         let hist = d.join("history");
-        let f = |name: &str| d.join(name).to_string_lossy().into_owned();
-        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
-        p.exp_string("Connected to").unwrap();
-        p.exp_string(&prompt).unwrap();
-        let run = |p: &mut PtySession, line: &str, expect: &str| {
-            p.send_line(line).unwrap();
-            if !expect.is_empty() {
-                p.exp_string(expect)
-                    .unwrap_or_else(|e| panic!("{line}: expected {expect:?}: {e}"));
-            }
-            p.exp_string(&prompt)
-                .unwrap_or_else(|e| panic!("{line}: no prompt: {e}"));
-        };
-        run(
-            &mut p,
+        let mut sh = Shell::start(&port, &[], &hist, "Connected to");
+        sh.run(
             "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT)",
             "0 row affected",
         );
         // Multi-line: the statement runs once `;` ends it.
-        p.send_line("INSERT INTO people(name)").unwrap();
-        p.exp_string(">   ").unwrap();
-        run(&mut p, "VALUES('alice'), ('bob');", "2 rows affected");
-        run(&mut p, "SELECT * FROM people", "| 2  | bob   |");
-        run(&mut p, "SELECT * FROM nosuch", "ERR! no such table: nosuch");
-        run(&mut p, ".tables", "| people |");
-        run(&mut p, "CREATE INDEX people_name ON people(name)", "");
-        run(&mut p, ".schema", "CREATE TABLE people");
-        run(&mut p, ".indexes", "CREATE INDEX people_name");
-        run(&mut p, ".nodes", "leader: true");
-        run(&mut p, ".leader", "api_addr");
-        run(&mut p, ".status", "store:");
-        run(&mut p, ".ready", "[+]leader ok");
-        run(&mut p, ".expvar", "http:");
-        run(&mut p, ".timer on", "");
-        run(&mut p, "SELECT COUNT(*) FROM people", "Run Time:");
-        run(&mut p, ".timer off", "");
-        run(&mut p, ".consistency strong", "");
-        run(&mut p, ".consistency", "strong");
-        run(&mut p, ".changes off", "");
-        run(&mut p, ".changes on", "");
-        run(&mut p, ".blobarray on", "");
-        run(&mut p, ".mode csv", "");
-        run(&mut p, "SELECT name FROM people ORDER BY id", "alice");
-        run(&mut p, ".mode json", "");
-        run(
-            &mut p,
-            "SELECT name FROM people WHERE id=1",
-            "\"name\": \"alice\"",
-        );
-        run(&mut p, ".mode line", "");
-        run(&mut p, "SELECT name FROM people WHERE id=2", "name = bob");
-        run(&mut p, ".mode column", "");
-        run(
-            &mut p,
-            &format!(".backup {}", f("b.sqlite")),
-            "backup file written",
-        );
-        run(
-            &mut p,
-            &format!(".dump {} people", f("d.sql")),
-            "written successfully",
-        );
-        run(&mut p, ".snapshot", "");
-        run(
-            &mut p,
-            &format!(".sysdump {}", f("sys.txt")),
-            "written successfully",
-        );
-        run(&mut p, ".show", "consistency: strong");
-        run(&mut p, ".stepdown", "");
-        run(&mut p, ".remove 99", "");
-        run(&mut p, "DELETE FROM people", "2 rows affected");
-        run(
-            &mut p,
-            &format!(".restore {}", f("b.sqlite")),
-            "restored successfully",
-        );
-        run(&mut p, "SELECT COUNT(*) FROM people", "| 2        |");
+        sh.pty.send_line("INSERT INTO people(name)").unwrap();
+        sh.expect(">   ");
         std::fs::write(
             d.join("more.sql"),
             "INSERT INTO people(name) VALUES('carol');\nINSERT INTO people(name) VALUES('dave');\n",
         )
         .unwrap();
-        run(&mut p, &format!(".read {}", f("more.sql")), "");
-        run(&mut p, &format!(".output {}", f("out.txt")), "");
-        run(&mut p, "SELECT COUNT(*) FROM people", "");
-        run(&mut p, ".output", "");
-        run(
-            &mut p,
-            &format!(".boot {}", f("b.sqlite")),
-            "booted successfully",
-        );
-        run(&mut p, ".nosuchcommand", "ERR! unknown command");
+        sh.run_all(&[
+            ("VALUES('alice'), ('bob');", "2 rows affected"),
+            ("SELECT * FROM people", "| 2  | bob   |"),
+            ("SELECT * FROM nosuch", "ERR! no such table: nosuch"),
+            (".tables", "| people |"),
+            ("CREATE INDEX people_name ON people(name)", ""),
+            (".schema", "CREATE TABLE people"),
+            (".indexes", "CREATE INDEX people_name"),
+            (".nodes", "leader: true"),
+            (".leader", "api_addr"),
+            (".status", "store:"),
+            (".ready", "[+]leader ok"),
+            (".expvar", "http:"),
+            (".timer on", ""),
+            ("SELECT COUNT(*) FROM people", "Run Time:"),
+            (".timer off", ""),
+            (".consistency strong", ""),
+            (".consistency", "strong"),
+            (".changes off", ""),
+            (".changes on", ""),
+            (".blobarray on", ""),
+            (".mode csv", ""),
+            ("SELECT name FROM people ORDER BY id", "alice"),
+            (".mode json", ""),
+            ("SELECT name FROM people WHERE id=1", "\"name\": \"alice\""),
+            (".mode line", ""),
+            ("SELECT name FROM people WHERE id=2", "name = bob"),
+            (".mode column", ""),
+            (".backup b.sqlite", "backup file written"),
+            (".dump d.sql people", "written successfully"),
+            (".snapshot", ""),
+            (".sysdump sys.txt", "written successfully"),
+            (".show", "consistency: strong"),
+            (".stepdown", ""),
+            (".remove 99", ""),
+            ("DELETE FROM people", "2 rows affected"),
+            (".restore b.sqlite", "restored successfully"),
+            ("SELECT COUNT(*) FROM people", "| 2        |"),
+            (".read more.sql", ""),
+            (".output out.txt", ""),
+            ("SELECT COUNT(*) FROM people", ""),
+            (".output", ""),
+            (".boot b.sqlite", "booted successfully"),
+            (".nosuchcommand", "ERR! unknown command"),
+        ]);
         // Ctrl-C abandons a half-typed statement and the shell goes on.
-        p.send("SELECT 'never").unwrap();
-        p.send_control('c').unwrap();
-        p.exp_string(&prompt).unwrap();
-        run(&mut p, ".help", ".stepdown [NODEID]");
-        p.send_line(".exit").unwrap();
-        p.exp_string("bye~").unwrap();
-        p.exp_eof().unwrap();
-        assert!(std::fs::read(d.join("b.sqlite"))
-            .unwrap()
-            .starts_with(b"SQLite format 3\0"));
-        assert!(std::fs::read_to_string(d.join("d.sql"))
-            .unwrap()
-            .contains("INSERT INTO \"people\""));
-        assert!(std::fs::read_to_string(d.join("out.txt"))
-            .unwrap()
-            .contains("| 4        |"));
-        assert!(std::fs::read_to_string(d.join("sys.txt"))
-            .unwrap()
-            .contains("\"store\""));
+        sh.pty.send("SELECT 'never").unwrap();
+        sh.pty.send_control('c').unwrap();
+        sh.expect_prompt();
+        sh.run(".help", ".stepdown [NODEID]");
+        sh.exit();
+        let read = |name: &str| std::fs::read(d.join(name)).unwrap();
+        assert!(read("b.sqlite").starts_with(b"SQLite format 3\0"));
+        for (name, want) in [
+            ("d.sql", "INSERT INTO \"people\""),
+            ("out.txt", "| 4        |"),
+            ("sys.txt", "\"store\""),
+        ] {
+            assert!(
+                String::from_utf8_lossy(&read(name)).contains(want),
+                "{name}"
+            );
+        }
 
         // History survives a restart: Up shows the last command typed before.
-        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
-        p.exp_string(&prompt).unwrap();
+        let mut sh = Shell::start(&port, &[], &hist, "");
         // Ctrl-P: previous history entry (the Up arrow's escape sequence depends on the terminal).
-        p.send_control('p').unwrap();
-        p.exp_string(".exit").unwrap();
-        p.send_control('c').unwrap();
-        p.exp_string(&prompt).unwrap();
-        p.send_control('d').unwrap();
-        p.exp_string("bye~").unwrap();
+        sh.pty.send_control('p').unwrap();
+        sh.expect(".exit");
+        sh.pty.send_control('c').unwrap();
+        sh.expect_prompt();
+        sh.pty.send_control('d').unwrap();
+        sh.expect("bye~");
     })
     .await
     .unwrap();
@@ -216,24 +237,18 @@ async fn shell_fails_over_to_an_alternative_host() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let hist = dir.path().join("h");
-    let mut p = tokio::task::spawn_blocking({
-        let (a1, hist) = (a1.clone(), hist.clone());
-        move || {
-            let mut p = shell(&["-H", "127.0.0.1", "-p", &port_of(&a1), "-a", &a2], &hist);
-            p.exp_string("Connected to").unwrap();
-            p
-        }
+    let mut sh = tokio::task::spawn_blocking(move || {
+        Shell::start(&port_of(&a1), &["-a", &a2], &hist, "Connected to")
     })
     .await
     .unwrap();
     c.stop(0).await;
     c.wait_for_leader_among(&[1, 2]).await;
     tokio::task::spawn_blocking(move || {
-        p.send_line("SELECT v FROM t").unwrap();
-        p.exp_string("unreachable, switching to").unwrap();
-        p.exp_string("| 7 |").unwrap();
-        p.send_line(".exit").unwrap();
-        p.exp_string("bye~").unwrap();
+        sh.pty.send_line("SELECT v FROM t").unwrap();
+        sh.expect("unreachable, switching to");
+        sh.expect("| 7 |");
+        sh.exit();
     })
     .await
     .unwrap();
@@ -261,50 +276,16 @@ async fn shell_talks_https_with_a_ca_and_basic_auth() {
     let hist = pki.path().join("h");
     let ca_s = ca_path.to_string_lossy().into_owned();
     tokio::task::spawn_blocking(move || {
-        let prompt = format!("127.0.0.1:{port}> ");
-        let mut p = shell(
-            &[
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-s",
-                "https",
-                "-c",
-                &ca_s,
-                "-u",
-                "admin:secret",
-            ],
-            &hist,
-        );
-        p.exp_string("Connected to https://").unwrap();
-        p.exp_string(&prompt).unwrap();
-        p.send_line("CREATE TABLE secure (v)").unwrap();
-        p.exp_string("0 row affected").unwrap();
-        p.exp_string(&prompt).unwrap();
-        p.send_line(".exit").unwrap();
-        p.exp_string("bye~").unwrap();
-        let mut p = shell(
-            &[
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-s",
-                "https",
-                "-c",
-                &ca_s,
-                "-u",
-                "admin:wrong",
-            ],
-            &hist,
-        );
-        p.exp_string(&prompt).unwrap();
-        p.send_line("SELECT 1").unwrap();
-        p.exp_string("ERR! unauthorized").unwrap();
-        p.exp_string(&prompt).unwrap();
-        p.send_line(".exit").unwrap();
-        p.exp_string("bye~").unwrap();
+        let as_user = |creds: &str, greeting: &str| {
+            let tls = ["-s", "https", "-c", &ca_s, "-u", creds];
+            Shell::start(&port, &tls, &hist, greeting)
+        };
+        let mut sh = as_user("admin:secret", "Connected to https://");
+        sh.run("CREATE TABLE secure (v)", "0 row affected");
+        sh.exit();
+        let mut sh = as_user("admin:wrong", "");
+        sh.run("SELECT 1", "ERR! unauthorized");
+        sh.exit();
     })
     .await
     .unwrap();
@@ -343,27 +324,19 @@ async fn pasted_lines_run_as_if_typed() {
     let dir = tempfile::tempdir().unwrap();
     let hist = dir.path().join("h");
     tokio::task::spawn_blocking(move || {
-        let prompt = format!("127.0.0.1:{port}> ");
-        let mut p = shell(&["-H", "127.0.0.1", "-p", &port], &hist);
-        p.exp_string(&prompt).unwrap();
-        let paste = |p: &mut PtySession, how: Paste, lines: &[&str]| {
-            p.send(&how.wrap(lines)).unwrap();
-            p.flush().unwrap();
-        };
+        let mut sh = Shell::start(&port, &[], &hist, "");
         for how in [Paste::Bracketed, Paste::Burst] {
             let t = format!("{how:?}").to_lowercase();
-            let want = |p: &mut PtySession, text: &str| {
-                p.exp_string(text)
-                    .unwrap_or_else(|e| panic!("{how:?} paste: expected {text:?}: {e}"));
+            let mut paste = |lines: &[&str], want: &[&str]| {
+                sh.pty.send(&how.wrap(lines)).unwrap();
+                sh.pty.flush().unwrap();
+                for text in want {
+                    sh.expect(text);
+                }
+                sh.expect_prompt();
             };
-
-            paste(&mut p, how, &["SELECT id,", "  name FROM foo;"]);
-            want(&mut p, "| 1  | fiona |");
-            want(&mut p, &prompt);
-
+            paste(&["SELECT id,", "  name FROM foo;"], &["| 1  | fiona |"]);
             paste(
-                &mut p,
-                how,
                 &[
                     &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY, name TEXT);"),
                     &format!("INSERT INTO {t}(name) VALUES('a'),"),
@@ -371,20 +344,20 @@ async fn pasted_lines_run_as_if_typed() {
                     ".tables",
                     &format!("SELECT name FROM {t} ORDER BY id DESC;"),
                 ],
+                &[
+                    "2 rows affected",
+                    &format!("| {t:<9} |"),
+                    "| b    |",
+                    "| a    |",
+                ],
             );
-            want(&mut p, "2 rows affected");
-            want(&mut p, &format!("| {t:<9} |"));
-            want(&mut p, "| b    |");
-            want(&mut p, "| a    |");
-            want(&mut p, &prompt);
-
             // Typed after the paste: runs alone, at the first prompt (no statement pending).
-            p.send_line(&format!("SELECT 'after {t}' AS v")).unwrap();
-            want(&mut p, &format!("| after {t} |"));
-            want(&mut p, &prompt);
+            sh.run(
+                &format!("SELECT 'after {t}' AS v"),
+                &format!("| after {t} |"),
+            );
         }
-        p.send_line(".exit").unwrap();
-        p.exp_string("bye~").unwrap();
+        sh.exit();
     })
     .await
     .unwrap();
