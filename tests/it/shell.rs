@@ -259,11 +259,9 @@ async fn shell_talks_https_with_a_ca_and_basic_auth() {
     // Steps: a node serving HTTPS with a test CA and -auth; the shell trusts the CA and logs
     // in; a wrong password is refused with a clear error and the shell goes on.
     use crate::tls::{https_config, Ca};
-    let pki = tempfile::tempdir().unwrap();
     let ca = Ca::new("shell test CA");
-    let ca_path = ca.write(pki.path(), "ca.pem");
-    let id = ca.issue(pki.path(), "node");
-    let auth = pki.path().join("auth.json");
+    let id = ca.issue("node");
+    let auth = ca.dir().join("auth.json");
     // `*` may ask /readyz (the harness waits on it); everything else needs admin.
     let users = r#"[{"username":"admin","password":"secret","perms":["all"]},{"username":"*","perms":["ready"]}]"#;
     std::fs::write(&auth, users).unwrap();
@@ -273,8 +271,8 @@ async fn shell_talks_https_with_a_ca_and_basic_auth() {
     })
     .await;
     let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
-    let hist = pki.path().join("h");
-    let ca_s = ca_path.to_string_lossy().into_owned();
+    let hist = ca.dir().join("h");
+    let ca_s = ca.cert.to_string_lossy().into_owned();
     tokio::task::spawn_blocking(move || {
         let as_user = |creds: &str, greeting: &str| {
             let tls = ["-s", "https", "-c", &ca_s, "-u", creds];

@@ -1,6 +1,7 @@
 //! TLS on the API and between nodes, certificate reload, and slow-client limits. Every
 //! certificate is generated at run time (rcgen) for 127.0.0.1 and localhost.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{cluster_config, wait_for, wait_until, Client, TestCluster, TestNode};
 
-/// A test certificate authority.
+/// A test certificate authority, with a temporary directory that holds its certificate
+/// (`ca.crt`), the certificates it issues, and whatever else a test writes there.
 pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+    /// The CA's certificate (PEM), the bundle that verifies what it issued.
+    pub(crate) cert: PathBuf,
 }
 
 /// PEM files of one issued certificate and its key.
@@ -40,20 +45,16 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
         ];
         let key = KeyPair::generate().expect("key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(p, key).expect("CA"),
-        }
+        let issuer = CertifiedIssuer::self_signed(p, key).expect("CA");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("ca.crt");
+        std::fs::write(&cert, issuer.pem()).expect("write CA");
+        Self { issuer, dir, cert }
     }
 
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// Writes the CA bundle to `dir/<name>`.
-    pub(crate) fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, self.pem()).expect("write CA");
-        path
+    /// The directory of this CA's files.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Issues a certificate for 127.0.0.1 and localhost (server and client use) and returns
@@ -71,16 +72,21 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// Issues a certificate into `dir/<name>.crt` and `dir/<name>.key`.
-    pub(crate) fn issue(&self, dir: &Path, name: &str) -> Issued {
+    /// Issues a certificate into `<name>.crt` and `<name>.key` in [`Ca::dir`].
+    pub(crate) fn issue(&self, name: &str) -> Issued {
         let (cert, key) = self.issue_pem(name);
         let out = Issued {
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
+            cert: self.dir().join(format!("{name}.crt")),
+            key: self.dir().join(format!("{name}.key")),
         };
         std::fs::write(&out.cert, cert).expect("write cert");
         std::fs::write(&out.key, key).expect("write key");
         out
+    }
+
+    /// Certificates for `n` nodes, `node1` to `node<n>`.
+    pub(crate) fn issue_nodes(&self, n: usize) -> Vec<Issued> {
+        (1..=n).map(|i| self.issue(&format!("node{i}"))).collect()
     }
 }
 
@@ -135,13 +141,18 @@ pub(crate) fn https_config(cfg: &mut Config, id: &Issued) {
     cfg.tls.http_key = Some(id.key.clone());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn https_serves_clients_that_trust_the_ca_and_answers_plain_http_cleanly() {
-    let pki = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("test CA");
-    let server = ca.issue(pki.path(), "node");
+/// A node serving HTTPS with a certificate `ca` issued, that certificate, and the API address.
+async fn https_node(ca: &Ca) -> (TestNode, Issued, SocketAddr) {
+    let server = ca.issue("node");
     let n = TestNode::start_with(|cfg| https_config(cfg, &server)).await;
     let addr = n.node.as_ref().expect("node").http_addr();
+    (n, server, addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_clients_that_trust_the_ca_and_answers_plain_http_cleanly() {
+    let ca = Ca::new("test CA");
+    let (_node, _, addr) = https_node(&ca).await;
     let c = https_client(addr, &ca, None);
 
     c.execute_ok(
@@ -191,16 +202,14 @@ async fn https_serves_clients_that_trust_the_ca_and_answers_plain_http_cleanly()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_client_requires_a_certificate_from_the_ca() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("test CA");
-    let server = ca.issue(pki.path(), "node");
-    let client_id = ca.issue(pki.path(), "client");
-    let ca_path = ca.write(pki.path(), "ca.crt");
+    let server = ca.issue("node");
+    let client_id = ca.issue("client");
     let other = Ca::new("other CA");
-    let foreign_id = other.issue(pki.path(), "foreign");
+    let foreign_id = other.issue("foreign");
     let n = TestNode::start_with(|cfg| {
         https_config(cfg, &server);
-        cfg.tls.http_ca_cert = Some(ca_path.clone());
+        cfg.tls.http_ca_cert = Some(ca.cert.clone());
         cfg.tls.http_verify_client = true;
     })
     .await;
@@ -223,9 +232,8 @@ async fn verify_client_requires_a_certificate_from_the_ca() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_client_without_a_ca_is_a_startup_error() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("test CA");
-    let server = ca.issue(pki.path(), "node");
+    let server = ca.issue("node");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = crate::harness::test_config(dir.path());
     https_config(&mut cfg, &server);
@@ -234,7 +242,7 @@ async fn verify_client_without_a_ca_is_a_startup_error() {
     assert!(e.contains("-http-ca-cert"), "{e}");
 
     // A key that does not belong to the certificate: the error names the files.
-    let other = ca.issue(pki.path(), "other");
+    let other = ca.issue("other");
     let mut cfg = crate::harness::test_config(dir.path());
     cfg.tls.http_cert = Some(server.cert.clone());
     cfg.tls.http_key = Some(other.key.clone());
@@ -243,7 +251,7 @@ async fn verify_client_without_a_ca_is_a_startup_error() {
 
     // A missing file.
     let mut cfg = crate::harness::test_config(dir.path());
-    cfg.tls.node_cert = Some(pki.path().join("missing.crt"));
+    cfg.tls.node_cert = Some(ca.dir().join("missing.crt"));
     cfg.tls.node_key = Some(server.key.clone());
     let e = start_err(cfg).await;
     assert!(e.contains("missing.crt"), "{e}");
@@ -279,22 +287,17 @@ fn node_tls(cfg: &mut Config, id: &Issued, ca: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_tls_cluster_forms_forwards_and_fails_over() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("cluster CA");
-    let ca_path = ca.write(pki.path(), "ca.crt");
-    let ids: Vec<Issued> = (1..=3)
-        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
-        .collect();
+    let ids = ca.issue_nodes(3);
     let mut c = TestCluster::start_with(3, |i, cfg| {
-        node_tls(cfg, &ids[i], &ca_path);
+        node_tls(cfg, &ids[i], &ca.cert);
         // The other nodes' certificates are checked for this name, not their address.
         if i == 2 {
             cfg.tls.node_verify_server_name = Some("localhost".into());
         }
     })
     .await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     c.client(l)
         .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]"#)
         .await;
@@ -334,35 +337,33 @@ async fn node_tls_cluster_forms_forwards_and_fails_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("cluster CA");
-    let ca_path = ca.write(pki.path(), "ca.crt");
-    let ids: Vec<Issued> = (1..=2)
-        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
-        .collect();
-    let c = TestCluster::start_with(2, |i, cfg| node_tls(cfg, &ids[i], &ca_path)).await;
+    let ids = ca.issue_nodes(2);
+    let c = TestCluster::start_with(2, |i, cfg| node_tls(cfg, &ids[i], &ca.cert)).await;
     let l = c.leader().await;
 
+    // A node with `id`, trusting `trusted`, tries to join; the error it fails with.
+    let join = |id: &Issued, trusted: &Path, node_id: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = cluster_config(dir.path(), node_id);
+        node_tls(&mut cfg, id, trusted);
+        cfg.cluster.join = vec![c.members[l].raft_adv()];
+        cfg.cluster.join_attempts = 3;
+        cfg.cluster.join_interval = Duration::from_millis(100);
+        async move {
+            let e = start_err(cfg).await;
+            // The data directory outlives the node.
+            drop(dir);
+            e
+        }
+    };
     let rogue_ca = Ca::new("rogue CA");
-    let rogue_ca_path = rogue_ca.write(pki.path(), "rogue-ca.crt");
-    let rogue_id = rogue_ca.issue(pki.path(), "rogue");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = cluster_config(dir.path(), "9");
-    node_tls(&mut cfg, &rogue_id, &rogue_ca_path);
-    cfg.cluster.join = vec![c.members[l].raft_adv()];
-    cfg.cluster.join_attempts = 3;
-    cfg.cluster.join_interval = Duration::from_millis(100);
-    let e = start_err(cfg).await;
+    let rogue_id = rogue_ca.issue("rogue");
+    let e = join(&rogue_id, &rogue_ca.cert, "9").await;
     assert!(e.contains("UnknownIssuer"), "{e}");
     // It trusts the cluster's CA but presents its own certificate: the cluster refuses it
     // (-node-verify-client).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = cluster_config(dir.path(), "10");
-    node_tls(&mut cfg, &rogue_id, &ca_path);
-    cfg.cluster.join = vec![c.members[l].raft_adv()];
-    cfg.cluster.join_attempts = 3;
-    cfg.cluster.join_interval = Duration::from_millis(100);
-    let e = start_err(cfg).await;
+    let e = join(&rogue_id, &ca.cert, "10").await;
     assert!(e.contains("failed to join"), "{e}");
 
     // The cluster is unchanged and still serves.
@@ -465,18 +466,15 @@ async fn a_client_trickling_bytes_is_cut_off_by_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replaced_certificate_files_are_served_without_a_restart() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("test CA");
-    let server = ca.issue(pki.path(), "node");
-    let n = TestNode::start_with(|cfg| https_config(cfg, &server)).await;
-    let addr = n.node.as_ref().expect("node").http_addr();
+    let (_node, server, addr) = https_node(&ca).await;
     let first = CertificateDer::from_pem_file(&server.cert).expect("cert");
     assert_eq!(served_cert(addr, &ca).await, first);
 
     // Replace both files (write aside, then rename over, as a certificate manager would).
     let (cert, key) = ca.issue_pem("node-renewed");
-    let tmp_cert = pki.path().join("new.crt");
-    let tmp_key = pki.path().join("new.key");
+    let tmp_cert = ca.dir().join("new.crt");
+    let tmp_key = ca.dir().join("new.key");
     std::fs::write(&tmp_cert, &cert).expect("write");
     std::fs::write(&tmp_key, &key).expect("write");
     std::fs::rename(&tmp_key, &server.key).expect("rename");
@@ -539,13 +537,9 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
 /// through a follower, never as a reset stream (curl's "error 92" before the fix).
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_posts_over_http2_get_their_401() {
-    let pki = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new("api CA");
-    let ca_path = ca.write(pki.path(), "ca.crt");
-    let ids: Vec<Issued> = (1..=2)
-        .map(|i| ca.issue(pki.path(), &format!("node{i}")))
-        .collect();
-    let auth = pki.path().join("auth.json");
+    let ids = ca.issue_nodes(2);
+    let auth = ca.dir().join("auth.json");
     std::fs::write(
         &auth,
         r#"[{"username":"*","perms":["ready","status"]},
@@ -559,17 +553,16 @@ async fn refused_posts_over_http2_get_their_401() {
         cfg.cluster.join_as = Some("node".into());
     })
     .await;
-    let body = pki.path().join("body.json");
+    let body = ca.dir().join("body.json");
     std::fs::write(&body, format!("[\"{}\"]", "x".repeat(256 * 1024))).expect("body");
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     for node in [l, f] {
         let url = c.members[node].api_url().replace("http://", "https://") + "/db/execute";
         for creds in [None, Some("reader:rpw")] {
             for _ in 0..5 {
                 let mut cmd = std::process::Command::new("curl");
                 cmd.args(["-s", "--http2", "--cacert"])
-                    .arg(&ca_path)
+                    .arg(&ca.cert)
                     .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
                     .args(["-XPOST", "-H", "Content-Type: application/json"])
                     .arg("--data-binary")
