@@ -59,8 +59,7 @@ async fn freshness_bounds_level_none_reads_on_a_follower() {
     // (C211, C213); freshness is ignored for weak, which is forwarded (C215), and on the
     // leader. Read-only /db/request at none and auto is local on a follower (C217, C218).
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     c.client(l)
         .execute_ok(r#"["CREATE TABLE foo (name TEXT)", "INSERT INTO foo VALUES('fiona')", "INSERT INTO foo VALUES('declan')"]"#)
         .await;

@@ -11,8 +11,7 @@ async fn a_leader_that_lost_its_quorum_answers_503_within_an_election_timeout() 
     // reads on the leader answer 503 (not a 200 with an error) within about an election
     // timeout, and a write answers 503 or 504, never a 200.
     let mut c = TestCluster::start(2).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     c.client(l).execute_ok(r#"["CREATE TABLE t (v)"]"#).await;
     c.kill(f).await;
     let q = url_encode("SELECT count(*) FROM t");

@@ -18,8 +18,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     // same results as on the leader, X-Rqlite-Served-By = the leader's Raft address. The
     // data is then readable at level=strong from every node and at level=none everywhere.
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     let leader_raft = c.members[l].raft_adv();
 
     let r = c
@@ -107,8 +106,7 @@ async fn redirect_on_a_follower_answers_301_to_the_leader() {
     // leader's API, with an empty body, and applies nothing (C200-C202); on the leader
     // `redirect` has no effect; `level=none&redirect` on a follower is served locally (C203).
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     let leader_api = c.members[l].api_url();
     c.client(l)
         .execute_ok(r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT)", "INSERT INTO foo(name) VALUES('fiona')"]"#)
@@ -178,8 +176,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
     // Steps: on a follower, /db/backup and /db/load are forwarded (C226, C229) and `redirect`
     // answers 301 with an empty body (C227, C230); `noleader` backs up locally (C228).
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     let leader_raft = c.members[l].raft_adv();
     let leader_api = c.members[l].api_url();
     c.client(l)
@@ -250,8 +247,7 @@ async fn backup_redirect_on_a_follower_is_labelled_octet_stream() {
     // Steps: GET /db/backup?redirect on a follower: 301, empty body, and the Content-Type
     // rqlite gives backups (golden C227, corrections item 5).
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     let r = c.client(f).get("/db/backup?redirect").await;
     assert_eq!(r.status, 301, "{}", r.text());
     assert_eq!(

@@ -39,8 +39,7 @@ async fn a_follower_catches_up_from_a_multi_megabyte_snapshot() {
         cfg.raft.snap_int = Duration::from_secs(1);
     })
     .await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     c.client(l)
         .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]"#)
         .await;

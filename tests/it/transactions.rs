@@ -60,8 +60,7 @@ async fn a_failed_sql_load_is_rolled_back_whole_on_every_node() {
     // level answer, a SQL backup works, BEGIN/COMMIT works; after a restart of every node
     // the same holds.
     let mut c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     let r = load_text(c.client(f), FAILING_DUMP).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -110,8 +109,7 @@ async fn an_open_transaction_never_captures_another_clients_write() {
     // transaction); client B's write right after is acknowledged; client C's ROLLBACK finds
     // no transaction; B's row is on every node, A's are nowhere.
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
-    let f = c.followers().await[0];
+    let (l, f) = c.leader_and_follower().await;
     c.client(l)
         .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"]"#)
         .await;

@@ -268,6 +268,13 @@ impl TestCluster {
         self.live().into_iter().filter(|&i| i != l).collect()
     }
 
+    /// The leader, and a running node that follows it.
+    pub async fn leader_and_follower(&self) -> (usize, usize) {
+        let l = self.wait_for_leader().await;
+        let f = self.live().into_iter().find(|&i| i != l);
+        (l, f.expect("a running follower"))
+    }
+
     /// The index of the member with node id `id`.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.members.iter().position(|m| m.id == id)
