@@ -9,7 +9,7 @@ use sqlraft::node::{Node, NodeError};
 use tokio::net::TcpListener;
 
 use crate::harness::{
-    bind_pair, cluster_config, test_config, wait_until, Resp, TestCluster, CLUSTER_WAIT,
+    bind_pair, cluster_config, test_config, wait_until, Client, Resp, TestCluster, CLUSTER_WAIT,
 };
 
 /// Writes an `-auth` file into `dir`.
@@ -19,7 +19,7 @@ fn write_auth(dir: &Path, json: &str) -> PathBuf {
     p
 }
 
-/// Sends a request with optional Basic credentials (`user:password`).
+/// Sends a request with optional Basic credentials and JSON body.
 async fn send(
     base: &str,
     method: &str,
@@ -27,30 +27,9 @@ async fn send(
     user: Option<(&str, &str)>,
     body: Option<&str>,
 ) -> Resp {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut rb = http.request(method, format!("{base}{target}"));
-    if let Some((u, p)) = user {
-        rb = rb.basic_auth(u, Some(p));
-    }
-    if let Some(b) = body {
-        rb = rb
-            .header("Content-Type", "application/json")
-            .body(b.to_string());
-    }
-    let r = rb.send().await.unwrap_or_else(|e| panic!("{target}: {e}"));
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.bytes().await.expect("body").to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Client::new(base)
+        .send_as(method, target, user, &[], body)
+        .await
 }
 
 fn assert_unauthorized(r: &Resp, what: &str) {

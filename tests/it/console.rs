@@ -13,7 +13,7 @@ use fantoccini::key::Key;
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::harness::{Resp, TestCluster, TestNode};
+use crate::harness::{Client, Resp, TestCluster, TestNode};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -36,28 +36,9 @@ async fn send_with(
     user: Option<(&str, &str)>,
     headers: &[(&str, &str)],
 ) -> Resp {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut rb = http.request(method, format!("{base}{target}"));
-    if let Some((u, p)) = user {
-        rb = rb.basic_auth(u, Some(p));
-    }
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    let r = rb.send().await.unwrap_or_else(|e| panic!("{target}: {e}"));
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.bytes().await.expect("body").to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Client::new(base)
+        .send_as(method, target, user, headers, None)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,19 @@ impl Resp {
     }
 }
 
+/// Sends `rb` and reads the whole response.
+async fn response(rb: reqwest::RequestBuilder) -> Result<Resp, String> {
+    let r = rb.send().await.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// An HTTP client bound to one base URL.
 #[derive(Clone)]
 pub struct Client {
@@ -140,25 +153,47 @@ impl Client {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Resp, String> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut rb = self
-            .http
-            .request(method, format!("{}{}", self.base, target));
+        let mut rb = self.request(method, target);
         if let Some(ct) = content_type {
             rb = rb.header("Content-Type", ct);
         }
         if let Some(b) = body {
             rb = rb.body(b);
         }
-        let r = rb.send().await.map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        response(rb).await
+    }
+
+    /// Sends a request as `user` (Basic credentials; `None`: anonymous), with extra
+    /// `headers` and an optional JSON body.
+    pub async fn send_as(
+        &self,
+        method: &str,
+        target: &str,
+        user: Option<(&str, &str)>,
+        headers: &[(&str, &str)],
+        json: Option<&str>,
+    ) -> Resp {
+        let mut rb = self.request(method, target);
+        if let Some((u, p)) = user {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = json {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        response(rb)
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"))
+    }
+
+    fn request(&self, method: &str, target: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.http
+            .request(method, format!("{}{}", self.base, target))
     }
 
     pub async fn try_get(&self, target: &str) -> Result<Resp, String> {
