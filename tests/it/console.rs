@@ -290,6 +290,44 @@ async fn js(b: &Browser, expr: &str) -> Value {
         .unwrap_or_else(|e| panic!("{expr}: {e}"))
 }
 
+/// The text of the first element `selector` finds ("" when there is none).
+async fn text_of(b: &Browser, selector: &str) -> String {
+    let sel = Value::from(selector);
+    let v = js(b, &format!("document.querySelector({sel})?.textContent")).await;
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// The text of one of the node facts the page lists (`Node`, `HTTPS`, `Auth`, ...).
+async fn fact(b: &Browser, name: &str) -> String {
+    text_of(b, &format!("[data-fact={}]", Value::from(name))).await
+}
+
+/// Clicks the element `what` names.
+async fn click(b: &Browser, what: Locator<'_>) {
+    let el = b
+        .find(what)
+        .await
+        .unwrap_or_else(|e| panic!("{what:?}: {e}"));
+    el.click().await.unwrap_or_else(|e| panic!("{what:?}: {e}"));
+}
+
+/// Runs started on the page so far (the results panel counts them).
+const RUNS: &str = "Number(document.getElementById('results').dataset.run || 0)";
+
+/// Waits until run `before + 1` has ended; returns its state (`done`, `error`).
+async fn wait_next_run(b: &Browser, before: &Value, what: &str) -> Value {
+    let next = before.as_u64().unwrap_or(0) + 1;
+    wait_js(
+        b,
+        &format!(
+            "(r => r.dataset.run === '{next}' && r.dataset.state !== 'running' && r.dataset.state)\
+             (document.getElementById('results'))"
+        ),
+        &format!("run {next}: {what}"),
+    )
+    .await
+}
+
 /// Polls a JavaScript expression until it is truthy (or panics with what the page shows).
 async fn wait_js(b: &Browser, expr: &str, what: &str) -> Value {
     let deadline = Instant::now() + PAGE_WAIT;
@@ -318,11 +356,7 @@ async fn screenshot(b: &Browser, out: &Path, name: &str) {
 /// Types `sql` into the editor (replacing what is there) and runs it with Ctrl+Enter; returns
 /// once the page shows the outcome of that run.
 async fn run_sql(b: &Browser, sql: &str) -> Value {
-    let before = js(
-        b,
-        "Number(document.getElementById('results').dataset.run || 0)",
-    )
-    .await;
+    let before = js(b, RUNS).await;
     let editor = b.find(Locator::Id("sql")).await.expect("editor");
     editor.clear().await.expect("clear");
     editor.send_keys(sql).await.expect("type");
@@ -330,16 +364,7 @@ async fn run_sql(b: &Browser, sql: &str) -> Value {
         .send_keys(&(Key::Control + &Key::Enter))
         .await
         .expect("Ctrl+Enter");
-    let next = before.as_u64().unwrap_or(0) + 1;
-    wait_js(
-        b,
-        &format!(
-            "(r => r.dataset.run === '{next}' && r.dataset.state !== 'running' && r.dataset.state)\
-             (document.getElementById('results'))"
-        ),
-        &format!("run {next}: {sql}"),
-    )
-    .await
+    wait_next_run(b, &before, sql).await
 }
 
 /// The cells of the first result table, as the page shows them.
@@ -408,41 +433,14 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
         .await;
         let marked = js(&b, "document.querySelector('#nodes tr.leader').dataset.id").await;
         assert_eq!(marked, json!(leader_id), "the leader is marked");
-        let badge = js(
-            &b,
-            "document.querySelector('#nodes tr.leader .badge.leader').textContent",
-        )
-        .await;
-        assert_eq!(badge, json!("leader"));
-        let state = js(
-            &b,
-            "document.querySelector('[data-fact=\"Node\"]').textContent",
-        )
-        .await;
-        assert!(
-            state.as_str().unwrap_or_default().contains("Follower"),
-            "{state}"
-        );
-        let https = js(
-            &b,
-            "document.querySelector('[data-fact=\"HTTPS\"]').textContent",
-        )
-        .await;
-        assert_eq!(https, json!("off"));
-        let applied = js(
-            &b,
-            "document.querySelector('[data-fact=\"Applied index\"]').textContent",
-        )
-        .await;
-        assert!(
-            applied
-                .as_str()
-                .unwrap_or_default()
-                .parse::<u64>()
-                .unwrap_or(0)
-                > 0,
-            "{applied}"
-        );
+        let badge = text_of(&b, "#nodes tr.leader .badge.leader").await;
+        assert_eq!(badge, "leader");
+        let state = fact(&b, "Node").await;
+        assert!(state.contains("Follower"), "{state}");
+        let https = fact(&b, "HTTPS").await;
+        assert_eq!(https, "off");
+        let applied = fact(&b, "Applied index").await;
+        assert!(applied.parse::<u64>().unwrap_or(0) > 0, "{applied}");
 
         // The editor's text is cut into statements where SQLite would cut it.
         let split = b
@@ -512,8 +510,8 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
 
         // An error, in place and in red.
         assert_eq!(run_sql(&b, "SELECT * FROM nosuch").await, json!("error"));
-        let err = js(&b, "document.querySelector('#results .error').textContent").await;
-        assert_eq!(err, json!("no such table: nosuch"));
+        let err = text_of(&b, "#results .error").await;
+        assert_eq!(err, "no such table: nosuch");
         let color = js(
             &b,
             "getComputedStyle(document.querySelector('#results .error')).color",
@@ -554,39 +552,18 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
             "the table list with counts",
         )
         .await;
-        let schema = js(
-            &b,
-            "document.querySelector('#tables li[data-name=\"events\"] pre').textContent",
-        )
-        .await;
-        assert!(
-            schema
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("CREATE TABLE events"),
-            "{schema}"
-        );
+        let schema = text_of(&b, r#"#tables li[data-name="events"] pre"#).await;
+        assert!(schema.starts_with("CREATE TABLE events"), "{schema}");
 
         // A click on a table: its first 100 rows.
-        let before = js(&b, "Number(document.getElementById('results').dataset.run)").await;
-        b.find(Locator::Css(
-            "#tables li[data-name='events'] button.table-name",
-        ))
-        .await
-        .expect("events")
-        .click()
-        .await
-        .expect("click");
-        let next = before.as_u64().unwrap_or(0) + 1;
-        wait_js(
+        let before = js(&b, RUNS).await;
+        click(
             &b,
-            &format!(
-                "document.getElementById('results').dataset.run === '{next}' && \
-                      document.getElementById('results').dataset.state === 'done'"
-            ),
-            "the first rows of events",
+            Locator::Css("#tables li[data-name='events'] button.table-name"),
         )
         .await;
+        let state = wait_next_run(&b, &before, "the first rows of events").await;
+        assert_eq!(state, json!("done"));
         let rows = js(
             &b,
             "document.querySelectorAll('#results table.rows tbody tr').length",
@@ -599,12 +576,8 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
         )
         .await;
         assert_eq!(first, json!("tick"));
-        let summary = js(
-            &b,
-            "document.querySelector('#results .summary').textContent",
-        )
-        .await;
-        assert_eq!(summary, json!("100 rows · the first 100 of 150"));
+        let summary = text_of(&b, "#results .summary").await;
+        assert_eq!(summary, "100 rows · the first 100 of 150");
         let editor = js(&b, "document.getElementById('sql').value").await;
         assert_eq!(editor, json!("SELECT * FROM \"events\" LIMIT 100;"));
         screenshot(&b, &out, "table.png").await;
@@ -630,12 +603,7 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
             .send_keys(&dump_file.to_string_lossy())
             .await
             .expect("choose file");
-        b.find(Locator::Id("restore"))
-            .await
-            .expect("restore")
-            .click()
-            .await
-            .expect("restore");
+        click(&b, Locator::Id("restore")).await;
         let question = wait_js(
             &b,
             "!document.getElementById('restore-confirm').hidden && \
@@ -650,12 +618,7 @@ async fn console_in_a_browser_runs_sql_and_shows_the_cluster() {
                 .contains("restore.sql"),
             "{question}"
         );
-        b.find(Locator::Id("restore-yes"))
-            .await
-            .expect("yes")
-            .click()
-            .await
-            .expect("yes");
+        click(&b, Locator::Id("restore-yes")).await;
         wait_js(
             &b,
             "document.getElementById('restore-status').dataset.state === 'done'",
@@ -707,12 +670,8 @@ async fn console_in_a_browser_works_behind_basic_auth() {
             json!("done")
         );
         assert_eq!(js(&b, RESULT_CELLS).await, json!([["signed in"]]));
-        let auth = js(
-            &b,
-            "document.querySelector('[data-fact=\"Auth\"]').textContent",
-        )
-        .await;
-        assert_eq!(auth, json!("enabled"));
+        let auth = fact(&b, "Auth").await;
+        assert_eq!(auth, "enabled");
         screenshot(&b, &out, "auth.png").await;
     })
     .await;
