@@ -15,7 +15,7 @@ use sqlraft::config::DiscoMode;
 use sqlraft_discovery::testing::{DnsServer, TestRecord};
 use tokio::net::TcpListener;
 
-use crate::harness::{bind_pair, rebind, TestCluster};
+use crate::harness::{bind_pair, bind_pairs, rebind, TestCluster};
 
 /// The checks every mode shares, on a running 3-node cluster.
 async fn exactly_one_cluster_that_grows_serves_and_restarts(
@@ -41,14 +41,7 @@ async fn exactly_one_cluster_that_grows_serves_and_restarts(
     c.client(leader)
         .execute_ok(r#"["INSERT INTO d VALUES('via leader')"]"#)
         .await;
-    for i in 0..3 {
-        assert_eq!(
-            c.client(i)
-                .query_values("SELECT COUNT(*) FROM d", "strong")
-                .await,
-            json!([[2]])
-        );
-    }
+    both_rows_read_strongly_on(&c, 0..3).await;
     // A fourth node with the same settings joins.
     let four = c.add_on(fourth, tweak4).await;
     c.client(leader)
@@ -56,21 +49,16 @@ async fn exactly_one_cluster_that_grows_serves_and_restarts(
         .await;
     c.wait_all_see("SELECT COUNT(*) FROM d", &json!([[2]]))
         .await;
-    assert_eq!(
-        c.client(four)
-            .query_values("SELECT COUNT(*) FROM d", "strong")
-            .await,
-        json!([[2]])
-    );
+    both_rows_read_strongly_on(&c, four..four + 1).await;
     // All of them stopped and restarted: the same cluster, with its data.
     c.restart_all().await;
-    for i in 0..4 {
-        assert_eq!(
-            c.client(i)
-                .query_values("SELECT COUNT(*) FROM d", "strong")
-                .await,
-            json!([[2]])
-        );
+    both_rows_read_strongly_on(&c, 0..4).await;
+}
+
+async fn both_rows_read_strongly_on(c: &TestCluster, nodes: std::ops::Range<usize>) {
+    for i in nodes {
+        let n = c.client(i).query_values("SELECT COUNT(*) FROM d", "strong");
+        assert_eq!(n.await, json!([[2]]), "node {i}");
     }
 }
 
@@ -120,10 +108,7 @@ async fn common_free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_list_forms_one_cluster() {
     // The same -join list of four addresses and -bootstrap-expect 3 on every node.
-    let mut listeners = Vec::new();
-    for _ in 0..4 {
-        listeners.push(bind_pair().await);
-    }
+    let mut listeners = bind_pairs(4).await;
     let list: Vec<String> = listeners
         .iter()
         .map(|(_, r)| r.local_addr().unwrap().to_string())
@@ -162,10 +147,7 @@ async fn dns_a_records_form_one_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_srv_records_form_one_cluster() {
-    let mut listeners = Vec::new();
-    for _ in 0..4 {
-        listeners.push(bind_pair().await);
-    }
+    let mut listeners = bind_pairs(4).await;
     let mut records = Vec::new();
     for (i, (_, raft)) in listeners.iter().enumerate() {
         let host = format!("n{i}.sqlraft.test.");
@@ -189,60 +171,58 @@ async fn dns_srv_records_form_one_cluster() {
     exactly_one_cluster_that_grows_serves_and_restarts(c, fourth, |cfg| set(3, cfg)).await;
 }
 
+/// Three nodes started at once with a key mode, its settings and `key`: they form one
+/// cluster and pass the shared checks.
+async fn key_forms_one_cluster(mode: DiscoMode, conf: serde_json::Value, key: &str) {
+    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
+        discovery(cfg, mode, conf.clone());
+        cfg.disco_key = key.into();
+    };
+    let c = TestCluster::start_concurrently(bind_pairs(3).await, set).await;
+    exactly_one_cluster_that_grows_serves_and_restarts(c, bind_pair().await, |cfg| set(3, cfg))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_key_forms_one_cluster() {
     let etcd = sqlraft_discovery::testing::Etcd::start();
     let conf = json!({"endpoints": [etcd.client_url()]});
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(bind_pair().await);
-    }
-    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
-        discovery(cfg, DiscoMode::EtcdKv, conf.clone());
-        cfg.disco_key = "etcd-one".into();
-    };
-    let c = TestCluster::start_concurrently(listeners, set).await;
-    exactly_one_cluster_that_grows_serves_and_restarts(c, bind_pair().await, |cfg| set(3, cfg))
-        .await;
+    key_forms_one_cluster(DiscoMode::EtcdKv, conf, "etcd-one").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_key_forms_one_cluster() {
     let consul = sqlraft_discovery::consul_standin::ConsulStandin::start();
     let conf = json!({"address": consul.address()});
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(bind_pair().await);
-    }
-    let set = |_: usize, cfg: &mut sqlraft::config::Config| {
-        discovery(cfg, DiscoMode::ConsulKv, conf.clone());
-        cfg.disco_key = "consul-one".into();
-    };
-    let c = TestCluster::start_concurrently(listeners, set).await;
-    exactly_one_cluster_that_grows_serves_and_restarts(c, bind_pair().await, |cfg| set(3, cfg))
-        .await;
+    key_forms_one_cluster(DiscoMode::ConsulKv, conf, "consul-one").await;
+}
+
+/// An address where nothing answers: a leader of a cluster that was wiped.
+async fn dead_addr() -> String {
+    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    dead.local_addr().expect("addr").to_string()
+}
+
+/// Three nodes started at once with a key mode, its settings, and the key `stale`; returns
+/// the cluster and its leader.
+async fn start_on_stale_key(mode: DiscoMode, conf: serde_json::Value) -> (TestCluster, usize) {
+    let c = TestCluster::start_concurrently(bind_pairs(3).await, |_, cfg| {
+        discovery(cfg, mode, conf.clone());
+        cfg.disco_key = "stale".into();
+    })
+    .await;
+    let leader = c.leader().await;
+    (c, leader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_key_left_by_a_wiped_cluster_is_taken_over() {
     // As below, with Consul: the stale record is written straight into the stand-in.
     let consul = sqlraft_discovery::consul_standin::ConsulStandin::start();
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr").to_string();
-    drop(dead);
-    let old = json!({"id": "gone", "api_addr": "http://127.0.0.1:1", "addr": dead_addr});
+    let old = json!({"id": "gone", "api_addr": "http://127.0.0.1:1", "addr": dead_addr().await});
     consul.put("stale/leader", old.to_string().as_bytes());
     let conf = json!({"address": consul.address()});
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(bind_pair().await);
-    }
-    let c = TestCluster::start_concurrently(listeners, |_, cfg| {
-        discovery(cfg, DiscoMode::ConsulKv, conf.clone());
-        cfg.disco_key = "stale".into();
-    })
-    .await;
-    let leader = c.leader().await;
+    let (c, leader) = start_on_stale_key(DiscoMode::ConsulKv, conf).await;
     let entry = consul.get("stale/leader").expect("a record");
     let now: serde_json::Value = serde_json::from_slice(&entry.value).expect("json");
     assert_eq!(
@@ -257,9 +237,6 @@ async fn a_key_left_by_a_wiped_cluster_is_taken_over() {
     // wiped); three new nodes must not retry it forever: within a bounded time one of them
     // takes the key over with compare-and-set and the others join it.
     let etcd = sqlraft_discovery::testing::Etcd::start();
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr").to_string();
-    drop(dead);
     let keeper = sqlraft_discovery::etcd::Etcd::connect(
         serde_json::from_value(json!({"endpoints": [etcd.client_url()]})).expect("config"),
         "stale",
@@ -269,21 +246,12 @@ async fn a_key_left_by_a_wiped_cluster_is_taken_over() {
     let old = sqlraft_discovery::LeaderRecord {
         id: "gone".into(),
         api_addr: "http://127.0.0.1:1".into(),
-        addr: dead_addr,
+        addr: dead_addr().await,
     };
     assert!(keeper.create(&old).await.expect("create"));
     let conf = json!({"endpoints": [etcd.client_url()]});
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(bind_pair().await);
-    }
     let started = std::time::Instant::now();
-    let c = TestCluster::start_concurrently(listeners, |_, cfg| {
-        discovery(cfg, DiscoMode::EtcdKv, conf.clone());
-        cfg.disco_key = "stale".into();
-    })
-    .await;
-    let leader = c.leader().await;
+    let (c, leader) = start_on_stale_key(DiscoMode::EtcdKv, conf).await;
     let now = keeper.get().await.expect("get").expect("a record");
     assert_eq!(
         now.record.id, c.members[leader].id,

@@ -371,6 +371,15 @@ pub async fn bind_pair() -> (TcpListener, TcpListener) {
     (http, raft)
 }
 
+/// [`bind_pair`] for each of `n` nodes.
+pub async fn bind_pairs(n: usize) -> Vec<(TcpListener, TcpListener)> {
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        pairs.push(bind_pair().await);
+    }
+    pairs
+}
+
 fn new_member_config(i: usize) -> (tempfile::TempDir, Config) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = cluster_config(tmp.path(), &(i + 1).to_string());
