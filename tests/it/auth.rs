@@ -9,7 +9,8 @@ use sqlraft::node::{Node, NodeError};
 use tokio::net::TcpListener;
 
 use crate::harness::{
-    bind_pair, cluster_config, test_config, wait_until, Client, Resp, TestCluster, CLUSTER_WAIT,
+    assert_cors_allows_credentials, bind_pair, cluster_config, test_config, wait_until, Client,
+    Resp, TestCluster, CLUSTER_WAIT,
 };
 
 /// Writes an `-auth` file into `dir`.
@@ -30,6 +31,16 @@ async fn send(
     Client::new(base)
         .send_as(method, target, user, &[], body)
         .await
+}
+
+/// A GET as `user` (Basic credentials; `None`: anonymous).
+async fn get(base: &str, target: &str, user: Option<(&str, &str)>) -> Resp {
+    send(base, "GET", target, user, None).await
+}
+
+/// A POST of a JSON body as `user`.
+async fn post(base: &str, target: &str, user: Option<(&str, &str)>, body: &str) -> Resp {
+    send(base, "POST", target, user, Some(body)).await
 }
 
 fn assert_unauthorized(r: &Resp, what: &str) {
@@ -60,7 +71,7 @@ async fn start_node(
     let b = base.clone();
     wait_until(Duration::from_secs(20), "node to be ready", || {
         let b = b.clone();
-        async move { send(&b, "GET", "/readyz", ready_as, None).await.status == 200 }
+        async move { get(&b, "/readyz", ready_as).await.status == 200 }
     })
     .await;
     (node, base, tmp)
@@ -220,7 +231,7 @@ async fn every_endpoint_needs_its_permission() {
         .expect("send");
     assert_eq!(r.status().as_u16(), 401);
     assert_unauthorized(
-        &send(&base, "GET", "/status", Some(("nobody", "x")), None).await,
+        &get(&base, "/status", Some(("nobody", "x"))).await,
         "unknown user",
     );
     node.shutdown().await;
@@ -236,60 +247,24 @@ async fn bcrypt_and_plaintext_passwords_both_work() {
     assert!(hash.starts_with("$2b$"));
     let auth = write_auth(dir.path(), &auth_file_json(&hash, "\"ready\""));
     let (node, base, _tmp) = start_node(auth, None, |_| {}).await;
-    for _ in 0..2 {
-        let r = send(
-            &base,
-            "GET",
-            "/status",
-            Some(("hashed", "bcrypt-secret")),
-            None,
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
+    // The hashed user twice: the second time from the verification cache.
+    let right = [
+        ("hashed", "bcrypt-secret"),
+        ("hashed", "bcrypt-secret"),
+        ("u-status", "pw-status"),
+    ];
+    for user in right {
+        let r = get(&base, "/status", Some(user)).await;
+        assert_eq!(r.status, 200, "{user:?}: {}", r.text());
     }
-    assert_unauthorized(
-        &send(
-            &base,
-            "GET",
-            "/status",
-            Some(("hashed", "bcrypt-secreT")),
-            None,
-        )
-        .await,
-        "bcrypt wrong password",
-    );
+    for user in [("hashed", "bcrypt-secreT"), ("u-status", "pw-statuS")] {
+        let r = get(&base, "/status", Some(user)).await;
+        assert_unauthorized(&r, &format!("{user:?}: wrong password"));
+    }
     // The hashed user has no execute permission.
-    assert_unauthorized(
-        &send(
-            &base,
-            "POST",
-            "/db/execute",
-            Some(("hashed", "bcrypt-secret")),
-            Some(r#"["CREATE TABLE x (v)"]"#),
-        )
-        .await,
-        "bcrypt user without execute",
-    );
-    let r = send(
-        &base,
-        "GET",
-        "/status",
-        Some(("u-status", "pw-status")),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    assert_unauthorized(
-        &send(
-            &base,
-            "GET",
-            "/status",
-            Some(("u-status", "pw-statuS")),
-            None,
-        )
-        .await,
-        "plaintext wrong password",
-    );
+    let create = r#"["CREATE TABLE x (v)"]"#;
+    let r = post(&base, "/db/execute", Some(right[0]), create).await;
+    assert_unauthorized(&r, "bcrypt user without execute");
     node.shutdown().await;
 }
 
@@ -303,29 +278,20 @@ async fn star_user_grants_permissions_to_anonymous_requests() {
         c.http.allow_origin = Some("https://example.com".into());
     })
     .await;
-    let r = send(&base, "GET", "/status", None, None).await;
+    let r = get(&base, "/status", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
         Some("https://example.com")
     );
-    assert_eq!(
-        r.header("access-control-allow-headers").as_deref(),
-        Some("Content-Type, Authorization")
-    );
-    assert_eq!(
-        r.header("access-control-allow-credentials").as_deref(),
-        Some("true")
-    );
-    assert_eq!(send(&base, "GET", "/readyz", None, None).await.status, 200);
+    assert_cors_allows_credentials(&r);
+    assert_eq!(get(&base, "/readyz", None).await.status, 200);
     // Anyone with a wrong password still gets what `*` has.
     assert_eq!(
-        send(&base, "GET", "/nodes", Some(("u-query", "nope")), None)
-            .await
-            .status,
+        get(&base, "/nodes", Some(("u-query", "nope"))).await.status,
         200
     );
-    let r = send(&base, "GET", "/db/query?q=SELECT%201", None, None).await;
+    let r = get(&base, "/db/query?q=SELECT%201", None).await;
     assert_unauthorized(&r, "anonymous query");
     assert_eq!(
         r.header("access-control-allow-origin").as_deref(),
@@ -404,12 +370,11 @@ async fn cluster_with_auth_joins_with_join_as_and_forwards_credentials() {
     let leader = c.leader().await;
     let f = c.followers().await[0];
     let fbase = c.members[f].api_url();
-    let r = send(
+    let r = post(
         &fbase,
-        "POST",
         "/db/execute",
         Some(("writer", "wpw")),
-        Some(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]"#),
+        r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -417,42 +382,32 @@ async fn cluster_with_auth_joins_with_join_as_and_forwards_credentials() {
         r.header("x-rqlite-served-by").as_deref(),
         Some(c.members[leader].raft_adv().as_str())
     );
-    let r = send(
+    let r = get(
         &fbase,
-        "GET",
         "/db/query?level=strong&q=SELECT%20v%20FROM%20t",
         Some(("writer", "wpw")),
-        None,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["results"][0]["values"], serde_json::json!([[1]]));
     assert_unauthorized(
-        &send(
+        &post(
             &fbase,
-            "POST",
             "/db/execute",
             Some(("sneaky", "spw")),
-            Some(r#"["INSERT INTO t VALUES(2)"]"#),
+            r#"["INSERT INTO t VALUES(2)"]"#,
         )
         .await,
         "sneaky on follower",
     );
     assert_unauthorized(
-        &send(&fbase, "GET", "/db/backup", Some(("writer", "wpw")), None).await,
+        &get(&fbase, "/db/backup", Some(("writer", "wpw"))).await,
         "backup without permission",
     );
-    let r = send(
-        &fbase,
-        "GET",
-        "/db/backup?fmt=sql",
-        Some(("boss", "bpw")),
-        None,
-    )
-    .await;
+    let r = get(&fbase, "/db/backup?fmt=sql", Some(("boss", "bpw"))).await;
     assert_eq!(r.status, 200);
     assert!(r.text().contains("INSERT INTO"), "{}", r.text());
-    let nodes = send(&fbase, "GET", "/nodes", None, None).await;
+    let nodes = get(&fbase, "/nodes", None).await;
     assert_eq!(nodes.status, 200);
     assert_eq!(nodes.json().as_object().map(|o| o.len()), Some(3));
 }
@@ -480,35 +435,19 @@ async fn leader_rechecks_forwarded_credentials() {
     .await;
     assert_eq!(c.leader().await, 0);
     let base1 = c.members[1].api_url();
-    let r = send(
+    let r = post(
         &base1,
-        "POST",
         "/db/execute",
         Some(("writer", "wpw")),
-        Some(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES('writer')"]"#),
+        r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES('writer')"]"#,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = send(
-        &base1,
-        "POST",
-        "/db/execute",
-        Some(("sneaky", "spw")),
-        Some(r#"["INSERT INTO t VALUES('sneaky')"]"#),
-    )
-    .await;
-    assert_unauthorized(&r, "sneaky forwarded to the leader");
-    let r = send(
-        &base1,
-        "POST",
-        "/db/request",
-        Some(("sneaky", "spw")),
-        Some(r#"["INSERT INTO t VALUES('sneaky')"]"#),
-    )
-    .await;
-    assert_unauthorized(&r, "sneaky unified request forwarded to the leader");
     let sneaky = Some(("sneaky", "spw"));
+    let insert = Some(r#"["INSERT INTO t VALUES('sneaky')"]"#);
     for (method, path, body) in [
+        ("POST", "/db/execute", insert),
+        ("POST", "/db/request", insert),
         ("GET", "/db/backup", None),
         ("POST", "/db/load", Some("INSERT INTO t VALUES('sneaky');")),
         ("DELETE", "/remove", Some(r#"{"id":"1"}"#)),
@@ -521,18 +460,11 @@ async fn leader_rechecks_forwarded_credentials() {
         );
     }
     // Local operations follow the follower's own file.
-    assert_eq!(
-        send(&base1, "GET", "/db/backup?noleader", sneaky, None)
-            .await
-            .status,
-        200
-    );
-    let r = send(
+    assert_eq!(get(&base1, "/db/backup?noleader", sneaky).await.status, 200);
+    let r = get(
         &base1,
-        "GET",
         "/db/query?level=strong&q=SELECT%20count(*)%20FROM%20t",
         sneaky,
-        None,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -541,12 +473,10 @@ async fn leader_rechecks_forwarded_credentials() {
         Some(c.members[0].raft_adv().as_str())
     );
     let base0 = c.members[0].api_url();
-    let r = send(
+    let r = get(
         &base0,
-        "GET",
         "/db/query?level=strong&q=SELECT%20v%20FROM%20t",
         Some(("writer", "wpw")),
-        None,
     )
     .await;
     assert_eq!(
@@ -583,6 +513,23 @@ async fn try_join(
     }
 }
 
+/// Joins as [`try_join`] does, and expects the leader to refuse the credentials.
+async fn assert_join_refused(leader_raft: &str, tweak: impl FnOnce(&mut Config), what: &str) {
+    match try_join(leader_raft, tweak).await {
+        Ok(_) => panic!("{what}: joined"),
+        Err(e) => assert!(e.contains("unauthorized"), "{what}: {e}"),
+    }
+}
+
+/// A joiner's settings: its own -auth `file` and -join-as `user`.
+fn joining_as(file: &Path, user: &str) -> impl FnOnce(&mut Config) {
+    let (file, user) = (file.to_path_buf(), user.to_string());
+    move |cfg| {
+        cfg.auth = Some(file);
+        cfg.cluster.join_as = Some(user);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_without_the_join_permission_is_refused() {
     // Steps: a one-node cluster with auth. A node with no credentials, one whose -join-as
@@ -593,8 +540,7 @@ async fn joining_without_the_join_permission_is_refused() {
     let c = TestCluster::start_with(1, |_, cfg| cfg.auth = Some(auth.clone())).await;
     let leader_raft = c.members[0].raft_adv();
 
-    let e = try_join(&leader_raft, |_| {}).await.err().expect("refused");
-    assert!(e.contains("unauthorized"), "{e}");
+    assert_join_refused(&leader_raft, |_| {}, "no credentials").await;
 
     let wrong_dir = tempfile::tempdir().expect("tempdir");
     let wrong = write_auth(
@@ -602,15 +548,8 @@ async fn joining_without_the_join_permission_is_refused() {
         r#"[{"username":"node","password":"not-nodepw","perms":["join"]},
             {"username":"ro","password":"ropw","perms":["join-read-only"]}]"#,
     );
-    let w = wrong.clone();
-    let e = try_join(&leader_raft, move |cfg| {
-        cfg.auth = Some(w);
-        cfg.cluster.join_as = Some("node".into());
-    })
-    .await
-    .err()
-    .expect("refused");
-    assert!(e.contains("unauthorized"), "{e}");
+    let joins_as_node = joining_as(&wrong, "node");
+    assert_join_refused(&leader_raft, joins_as_node, "a wrong password").await;
 
     // `ro` exists with this password on the leader only if its file says so: add it there
     // via a user that only has join-read-only, and ask to join as a voter.
@@ -627,20 +566,12 @@ async fn joining_without_the_join_permission_is_refused() {
     );
     let c2 = TestCluster::start_with(1, |_, cfg| cfg.auth = Some(leader_auth.clone())).await;
     let leader2 = c2.members[0].raft_adv();
-    let f = ro_file.clone();
-    let e = try_join(&leader2, move |cfg| {
-        cfg.auth = Some(f);
-        cfg.cluster.join_as = Some("readonly".into());
-    })
-    .await
-    .err()
-    .expect("voter join with join-read-only refused");
-    assert!(e.contains("unauthorized"), "{e}");
+    let as_voter = joining_as(&ro_file, "readonly");
+    assert_join_refused(&leader2, as_voter, "a voter with join-read-only").await;
     // The same user may join as a non-voter.
-    let f = ro_file.clone();
-    let (n, _tmp) = try_join(&leader2, move |cfg| {
-        cfg.auth = Some(f);
-        cfg.cluster.join_as = Some("readonly".into());
+    let readonly = joining_as(&ro_file, "readonly");
+    let (n, _tmp) = try_join(&leader2, |cfg| {
+        readonly(cfg);
         cfg.raft.non_voter = true;
     })
     .await

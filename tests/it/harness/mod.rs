@@ -320,3 +320,16 @@ pub fn assert_leader_not_found(r: &Resp, what: &str) {
     );
     assert_eq!(r.header("content-type").as_deref(), Some(TEXT_CT), "{what}");
 }
+
+/// The CORS headers a node sends with or without -auth, as rqlite 8 does (golden corrections,
+/// item 1): browsers may send credentials and an Authorization header.
+pub fn assert_cors_allows_credentials(r: &Resp) {
+    assert_eq!(
+        r.header("access-control-allow-headers").as_deref(),
+        Some("Content-Type, Authorization")
+    );
+    assert_eq!(
+        r.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+}
