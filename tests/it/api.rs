@@ -88,15 +88,7 @@ async fn corrupt_database_file_is_refused_and_old_data_kept() {
         .await;
     let mut junk = b"SQLite format 3\0".to_vec();
     junk.extend(std::iter::repeat_n(0xAB, 8192));
-    let r = n
-        .client
-        .send(
-            "POST",
-            "/db/load",
-            Some("application/octet-stream"),
-            Some(junk),
-        )
-        .await;
+    let r = n.client.load_image(junk).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("invalid SQLite database"), "{}", r.text());
     assert_eq!(
@@ -119,15 +111,7 @@ async fn backup_then_load_round_trips() {
     n.client
         .execute_ok(r#"["DELETE FROM t", "CREATE TABLE other (x)"]"#)
         .await;
-    let r = n
-        .client
-        .send(
-            "POST",
-            "/db/load",
-            Some("application/octet-stream"),
-            Some(backup.body),
-        )
-        .await;
+    let r = n.client.load_image(backup.body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         n.client
@@ -143,15 +127,7 @@ async fn backup_then_load_round_trips() {
     // And a SQL dump loads into an empty node.
     let dump = n.client.get("/db/backup?fmt=sql").await.text();
     let m = TestNode::start().await;
-    let r = m
-        .client
-        .send(
-            "POST",
-            "/db/load",
-            Some("text/plain"),
-            Some(dump.into_bytes()),
-        )
-        .await;
+    let r = m.client.load_sql("/db/load", &dump).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         m.client

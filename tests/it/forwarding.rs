@@ -190,12 +190,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
 
     let r = c
         .client(f)
-        .send(
-            "POST",
-            "/db/load",
-            Some("text/plain"),
-            Some(b"CREATE TABLE fl (x); INSERT INTO fl VALUES(1);".to_vec()),
-        )
+        .load_sql("/db/load", "CREATE TABLE fl (x); INSERT INTO fl VALUES(1);")
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -207,12 +202,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
 
     let r = c
         .client(f)
-        .send(
-            "POST",
-            "/db/load?redirect",
-            Some("text/plain"),
-            Some(b"CREATE TABLE fl2 (x);".to_vec()),
-        )
+        .load_sql("/db/load?redirect", "CREATE TABLE fl2 (x);")
         .await;
     assert_eq!(r.status, 301, "{}", r.text());
     assert_eq!(
@@ -310,23 +300,9 @@ async fn without_a_leader_the_survivor_answers_503_leader_not_found() {
     assert_leader_not_found(&sc.get("/readyz").await, "readyz (C244)");
     assert_leader_not_found(&sc.get("/leader").await, "leader (C248)");
     assert_leader_not_found(&sc.get("/db/backup").await, "backup (C249)");
-    let r = sc
-        .send(
-            "POST",
-            "/db/load",
-            Some("text/plain"),
-            Some(b"CREATE TABLE zz (x);".to_vec()),
-        )
-        .await;
+    let r = sc.load_sql("/db/load", "CREATE TABLE zz (x);").await;
     assert_leader_not_found(&r, "load (C251)");
-    let r = sc
-        .send(
-            "DELETE",
-            "/remove",
-            Some("application/json"),
-            Some(br#"{"id":"3"}"#.to_vec()),
-        )
-        .await;
+    let r = sc.send_json("DELETE", "/remove", r#"{"id":"3"}"#).await;
     assert_leader_not_found(&r, "remove (C252)");
 
     // What needs no leader still works, and the failed writes left no trace.

@@ -149,15 +149,7 @@ async fn leadership_moves_on_request_and_on_graceful_shutdown() {
 
     let target = (0..3).find(|i| *i != second).unwrap();
     let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
-    let r = c
-        .client(second)
-        .send(
-            "POST",
-            "/leader",
-            Some("application/json"),
-            Some(body.into_bytes()),
-        )
-        .await;
+    let r = c.client(second).post_json("/leader", &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     wait_until(CLUSTER_WAIT, "leadership to reach the named node", || {
         let agreed = c.agreed_leader(&[0, 1, 2]);
@@ -166,15 +158,7 @@ async fn leadership_moves_on_request_and_on_graceful_shutdown() {
     .await;
     // Naming the current leader is refused.
     let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
-    let r = c
-        .client(target)
-        .send(
-            "POST",
-            "/leader",
-            Some("application/json"),
-            Some(body.into_bytes()),
-        )
-        .await;
+    let r = c.client(target).post_json("/leader", &body).await;
     assert_ne!(r.status, 200, "{}", r.text());
 
     c.stop(target).await;

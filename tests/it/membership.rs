@@ -24,13 +24,10 @@ async fn node_removed_via_a_follower_leaves_the_cluster() {
     let followers = c.followers().await;
     let (gone, via) = (followers[1], followers[0]);
     let leader_raft = c.members[l].raft_adv();
-    let remove = |id: &str| format!(r#"{{"id":"{id}"}}"#).into_bytes();
-    let del = |i: usize, target: &'static str, body: Vec<u8>| {
+    let remove = |id: &str| format!(r#"{{"id":"{id}"}}"#);
+    let del = |i: usize, target: &'static str, body: String| {
         let cl = c.client(i).clone();
-        async move {
-            cl.send("DELETE", target, Some("application/json"), Some(body))
-                .await
-        }
+        async move { cl.send_json("DELETE", target, &body).await }
     };
 
     let r = del(via, "/remove?redirect", remove(&c.members[gone].id)).await;
@@ -40,9 +37,9 @@ async fn node_removed_via_a_follower_leaves_the_cluster() {
         Some(format!("{}/remove?redirect", c.members[l].api_url()))
     );
     assert!(r.body.is_empty());
-    for bad in [&b"nope"[..], br#"{"id":"3","x":1}"#, br#"{"id":3}"#, b""] {
-        let r = del(via, "/remove", bad.to_vec()).await;
-        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+    for bad in ["nope", r#"{"id":"3","x":1}"#, r#"{"id":3}"#, ""] {
+        let r = del(via, "/remove", bad.to_string()).await;
+        assert_eq!(r.status, 400, "{bad}");
         assert!(r.body.is_empty(), "{}", r.text());
     }
     assert_eq!(c.client(via).get("/remove").await.status, 405);
@@ -145,12 +142,7 @@ async fn nodes_can_leave_on_shutdown_and_a_removed_node_stops_raft() {
 
     let r = c
         .client(0)
-        .send(
-            "DELETE",
-            "/remove",
-            Some("application/json"),
-            Some(br#"{"id":"2"}"#.to_vec()),
-        )
+        .send_json("DELETE", "/remove", r#"{"id":"2"}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let removed = c.node(1).store().clone();

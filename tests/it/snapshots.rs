@@ -95,15 +95,7 @@ async fn a_20_mb_database_loaded_into_a_cluster_reaches_every_node() {
         conn.serialize(rusqlite::MAIN_DB).expect("image").to_vec()
     };
     assert!(image.len() > 20_000_000, "{}", image.len());
-    let r = c
-        .client(f)
-        .send(
-            "POST",
-            "/db/load",
-            Some("application/octet-stream"),
-            Some(image),
-        )
-        .await;
+    let r = c.client(f).load_image(image).await;
     assert_eq!(r.status, 200, "{}", r.text());
     for i in 0..3 {
         wait_rows(&c, i, 10_000, Duration::from_secs(60)).await;

@@ -20,13 +20,7 @@ COMMIT;
 ";
 
 async fn load_text(c: &Client, sql: &str) -> crate::harness::Resp {
-    c.send(
-        "POST",
-        "/db/load",
-        Some("text/plain"),
-        Some(sql.as_bytes().to_vec()),
-    )
-    .await
+    c.load_sql("/db/load", sql).await
 }
 
 /// Every read level answers on `c`, none of them `database is locked`.

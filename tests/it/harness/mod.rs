@@ -224,6 +224,25 @@ impl Client {
         .await
     }
 
+    /// A JSON body with any method (`DELETE /remove`).
+    pub async fn send_json(&self, method: &str, target: &str, body: &str) -> Resp {
+        let body = Some(body.as_bytes().to_vec());
+        self.send(method, target, Some("application/json"), body)
+            .await
+    }
+
+    /// `POST` of a SQL text (`/db/load` with a dump).
+    pub async fn load_sql(&self, target: &str, sql: &str) -> Resp {
+        let body = Some(sql.as_bytes().to_vec());
+        self.send("POST", target, Some("text/plain"), body).await
+    }
+
+    /// `POST /db/load` of a SQLite file image.
+    pub async fn load_image(&self, image: Vec<u8>) -> Resp {
+        let ct = Some("application/octet-stream");
+        self.send("POST", "/db/load", ct, Some(image)).await
+    }
+
     /// Waits until `path` (`/nodes`, `/nodes?nonvoters`) lists `n` members.
     pub async fn wait_members(&self, path: &str, n: usize, what: &str) {
         let c = self.clone();
