@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Client, Proc};
+use crate::harness::{assert_no_acknowledged_write_lost, ids_of, Client, Proc};
 
 /// Writers insert rows concurrently and record which inserts were acknowledged; the node is
 /// SIGKILLed mid-run and restarted; every acknowledged row must be there.
@@ -68,19 +68,8 @@ async fn acknowledged_writes_survive_kill9(
         .client
         .query_values("SELECT id FROM t ORDER BY id", "strong")
         .await;
-    let present: BTreeSet<i64> = values
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_i64().unwrap())
-        .collect();
-    let missing: Vec<_> = acked.difference(&present).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged rows lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    let present = ids_of(&values);
+    assert_no_acknowledged_write_lost(&acked, &present, "kill -9 and restart");
     assert!(present.len() >= acked.len());
 }
 

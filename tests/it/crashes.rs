@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{query, url_encode, values, wait_until, Client, ProcCluster, CLUSTER_WAIT};
+use crate::harness::{
+    assert_no_acknowledged_write_lost, ids_of, query, url_encode, values, wait_until, Client,
+    ProcCluster, CLUSTER_WAIT,
+};
 
 /// What writers were told about their INSERTs.
 #[derive(Default)]
@@ -22,66 +25,76 @@ struct WriteLog {
     refused: Vec<(i64, String)>,
 }
 
-/// `writers` tasks insert rows `w * 1_000_000 + i` into `t(id, w)` through `clients`, moving
-/// to the next node on any failure, until `stop`; they record what they were told in `log`.
-fn spawn_inserters(
-    clients: &[Client],
-    writers: i64,
-    log: &Arc<Mutex<WriteLog>>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..writers)
-        .map(|w| {
-            let (clients, log, stop) = (clients.to_vec(), log.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut node = w as usize % clients.len();
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = w * 1_000_000 + i;
-                    let body = format!(r#"[["INSERT INTO t(id, w) VALUES(?, ?)", {id}, {w}]]"#);
-                    match clients[node].try_post_json("/db/execute", &body).await {
-                        Ok(r) if r.status == 200 && r.text().contains(r#""rows_affected":1"#) => {
-                            log.lock().unwrap().acked.insert(id);
-                            continue;
-                        }
-                        Ok(r) if r.status == 503 && r.text().contains("unreachable") => {
-                            log.lock().unwrap().refused.push((id, r.text()));
-                        }
-                        _ => {}
-                    }
-                    node = (node + 1) % clients.len();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
+/// Writers inserting rows `w * 1_000_000 + i` into `t(id, w)` through every node of a
+/// process cluster, moving to the next node on any failure, and recording what they were
+/// told.
+struct Inserters {
+    log: Arc<Mutex<WriteLog>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Inserters {
+    /// Creates `t` on the leader, then starts `writers` writers (their requests time out
+    /// after 5s: nodes die under them).
+    async fn start(pc: &ProcCluster, writers: i64) -> Self {
+        let l = pc.wait_for_leader().await;
+        pc.client(l)
+            .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
+            .await;
+        let clients: Vec<Client> = (0..pc.members.len())
+            .map(|i| Client::with_timeout(pc.client(i).base.clone(), Duration::from_secs(5)))
+            .collect();
+        let log: Arc<Mutex<WriteLog>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..writers)
+            .map(|w| tokio::spawn(insert(w, clients.clone(), log.clone(), stop.clone())))
+            .collect();
+        Inserters { log, stop, tasks }
+    }
+
+    /// Waits until `n` more inserts than now were acknowledged.
+    async fn wait_more_acked(&self, n: usize, what: &str) {
+        let target = self.log.lock().unwrap().acked.len() + n;
+        wait_until(CLUSTER_WAIT, what, || {
+            let now = self.log.lock().unwrap().acked.len();
+            async move { now >= target }
         })
-        .collect()
+        .await;
+    }
+
+    /// Stops the writers; what they were told.
+    async fn stop(self) -> WriteLog {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
 }
 
-/// The ids in the first column of query values.
-fn ids_of(v: &Value) -> BTreeSet<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_i64().unwrap())
-        .collect()
-}
-
-/// Waits until `log` holds `n` more acknowledged rows than now.
-async fn wait_more_acked(log: &Arc<Mutex<WriteLog>>, n: usize, what: &str) {
-    let target = log.lock().unwrap().acked.len() + n;
-    wait_until(CLUSTER_WAIT, what, || {
-        let now = log.lock().unwrap().acked.len();
-        async move { now >= target }
-    })
-    .await;
-}
-
-fn short_timeout_clients(pc: &ProcCluster) -> Vec<Client> {
-    (0..pc.members.len())
-        .map(|i| Client::with_timeout(pc.client(i).base.clone(), Duration::from_secs(5)))
-        .collect()
+/// Writer `w` of [`Inserters`], until `stop`.
+async fn insert(w: i64, clients: Vec<Client>, log: Arc<Mutex<WriteLog>>, stop: Arc<AtomicBool>) {
+    let mut node = w as usize % clients.len();
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let id = w * 1_000_000 + i;
+        let body = format!(r#"[["INSERT INTO t(id, w) VALUES(?, ?)", {id}, {w}]]"#);
+        match clients[node].try_post_json("/db/execute", &body).await {
+            Ok(r) if r.status == 200 && r.text().contains(r#""rows_affected":1"#) => {
+                log.lock().unwrap().acked.insert(id);
+                continue;
+            }
+            Ok(r) if r.status == 503 && r.text().contains("unreachable") => {
+                log.lock().unwrap().refused.push((id, r.text()));
+            }
+            _ => {}
+        }
+        node = (node + 1) % clients.len();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,36 +105,25 @@ async fn sigkilled_leader_is_replaced_and_no_acknowledged_write_is_lost() {
     // leader. Every acknowledged row is there at level=strong. The killed node, restarted on
     // its data dir, catches up: it ends up with exactly the leader's rows.
     let mut pc = ProcCluster::start(3, &[]).await;
+    let inserters = Inserters::start(&pc, 8).await;
     let old = pc.wait_for_leader().await;
-    pc.client(old)
-        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
+    inserters
+        .wait_more_acked(100, "writes before the kill")
         .await;
-    let log: Arc<Mutex<WriteLog>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = spawn_inserters(&short_timeout_clients(&pc), 8, &log, &stop);
-    wait_more_acked(&log, 100, "writes before the kill").await;
     pc.kill9(old);
     let killed_at = Instant::now();
-    wait_more_acked(&log, 100, "writes acknowledged by the survivors").await;
+    let survivors = "writes acknowledged by the survivors";
+    inserters.wait_more_acked(100, survivors).await;
     let failover = killed_at.elapsed();
     let new = pc.wait_for_leader().await;
     assert_ne!(new, old);
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let log = inserters.stop().await;
 
     let present = ids_of(&values(
         &query(pc.client(new), "level=strong", "SELECT id FROM t").await,
     ));
-    let acked = std::mem::take(&mut log.lock().unwrap().acked);
-    let missing: Vec<_> = acked.difference(&present).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged rows lost (failover took {failover:?}), e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    let context = format!("failover took {failover:?}");
+    assert_no_acknowledged_write_lost(&log.acked, &present, &context);
 
     pc.restart(old).await;
     let oc = pc.client(old).clone();
@@ -150,30 +152,23 @@ async fn forwarded_write_cut_off_by_a_leader_crash_is_not_reported_as_not_applie
     // broken pipe", "connection reset") is reported that way, and the new leader commits
     // some of them.
     let mut pc = ProcCluster::start(3, &[]).await;
-    let l = pc.wait_for_leader().await;
-    pc.client(l)
-        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
-        .await;
-    let log: Arc<Mutex<WriteLog>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = spawn_inserters(&short_timeout_clients(&pc), 32, &log, &stop);
+    let inserters = Inserters::start(&pc, 32).await;
     for _ in 0..3 {
-        wait_more_acked(&log, 100, "writes before the kill").await;
+        inserters
+            .wait_more_acked(100, "writes before the kill")
+            .await;
         let l = pc.wait_for_leader().await;
         pc.kill9(l);
-        wait_more_acked(&log, 50, "writes through the survivors").await;
+        let survivors = "writes through the survivors";
+        inserters.wait_more_acked(50, survivors).await;
         pc.restart(l).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let log = inserters.stop().await;
     let l = pc.wait_for_leader().await;
     let present = ids_of(&values(
         &query(pc.client(l), "level=strong", "SELECT id FROM t").await,
     ));
-    let log = std::mem::take(&mut *log.lock().unwrap());
-    assert!(log.acked.is_subset(&present));
+    assert_no_acknowledged_write_lost(&log.acked, &present, "leader crashes");
     let applied: Vec<&(i64, String)> = log
         .refused
         .iter()

@@ -352,3 +352,26 @@ pub fn assert_cors_allows_credentials(r: &Resp) {
         Some("true")
     );
 }
+
+/// The ids in the first column of query values.
+pub fn ids_of(v: &serde_json::Value) -> std::collections::BTreeSet<i64> {
+    let rows = v.as_array().expect("rows");
+    rows.iter()
+        .map(|r| r[0].as_i64().expect("an integer id"))
+        .collect()
+}
+
+/// Every acknowledged id is `present`; otherwise says how many are not, and names a few.
+pub fn assert_no_acknowledged_write_lost(
+    acked: &std::collections::BTreeSet<i64>,
+    present: &std::collections::BTreeSet<i64>,
+    context: &str,
+) {
+    let missing: Vec<_> = acked.difference(present).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged rows lost ({context}), e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
