@@ -2,22 +2,25 @@
 
 use serde_json::json;
 
-use crate::harness::{assert_cors_allows_credentials, url_encode, TestNode};
+use crate::harness::{assert_cors_allows_credentials, url_encode, Client, TestNode};
+
+/// Column `v` of table `t`, in order, read at `level`.
+async fn column_v(c: &Client, level: &str) -> serde_json::Value {
+    c.query_values("SELECT v FROM t ORDER BY v", level).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_data() {
     // Steps: write, stop, start on the same dir, read everything back.
     let n = TestNode::start().await;
     n.client.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t(v) VALUES('a')", "INSERT INTO t(v) VALUES('b')"]"#).await;
-    let (dir, tmp) = n.stop().await;
-    let n = TestNode::start_in(&dir, |_| {}).await;
+    let n = n.restart(|_| {}).await;
     assert_eq!(
         n.client
             .query_values("SELECT v FROM t ORDER BY id", "strong")
             .await,
         json!([["a"], ["b"]])
     );
-    drop(tmp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,15 +41,8 @@ async fn restart_restores_snapshot_then_replays_log() {
         "{st}"
     );
     n.client.execute_ok(r#"["INSERT INTO t VALUES(2)"]"#).await;
-    let (dir, tmp) = n.stop().await;
-    let n = TestNode::start_in(&dir, |_| {}).await;
-    assert_eq!(
-        n.client
-            .query_values("SELECT v FROM t ORDER BY v", "strong")
-            .await,
-        json!([[1], [2]])
-    );
-    drop(tmp);
+    let n = n.restart(|_| {}).await;
+    assert_eq!(column_v(&n.client, "strong").await, json!([[1], [2]]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,15 +55,13 @@ async fn nondeterministic_sql_is_rewritten_before_the_log() {
         .client
         .query_values("SELECT r, hex(b), d FROM t", "strong")
         .await;
-    let (dir, tmp) = n.stop().await;
-    let n = TestNode::start_in(&dir, |_| {}).await;
+    let n = n.restart(|_| {}).await;
     let after = n
         .client
         .query_values("SELECT r, hex(b), d FROM t", "strong")
         .await;
     assert_eq!(before, after);
     assert_eq!(after[0][1].as_str().unwrap().len(), 16);
-    drop(tmp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,12 +107,7 @@ async fn backup_then_load_round_trips() {
         .await;
     let r = n.client.load_image(backup.body).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        n.client
-            .query_values("SELECT v FROM t ORDER BY v", "strong")
-            .await,
-        json!([[1], [2]])
-    );
+    assert_eq!(column_v(&n.client, "strong").await, json!([[1], [2]]));
     let tables = n
         .client
         .query_values("SELECT name FROM sqlite_master WHERE type='table'", "weak")
@@ -129,12 +118,7 @@ async fn backup_then_load_round_trips() {
     let m = TestNode::start().await;
     let r = m.client.load_sql("/db/load", &dump).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        m.client
-            .query_values("SELECT v FROM t ORDER BY v", "weak")
-            .await,
-        json!([[1], [2]])
-    );
+    assert_eq!(column_v(&m.client, "weak").await, json!([[1], [2]]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,13 +325,11 @@ async fn on_disk_database_is_rebuilt_from_the_log_at_restart() {
         .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES('on disk')"]"#)
         .await;
     assert!(n.dir.join("db.sqlite").exists());
-    let (dir, tmp) = n.stop().await;
-    let n = TestNode::start_in(&dir, |c| c.db.on_disk = true).await;
+    let n = n.restart(|c| c.db.on_disk = true).await;
     assert_eq!(
         n.client.query_values("SELECT v FROM t", "strong").await,
         json!([["on disk"]])
     );
     let backup = n.client.get("/db/backup").await;
     assert!(backup.body.starts_with(b"SQLite format 3\0"));
-    drop(tmp);
 }

@@ -98,6 +98,14 @@ impl TestNode {
         }
     }
 
+    /// Stops the node and starts it again on the same data dir with `tweak`.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (dir, tmp) = self.stop().await;
+        let mut n = Self::start_in(&dir, tweak).await;
+        n._tmp = tmp;
+        n
+    }
+
     /// Stops the node but keeps its data dir (returned for a restart).
     pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
         if let Some(n) = self.node.take() {
