@@ -20,6 +20,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     let c = TestCluster::start(3).await;
     let (l, f) = c.leader_and_follower().await;
     let leader_raft = c.members[l].raft_adv();
+    let follower = c.client(f);
 
     let r = c
         .client(l)
@@ -31,8 +32,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     assert_eq!((r.status, r.text().as_str()), (200, r#"{"results":[{}]}"#));
     assert_eq!(served_by(&r), None);
 
-    let r = c
-        .client(f)
+    let r = follower
         .post_json(
             "/db/execute",
             r#"[["INSERT INTO foo(name) VALUES(?)", "fiona"]]"#,
@@ -46,8 +46,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     assert_eq!(r.header("content-type").as_deref(), Some(JSON_CT));
     assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
 
-    let r = c
-        .client(f)
+    let r = follower
         .post_json(
             "/db/execute?timings&raft_index",
             r#"[["INSERT INTO foo(name) VALUES(?)", "declan"]]"#,
@@ -61,8 +60,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     assert!(j["raft_index"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
 
-    let r = c
-        .client(f)
+    let r = follower
         .post_json(
             "/db/request",
             r#"[["INSERT INTO foo(name) VALUES(?)", "req"], "SELECT COUNT(*) FROM foo"]"#,
@@ -75,8 +73,7 @@ async fn follower_write_is_forwarded_to_the_leader() {
     );
     assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
 
-    let r = c
-        .client(f)
+    let r = follower
         .post_json(
             "/db/execute?queue&wait",
             r#"["INSERT INTO foo(name) VALUES('queued')"]"#,
@@ -179,17 +176,17 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
     let (l, f) = c.leader_and_follower().await;
     let leader_raft = c.members[l].raft_adv();
     let leader_api = c.members[l].api_url();
+    let follower = c.client(f);
     c.client(l)
         .execute_ok(r#"["CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT)", "INSERT INTO foo(name) VALUES('fiona')"]"#)
         .await;
 
-    let r = c.client(f).get("/db/backup").await;
+    let r = follower.get("/db/backup").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body.starts_with(b"SQLite format 3\0"));
     assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
 
-    let r = c
-        .client(f)
+    let r = follower
         .load_sql("/db/load", "CREATE TABLE fl (x); INSERT INTO fl VALUES(1);")
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -200,8 +197,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
     assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
     assert_eq!(r.header("content-type").as_deref(), Some(TEXT_CT));
 
-    let r = c
-        .client(f)
+    let r = follower
         .load_sql("/db/load?redirect", "CREATE TABLE fl2 (x);")
         .await;
     assert_eq!(r.status, 301, "{}", r.text());
@@ -213,7 +209,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
     assert_eq!(r.header("content-type"), None);
 
     c.wait_all_see("SELECT x FROM fl", &json!([[1]])).await;
-    let r = c.client(f).get("/db/backup?fmt=sql&noleader").await;
+    let r = follower.get("/db/backup?fmt=sql&noleader").await;
     assert_eq!(r.status, 200);
     assert_eq!(served_by(&r), None);
     assert!(
@@ -223,7 +219,7 @@ async fn backup_and_load_on_a_follower_are_forwarded_or_redirected() {
     );
     assert!(!r.text().contains("fl2"), "{}", r.text());
 
-    let r = c.client(f).get("/db/backup?redirect").await;
+    let r = follower.get("/db/backup?redirect").await;
     assert_eq!(r.status, 301, "{}", r.text());
     assert_eq!(
         r.header("location"),
