@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_for, Client, Proc};
+use crate::harness::{Client, Proc};
 
 /// A `sqlraftd` with its stderr captured; killed when dropped.
 struct Logged {
@@ -13,15 +13,31 @@ struct Logged {
     client: Client,
 }
 
+/// Node 1 on loopback, ports chosen by the system.
+const NODE_1: [&str; 6] = [
+    "-node-id",
+    "1",
+    "-http-addr",
+    "127.0.0.1:0",
+    "-raft-addr",
+    "127.0.0.1:0",
+];
+
 impl Logged {
-    /// Starts the binary with `args` (the data dir last) and reads its startup line.
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+    /// Starts node 1 with `args` (the data dir last).
+    fn spawn(args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+            .args(NODE_1)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn sqlraftd");
+            .expect("spawn sqlraftd")
+    }
+
+    /// Starts node 1 with `args` (the data dir last) and reads its startup line.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Self::spawn(args);
         let mut out = child.stdout.take().expect("stdout");
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
@@ -39,23 +55,28 @@ impl Logged {
 
     /// Waits for the process to exit; returns its exit code and everything it logged.
     fn exit(mut self, within: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sqlraftd did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.code(), err)
+        exit_of(&mut self.child, within)
     }
+}
+
+/// Waits for `child` to exit; its exit code and everything it logged.
+fn exit_of(child: &mut Child, within: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sqlraftd did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err)
 }
 
 impl Drop for Logged {
@@ -63,6 +84,14 @@ impl Drop for Logged {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `exit` (a blocking wait for a process to end) off the runtime; the process must have
+/// failed. Returns what it logged.
+async fn failed_exit(exit: impl FnOnce() -> (Option<i32>, String) + Send + 'static) -> String {
+    let (code, log) = tokio::task::spawn_blocking(exit).await.expect("join");
+    assert_ne!(code, Some(0), "{log}");
+    log
 }
 
 /// A loopback address nothing listens on.
@@ -82,12 +111,6 @@ async fn a_node_whose_join_target_is_dead_serves_status_meanwhile_then_exits_non
     let dead = dead_addr();
     let d = dir.path().to_string_lossy().to_string();
     let n = Logged::start(&[
-        "-node-id",
-        "1",
-        "-http-addr",
-        "127.0.0.1:0",
-        "-raft-addr",
-        "127.0.0.1:0",
         "-join",
         &dead,
         "-join-attempts",
@@ -102,10 +125,7 @@ async fn a_node_whose_join_target_is_dead_serves_status_meanwhile_then_exits_non
     }
     let r = n.client.get("/readyz").await;
     assert_eq!(r.status, 503, "{}", r.text());
-    let (code, log) = tokio::task::spawn_blocking(move || n.exit(Duration::from_secs(20)))
-        .await
-        .expect("join");
-    assert_ne!(code, Some(0), "{log}");
+    let log = failed_exit(move || n.exit(Duration::from_secs(20))).await;
     assert!(
         log.contains("failed to join cluster after 4 attempts"),
         "{log}"
@@ -129,30 +149,8 @@ async fn a_lone_leader_restarted_with_join_refuses_to_start() {
         .await;
     p.kill9();
     let d = dir.path().to_string_lossy().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-        .args([
-            "-node-id",
-            "1",
-            "-http-addr",
-            "127.0.0.1:0",
-            "-raft-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["-join", &o.raft_addr, &d])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_for(Duration::from_secs(20), "the node to exit", || {
-        let s = child.try_wait().expect("wait");
-        async move { s }
-    })
-    .await;
-    let mut log = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut log);
-    }
-    assert!(!status.success(), "{log}");
+    let mut child = Logged::spawn(&["-join", &o.raft_addr, &d]);
+    let log = failed_exit(move || exit_of(&mut child, Duration::from_secs(20))).await;
     assert!(
         log.contains("only member of its own single-node cluster"),
         "{log}"

@@ -215,13 +215,7 @@ impl Client {
     }
 
     pub async fn post_json(&self, target: &str, body: &str) -> Resp {
-        self.send(
-            "POST",
-            target,
-            Some("application/json"),
-            Some(body.as_bytes().to_vec()),
-        )
-        .await
+        self.send_json("POST", target, body).await
     }
 
     /// A JSON body with any method (`DELETE /remove`).
