@@ -21,8 +21,10 @@ fn start(dir: &Path, id: &str, raft_addr: &str, join: Option<&str>) -> Proc {
         .unwrap_or_else(|e| panic!("node {id}: {e}"))
 }
 
-/// Three nodes with a table of 100 rows; returns them once every node has every row.
-async fn three_with_data(dirs: &[tempfile::TempDir]) -> Vec<Proc> {
+/// Three nodes with a table of 100 rows, SIGKILLed once every node has every row; their
+/// data dirs.
+async fn three_killed_with_data() -> Vec<tempfile::TempDir> {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let n1 = start(dirs[0].path(), "1", "127.0.0.1:0", None);
     n1.wait_ready().await;
     let join = n1.raft_addr.clone();
@@ -42,7 +44,10 @@ async fn three_with_data(dirs: &[tempfile::TempDir]) -> Vec<Proc> {
     for n in &nodes {
         wait_count(n, 100).await;
     }
-    nodes
+    for n in nodes {
+        n.kill9();
+    }
+    dirs
 }
 
 async fn wait_count(n: &Proc, want: i64) {
@@ -100,11 +105,7 @@ async fn the_last_survivor_recovers_alone_with_its_data_and_takes_writes() {
     // Steps: 3 nodes, 100 rows; all stop, two are destroyed for good. The survivor alone
     // cannot elect itself; with raft/peers.json naming only itself (at a new Raft address)
     // it restarts as a one-node cluster, with every row, and takes writes.
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = three_with_data(&dirs).await;
-    for n in nodes {
-        n.kill9();
-    }
+    let dirs = three_killed_with_data().await;
     let mut dirs = dirs.into_iter();
     let survivor = dirs.next().unwrap();
     drop(dirs);
@@ -147,11 +148,7 @@ async fn a_whole_cluster_moved_to_new_addresses_recovers_with_peers_json() {
     // Steps (rqlite's TestClusterRecovery): 3 nodes stop; each gets a peers.json listing all
     // three at new Raft addresses and restarts there. They elect a leader with their data,
     // and /nodes shows every node at its new API address.
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = three_with_data(&dirs).await;
-    for n in nodes {
-        n.kill9();
-    }
+    let dirs = three_killed_with_data().await;
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();

@@ -10,6 +10,14 @@ use serde_json::json;
 use crate::harness::{query, values, wait_until, Client, TestCluster, CLUSTER_WAIT};
 
 /// Waits until node `i` holds `want` rows in `t`.
+/// Settings that snapshot once `entries` entries were applied, checked every `interval`.
+fn snapshot_every(entries: u64, interval: Duration) -> impl Fn(&mut sqlraft::config::Config) {
+    move |cfg| {
+        cfg.raft.snap = entries;
+        cfg.raft.snap_int = interval;
+    }
+}
+
 async fn wait_rows(c: &TestCluster, i: usize, want: i64, within: Duration) {
     let cl = c.client(i).clone();
     wait_until(
@@ -34,11 +42,8 @@ async fn a_follower_catches_up_from_a_multi_megabyte_snapshot() {
     // second; a follower is stopped; 100 rows of 48 KiB each (a ~5 MB database) are written;
     // enough small writes follow for the log to be compacted past what the follower has; the
     // follower restarts and must converge (by snapshot: the log it needs is gone).
-    let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft.snap = 200;
-        cfg.raft.snap_int = Duration::from_secs(1);
-    })
-    .await;
+    let mut c =
+        TestCluster::start_with(3, |_, cfg| snapshot_every(200, Duration::from_secs(1))(cfg)).await;
     let (l, f) = c.leader_and_follower().await;
     c.client(l)
         .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]"#)
@@ -110,8 +115,7 @@ async fn new_node_catches_up_through_a_snapshot() {
     // A 4th node joins: the log cannot bring it up to date, only a snapshot can; it ends
     // up with every row, and its Raft state shows the installed snapshot.
     let mut c = TestCluster::start_with(3, |_, cfg| {
-        cfg.raft.snap = 50;
-        cfg.raft.snap_int = Duration::from_millis(100);
+        snapshot_every(50, Duration::from_millis(100))(cfg)
     })
     .await;
     let l = c.leader().await;
@@ -165,10 +169,7 @@ async fn new_node_catches_up_through_a_snapshot() {
     .await;
 
     let n = c
-        .add_node(|cfg| {
-            cfg.raft.snap = 50;
-            cfg.raft.snap_int = Duration::from_millis(100);
-        })
+        .add_node(snapshot_every(50, Duration::from_millis(100)))
         .await;
     c.wait_all_see(
         "SELECT COUNT(*), MIN(id), MAX(id) FROM t",
@@ -202,8 +203,7 @@ async fn manual_snapshot_racing_an_automatic_one_completes() {
     // (fewer than 50 new entries), so the request waits out the store's 60s limit.
     // Found by `new_node_catches_up_through_a_snapshot` under parallel load.
     let c = TestCluster::start_with(1, |_, cfg| {
-        cfg.raft.snap = 50;
-        cfg.raft.snap_int = Duration::from_millis(10);
+        snapshot_every(50, Duration::from_millis(10))(cfg)
     })
     .await;
     let cl = c.client(0).clone();
