@@ -8,15 +8,24 @@ use serde_json::json;
 
 use crate::harness::{assert_nodes_lists_voters, query, values, wait_members, TestCluster};
 
+/// Every node's Raft configuration and `/nodes` show the same three voters and the same
+/// leader, which is returned.
+async fn every_node_lists_the_three_voters(c: &TestCluster) -> usize {
+    let l = c.leader().await;
+    for i in 0..3 {
+        wait_members(c, i, &[("1", true), ("2", true), ("3", true)]).await;
+        assert_nodes_lists_voters(c, i, &["1", "2", "3"], l).await;
+    }
+    l
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_formed_by_join_list_three_reachable_voters_and_one_leader() {
     // Steps: node 1 bootstraps, nodes 2 and 3 -join node 1's Raft address; every node's Raft
     // configuration and /nodes then show the same three voters and the same single leader.
     let c = TestCluster::start(3).await;
-    let l = c.leader().await;
+    let l = every_node_lists_the_three_voters(&c).await;
     for i in 0..3 {
-        wait_members(&c, i, &[("1", true), ("2", true), ("3", true)]).await;
-        assert_nodes_lists_voters(&c, i, &["1", "2", "3"], l).await;
         let st = c.client(i).get("/status?key=store.leader").await.json();
         assert_eq!(
             st,
@@ -33,11 +42,7 @@ async fn bootstrap_expect_forms_exactly_one_cluster() {
     // addresses and -bootstrap-expect 3; they must form one cluster (one leader every node
     // agrees on, the same three voters everywhere), and a write reaches every node.
     let c = TestCluster::start_bootstrap_expect(3).await;
-    let l = c.leader().await;
-    for i in 0..3 {
-        wait_members(&c, i, &[("1", true), ("2", true), ("3", true)]).await;
-        assert_nodes_lists_voters(&c, i, &["1", "2", "3"], l).await;
-    }
+    let l = every_node_lists_the_three_voters(&c).await;
     let terms: BTreeSet<u64> = (0..3)
         .map(|i| c.node(i).store().raft().metrics().borrow().current_term)
         .collect();
