@@ -370,8 +370,7 @@ async fn probe_write(ctx: &Ctx<'_>, skip: usize, within: Duration) -> bool {
         .collect();
     while Instant::now() < deadline {
         let i = others[fastrand::usize(..others.len())];
-        if crate::workload::probe_add(ctx.shared, &http, i, &ctx.cluster.nodes[i].base(), 1000)
-            .await
+        if crate::workload::set_add(ctx.shared, &http, i, &ctx.cluster.nodes[i].base(), 1000).await
         {
             ctx.event(format!("probe write through node {} succeeded", i + 1));
             return true;

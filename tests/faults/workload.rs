@@ -590,32 +590,14 @@ pub async fn set_client(s: &Shared, client: usize) {
     while s.running(done) {
         done += 1;
         let (node, base) = s.pick();
-        let v = s.fresh();
-        let start = s.history.now();
-        let r = client::execute(
-            &s.http,
-            &base,
-            "",
-            &json!([["INSERT INTO set_items(v) VALUES (?)", v]]),
-        )
-        .await;
-        s.record(
-            client,
-            "set",
-            "add",
-            json!({"v": v}),
-            node,
-            start,
-            &r,
-            Value::Null,
-        );
+        set_add(s, &s.http, node, &base, client).await;
         pause().await;
     }
 }
 
-/// One set add by a probe (client id `client`), recorded like the others; returns whether
-/// it succeeded.
-pub async fn probe_add(
+/// One set add through node `node` (at `base`) by client `client` (a set client, or a probe),
+/// recorded in the history; returns whether it succeeded.
+pub async fn set_add(
     s: &Shared,
     http: &reqwest::Client,
     node: usize,
@@ -663,7 +645,7 @@ pub async fn prober(s: std::sync::Arc<Shared>) {
         k += 1;
         let (s, http) = (s.clone(), http.clone());
         inflight.spawn(async move {
-            probe_add(&s, &http, target.0, &target.1, 1001).await;
+            set_add(&s, &http, target.0, &target.1, 1001).await;
         });
         while inflight.try_join_next().is_some() {}
     }
