@@ -66,24 +66,34 @@ fn reply<T: serde::Serialize>(v: &T) -> Response {
     }
 }
 
-fn bad(e: String) -> Response {
-    (StatusCode::BAD_REQUEST, e).into_response()
+/// Why a peer's request is not handled.
+enum Refused {
+    /// This node is isolated (tests' partitions): it answers no peer, as if cut off.
+    Isolated,
+    /// The body is not the request the route takes.
+    Malformed(String),
 }
 
-fn isolated() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "node is isolated").into_response()
-}
-
-/// The request a peer sent, unless this node is isolated (it then answers no peer, as if cut
-/// off) or the body is not one.
-fn accept<T: serde::de::DeserializeOwned>(st: &ServiceState, body: &[u8]) -> Result<T, Response> {
-    if st.isolation.is_isolated() {
-        return Err(isolated());
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Isolated => {
+                (StatusCode::SERVICE_UNAVAILABLE, "node is isolated").into_response()
+            }
+            Refused::Malformed(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+        }
     }
-    decode(body).map_err(bad)
 }
 
-async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+/// The request a peer sent, unless this node is isolated or the body is not one.
+fn accept<T: serde::de::DeserializeOwned>(st: &ServiceState, body: &[u8]) -> Result<T, Refused> {
+    if st.isolation.is_isolated() {
+        return Err(Refused::Isolated);
+    }
+    decode(body).map_err(Refused::Malformed)
+}
+
+async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
     let req: AppendEntriesRequest<TypeConfig> = accept(&st, &body)?;
     let resp = st.store().raft().append_entries(req).await;
     if resp.as_ref().is_ok_and(|r| r.is_success()) {
@@ -92,12 +102,12 @@ async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Resp
     Ok(reply(&resp))
 }
 
-async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
     let req: VoteRequest<NodeId> = accept(&st, &body)?;
     Ok(reply(&st.store().raft().vote(req).await))
 }
 
-async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
     let req: InstallSnapshotRequest<TypeConfig> = accept(&st, &body)?;
     let resp = st.store().raft().install_snapshot(req).await;
     if resp.is_ok() {
@@ -106,7 +116,7 @@ async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Re
     Ok(reply(&resp))
 }
 
-async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Response> {
+async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
     let req: ClusterRequest = accept(&st, &body)?;
     let resp = handle(&st, req).await.unwrap_or_else(ClusterResponse::Err);
     Ok(reply(&resp))
