@@ -21,6 +21,7 @@ pub mod db;
 pub mod duration;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod serve;

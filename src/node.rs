@@ -21,9 +21,12 @@ use crate::cluster::service::{self, ServiceState};
 use crate::cluster::{Cluster, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::WriteQueue;
+use crate::http::scrape::NodeSampler;
 use crate::http::{self, HttpState};
 use crate::raft::network::{Isolation, Network};
 use crate::raft::transport::Transport;
+use crate::metrics::exposition::Sampler;
+use crate::metrics::Metrics;
 use crate::raft::NodeInfo;
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -188,7 +191,9 @@ impl Node {
                 ))
             }
         };
-        let store = Store::open(store_cfg, network).await?;
+        // One set of counters for this node; each component counts into its part.
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::open(store_cfg, network, metrics.clone()).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
         let bootstrap = Arc::new(Bootstrapper::new(
             cluster.clone(),
@@ -217,6 +222,7 @@ impl Node {
                 max_connections: cfg.http.max_connections,
                 read_timeout: cfg.http.read_timeout,
                 body_deadline: false,
+                counters: metrics.internode.clone(),
             },
             stop,
         )));
@@ -278,9 +284,18 @@ impl Node {
                 store.clone().run_remove_watch(cancel.child_token()),
             ));
         }
-        let (queue, queue_task) =
-            WriteQueue::start(cluster.clone(), cfg.queue.clone(), cancel.child_token());
+        let (queue, queue_task) = WriteQueue::start(
+            cluster.clone(),
+            cfg.queue.clone(),
+            metrics.queue.clone(),
+            cancel.child_token(),
+        );
         tasks.push(queue_task);
+        let sampler: Arc<dyn Sampler> = Arc::new(NodeSampler {
+            store: store.clone(),
+            queue: queue.depth(),
+        });
+        let registry = crate::metrics::exposition::registry(metrics.clone(), Box::new(sampler.clone()));
         let state = Arc::new(HttpState {
             store: store.clone(),
             cluster: cluster.clone(),
@@ -289,7 +304,9 @@ impl Node {
             max_statements: cfg.http.max_statements,
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
-            counters: Default::default(),
+            metrics: metrics.clone(),
+            registry,
+            sampler,
             disco: disco.clone(),
             auth,
             allow_origin,
@@ -305,6 +322,7 @@ impl Node {
                 max_connections: cfg.http.max_connections,
                 read_timeout: cfg.http.read_timeout,
                 body_deadline: true,
+                counters: metrics.api.clone(),
             },
             stop,
         )));

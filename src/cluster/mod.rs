@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::command::Request;
+use crate::metrics::Op;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
 use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
@@ -123,6 +124,9 @@ impl Cluster {
             // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
             // call simply failed.
             Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
+                if matches!(e, TransportError::Timeout { .. }) {
+                    self.store.metrics().cluster.client_timeouts.inc();
+                }
                 let (addr, msg) = (addr.to_string(), e.to_string());
                 if idempotent {
                     Err(ClusterError::LeaderUnreachable { addr, msg })
@@ -143,6 +147,7 @@ impl Cluster {
     /// `remote` to the leader instead (see [`forward::route`]).
     async fn local_or_leader<T, L, Fut, M>(
         &self,
+        op: Op,
         fwd: &Forwarding,
         idempotent: bool,
         local: L,
@@ -170,15 +175,16 @@ impl Cluster {
                     let Some(r) = r else {
                         return Err(StoreError::NotLeader { leader: None }.into());
                     };
-                    match self
-                        .call(&leader.raft_addr, &r, timeout, idempotent)
-                        .await?
-                    {
-                        ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                    let hop = match self.call(&leader.raft_addr, &r, timeout, idempotent).await {
+                        Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
                             leader: Some(next),
-                        })) => Ok(Hop::NotLeader(next)),
-                        resp => map(resp).map(Hop::Done),
-                    }
+                        }))) => Ok(Hop::NotLeader(next)),
+                        Ok(resp) => map(resp).map(Hop::Done),
+                        Err(e) => Err(e),
+                    };
+                    let ok = matches!(hop, Ok(Hop::Done(_)));
+                    self.store.metrics().cluster.record_forward(op, ok);
+                    hop
                 }
             },
         )
@@ -194,6 +200,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let r = req.clone();
         self.local_or_leader(
+            Op::Execute,
             route,
             false,
             || self.store.execute(r),
@@ -212,6 +219,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let r = reqs.clone();
         self.local_or_leader(
+            Op::Execute,
             route,
             false,
             || self.store.execute_each(r),
@@ -236,6 +244,7 @@ impl Cluster {
         let r = req.clone();
         let idempotent = opts.level != ReadLevel::Strong;
         self.local_or_leader(
+            Op::Query,
             route,
             idempotent,
             || self.store.query(r, opts),
@@ -260,6 +269,7 @@ impl Cluster {
         let wire = opts.clone();
         let r = req.clone();
         self.local_or_leader(
+            Op::Request,
             route,
             false,
             || self.store.request(r, opts),
@@ -285,6 +295,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let t = tables.clone();
         self.local_or_leader(
+            Op::Backup,
             route,
             true,
             || async move {
@@ -316,6 +327,7 @@ impl Cluster {
     ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
         self.local_or_leader(
+            Op::Load,
             route,
             false,
             || self.store.load_file(path),
@@ -336,6 +348,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let i = id.clone();
         self.local_or_leader(
+            Op::Remove,
             route,
             true,
             || async move { self.remove_and_notify(&i).await },
@@ -357,6 +370,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let i = id.clone();
         self.local_or_leader(
+            Op::Stepdown,
             route,
             true,
             || async move {

@@ -184,9 +184,16 @@ impl Store {
         let same = members
             .iter()
             .find(|(n, _)| n.id == node.id && n.raft_addr == node.raft_addr);
+        let c = &self.metrics.store;
         match same {
-            Some((_, true)) => return Ok(()),
-            Some((_, false)) if !voter => return Ok(()),
+            Some((_, true)) => {
+                c.ignored_joins.inc();
+                return Ok(());
+            }
+            Some((_, false)) if !voter => {
+                c.ignored_joins.inc();
+                return Ok(());
+            }
             _ => {}
         }
         for (old, old_voter) in &members {
@@ -194,6 +201,7 @@ impl Store {
             if conflict {
                 tracing::info!(old = %old, new = %node, voter = old_voter, "replacing a member that changed its address or id");
                 self.remove_node(&old.id).await?;
+                c.removed_before_joins.inc();
             }
         }
         if same.is_none() {
@@ -219,6 +227,7 @@ impl Store {
             self.change_membership(openraft::ChangeMembers::AddVoterIds([nid].into()))
                 .await?;
         }
+        c.joins.inc();
         tracing::info!(node = %node, voter, "node joined");
         Ok(())
     }

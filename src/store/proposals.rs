@@ -193,6 +193,7 @@ impl Store {
         let _ = tokio::time::timeout(self.cfg.apply_timeout, paused.wait_for(|p| !*p)).await;
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
+        self.metrics.store.commands.inc();
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(Proposal { cmd, tx })

@@ -150,7 +150,20 @@ impl Store {
             }
             None
         };
+        let transaction = req.transaction;
+        let statements = req.statements.len() as u64;
         let results = self.reads.read(req, kind).await?;
+        let db = &self.metrics.db;
+        db.queries.add(statements);
+        db.query_errors.add(
+            results
+                .iter()
+                .filter(|r| matches!(r.outcome, crate::command::Outcome::Error(_)))
+                .count() as u64,
+        );
+        if transaction {
+            db.query_transactions.inc();
+        }
         Ok(Reply {
             results,
             raft_index,
