@@ -18,15 +18,15 @@ use crate::cluster::bootstrap::Bootstrapper;
 use crate::cluster::discover::Disco;
 use crate::cluster::formation::{self, Formation, Situation};
 use crate::cluster::service::{self, ServiceState};
-use crate::cluster::{Cluster, Forwarding};
+use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::WriteQueue;
 use crate::http::scrape::NodeSampler;
 use crate::http::{self, HttpState};
-use crate::raft::network::{Isolation, Network};
-use crate::raft::transport::Transport;
 use crate::metrics::exposition::Sampler;
 use crate::metrics::Metrics;
+use crate::raft::network::{Isolation, Network};
+use crate::raft::transport::Transport;
 use crate::raft::NodeInfo;
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -270,6 +270,10 @@ impl Node {
             cluster.clone(),
             cancel.child_token(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::announce::run(
+            cluster.clone(),
+            cancel.child_token(),
+        )));
         if !(cfg.raft.reap_node_timeout.is_zero() && cfg.raft.reap_read_only_node_timeout.is_zero())
         {
             tasks.push(tokio::spawn(crate::cluster::reap::run(
@@ -295,7 +299,8 @@ impl Node {
             store: store.clone(),
             queue: queue.depth(),
         });
-        let registry = crate::metrics::exposition::registry(metrics.clone(), Box::new(sampler.clone()));
+        let registry =
+            crate::metrics::exposition::registry(metrics.clone(), Box::new(sampler.clone()));
         let state = Arc::new(HttpState {
             store: store.clone(),
             cluster: cluster.clone(),
@@ -412,8 +417,21 @@ impl Node {
                 timeout: Some(std::time::Duration::from_secs(5)),
                 creds: self.cluster.node_creds().cloned(),
             };
-            if let Err(e) = self.cluster.remove(self.me.id.clone(), &route).await {
-                tracing::warn!(error = %e, "could not remove this node from the cluster");
+            // Retried: right after start, or during an election, no leader may be known yet.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match self.cluster.remove(self.me.id.clone(), &route).await {
+                    Ok(_) => break,
+                    Err(e @ (ClusterError::Unauthorized(_) | ClusterError::Refused { .. })) => {
+                        tracing::warn!(error = %e, "could not remove this node from the cluster");
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        tracing::warn!(error = %e, "could not remove this node from the cluster");
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
             }
         } else if self.shutdown_stepdown && self.store.is_leader() && self.store.members().len() > 1
         {

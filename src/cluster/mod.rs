@@ -1,10 +1,12 @@
 //! Clustering: the internode service, joining, and forwarding to the leader.
 //!
 //! Owns: "local, else leader, else redirect" for every operation (`Cluster`), the internode
-//! service that answers peers (`service.rs`), the join loop (`join.rs`) and the cluster
-//! service's messages (`proto.rs`).
+//! service that answers peers (`service.rs`), the join loop (`join.rs`), keeping this node's
+//! API address current in the membership (`announce.rs`) and the cluster service's messages
+//! (`proto.rs`).
 //! Does not: pick HTTP status codes (`http/error.rs`) or apply anything (`store`).
 
+pub mod announce;
 pub mod bootstrap;
 pub mod discover;
 pub mod formation;

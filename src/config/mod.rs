@@ -32,7 +32,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "sqlraftd",
-    version,
+    version = crate::VERSION,
     about = "sqlraft node: rqlite-compatible, Raft-replicated SQLite"
 )]
 pub struct Args {

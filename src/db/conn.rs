@@ -259,6 +259,18 @@ fn open_writer_on(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
     SqlConn::new(conn, fk)
 }
 
+/// The settings of the writer, as `open_writer_on` and `reset_settings` give it between
+/// requests (reported in `/status` without asking the writer's thread).
+pub(crate) fn writer_pragmas(fk: bool) -> super::stats::Pragmas {
+    super::stats::Pragmas {
+        busy_timeout: BUSY_TIMEOUT.as_millis().to_string(),
+        foreign_keys: i32::from(fk).to_string(),
+        journal_mode: "wal".into(),
+        synchronous: "0".into(),
+        wal_autocheckpoint: "0".into(),
+    }
+}
+
 /// Opens a read-only connection on the database the writer created.
 pub(crate) fn open_reader(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;

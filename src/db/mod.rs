@@ -7,8 +7,8 @@
 //! the time limit of reads), value and type
 //! conversion ([`values`], [`datetime`] for Go's time formats), the SQL dump ([`dump`]), the
 //! rewriting of non-deterministic SQL before it enters the log ([`rewrite`], on a small
-//! tokenizer, [`lexer`]) and the pragma check ([`classify`]; read-only is SQLite's own
-//! verdict, never a string prefix).
+//! tokenizer, [`lexer`]), the pragma check ([`classify`]; read-only is SQLite's own
+//! verdict, never a string prefix) and what `/status` shows of SQLite ([`stats`]).
 //! Does not: know about Raft, other nodes or HTTP. The store (`crate::store`) decides when
 //! something runs; this module decides what running it means.
 
@@ -21,6 +21,7 @@ mod exec;
 mod lexer;
 pub mod reads;
 pub mod rewrite;
+pub mod stats;
 mod values;
 
 pub use engine::{validate_file, validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};

@@ -68,6 +68,18 @@ impl ReadPool {
         Some(permit)
     }
 
+    /// Connections open and connections in use by a read right now.
+    pub fn usage(&self) -> (usize, usize) {
+        let in_use = self.max_conns - self.permits.available_permits().min(self.max_conns);
+        let idle = self.idle.lock().map(|v| v.len()).unwrap_or(0);
+        (idle + in_use, in_use)
+    }
+
+    /// The most connections reads may hold at once (`-db-max-ro-conns`).
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
     /// The database file the readers open.
     pub fn path(&self) -> &std::path::Path {
         &self.path

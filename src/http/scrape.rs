@@ -45,7 +45,7 @@ impl Sampler for NodeSampler {
             is_leader: store.is_leader(),
             voters: m.membership_config.membership().voter_ids().count() as u64,
             log_entries: store.log_len() as u64,
-            log_bytes: store.log_file_bytes(),
+            log_bytes: store.log_disk_size(),
             db_bytes: store.db_file_bytes(),
             snapshot_bytes: store.snapshot_file_bytes(),
             queue_depth: self.queue.get() as u64,

@@ -59,8 +59,12 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn status_json(st: &HttpState) -> Json {
+async fn status_json(st: &HttpState) -> Json {
     let store = &st.store;
+    let sqlite = match store.db_stats().await {
+        Ok(d) => sqlite_json(&d),
+        Err(e) => obj(vec![("error", s(e.to_string()))]),
+    };
     let m = store.raft().metrics().borrow().clone();
     let me = store.me();
     let leader = store.leader();
@@ -81,13 +85,37 @@ fn status_json(st: &HttpState) -> Json {
         })
         .collect();
     let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let commit_index = m
-        .last_applied
-        .map(|l| l.index)
-        .unwrap_or(0)
+    // The commit index openraft saved; never behind what is applied (the same figure as
+    // `sqlraft_raft_commit_index`).
+    let commit_index = store
+        .commit_index()
+        .max(m.last_applied.map(|l| l.index).unwrap_or(0))
         .max(applied_index);
     let snapshot_index = m.snapshot.map(|l| l.index).unwrap_or(0);
     let dir_size = dir_size(&cfg.data_dir);
+    let latest_configuration = format!(
+        "[{}]",
+        members
+            .iter()
+            .map(|(n, voter)| format!(
+                "{{Suffrage:{} ID:{} Address:{}}}",
+                if *voter { "Voter" } else { "Nonvoter" },
+                n.id,
+                n.raft_addr
+            ))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // A leader is its own contact (rqlite reports 0); a follower, the time since it last
+    // heard from one.
+    let last_contact = if store.is_leader() {
+        Json::Int(0)
+    } else {
+        match store.leader_contact().since_leader_contact() {
+            Some(d) => s(duration::format(d)),
+            None => s("never"),
+        }
+    };
     let raft = obj(vec![
         ("applied_index", Json::Int(applied_index as i64)),
         ("commit_index", Json::Int(commit_index as i64)),
@@ -101,7 +129,13 @@ fn status_json(st: &HttpState) -> Json {
             "last_snapshot_term",
             Json::Int(m.snapshot.map(|l| l.leader_id.term).unwrap_or(0) as i64),
         ),
+        ("latest_configuration", s(latest_configuration)),
+        (
+            "latest_configuration_index",
+            Json::Int(m.membership_config.log_id().map(|l| l.index).unwrap_or(0) as i64),
+        ),
         ("log_entries", Json::Int(store.log_len() as i64)),
+        ("log_size", Json::Int(store.log_disk_size() as i64)),
         (
             "num_peers",
             Json::Int(members.len().saturating_sub(1) as i64),
@@ -109,7 +143,7 @@ fn status_json(st: &HttpState) -> Json {
         ("state", s(store.state_name())),
         ("term", Json::Int(m.current_term as i64)),
         ("voter", Json::Bool(store.is_voter())),
-        ("last_contact", Json::Int(0)),
+        ("last_contact", last_contact),
     ]);
     let leader_obj = obj(vec![
         (
@@ -131,6 +165,7 @@ fn status_json(st: &HttpState) -> Json {
         ("db_conf", obj(vec![("fk_constraints", Json::Bool(cfg.fk))])),
         ("dir", s(cfg.data_dir.display().to_string())),
         ("dir_size", Json::Int(dir_size as i64)),
+        ("dir_size_friendly", s(friendly_bytes(dir_size))),
         (
             "election_timeout",
             s(duration::format(cfg.election_timeout)),
@@ -177,8 +212,15 @@ fn status_json(st: &HttpState) -> Json {
         ),
         (
             "snapshot_store",
-            obj(vec![("dir", s(store.snapshot_dir().display().to_string()))]),
+            obj(vec![
+                ("dir", s(store.snapshot_dir().display().to_string())),
+                (
+                    "snapshots",
+                    Json::Arr(store.snapshot_ids().into_iter().map(Json::Str).collect()),
+                ),
+            ]),
         ),
+        ("sqlite3", sqlite),
         ("trailing_logs", Json::Int(cfg.trailing_logs as i64)),
     ]);
     let https = me.api_https;
@@ -241,6 +283,10 @@ fn status_json(st: &HttpState) -> Json {
         ("GOARCH", s(std::env::consts::ARCH)),
         ("GOOS", s(std::env::consts::OS)),
         (
+            "kubernetes_hint",
+            Json::Bool(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()),
+        ),
+        (
             "num_cpu",
             Json::Int(
                 std::thread::available_parallelism()
@@ -251,7 +297,14 @@ fn status_json(st: &HttpState) -> Json {
         ("version", s("rust")),
     ]);
     let os = obj(vec![
+        ("hostname", s(hostname())),
+        // SAFETY: sysconf and getppid only read process-wide values.
+        (
+            "page_size",
+            Json::Int(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64),
+        ),
         ("pid", Json::Int(std::process::id() as i64)),
+        ("ppid", Json::Int(unsafe { libc::getppid() } as i64)),
         (
             "executable",
             s(std::env::current_exe()
@@ -295,6 +348,94 @@ fn disco_json(st: &HttpState) -> Option<Json> {
     ]))
 }
 
+/// `store.sqlite3`, with rqlite's names.
+fn sqlite_json(d: &crate::db::stats::DbStats) -> Json {
+    let int = |v: u64| Json::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let pragmas = |p: &crate::db::stats::Pragmas| {
+        obj(vec![
+            ("busy_timeout", s(&p.busy_timeout)),
+            ("foreign_keys", s(&p.foreign_keys)),
+            ("journal_mode", s(&p.journal_mode)),
+            ("synchronous", s(&p.synchronous)),
+            ("wal_autocheckpoint", s(&p.wal_autocheckpoint)),
+        ])
+    };
+    let ro_idle = d.ro_conns_open.saturating_sub(d.ro_conns_in_use);
+    obj(vec![
+        (
+            "compile_options",
+            Json::Arr(d.compile_options.iter().map(s).collect()),
+        ),
+        (
+            "conn_pool_stats",
+            obj(vec![
+                (
+                    "ro",
+                    obj(vec![
+                        ("max_open_connections", int(d.ro_conns_max as u64)),
+                        ("open_connections", int(d.ro_conns_open as u64)),
+                        ("in_use", int(d.ro_conns_in_use as u64)),
+                        ("idle", int(ro_idle as u64)),
+                    ]),
+                ),
+                (
+                    "rw",
+                    obj(vec![
+                        ("max_open_connections", int(1)),
+                        ("open_connections", int(1)),
+                    ]),
+                ),
+            ]),
+        ),
+        ("db_size", int(d.db_size)),
+        ("db_size_friendly", s(friendly_bytes(d.db_size))),
+        (
+            "last_modified",
+            d.last_modified.map(|t| s(rfc3339(t))).unwrap_or(Json::Null),
+        ),
+        (
+            "mem_stats",
+            obj(vec![
+                ("cache_size", Json::Int(d.cache_size)),
+                ("freelist_count", int(d.freelist_count)),
+                ("max_page_count", int(d.max_page_count)),
+                ("page_count", int(d.page_count)),
+                ("page_size", int(d.page_size)),
+            ]),
+        ),
+        ("path", s(d.path.display().to_string())),
+        (
+            "pragmas",
+            obj(vec![("ro", pragmas(&d.ro)), ("rw", pragmas(&d.rw))]),
+        ),
+        ("size", int(d.size)),
+        ("version", s(d.version)),
+        ("wal_size", int(d.wal_size)),
+    ])
+}
+
+/// Bytes in SI units, as rqlite's `*_friendly` fields show them (`350 kB`).
+fn friendly_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ if v < 10.0 => format!("{v:.1} {}", UNITS[unit]),
+        _ => format!("{v:.0} {}", UNITS[unit]),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -319,7 +460,7 @@ fn select<'a>(j: &'a Json, key: &str) -> Option<&'a Json> {
 /// `GET /status`.
 pub async fn status(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], true)?;
-    let j = status_json(st);
+    let j = status_json(st).await;
     let out = match call.params.key.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => select(&j, k).ok_or(ApiError::NotFound)?,
         None => &j,
@@ -504,4 +645,19 @@ pub async fn snapshot(st: &HttpState, call: Call) -> Result<Response, ApiError> 
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(error::empty(StatusCode::OK, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::friendly_bytes;
+
+    #[test]
+    fn sizes_read_as_rqlite_prints_them() {
+        assert_eq!(friendly_bytes(0), "0 B");
+        assert_eq!(friendly_bytes(999), "999 B");
+        assert_eq!(friendly_bytes(1500), "1.5 kB");
+        assert_eq!(friendly_bytes(16384), "16 kB");
+        assert_eq!(friendly_bytes(349_632), "350 kB");
+        assert_eq!(friendly_bytes(4_100_000_000), "4.1 GB");
+    }
 }

@@ -129,7 +129,10 @@ fn store(m: &Metrics) -> Map {
         ("snapshot_create_chk_truncate_duration", 0),
         ("snapshot_create_duration", s.snapshot_create_duration.get()),
         ("snapshot_create_wal_compact_duration", 0),
-        ("snapshot_persist_duration", snap.latest_persist_duration.get()),
+        (
+            "snapshot_persist_duration",
+            snap.latest_persist_duration.get(),
+        ),
         ("snapshot_precompact_wal_size", 0),
         ("snapshot_wal_size", 0),
         ("verify_leader_duration", s.verify_leader_duration.get()),
@@ -328,10 +331,7 @@ mod tests {
 
     #[test]
     fn maps_are_sorted_and_expvar_shaped() {
-        assert_eq!(
-            render_map(vec![("b", 1), ("a", 2)]),
-            "{\"a\": 2, \"b\": 1}"
-        );
+        assert_eq!(render_map(vec![("b", 1), ("a", 2)]), "{\"a\": 2, \"b\": 1}");
         let m = Metrics::default();
         m.http.user_snapshots.inc();
         let all = vars(&m, &Zero);
@@ -340,7 +340,8 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         for (k, v) in &all {
-            serde_json::from_str::<serde_json::Value>(v).unwrap_or_else(|e| panic!("{k}: {e}: {v}"));
+            serde_json::from_str::<serde_json::Value>(v)
+                .unwrap_or_else(|e| panic!("{k}: {e}: {v}"));
         }
         let http = &all.iter().find(|(k, _)| *k == "http").expect("http").1;
         assert!(http.contains("\"user_snapshots\": 1"), "{http}");

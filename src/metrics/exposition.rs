@@ -110,12 +110,7 @@ struct Scraped {
 /// Values of one metric by one label (`listener`, `kind`, ...).
 type ByLabel<'a, V> = (&'static str, Vec<(&'a str, V)>);
 
-fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> std::fmt::Result {
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
     ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
@@ -158,7 +153,10 @@ fn gauges(
     Ok(())
 }
 
-fn by<'a, V>(label: &'static str, values: impl IntoIterator<Item = (&'a str, V)>) -> ByLabel<'a, V> {
+fn by<'a, V>(
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'a str, V)>,
+) -> ByLabel<'a, V> {
     (label, values.into_iter().collect())
 }
 
@@ -459,7 +457,10 @@ mod tests {
             "sqlraft_tls_handshake_failures_total{listener=\"internode\"} 0",
             "# TYPE sqlraft_snapshot_duration_seconds histogram",
         ] {
-            assert!(out.lines().any(|l| l == line), "{line:?} missing from:\n{out}");
+            assert!(
+                out.lines().any(|l| l == line),
+                "{line:?} missing from:\n{out}"
+            );
         }
     }
 }

@@ -378,7 +378,9 @@ pub struct ClusterCounters {
 
 impl ClusterCounters {
     pub fn forwarded(&self, op: Op) -> u64 {
-        self.forwarded.get_or_create(&OpLabels { operation: op }).get()
+        self.forwarded
+            .get_or_create(&OpLabels { operation: op })
+            .get()
     }
 
     pub fn forward_failures(&self, op: Op) -> u64 {
@@ -396,7 +398,6 @@ impl ClusterCounters {
         }
     }
 }
-
 
 /// One listener's connections.
 #[derive(Debug, Default)]

@@ -86,7 +86,8 @@ impl Cache {
 }
 
 enum Op {
-    Append(Vec<(LogId, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// Entries, and openraft's callback (none for entries written before Raft starts).
+    Append(Vec<(LogId, Vec<u8>)>, Option<LogFlushed<TypeConfig>>),
     /// Delete entries with index >= the given one.
     Truncate(u64),
     /// Delete entries with index <= the given log id's, and remember it.
@@ -339,9 +340,10 @@ impl Writer {
             }
             for op in batch {
                 match op {
-                    Op::Append(_, cb) => {
+                    Op::Append(_, Some(cb)) => {
                         cb.log_io_completed(result.clone().map_err(std::io::Error::other))
                     }
+                    Op::Append(_, None) => {}
                     Op::Barrier(tx) => {
                         let _ = tx.send(result.clone());
                     }
@@ -507,28 +509,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
-        {
-            let mut c = self.cache();
-            for entry in entries {
-                let bytes = encode(&entry)
-                    .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
-                let id = entry.log_id;
-                let cached = Cached {
-                    entry,
-                    bytes: bytes.len(),
-                    durable: false,
-                };
-                c.recent_bytes += cached.bytes;
-                if let Some(old) = c.recent.insert(id.index, cached) {
-                    c.recent_bytes -= old.bytes;
-                }
-                c.first.get_or_insert(id.index);
-                c.last = Some(id);
-                encoded.push((id, bytes));
-            }
-        }
-        self.send(Op::Append(encoded, callback), ErrorSubject::Logs)
+        self.queue_append(entries, Some(callback))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -569,6 +550,47 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
+    /// Caches entries and queues them for the writer, which calls `callback` once they are
+    /// durable.
+    fn queue_append<I>(
+        &self,
+        entries: I,
+        callback: Option<LogFlushed<TypeConfig>>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut encoded = Vec::new();
+        {
+            let mut c = self.cache();
+            for entry in entries {
+                let bytes = encode(&entry)
+                    .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+                let id = entry.log_id;
+                let cached = Cached {
+                    entry,
+                    bytes: bytes.len(),
+                    durable: false,
+                };
+                c.recent_bytes += cached.bytes;
+                if let Some(old) = c.recent.insert(id.index, cached) {
+                    c.recent_bytes -= old.bytes;
+                }
+                c.first.get_or_insert(id.index);
+                c.last = Some(id);
+                encoded.push((id, bytes));
+            }
+        }
+        self.send(Op::Append(encoded, callback), ErrorSubject::Logs)
+    }
+
+    /// Appends entries and returns once they are durable: for the node's own use before
+    /// Raft starts (cluster recovery), never while openraft owns the log.
+    pub async fn append_now(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.queue_append(entries, None)?;
+        self.barrier(ErrorSubject::Logs).await
+    }
+
     /// Flushes what is queued and closes the database; later writes fail.
     pub fn close(&self) {
         let _ = self.ops.send(Op::Close);

@@ -22,7 +22,7 @@ use format::Mode;
 #[derive(Debug, Parser)]
 #[command(
     name = "sqlraft",
-    version,
+    version = crate::VERSION,
     about = "Interactive shell for sqlraft (and rqlite)",
     disable_help_flag = true,
     disable_version_flag = true

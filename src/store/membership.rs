@@ -185,13 +185,28 @@ impl Store {
             .iter()
             .find(|(n, _)| n.id == node.id && n.raft_addr == node.raft_addr);
         let c = &self.metrics.store;
+        if let Some((old, _)) = same.filter(|(old, _)| *old != node) {
+            // The same member at a new API address (a restart with other flags, or the
+            // addresses left blank by a peers.json recovery): only its metadata changes.
+            tracing::info!(node = %node, old_api = %old.api_url(), new_api = %node.api_url(), "member's API address changed");
+            self.change_membership(openraft::ChangeMembers::SetNodes(
+                [(nid, node.clone())].into(),
+            ))
+            .await?;
+        }
+        // rqlite's num_ignored_joins: a rejoin that changes nothing at all.
+        let unchanged = same.is_some_and(|(old, _)| *old == node);
         match same {
             Some((_, true)) => {
-                c.ignored_joins.inc();
+                if unchanged {
+                    c.ignored_joins.inc();
+                }
                 return Ok(());
             }
             Some((_, false)) if !voter => {
-                c.ignored_joins.inc();
+                if unchanged {
+                    c.ignored_joins.inc();
+                }
                 return Ok(());
             }
             _ => {}

@@ -12,6 +12,7 @@ mod membership;
 pub mod parts;
 mod proposals;
 mod read_index;
+pub mod recovery;
 mod requests;
 pub mod snapshot;
 pub mod state_machine;
@@ -41,7 +42,7 @@ use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
-/// The Raft log's file in the data directory.
+/// The Raft log's file, in the data directory.
 const LOG_FILE: &str = "raft-log.redb";
 
 /// A file's size, 0 if it cannot be read (absent, or being replaced).
@@ -126,13 +127,23 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
-        std::fs::create_dir_all(&cfg.data_dir).map_err(io)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create the data directory {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
         let health = Arc::new(crate::health::Health::default());
-        let log = LogStore::open_with(&cfg.data_dir.join(LOG_FILE), health.clone())
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let snapshots =
-            SnapshotStore::open_with(&cfg.data_dir.join("snapshots"), metrics.clone())
-                .map_err(io)?;
+        let log_file = cfg.data_dir.join(LOG_FILE);
+        let log = LogStore::open_with(&log_file, health.clone()).map_err(|e| {
+            StoreError::Raft(format!(
+                "cannot open the Raft log {}: {e}",
+                log_file.display()
+            ))
+        })?;
+        recovery::recover(&cfg.data_dir, &cfg.me, &log).await?;
+        let snapshots = SnapshotStore::open_with(&cfg.data_dir.join("snapshots"), metrics.clone())
+            .map_err(io)?;
         let engine = Engine::open(&DbConfig {
             fk: cfg.fk,
             path: Some(cfg.data_dir.join("db.sqlite")),
@@ -242,6 +253,32 @@ impl Store {
         self.sm.snapshots().dir().to_path_buf()
     }
 
+    /// The ids of the snapshots on disk, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        match self.sm.snapshots().list() {
+            Ok(all) => all.into_iter().map(|s| s.meta.snapshot_id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list snapshots");
+                Vec::new()
+            }
+        }
+    }
+
+    /// What SQLite reports about the database (`/status` `store.sqlite3`).
+    pub async fn db_stats(&self) -> Result<crate::db::stats::DbStats, StoreError> {
+        let reads = self.reads.clone();
+        let fk = self.cfg.fk;
+        tokio::task::spawn_blocking(move || crate::db::stats::read(&reads, fk))
+            .await
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    /// Bytes of the Raft log's file on disk.
+    pub fn log_disk_size(&self) -> u64 {
+        file_len(&self.cfg.data_dir.join(LOG_FILE))
+    }
+
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -254,11 +291,6 @@ impl Store {
     /// The newest index this node knows to be committed (as openraft last saved it).
     pub fn commit_index(&self) -> u64 {
         self.log.committed().map(|l| l.index).unwrap_or(0)
-    }
-
-    /// Size of the Raft log file.
-    pub fn log_file_bytes(&self) -> u64 {
-        file_len(&self.cfg.data_dir.join(LOG_FILE))
     }
 
     /// Size of the SQLite database: the file and its write-ahead log.

@@ -194,7 +194,13 @@ impl SnapshotStore {
 
     /// The current snapshot, if there is one.
     pub fn current(&self) -> std::io::Result<Option<Stored>> {
-        let mut best: Option<Stored> = None;
+        Ok(self.list()?.pop())
+    }
+
+    /// Every complete snapshot on disk, oldest first (one, except for a moment after a new
+    /// one is committed and before the old one is removed).
+    pub fn list(&self) -> std::io::Result<Vec<Stored>> {
+        let mut all = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))? {
             let entry = entry.map_err(|e| io(&self.dir, "cannot read", e))?;
             if !entry.file_name().to_string_lossy().starts_with("snap-") {
@@ -213,15 +219,13 @@ impl SnapshotStore {
                     format!("{}: bad snapshot metadata: {e}", meta_path.display()),
                 )
             })?;
-            let index = |m: &SnapshotMeta| m.last_log_id.map(|l| l.index);
-            if best.as_ref().is_none_or(|b| index(&meta) > index(&b.meta)) {
-                best = Some(Stored {
-                    meta,
-                    db: dir.join(DB),
-                });
-            }
+            all.push(Stored {
+                meta,
+                db: dir.join(DB),
+            });
         }
-        Ok(best)
+        all.sort_by_key(|s| s.meta.last_log_id.map(|l| l.index));
+        Ok(all)
     }
 
     /// Turns a `current.snap` of the earlier format into a snapshot directory.
@@ -328,7 +332,10 @@ mod tests {
         // Counted by the first store: two written, the older one deleted.
         assert_eq!(counted.snapshot.persists.get(), 2);
         assert_eq!(counted.snapshot.reaped.get(), 1);
-        assert_eq!(counted.snapshot.latest_persist_size.get(), "image 1-9".len() as u64);
+        assert_eq!(
+            counted.snapshot.latest_persist_size.get(),
+            "image 1-9".len() as u64
+        );
     }
 
     #[test]

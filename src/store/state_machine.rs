@@ -130,7 +130,11 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
         Command::Execute(req) => {
             let r = a.engine.execute_with(&req, max_steps);
             if let Ok(out) = &r {
-                let c = [&db.executions, &db.execution_errors, &db.execute_transactions];
+                let c = [
+                    &db.executions,
+                    &db.execution_errors,
+                    &db.execute_transactions,
+                ];
                 count_sql(c, &req, out);
             }
             results(r)?

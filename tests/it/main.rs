@@ -1,18 +1,26 @@
 //! The integration test binary: real nodes on loopback, one module per behaviour.
 
-mod harness;
+mod harness; // nodes, clusters and processes on port 0; the HTTP client; polling waits
 
-mod api;
-mod auth;
-mod binary;
-mod cluster;
-mod console;
-mod discovery;
-mod failures;
-mod golden;
-mod limits;
-mod operations;
-mod shell;
-mod snapshots;
-mod tls;
-mod transactions;
+mod api; // one node's HTTP API: bad input, restarts
+mod auth; // -auth: Basic auth and permissions, through followers, for joins
+mod binary; // the real sqlraftd: flags, the startup line, durability across kill -9
+mod consistency; // read levels and freshness on a healthy cluster
+mod console; // the web console, served and driven in headless Chromium
+mod crashes; // SIGKILLed leaders: no acknowledged write lost, money conserved
+mod discovery; // clusters that form through DNS A/SRV, etcd and Consul
+mod failures; // every failure is a status code, in bounded time
+mod formation; // bootstrap, -join, -bootstrap-expect, whole-cluster restarts
+mod forwarding; // follower to leader: forwarding, redirects, no leader
+mod golden; // rqlite's recorded single-node transcripts, replayed
+mod leadership; // partitioned leaders step down, pre-vote, hand-over
+mod limits; // no query of death: runaway statements, SQL that names files
+mod membership; // removal, non-voters, address changes, reaping
+mod operations; // operating a node: serving while it joins, refusing a split
+mod recovery; // peers.json: a cluster recovered after losing its quorum
+mod shell; // the interactive shell on a pty
+mod snapshots; // snapshot catch-up, compaction, large databases
+mod status; // /status field by field, as rqlite's tools read it
+mod store; // the store level: Stores over the real internode transport, no HTTP
+mod tls; // TLS on the API and between nodes, reloads, slow clients
+mod transactions; // no request leaves the database inside a transaction

@@ -1,0 +1,107 @@
+//! Read consistency on a healthy cluster: every level returns the latest acknowledged
+//! write on the leader and, forwarded, on followers; `freshness` bounds `level=none` reads on
+//! a follower (a stale one is refused with 503 where rqlite answers 200 with an error).
+//! Golden section 8 (C206-C218). Reads on a partitioned leader: `leadership.rs`.
+
+use serde_json::json;
+
+use crate::harness::{query, served_by, values, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_level_returns_the_latest_acknowledged_write() {
+    // Steps: overwrite one row several times, each time through a different node. After
+    // each acknowledged write, every level (none, weak, linearizable, strong, auto) on the
+    // leader, and every forwarded level (weak, linearizable, strong, auto) on the followers,
+    // returns it (C206-C210); level=none on a follower is local and returns it eventually.
+    let c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let followers = c.followers().await;
+    let leader_raft = c.members[l].raft_adv();
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"]"#)
+        .await;
+    for round in 0..3_i64 {
+        let writer = round as usize % 3;
+        c.client(writer)
+            .execute_ok(&format!(
+                r#"[["INSERT OR REPLACE INTO t(id, v) VALUES(1, ?)", {round}]]"#
+            ))
+            .await;
+        let latest = json!([[round]]);
+        for level in ["none", "weak", "linearizable", "strong", "auto"] {
+            let r = query(c.client(l), &format!("level={level}"), "SELECT v FROM t").await;
+            assert_eq!(values(&r), latest, "leader, level={level}");
+            assert_eq!(served_by(&r), None, "leader, level={level}");
+        }
+        for &f in &followers {
+            for level in ["weak", "linearizable", "strong", "auto", "bogus"] {
+                let r = query(c.client(f), &format!("level={level}"), "SELECT v FROM t").await;
+                assert_eq!(values(&r), latest, "node {}, level={level}", f + 1);
+                assert_eq!(
+                    served_by(&r).as_deref(),
+                    Some(leader_raft.as_str()),
+                    "node {}, level={level}",
+                    f + 1
+                );
+            }
+            let r = query(c.client(f), "", "SELECT v FROM t").await;
+            assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()));
+            assert_eq!(values(&r), latest, "no level is weak (C210)");
+        }
+        c.wait_all_see("SELECT v FROM t", &latest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_bounds_level_none_reads_on_a_follower() {
+    // Steps: on a follower, level=none&freshness=1ns is always older than the last leader
+    // contact: rqlite answers 200 {"results":[],"error":"stale read"} (C212, C214), sqlraft 503; freshness=1s passes
+    // (C211, C213); freshness is ignored for weak, which is forwarded (C215), and on the
+    // leader. Read-only /db/request at none and auto is local on a follower (C217, C218).
+    let c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let f = c.followers().await[0];
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE foo (name TEXT)", "INSERT INTO foo VALUES('fiona')", "INSERT INTO foo VALUES('declan')"]"#)
+        .await;
+    c.wait_all_see("SELECT COUNT(*) FROM foo", &json!([[2]]))
+        .await;
+    let sql = "SELECT COUNT(*) FROM foo";
+    let count = r#"{"results":[{"columns":["COUNT(*)"],"types":["integer"],"values":[[2]]}]}"#;
+
+    for params in [
+        "level=none&freshness=1ns",
+        "level=none&freshness=1ns&freshness_strict",
+    ] {
+        // rqlite answers 200 with a top-level error; sqlraft: 503, the read did not happen.
+        let r = query(c.client(f), params, sql).await;
+        assert_eq!(r.status, 503, "{params}");
+        assert_eq!(r.text(), "stale read\n", "{params}");
+        assert_eq!(served_by(&r), None);
+    }
+    for params in [
+        "level=none&freshness=1s",
+        "level=none&freshness=1s&freshness_strict",
+    ] {
+        let r = query(c.client(f), params, sql).await;
+        assert_eq!(r.text(), count, "{params}");
+        assert_eq!(served_by(&r), None);
+    }
+    let r = query(c.client(f), "level=weak&freshness=1ns", sql).await;
+    assert_eq!(r.text(), count);
+    assert_eq!(served_by(&r), Some(c.members[l].raft_adv()));
+    let r = query(c.client(l), "level=none&freshness=1ns", sql).await;
+    assert_eq!(r.text(), count, "the leader ignores freshness");
+
+    for level in ["none", "auto"] {
+        let r = c
+            .client(f)
+            .post_json(
+                &format!("/db/request?level={level}"),
+                &format!(r#"["{sql}"]"#),
+            )
+            .await;
+        assert_eq!(r.text(), count, "/db/request?level={level}");
+        assert_eq!(served_by(&r), None, "/db/request?level={level}");
+    }
+}

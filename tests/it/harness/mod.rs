@@ -1,0 +1,287 @@
+//! The test harness: what every kind of test shares. Polling waits with deadlines
+//! ([`wait_until`], [`wait_for`]), the HTTP [`Client`] and the [`Resp`] it returns, query
+//! helpers and shared constants. The nodes themselves live beside it: [`node`] (one in-process
+//! node), [`cluster`] (in-process clusters), [`proc`] (the real `sqlraftd` binary).
+//!
+//! Everything is re-exported here, so tests `use crate::harness::{...}`.
+
+mod cluster;
+mod node;
+mod proc;
+
+pub use cluster::*;
+pub use node::*;
+pub use proc::*;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns true or `within` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long cluster helpers wait for a leader, a join, a catch-up.
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(20);
+
+/// The content types a node answers with: JSON results, plain-text errors.
+pub const JSON_CT: &str = "application/json; charset=utf-8";
+pub const TEXT_CT: &str = "text/plain; charset=utf-8";
+
+/// A response as a client sees it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// An HTTP client bound to one base URL.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self::with_timeout(base, Duration::from_secs(60))
+    }
+
+    /// A client whose requests give up after `timeout` (for nodes that may die mid-request).
+    pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .build()
+            .expect("client");
+        Self {
+            base: base.into(),
+            http,
+        }
+    }
+
+    /// A client using a prepared reqwest client (e.g. one that trusts a test CA).
+    pub fn from_reqwest(base: impl Into<String>, http: reqwest::Client) -> Self {
+        Self {
+            base: base.into(),
+            http,
+        }
+    }
+
+    /// Sends a request; `target` is the path plus query, sent as given.
+    pub async fn send(
+        &self,
+        method: &str,
+        target: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        self.try_send(method, target, content_type, body)
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"))
+    }
+
+    /// Like [`Client::send`], but a transport failure (refused, reset, timed out) is an `Err`
+    /// instead of a panic: for nodes that are stopped or killed during a test.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        target: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Resp, String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self
+            .http
+            .request(method, format!("{}{}", self.base, target));
+        if let Some(ct) = content_type {
+            rb = rb.header("Content-Type", ct);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        let r = rb.send().await.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub async fn try_get(&self, target: &str) -> Result<Resp, String> {
+        self.try_send("GET", target, None, None).await
+    }
+
+    pub async fn try_post_json(&self, target: &str, body: &str) -> Result<Resp, String> {
+        self.try_send(
+            "POST",
+            target,
+            Some("application/json"),
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+    }
+
+    pub async fn get(&self, target: &str) -> Resp {
+        self.send("GET", target, None, None).await
+    }
+
+    pub async fn post_json(&self, target: &str, body: &str) -> Resp {
+        self.send(
+            "POST",
+            target,
+            Some("application/json"),
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+    }
+
+    /// Waits until `path` (`/nodes`, `/nodes?nonvoters`) lists `n` members.
+    pub async fn wait_members(&self, path: &str, n: usize, what: &str) {
+        let c = self.clone();
+        wait_until(CLUSTER_WAIT, what, || {
+            let c = c.clone();
+            async move {
+                c.get(path)
+                    .await
+                    .json()
+                    .as_object()
+                    .is_some_and(|o| o.len() == n)
+            }
+        })
+        .await;
+    }
+
+    /// Runs statements through `/db/execute` and asserts no statement failed.
+    pub async fn execute_ok(&self, body: &str) -> serde_json::Value {
+        let r = self.post_json("/db/execute", body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert!(j.get("error").is_none(), "{j}");
+        for res in j["results"].as_array().expect("results") {
+            assert!(res.get("error").is_none(), "{j}");
+        }
+        j
+    }
+
+    /// `GET /db/query` at `level`; returns the values of the first result.
+    pub async fn query_values(&self, sql: &str, level: &str) -> serde_json::Value {
+        let q = url_encode(sql);
+        let r = self.get(&format!("/db/query?level={level}&q={q}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert!(j["results"][0].get("error").is_none(), "{j}");
+        j["results"][0]["values"].clone()
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `SQLRAFT_IT_LOG=<filter>` prints the in-process nodes' logs (all nodes share one output).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SQLRAFT_IT_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// `GET /db/query` with `params` (may be empty) and `sql`.
+pub async fn query(c: &Client, params: &str, sql: &str) -> Resp {
+    let sep = if params.is_empty() { "" } else { "&" };
+    c.get(&format!("/db/query?{params}{sep}q={}", url_encode(sql)))
+        .await
+}
+
+/// The `X-Rqlite-Served-By` header: the leader's Raft address on a forwarded request.
+pub fn served_by(r: &Resp) -> Option<String> {
+    r.header("x-rqlite-served-by")
+}
+
+/// The values of the first result of a successful query response.
+pub fn values(r: &Resp) -> serde_json::Value {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert!(j.get("error").is_none(), "{j}");
+    assert!(j["results"][0].get("error").is_none(), "{j}");
+    j["results"][0]["values"].clone()
+}
+
+/// Asserts a plain-text 503 `leader not found` (sqlraft's answer where rqlite says 500).
+pub fn assert_leader_not_found(r: &Resp, what: &str) {
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "leader not found\n"),
+        "{what}"
+    );
+    assert_eq!(r.header("content-type").as_deref(), Some(TEXT_CT), "{what}");
+}

@@ -1,0 +1,238 @@
+//! Who leads, and who must stop: a leader cut off from the majority serves no stale reads,
+//! refuses writes at once and stops claiming leadership (CheckQuorum-style lease), then
+//! rejoins as a follower; a partitioned follower cannot disrupt the leader when it comes back
+//! (pre-vote); leadership moves on request and on a graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{
+    assert_leader_not_found, query, served_by, values, wait_until, Resp, TestCluster, CLUSTER_WAIT,
+};
+
+/// True if a read answered with data (a 200 whose first result has no error).
+fn served_data(r: &Resp) -> bool {
+    if r.status != 200 {
+        return false;
+    }
+    let j = r.json();
+    j.get("error").is_none()
+        && j["results"][0].get("error").is_none()
+        && j["results"][0].get("values").is_some()
+}
+
+/// Starts 3 nodes with a 2s apply timeout and `kv` = (1, 'before') everywhere, cuts the
+/// leader off, waits for the majority to elect a new leader and acknowledge 'after'.
+/// Returns the cluster, the old leader and the new leader.
+async fn partition_the_leader() -> (TestCluster, usize, usize) {
+    let c = TestCluster::start_with(3, |_, cfg| {
+        cfg.raft.apply_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let old = c.leader().await;
+    let rest: Vec<usize> = c.followers().await;
+    c.client(old)
+        .execute_ok(r#"["CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO kv VALUES(1, 'before')"]"#)
+        .await;
+    c.wait_all_see("SELECT v FROM kv", &json!([["before"]]))
+        .await;
+
+    c.set_isolated(old, true);
+    let new = c.wait_for_leader_among(&rest).await;
+    assert_ne!(new, old);
+    c.client(new)
+        .execute_ok(r#"["UPDATE kv SET v = 'after' WHERE k = 1"]"#)
+        .await;
+    let other = rest.iter().copied().find(|&i| i != new).unwrap();
+    let r = query(c.client(other), "level=strong", "SELECT v FROM kv").await;
+    assert_eq!(values(&r), json!([["after"]]));
+    assert_eq!(served_by(&r), Some(c.members[new].raft_adv()));
+    (c, old, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_old_leader_serves_no_stale_reads_and_rejoins_as_follower() {
+    // Steps: 3 nodes, v='before'; the leader is cut off from both peers; the majority elects
+    // a new leader and acknowledges v='after'. From then on the old leader must not answer
+    // 'before' at weak, linearizable or strong (its lease ran out before the majority could
+    // elect anyone): weak, linearizable, strong and writes are refused at once with 503
+    // `leader not found` (no wait for the apply timeout); only level=none
+    // (which promises nothing) still answers locally. Healed, it rejoins as a follower,
+    // every node converges on 'after', and the write it could not commit is gone.
+    let (c, old, new) = partition_the_leader().await;
+    let oc = c.client(old).clone();
+    let sql = "SELECT v FROM kv";
+    for params in ["level=weak", "level=linearizable&linearizable_timeout=2s"] {
+        let r = query(&oc, params, sql).await;
+        assert_leader_not_found(&r, params);
+    }
+    let started = Instant::now();
+    let r = query(&oc, "level=strong", sql).await;
+    assert!(
+        !served_data(&r),
+        "strong read on the old leader: {}",
+        r.text()
+    );
+    assert_leader_not_found(&r, "level=strong");
+    let r = oc
+        .post_json("/db/execute", r#"["UPDATE kv SET v = 'lost' WHERE k = 1"]"#)
+        .await;
+    assert_leader_not_found(&r, "write");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusals took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        values(&query(&oc, "level=none", sql).await),
+        json!([["before"]])
+    );
+
+    c.set_isolated(old, false);
+    assert_eq!(c.wait_for_leader().await, new);
+    assert!(!c.node(old).store().is_leader());
+    c.wait_all_see(sql, &json!([["after"]])).await;
+    // The healed node serves again, through the new leader.
+    let r = query(&oc, "level=strong", sql).await;
+    assert_eq!(values(&r), json!([["after"]]));
+    assert_eq!(served_by(&r), Some(c.members[new].raft_adv()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_old_leader_stops_claiming_leadership() {
+    // Steps: as above, until the majority acknowledged 'after'. Within a few election
+    // timeouts the old leader must stop telling clients and load balancers it leads
+    // (ARCHITECTURE: "CheckQuorum style protection so a partitioned leader steps down";
+    // rqlite's leader steps down after its lease): /readyz is no longer 200 and /status no
+    // longer says Leader.
+    let (c, old, _new) = partition_the_leader().await;
+    let oc = c.client(old).clone();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let ready = oc.get("/readyz").await;
+        let state = oc.get("/status?key=store.raft.state").await.json();
+        if ready.status != 200 && state != "Leader" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3s after the majority moved on the partitioned node still says: /readyz {} {:?}, state {state}",
+            ready.status,
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request_and_on_graceful_shutdown() {
+    // Steps: POST /leader?wait on a follower hands leadership to another voter; POST /leader
+    // with {"id": ...} on the new leader hands it to that node; a leader stopped gracefully
+    // with -raft-shutdown-stepdown hands it over before it goes and the survivors serve.
+    let mut c = TestCluster::start_with(3, |_, cfg| {
+        cfg.raft.shutdown_stepdown = true;
+        // A long election timeout makes "moved by hand-over" distinguishable from "re-elected".
+        cfg.raft.election_timeout = Duration::from_secs(2);
+        cfg.raft.heartbeat_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let first = c.leader().await;
+    let follower = c.followers().await[0];
+    let r = c
+        .client(follower)
+        .send("POST", "/leader?wait", None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = c.wait_for_leader().await;
+    assert_ne!(second, first);
+
+    let target = (0..3).find(|i| *i != second).unwrap();
+    let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
+    let r = c
+        .client(second)
+        .send(
+            "POST",
+            "/leader",
+            Some("application/json"),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(CLUSTER_WAIT, "leadership to reach the named node", || {
+        let agreed = c.agreed_leader(&[0, 1, 2]);
+        async move { agreed == Some(target) }
+    })
+    .await;
+    // Naming the current leader is refused.
+    let body = format!(r#"{{"id":"{}"}}"#, c.members[target].id);
+    let r = c
+        .client(target)
+        .send(
+            "POST",
+            "/leader",
+            Some("application/json"),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_ne!(r.status, 200, "{}", r.text());
+
+    c.stop(target).await;
+    let rest: Vec<usize> = (0..3).filter(|i| *i != target).collect();
+    let next = c.wait_for_leader_among(&rest).await;
+    assert!(rest.contains(&next));
+    c.client(next)
+        .execute_ok(r#"["CREATE TABLE after_handover (v)"]"#)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoining_partitioned_follower_does_not_disrupt_the_leader() {
+    // Steps: cut a follower off for several election timeouts (it cannot win a pre-vote, so
+    // it never bumps its term); heal; the leader and its term are unchanged and the follower
+    // catches up with what was written meanwhile.
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.followers().await[0];
+    let term = |i: usize| {
+        let cl = c.client(i).clone();
+        async move {
+            cl.get("/status?key=store.raft.term")
+                .await
+                .json()
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let before = term(leader).await;
+    c.set_isolated(f, true);
+    let fc = c.client(f).clone();
+    wait_until(
+        CLUSTER_WAIT,
+        "the isolated follower to lose its leader",
+        || {
+            let fc = fc.clone();
+            async move { fc.get("/readyz").await.status == 503 }
+        },
+    )
+    .await;
+    c.client(leader)
+        .execute_ok(r#"["CREATE TABLE during (v)", "INSERT INTO during VALUES(1)"]"#)
+        .await;
+    // For several election timeouts (300ms each) the follower would campaign, were it
+    // allowed to: its term must stay where it was the whole time.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(
+            term(f).await,
+            before,
+            "the isolated follower bumped its term"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.set_isolated(f, false);
+    c.wait_all_see("SELECT COUNT(*) FROM during", &json!([[1]]))
+        .await;
+    assert_eq!(c.agreed_leader(&[0, 1, 2]), Some(leader));
+    assert_eq!(term(leader).await, before, "the leader was disrupted");
+}
