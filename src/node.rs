@@ -164,7 +164,10 @@ impl Node {
         let transport = Transport::new(cfg.cluster.connect_timeout, node_client_tls)
             .map_err(NodeError::Config)?;
         let isolation = Isolation::default();
-        let network = Network::new(transport.clone(), isolation.clone());
+        // One set of counters for this node; each component counts into its part.
+        let metrics = Arc::new(Metrics::default());
+        let network =
+            Network::new(transport.clone(), isolation.clone()).counting_into(metrics.clone());
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
@@ -191,8 +194,6 @@ impl Node {
                 ))
             }
         };
-        // One set of counters for this node; each component counts into its part.
-        let metrics = Arc::new(Metrics::default());
         let store = Store::open(store_cfg, network, metrics.clone()).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
         let bootstrap = Arc::new(Bootstrapper::new(

@@ -126,8 +126,12 @@ impl Cluster {
             // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
             // call simply failed.
             Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
-                if matches!(e, TransportError::Timeout { .. }) {
-                    self.store.metrics().cluster.client_timeouts.inc();
+                let c = &self.store.metrics().cluster;
+                match e {
+                    TransportError::Timeout { .. } => c.client_timeouts.inc(),
+                    // The pooled client drops a broken connection; the next call to this
+                    // peer dials a new one.
+                    _ => c.client_new_conns.inc(),
                 }
                 let (addr, msg) = (addr.to_string(), e.to_string());
                 if idempotent {

@@ -195,11 +195,23 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     }
     st.metrics.http.execute_stmts_rx.add(stmts.len() as u64);
     let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(p), true) {
         return early_reply(&call, e);
     }
     let outcome = st.cluster.execute(req, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
+}
+
+/// [`Store::prepare`], counting the statements it rewrote (`sql-processor` in `/debug/vars`).
+fn prepare(
+    st: &HttpState,
+    req: &mut Request,
+    rw: &RewriteOpts,
+    rewrite: bool,
+) -> Result<(), StoreError> {
+    let n = Store::prepare(req, rw, rewrite)?;
+    st.metrics.sql.rewritten_stmts.add(n);
+    Ok(())
 }
 
 /// `POST /db/execute?queue`: validated and rewritten, then handed to the write queue.
@@ -217,7 +229,7 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         Err(e) => return Err(body_error(e)),
     };
     let mut req = request_of(stmts, &p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(&p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(&p), true) {
         return early_reply(&call, e);
     }
     let ticket = st
@@ -279,7 +291,12 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
     let opts = read_opts(p);
     let mut req = request_of(stmts, p);
     // Only strong reads enter the log, so only they are rewritten.
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), opts.level == ReadLevel::Strong) {
+    if let Err(e) = prepare(
+        st,
+        &mut req,
+        &rewrite_opts(p),
+        opts.level == ReadLevel::Strong,
+    ) {
         return early_reply(&call, e);
     }
     let outcome = st.cluster.query(req, &opts, &forwarding(&call)).await;
@@ -297,7 +314,7 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     }
     st.metrics.http.request_stmts_rx.add(stmts.len() as u64);
     let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(p), true) {
         return early_reply(&call, e);
     }
     let outcome = st

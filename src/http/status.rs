@@ -63,7 +63,10 @@ async fn status_json(st: &HttpState) -> Json {
     let store = &st.store;
     let sqlite = match store.db_stats().await {
         Ok(d) => sqlite_json(&d),
-        Err(e) => obj(vec![("error", s(e.to_string()))]),
+        Err(e) => {
+            st.metrics.store.db_stats_errors.inc();
+            obj(vec![("error", s(e.to_string()))])
+        }
     };
     let m = store.raft().metrics().borrow().clone();
     let me = store.me();

@@ -84,7 +84,7 @@ fn store(m: &Metrics) -> Map {
     vec![
         ("auto_optimize_duration", 0),
         ("auto_vacuum_duration", 0),
-        ("failed_heartbeat_observed", 0),
+        ("failed_heartbeat_observed", s.failed_heartbeats.get()),
         ("leader_changes_dropped", 0),
         ("leader_changes_observed", s.leader_changes.get()),
         ("nodes_reaped_failed", s.nodes_reaped_failed.get()),
@@ -99,7 +99,7 @@ fn store(m: &Metrics) -> Map {
         ("num_backups", s.backups.get()),
         ("num_boots", s.boots.get()),
         ("num_compressed_commands", 0),
-        ("num_db_stats_errors", 0),
+        ("num_db_stats_errors", s.db_stats_errors.get()),
         ("num_full_checkpoint_failed", 0),
         ("num_ignored_joins", s.ignored_joins.get()),
         ("num_joins", s.joins.get()),
@@ -107,7 +107,7 @@ fn store(m: &Metrics) -> Map {
         ("num_provider_checks", 0),
         ("num_provider_provides", 0),
         ("num_provider_provides_fail", 0),
-        ("num_recoveries", 0),
+        ("num_recoveries", s.recoveries.get()),
         ("num_removed_before_joins", s.removed_before_joins.get()),
         ("num_restores", s.restores.get()),
         ("num_restores_failed", s.restores_failed.get()),
@@ -242,6 +242,62 @@ fn mux(m: &Metrics) -> Map {
     ]
 }
 
+/// rqlite's `proto` map: commands encoded for the log. sqlraft never compresses a command,
+/// so every request and byte is an uncompressed one.
+fn proto(m: &Metrics) -> Map {
+    let p = &m.proto;
+    vec![
+        ("num_compressed_bytes", 0),
+        ("num_compressed_requests", 0),
+        ("num_compression_misses", 0),
+        ("num_precompressed_bytes", p.bytes.get()),
+        ("num_requests", p.requests.get()),
+        ("num_uncompressed_bytes", p.bytes.get()),
+        ("num_uncompressed_requests", p.requests.get()),
+    ]
+}
+
+/// rqlite's `sql-processor` map. The rewriter is a tokenizer that cannot panic, so there are
+/// no parser panics to count.
+fn sql_processor(m: &Metrics) -> Map {
+    vec![
+        ("num_parser_panics", 0),
+        ("num_rewritten_stmts", m.sql.rewritten_stmts.get()),
+    ]
+}
+
+/// rqlite's `uploader` map (automatic backups to cloud storage): sqlraft has none.
+fn uploader() -> Map {
+    vec![
+        ("last_upload_bytes", 0),
+        ("num_sum_get_fail", 0),
+        ("num_uploads_fail", 0),
+        ("num_uploads_ok", 0),
+        ("num_uploads_skipped", 0),
+        ("num_uploads_skipped_id", 0),
+        ("total_upload_bytes", 0),
+    ]
+}
+
+/// rqlite's `downloader` map (automatic restore from cloud storage): sqlraft has none.
+fn downloader() -> Map {
+    vec![
+        ("download_bytes", 0),
+        ("num_downloads_fail", 0),
+        ("num_downloads_ok", 0),
+    ]
+}
+
+/// rqlite's `wal` map (compacting SQLite's WAL into incremental snapshots): every sqlraft
+/// snapshot is a full copy, so there is no WAL compaction.
+fn wal() -> Map {
+    vec![
+        ("compact_index_duration_ms", 0),
+        ("compact_load_duration_ms", 0),
+        ("compact_load_page_count", 0),
+    ]
+}
+
 /// sqlraft's own `raft` map: Raft state now, and the elections and leader changes counted.
 fn raft(m: &Metrics, s: &Sample) -> Map {
     vec![
@@ -291,13 +347,18 @@ pub fn vars(m: &Metrics, sampler: &dyn Sampler) -> Vec<(&'static str, String)> {
         ("cluster", render_map(cluster(m))),
         ("cmdline", cmdline),
         ("db", render_map(db(m))),
+        ("downloader", render_map(downloader())),
         ("http", render_map(http(m))),
         ("memstats", memstats()),
         ("mux", render_map(mux(m))),
+        ("proto", render_map(proto(m))),
         ("queue", render_map(queue(m, &s))),
         ("raft", render_map(raft(m, &s))),
         ("snapshot", render_map(snapshot(m))),
+        ("sql-processor", render_map(sql_processor(m))),
         ("store", render_map(store(m))),
+        ("uploader", render_map(uploader())),
+        ("wal", render_map(wal())),
     ];
     out.sort_by(|a, b| a.0.cmp(b.0));
     out

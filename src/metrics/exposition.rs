@@ -258,6 +258,12 @@ impl Collector for Scraped {
         )?;
         counter(
             e,
+            "raft_failed_heartbeats",
+            "AppendEntries calls (heartbeats, replication) sent as leader that a peer did not answer",
+            m.store.failed_heartbeats.get(),
+        )?;
+        counter(
+            e,
             "raft_elections",
             "Elections this node started (times it became a candidate)",
             m.store.elections.get(),
@@ -400,8 +406,8 @@ impl Collector for Scraped {
         )?;
         counter(
             e,
-            "internode_reconnects",
-            "Internode connections opened to a peer this node had been connected to before",
+            "internode_broken_connections",
+            "Cluster calls whose connection broke before an answer (a new one is dialled)",
             c.client_new_conns.get(),
         )?;
 

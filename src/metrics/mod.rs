@@ -3,7 +3,8 @@
 //!
 //! Owns: every count and histogram a node keeps, grouped by the component that increments it
 //! ([`HttpCounters`], [`StoreCounters`], [`ClusterCounters`], [`QueueStats`],
-//! [`SnapshotCounters`], [`DbCounters`], [`ListenerCounters`]), the Prometheus registry built
+//! [`SnapshotCounters`], [`DbCounters`], [`ProtoCounters`], [`SqlCounters`],
+//! [`ListenerCounters`]), the Prometheus registry built
 //! over them ([`exposition`]), and the process's memory figures ([`process`]).
 //! Does not: hold state that has a source of truth elsewhere (term, indexes, file sizes,
 //! queue depth): those are read at scrape time through a [`exposition::Sampler`]. No process
@@ -283,6 +284,13 @@ pub struct StoreCounters {
     pub elections: Counter,
     pub nodes_reaped_ok: Counter,
     pub nodes_reaped_failed: Counter,
+    /// Starts that applied a `peers.json` (recovery after quorum loss).
+    pub recoveries: Counter,
+    /// AppendEntries calls (heartbeats and replication) this node sent as leader that a
+    /// peer did not answer.
+    pub failed_heartbeats: Counter,
+    /// `/status` requests whose SQLite figures could not be read.
+    pub db_stats_errors: Counter,
 }
 
 impl Default for StoreCounters {
@@ -311,6 +319,9 @@ impl Default for StoreCounters {
             elections: Counter::default(),
             nodes_reaped_ok: Counter::default(),
             nodes_reaped_failed: Counter::default(),
+            recoveries: Counter::default(),
+            failed_heartbeats: Counter::default(),
+            db_stats_errors: Counter::default(),
         }
     }
 }
@@ -351,7 +362,7 @@ pub struct DbCounters {
 
 /// The cluster service's counts (rqlite's `cluster` map): requests other nodes sent here,
 /// and this node's internode client.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterCounters {
     pub get_node_api_req: Counter,
     pub get_node_api_resp: Counter,
@@ -366,14 +377,44 @@ pub struct ClusterCounters {
     pub stepdown_req: Counter,
     /// Internode calls that got no answer within their deadline.
     pub client_timeouts: Counter,
-    /// Internode connections dialled to a peer this node had already been connected to
-    /// (the earlier connection broke or was closed).
+    /// Cluster calls whose connection broke before an answer: the pooled client drops that
+    /// connection and dials a new one for the next call (rqlite's forced new connections).
     pub client_new_conns: Counter,
     /// Internode requests refused by this node's `-auth` file.
     pub auth_fail: Counter,
     /// Operations sent to the leader, and those of them that failed.
     pub forwarded: Family<OpLabels, prometheus_client::metrics::counter::Counter>,
     pub forward_failures: Family<OpLabels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl Default for ClusterCounters {
+    fn default() -> Self {
+        let c = Self {
+            get_node_api_req: Counter::default(),
+            get_node_api_resp: Counter::default(),
+            execute_req: Counter::default(),
+            query_req: Counter::default(),
+            request_req: Counter::default(),
+            backup_req: Counter::default(),
+            load_req: Counter::default(),
+            remove_node_req: Counter::default(),
+            notify_req: Counter::default(),
+            join_req: Counter::default(),
+            stepdown_req: Counter::default(),
+            client_timeouts: Counter::default(),
+            client_new_conns: Counter::default(),
+            auth_fail: Counter::default(),
+            forwarded: Family::default(),
+            forward_failures: Family::default(),
+        };
+        // Every operation is exposed from the start, at 0, so `rate()` sees the first one.
+        for op in Op::ALL {
+            let l = OpLabels { operation: op };
+            drop(c.forwarded.get_or_create(&l));
+            drop(c.forward_failures.get_or_create(&l));
+        }
+        c
+    }
 }
 
 impl ClusterCounters {
@@ -399,6 +440,22 @@ impl ClusterCounters {
     }
 }
 
+/// Commands encoded for the Raft log (rqlite's `proto` map). Commands are never compressed.
+#[derive(Debug, Default)]
+pub struct ProtoCounters {
+    /// Commands proposed by this node, and their encoded size.
+    pub requests: Counter,
+    pub bytes: Counter,
+}
+
+/// The SQL rewriter's counts (rqlite's `sql-processor` map).
+#[derive(Debug, Default)]
+pub struct SqlCounters {
+    /// Statements whose `RANDOM()` or time functions were replaced by values before they
+    /// entered the log.
+    pub rewritten_stmts: Counter,
+}
+
 /// One listener's connections.
 #[derive(Debug, Default)]
 pub struct ListenerCounters {
@@ -419,6 +476,8 @@ pub struct Metrics {
     pub snapshot: SnapshotCounters,
     pub db: DbCounters,
     pub cluster: ClusterCounters,
+    pub proto: ProtoCounters,
+    pub sql: SqlCounters,
     /// The public API's listener and the internode one.
     pub api: Arc<ListenerCounters>,
     pub internode: Arc<ListenerCounters>,

@@ -141,7 +141,9 @@ impl Store {
                 log_file.display()
             ))
         })?;
-        recovery::recover(&cfg.data_dir, &cfg.me, &log).await?;
+        if recovery::recover(&cfg.data_dir, &cfg.me, &log).await? {
+            metrics.store.recoveries.inc();
+        }
         let snapshots = SnapshotStore::open_with(&cfg.data_dir.join("snapshots"), metrics.clone())
             .map_err(io)?;
         let engine = Engine::open(&DbConfig {
