@@ -8,10 +8,11 @@
 //! and applied by the state machine to SQLite ([`store::db`], one thread owns the
 //! connections); reads are served locally after the check their consistency level needs, or
 //! through the log at `strong`. [`node`] builds all of this from a validated
-//! [`config::Config`] and shuts it down in reverse.
+//! [`config::Config`] and shuts it down in reverse. Each node's counters live in one
+//! [`metrics::Metrics`], handed to every component; `/metrics` and `/debug/vars` render it.
 //!
 //! Dependency direction: `http -> store -> raft`; `node` wires; `config` is read only at the
-//! edge (`main.rs`).
+//! edge (`main.rs`); every layer may count into [`metrics`], which depends on nothing here.
 
 pub mod auth;
 pub mod cluster;

@@ -188,7 +188,8 @@ impl Cluster {
                         Ok(resp) => map(resp).map(Hop::Done),
                         Err(e) => Err(e),
                     };
-                    let ok = matches!(hop, Ok(Hop::Done(_)));
+                    // Each hop is counted; one that found the leader moved is not a failure.
+                    let ok = hop.is_ok();
                     self.store.metrics().cluster.record_forward(op, ok);
                     hop
                 }

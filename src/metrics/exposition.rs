@@ -323,6 +323,18 @@ impl Collector for Scraped {
                 ],
             ),
         )?;
+        counter(
+            e,
+            "db_checkpoints",
+            "WAL checkpoints run into the SQLite database file",
+            m.db.checkpoints.get(),
+        )?;
+        counter(
+            e,
+            "db_checkpoint_failures",
+            "WAL checkpoints that failed",
+            m.db.checkpoint_errors.get(),
+        )?;
         counters(
             e,
             "db_statement_errors",

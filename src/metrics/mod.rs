@@ -358,6 +358,17 @@ pub struct DbCounters {
     /// `/db/request` statements applied through the log, and those requests as transactions.
     pub requests: Counter,
     pub request_transactions: Counter,
+    /// Write statements applied as queries (`RETURNING`).
+    pub executions_force_queries: Counter,
+    /// How long opening the database took at start.
+    pub open_duration: Latest,
+    /// WAL checkpoints run, failed, the latest's duration; WAL frames seen and moved into
+    /// the database by them.
+    pub checkpoints: Counter,
+    pub checkpoint_errors: Counter,
+    pub checkpoint_duration: Latest,
+    pub checkpointed_pages: Counter,
+    pub checkpointed_moves: Counter,
 }
 
 /// The cluster service's counts (rqlite's `cluster` map): requests other nodes sent here,

@@ -146,12 +146,15 @@ impl Store {
         }
         let snapshots = SnapshotStore::open_with(&cfg.data_dir.join("snapshots"), metrics.clone())
             .map_err(io)?;
-        let engine = Engine::open(&DbConfig {
+        let opening = Instant::now();
+        let mut engine = Engine::open(&DbConfig {
             fk: cfg.fk,
             path: Some(cfg.data_dir.join("db.sqlite")),
             read_conns: cfg.db_max_ro_conns,
             read_timeout: cfg.db_timeout,
         })?;
+        metrics.db.open_duration.set_millis(opening.elapsed());
+        engine.count_into(metrics.clone());
         let reads = engine.reads();
         let db = Db::spawn(engine);
         let sm = StateMachine::open(

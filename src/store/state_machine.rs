@@ -136,6 +136,8 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
                     &db.execute_transactions,
                 ];
                 count_sql(c, &req, out);
+                let forced = req.statements.iter().filter(|s| s.force_query).count();
+                db.executions_force_queries.add(forced as u64);
             }
             results(r)?
         }

@@ -398,7 +398,8 @@ async fn prometheus_sees_the_leader_change_when_the_leader_is_killed() {
     // up and exactly one leader; the leader is killed (SIGKILL); Prometheus then sees the
     // killed target down, exactly one leader among the survivors (the one the cluster
     // names), an election started by the new leader, a leader change counted by every
-    // survivor, and the new leader's heartbeats to the killed node failing.
+    // survivor, and the new leader's heartbeats to the killed node failing. Every query of
+    // the example Grafana dashboard runs on this Prometheus and names real metrics.
     let mut c = ProcCluster::start(3, &[]).await;
     let old = c.wait_for_leader().await;
     let all: Vec<String> = c.members.iter().map(|m| m.http_addr.clone()).collect();
@@ -458,6 +459,7 @@ async fn prometheus_sees_the_leader_change_when_the_leader_is_killed() {
         (failed > 0.0).then_some(())
     })
     .await;
+    dashboard_queries_run_on(&prom).await;
     // The leader's term is the new one everywhere Prometheus looks.
     let terms: BTreeSet<u64> = prom
         .query("sqlraft_raft_term")
@@ -467,6 +469,43 @@ async fn prometheus_sees_the_leader_change_when_the_leader_is_killed() {
         .map(|(_, v)| v as u64)
         .collect();
     assert_eq!(terms.len(), 1, "{terms:?}");
+}
+
+/// Every query of `examples/grafana-dashboard.json` is valid PromQL to a real Prometheus,
+/// and every metric it names is one Prometheus scraped from the nodes.
+async fn dashboard_queries_run_on(prom: &Prometheus) {
+    let dash: Value = serde_json::from_str(include_str!("../../examples/grafana-dashboard.json"))
+        .expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut names = BTreeSet::new();
+    let mut queries = 0;
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr").replace("$job", "sqlraft");
+            // `query` asserts that Prometheus accepted it.
+            prom.query(&expr).await;
+            queries += 1;
+            let mut rest = expr.as_str();
+            while let Some(i) = rest.find("sqlraft_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(queries >= 30, "{queries} queries");
+    for name in names {
+        let found = prom.query(&format!("count({name})")).await;
+        assert!(
+            !found.is_empty(),
+            "the dashboard names {name}, which no node exposes"
+        );
+    }
 }
 
 /// rqlite v8.43.3's expvar maps and their keys (from its source: each package's
@@ -718,9 +757,10 @@ fn n(v: &Value, map: &str, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_vars_carries_rqlites_maps_field_by_field() {
-    // Steps: one node; a write (one statement with RANDOM()), a read, a unified request, a
-    // queued write with wait, a backup and a snapshot; /debug/vars has expvar's layout, every
-    // map and key of rqlite's (plus sqlraft's `raft` map), and counts exactly what was done.
+    // Steps: one node; a write (one statement with RANDOM(), one with RETURNING), a read, a
+    // unified request, a queued write with wait, a backup and a snapshot; /debug/vars has
+    // expvar's layout, every map and key of rqlite's (plus sqlraft's `raft` map), and counts
+    // exactly what was done.
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Proc::spawn(dir.path(), &[]);
     node.wait_ready().await;
@@ -728,7 +768,7 @@ async fn debug_vars_carries_rqlites_maps_field_by_field() {
     ok(
         &c.post_json(
             "/db/execute",
-            r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (RANDOM())", "INSERT INTO t VALUES (1)"]"#,
+            r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (RANDOM())", "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (5) RETURNING v"]"#,
         )
         .await,
         "write",
@@ -795,7 +835,7 @@ async fn debug_vars_carries_rqlites_maps_field_by_field() {
     // What was done, counted where rqlite counts it.
     let http = |k| n(&v, "http", k);
     assert_eq!(http("executions"), 2, "plain and queued: {}", v["http"]);
-    assert_eq!(http("execute_stmts_rx"), 3);
+    assert_eq!(http("execute_stmts_rx"), 4);
     assert_eq!(http("queries"), 1);
     assert_eq!(http("query_stmts_rx"), 1);
     assert_eq!(http("requests"), 1);
@@ -841,7 +881,8 @@ async fn debug_vars_carries_rqlites_maps_field_by_field() {
     assert!(n(&v, "proto", "num_uncompressed_bytes") > 0);
     assert!(n(&v, "snapshot", "latest_persist_size") > 0);
     // Writes applied from the log (the unified request's are `requests`), reads served.
-    assert_eq!(n(&v, "db", "executions"), 4, "{}", v["db"]);
+    assert_eq!(n(&v, "db", "executions"), 5, "{}", v["db"]);
+    assert_eq!(n(&v, "db", "executions_force_queries"), 1, "RETURNING");
     assert_eq!(n(&v, "db", "requests"), 2, "{}", v["db"]);
     assert_eq!(n(&v, "db", "queries"), 1, "{}", v["db"]);
     assert_eq!(n(&v, "queue", "objects_rx"), 1);
