@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::command::Request;
+use crate::metrics::Op;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
 use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
@@ -125,6 +126,13 @@ impl Cluster {
             // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
             // call simply failed.
             Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
+                let c = &self.store.metrics().cluster;
+                match e {
+                    TransportError::Timeout { .. } => c.client_timeouts.inc(),
+                    // The pooled client drops a broken connection; the next call to this
+                    // peer dials a new one.
+                    _ => c.client_new_conns.inc(),
+                }
                 let (addr, msg) = (addr.to_string(), e.to_string());
                 if idempotent {
                     Err(ClusterError::LeaderUnreachable { addr, msg })
@@ -145,6 +153,7 @@ impl Cluster {
     /// `remote` to the leader instead (see [`forward::route`]).
     async fn local_or_leader<T, L, Fut, M>(
         &self,
+        op: Op,
         fwd: &Forwarding,
         idempotent: bool,
         local: L,
@@ -172,15 +181,17 @@ impl Cluster {
                     let Some(r) = r else {
                         return Err(StoreError::NotLeader { leader: None }.into());
                     };
-                    match self
-                        .call(&leader.raft_addr, &r, timeout, idempotent)
-                        .await?
-                    {
-                        ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                    let hop = match self.call(&leader.raft_addr, &r, timeout, idempotent).await {
+                        Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
                             leader: Some(next),
-                        })) => Ok(Hop::NotLeader(next)),
-                        resp => map(resp).map(Hop::Done),
-                    }
+                        }))) => Ok(Hop::NotLeader(next)),
+                        Ok(resp) => map(resp).map(Hop::Done),
+                        Err(e) => Err(e),
+                    };
+                    // Each hop is counted; one that found the leader moved is not a failure.
+                    let ok = hop.is_ok();
+                    self.store.metrics().cluster.record_forward(op, ok);
+                    hop
                 }
             },
         )
@@ -196,6 +207,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let r = req.clone();
         self.local_or_leader(
+            Op::Execute,
             route,
             false,
             || self.store.execute(r),
@@ -214,6 +226,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let r = reqs.clone();
         self.local_or_leader(
+            Op::Execute,
             route,
             false,
             || self.store.execute_each(r),
@@ -238,6 +251,7 @@ impl Cluster {
         let r = req.clone();
         let idempotent = opts.level != ReadLevel::Strong;
         self.local_or_leader(
+            Op::Query,
             route,
             idempotent,
             || self.store.query(r, opts),
@@ -262,6 +276,7 @@ impl Cluster {
         let wire = opts.clone();
         let r = req.clone();
         self.local_or_leader(
+            Op::Request,
             route,
             false,
             || self.store.request(r, opts),
@@ -287,6 +302,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let t = tables.clone();
         self.local_or_leader(
+            Op::Backup,
             route,
             true,
             || async move {
@@ -318,6 +334,7 @@ impl Cluster {
     ) -> Result<Served<Reply>, ClusterError> {
         let creds = route.creds.clone();
         self.local_or_leader(
+            Op::Load,
             route,
             false,
             || self.store.load_file(path),
@@ -338,6 +355,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let i = id.clone();
         self.local_or_leader(
+            Op::Remove,
             route,
             true,
             || async move { self.remove_and_notify(&i).await },
@@ -359,6 +377,7 @@ impl Cluster {
         let creds = route.creds.clone();
         let i = id.clone();
         self.local_or_leader(
+            Op::Stepdown,
             route,
             true,
             || async move {

@@ -193,13 +193,25 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     if stmts.is_empty() {
         return Ok(error::json(render(&Envelope::default().to_json(), p)));
     }
+    st.metrics.http.execute_stmts_rx.add(stmts.len() as u64);
     let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(p), true) {
         return early_reply(&call, e);
     }
-    st.counters.executions.add(1);
     let outcome = st.cluster.execute(req, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
+}
+
+/// [`Store::prepare`], counting the statements it rewrote (`sql-processor` in `/debug/vars`).
+fn prepare(
+    st: &HttpState,
+    req: &mut Request,
+    rw: &RewriteOpts,
+    rewrite: bool,
+) -> Result<(), StoreError> {
+    let n = Store::prepare(req, rw, rewrite)?;
+    st.metrics.sql.rewritten_stmts.add(n);
+    Ok(())
 }
 
 /// `POST /db/execute?queue`: validated and rewritten, then handed to the write queue.
@@ -217,7 +229,7 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         Err(e) => return Err(body_error(e)),
     };
     let mut req = request_of(stmts, &p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(&p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(&p), true) {
         return early_reply(&call, e);
     }
     let ticket = st
@@ -225,9 +237,11 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         .submit(req.statements)
         .await
         .map_err(ApiError::Unavailable)?;
+    st.metrics.http.queued_executions.inc();
     let seq = ticket.sequence_number;
     let mut results = Vec::new();
     if p.wait {
+        st.metrics.http.queued_executions_wait.inc();
         let timeout = p.timeout.unwrap_or(Duration::from_secs(30));
         match tokio::time::timeout(timeout, ticket.done).await {
             // rqlite answers a queued write with no results; failed statements are shown.
@@ -238,7 +252,10 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(e))) => return Err(api_error(e)),
             Ok(Err(_)) => return Err(ApiError::Unavailable("write queue stopped".into())),
-            Err(_) => return Err(ApiError::QueueWaitTimeout),
+            Err(_) => {
+                st.metrics.http.queued_executions_wait_timeout.inc();
+                return Err(ApiError::QueueWaitTimeout);
+            }
         }
     }
     let env = Envelope {
@@ -270,13 +287,18 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
     if stmts.is_empty() {
         return Ok(error::json(render(&Envelope::default().to_json(), p)));
     }
+    st.metrics.http.query_stmts_rx.add(stmts.len() as u64);
     let opts = read_opts(p);
     let mut req = request_of(stmts, p);
     // Only strong reads enter the log, so only they are rewritten.
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), opts.level == ReadLevel::Strong) {
+    if let Err(e) = prepare(
+        st,
+        &mut req,
+        &rewrite_opts(p),
+        opts.level == ReadLevel::Strong,
+    ) {
         return early_reply(&call, e);
     }
-    st.counters.queries.add(1);
     let outcome = st.cluster.query(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Query)
 }
@@ -290,11 +312,11 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     if stmts.is_empty() {
         return Ok(error::json(render(&Envelope::default().to_json(), p)));
     }
+    st.metrics.http.request_stmts_rx.add(stmts.len() as u64);
     let mut req = request_of(stmts, p);
-    if let Err(e) = Store::prepare(&mut req, &rewrite_opts(p), true) {
+    if let Err(e) = prepare(st, &mut req, &rewrite_opts(p), true) {
         return early_reply(&call, e);
     }
-    st.counters.requests.add(1);
     let outcome = st
         .cluster
         .request(req, &read_opts(p), &forwarding(&call))
@@ -315,7 +337,6 @@ pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
     let p = &call.params;
     let sql = p.fmt.as_deref() == Some("sql");
-    st.counters.backups.add(1);
     let served = st
         .cluster
         .backup(
@@ -359,7 +380,6 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
         .upload_file()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let len = call.body_to_file(&upload.0).await?;
-    st.counters.loads.add(1);
     let rt = forwarding(&call);
     let head = read_head(&upload.0).await?;
     let outcome = if head.starts_with(SQLITE_HEADER) {

@@ -605,6 +605,11 @@ impl LogStore {
         c.last.or(c.last_purged)
     }
 
+    /// The newest committed log id openraft saved (for `/metrics`).
+    pub fn committed(&self) -> Option<LogId> {
+        self.cache().committed
+    }
+
     /// Number of entries currently held (for `/status`).
     pub fn len(&self) -> usize {
         let c = self.cache();
@@ -648,6 +653,7 @@ mod conformance {
                 Db::spawn(engine),
                 snapshots,
                 &td.path().join("parts"),
+                Arc::default(),
                 Arc::default(),
             )
             .await?;
