@@ -6,9 +6,10 @@
 //! what it owns and what it does not; `docs/design/` has one note per layer saying why.
 //!
 //! - [`http`]: the public API. `mod.rs` the router, `db.rs` the data endpoints, `status.rs`
-//!   the operations endpoints, `params.rs` and `body.rs` parse, `json.rs` writes Go-identical
-//!   JSON, `queue.rs` batches `?queue` writes, `error.rs` is the one place that picks status
-//!   codes, `console/` the web console.
+//!   the operations endpoints, `vars.rs` and `scrape.rs` `/debug/vars` and `/metrics`,
+//!   `params.rs` and `body.rs` parse, `json.rs` writes Go-identical JSON, `queue.rs` batches
+//!   `?queue` writes, `error.rs` is the one place that picks status codes, `console/` the web
+//!   console.
 //! - [`cluster`]: where a request is served and how a node becomes a member. `forward.rs`
 //!   routes (local, else the leader, else a redirect); `mod.rs` names the operations;
 //!   `formation.rs` decides form-or-join as a pure function, carried out by `join.rs`,
@@ -20,7 +21,7 @@
 //!   `leadership.rs` (leader lease and the pre-vote grant rule), `membership.rs`,
 //!   `images.rs` (load, boot, backup), `state_machine.rs` and `snapshot.rs`, `recovery.rs`
 //!   (`peers.json`), `error.rs` (the error vocabulary every layer above maps).
-//! - [`raft`]: openraft's type configuration, the durable log (`log_store.rs`), the network
+//! - [`raft`]: openraft's type configuration, the durable log (`log_store/`), the network
 //!   client (`network.rs`) and the internode wire (`transport.rs`).
 //! - [`db`]: SQLite with rqlite's semantics, knowing nothing of Raft. `engine.rs` (the one
 //!   writer thread), `reads.rs` (the reader pool), `exec.rs`, `values.rs`, `datetime.rs`,
@@ -28,11 +29,14 @@
 //! - [`command`]: the versioned Raft log payload.
 //! - Around them: [`node`] (the composition root: builds everything from a validated
 //!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;
-//!   read only by the binaries), [`auth`], [`tls`], [`serve`], [`health`], [`duration`], and
-//!   [`shell`] (the `sqlraft` shell, a client of the public API only).
+//!   read only by the binaries), [`metrics`] (each node's counters, in one
+//!   [`metrics::Metrics`] handed to every component; `/metrics` and `/debug/vars` render it),
+//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], and [`shell`] (the `sqlraft`
+//!   shell, a client of the public API only).
 //!
 //! Dependency direction: `http -> cluster -> store -> {raft, db}`; `node` wires; nothing
-//! below `http` depends on it.
+//! below `http` depends on it; every layer may count into [`metrics`], which depends on
+//! nothing here.
 
 pub mod auth;
 pub mod cluster;
@@ -42,6 +46,7 @@ pub mod db;
 pub mod duration;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod serve;

@@ -21,7 +21,10 @@ use crate::cluster::service::{self, ServiceState};
 use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::config::{is_unspecified, split_host_port, Config};
 use crate::http::queue::WriteQueue;
+use crate::http::scrape::NodeSampler;
 use crate::http::{self, HttpState};
+use crate::metrics::exposition::Sampler;
+use crate::metrics::Metrics;
 use crate::raft::network::{Isolation, Network};
 use crate::raft::transport::Transport;
 use crate::raft::NodeInfo;
@@ -98,6 +101,7 @@ fn advertised(
 fn serve_options(
     name: &'static str,
     tls: Option<Arc<rustls::ServerConfig>>,
+    counters: Arc<crate::metrics::ListenerCounters>,
     http: &crate::config::Http,
     body_deadline: bool,
 ) -> crate::serve::ServeOptions {
@@ -107,6 +111,7 @@ fn serve_options(
         max_connections: http.max_connections,
         read_timeout: http.read_timeout,
         body_deadline,
+        counters,
     }
 }
 
@@ -168,7 +173,10 @@ impl Node {
         let transport = Transport::new(cfg.cluster.connect_timeout, node_client_tls)
             .map_err(NodeError::Config)?;
         let isolation = Isolation::default();
-        let network = Network::new(transport.clone(), isolation.clone());
+        // One set of counters for this node; each component counts into its part.
+        let metrics = Arc::new(Metrics::default());
+        let network =
+            Network::new(transport.clone(), isolation.clone()).counting_into(metrics.clone());
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
@@ -195,7 +203,7 @@ impl Node {
                 ))
             }
         };
-        let store = Store::open(store_cfg, network).await?;
+        let store = Store::open(store_cfg, network, metrics.clone()).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
         let bootstrap = Arc::new(Bootstrapper::new(
             cluster.clone(),
@@ -215,7 +223,8 @@ impl Node {
             cfg.http.max_body,
         );
         // No deadline on bodies: snapshot transfers may legitimately take long.
-        let opts = serve_options("internode", node_tls, &cfg.http, false);
+        let counters = metrics.internode.clone();
+        let opts = serve_options("internode", node_tls, counters, &cfg.http, false);
         let serving = crate::serve::serve(raft_listener, internode, opts, cancel.child_token());
         tasks.push(tokio::spawn(serving));
 
@@ -280,9 +289,19 @@ impl Node {
                 store.clone().run_remove_watch(cancel.child_token()),
             ));
         }
-        let (queue, queue_task) =
-            WriteQueue::start(cluster.clone(), cfg.queue.clone(), cancel.child_token());
+        let (queue, queue_task) = WriteQueue::start(
+            cluster.clone(),
+            cfg.queue.clone(),
+            metrics.queue.clone(),
+            cancel.child_token(),
+        );
         tasks.push(queue_task);
+        let sampler: Arc<dyn Sampler> = Arc::new(NodeSampler {
+            store: store.clone(),
+            queue: queue.depth(),
+        });
+        let registry =
+            crate::metrics::exposition::registry(metrics.clone(), Box::new(sampler.clone()));
         let state = Arc::new(HttpState {
             store: store.clone(),
             cluster: cluster.clone(),
@@ -291,12 +310,15 @@ impl Node {
             max_statements: cfg.http.max_statements,
             started: SystemTime::now(),
             bind_addr: http_addr.to_string(),
-            counters: Default::default(),
+            metrics: metrics.clone(),
+            registry,
+            sampler,
             disco: disco.clone(),
             auth,
             allow_origin,
         });
-        let opts = serve_options("HTTP", api_tls, &cfg.http, true);
+        let counters = metrics.api.clone();
+        let opts = serve_options("HTTP", api_tls, counters, &cfg.http, true);
         let serving = crate::serve::serve(
             http_listener,
             http::router(state),

@@ -43,6 +43,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ListenerCounters;
+
 /// How one listener serves.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -58,6 +60,8 @@ pub struct ServeOptions {
     /// Bound request bodies by `read_timeout` (the API); off for the internode port, whose
     /// snapshot transfers may legitimately take long.
     pub body_deadline: bool,
+    /// This listener's connection counts.
+    pub counters: Arc<ListenerCounters>,
 }
 
 /// The largest connection cap honoured.
@@ -109,6 +113,7 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        opts.counters.accepted.inc();
         let conn = Conn {
             builder: builder.clone(),
             router: router.clone(),
@@ -117,7 +122,9 @@ pub async fn serve(
             stop: stop.clone(),
             peer,
         };
+        let counters = opts.counters.clone();
         tokio::spawn(async move {
+            let _open = counters.open.hold();
             conn.run(tcp).await;
             drop(permit);
         });
@@ -164,12 +171,14 @@ impl Conn {
                 return;
             }
             Err(_) => {
+                self.opts.counters.tls_handshake_failures.inc();
                 tracing::info!(listener = name, %peer, "TLS handshake failed: no data within {timeout:?}");
                 return;
             }
         }
         // A TLS connection starts with a handshake record (content type 22).
         if first[0] != 0x16 {
+            self.opts.counters.tls_handshake_failures.inc();
             tracing::info!(
                 listener = name,
                 %peer,
@@ -186,12 +195,15 @@ impl Conn {
             let _ = tcp.shutdown().await;
             return;
         }
+        self.opts.counters.tls_handshakes.inc();
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => self.http(tls).await,
             Ok(Err(e)) => {
+                self.opts.counters.tls_handshake_failures.inc();
                 tracing::info!(listener = name, %peer, error = %e, "TLS handshake failed");
             }
             Err(_) => {
+                self.opts.counters.tls_handshake_failures.inc();
                 tracing::info!(listener = name, %peer, "TLS handshake failed: not completed within {timeout:?}");
             }
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::command::Request;
+use crate::metrics::Op;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
 use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
@@ -153,6 +154,13 @@ impl Cluster {
             // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
             // call simply failed.
             Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
+                let c = &self.store.metrics().cluster;
+                match e {
+                    TransportError::Timeout { .. } => c.client_timeouts.inc(),
+                    // The pooled client drops a broken connection; the next call to this
+                    // peer dials a new one.
+                    _ => c.client_new_conns.inc(),
+                }
                 let (addr, msg) = (addr.to_string(), e.to_string());
                 if idempotent {
                     Err(ClusterError::LeaderUnreachable { addr, msg })
@@ -174,6 +182,7 @@ impl Cluster {
     /// instead (see [`forward::route`]).
     async fn local_or_leader<T: Answer, L, Fut>(
         &self,
+        op: Op,
         fwd: &Forwarding,
         idempotent: bool,
         local: L,
@@ -199,15 +208,17 @@ impl Cluster {
                     let Some(r) = r else {
                         return Err(StoreError::NotLeader { leader: None }.into());
                     };
-                    match self
-                        .call(&leader.raft_addr, &r, timeout, idempotent)
-                        .await?
-                    {
-                        ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                    let hop = match self.call(&leader.raft_addr, &r, timeout, idempotent).await {
+                        Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
                             leader: Some(next),
-                        })) => Ok(Hop::NotLeader(next)),
-                        resp => T::take(resp).map(Hop::Done),
-                    }
+                        }))) => Ok(Hop::NotLeader(next)),
+                        Ok(resp) => T::take(resp).map(Hop::Done),
+                        Err(e) => Err(e),
+                    };
+                    // Each hop is counted; one that found the leader moved is not a failure.
+                    let ok = hop.is_ok();
+                    self.store.metrics().cluster.record_forward(op, ok);
+                    hop
                 }
             },
         )
@@ -222,7 +233,7 @@ impl Cluster {
     ) -> Result<Served<Reply>, ClusterError> {
         let r = req.clone();
         let remote = |creds| ClusterRequest::Execute { req, creds };
-        self.local_or_leader(route, false, || self.store.execute(r), remote)
+        self.local_or_leader(Op::Execute, route, false, || self.store.execute(r), remote)
             .await
     }
 
@@ -234,8 +245,14 @@ impl Cluster {
     ) -> Result<Served<Vec<Reply>>, ClusterError> {
         let r = reqs.clone();
         let remote = |creds| ClusterRequest::ExecuteEach { reqs, creds };
-        self.local_or_leader(route, false, || self.store.execute_each(r), remote)
-            .await
+        self.local_or_leader(
+            Op::Execute,
+            route,
+            false,
+            || self.store.execute_each(r),
+            remote,
+        )
+        .await
     }
 
     /// Reads (`/db/query`). `none` is always local; only `strong` reads enter the log, so
@@ -254,8 +271,14 @@ impl Cluster {
             opts: wire,
             creds,
         };
-        self.local_or_leader(route, idempotent, || self.store.query(r, opts), remote)
-            .await
+        self.local_or_leader(
+            Op::Query,
+            route,
+            idempotent,
+            || self.store.query(r, opts),
+            remote,
+        )
+        .await
     }
 
     /// The unified endpoint (`/db/request`).
@@ -272,8 +295,14 @@ impl Cluster {
             opts: wire,
             creds,
         };
-        self.local_or_leader(route, false, || self.store.request(r, opts), remote)
-            .await
+        self.local_or_leader(
+            Op::Request,
+            route,
+            false,
+            || self.store.request(r, opts),
+            remote,
+        )
+        .await
     }
 
     /// Backups are served by the leader unless `local` (`noleader`).
@@ -298,7 +327,8 @@ impl Cluster {
             tables,
             creds,
         };
-        self.local_or_leader(route, true, here, remote).await
+        self.local_or_leader(Op::Backup, route, true, here, remote)
+            .await
     }
 
     /// Loads the SQLite file at `path` through the log. A follower sends it to the leader
@@ -315,8 +345,14 @@ impl Cluster {
             dump: None,
             creds,
         };
-        self.local_or_leader(route, false, || self.store.load_file(path), remote)
-            .await
+        self.local_or_leader(
+            Op::Load,
+            route,
+            false,
+            || self.store.load_file(path),
+            remote,
+        )
+        .await
     }
 
     /// Removes a member.
@@ -324,7 +360,8 @@ impl Cluster {
         let i = id.clone();
         let here = || async move { self.remove_and_notify(&i).await };
         let remote = |creds| ClusterRequest::Remove { id, creds };
-        self.local_or_leader(route, true, here, remote).await
+        self.local_or_leader(Op::Remove, route, true, here, remote)
+            .await
     }
 
     /// Leadership transfer (`POST /leader`).
@@ -342,7 +379,8 @@ impl Cluster {
             })
         };
         let remote = |creds| ClusterRequest::Stepdown { id, creds };
-        self.local_or_leader(route, true, here, remote).await
+        self.local_or_leader(Op::Stepdown, route, true, here, remote)
+            .await
     }
 
     /// On the leader: asks a voter (the one named, else the most up to date) to start an

@@ -54,6 +54,7 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         threshold = randomized(timeout);
         if pre_vote(&cluster).await {
             tracing::info!("pre-vote won: starting an election");
+            store.metrics().store.elections.inc();
             if let Err(e) = store.raft().trigger().elect().await {
                 tracing::warn!(error = %e, "could not start an election");
             }

@@ -71,11 +71,16 @@ pub async fn run(
                 continue;
             }
             tracing::warn!(node = %node, unreachable_for = ?seen.elapsed(), "reaping a member the leader cannot reach");
+            let reaped = &store.metrics().store;
             match cluster.remove_and_notify(&node.id).await {
                 Ok(()) => {
+                    reaped.nodes_reaped_ok.inc();
                     last_ok.remove(&node.id);
                 }
-                Err(e) => tracing::warn!(node = %node, error = %e, "could not reap member"),
+                Err(e) => {
+                    reaped.nodes_reaped_failed.inc();
+                    tracing::warn!(node = %node, error = %e, "could not reap member");
+                }
             }
         }
     }

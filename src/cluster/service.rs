@@ -16,6 +16,7 @@ use super::proto::Credentials;
 use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
 use super::{Cluster, ClusterError, Forwarding};
 use crate::auth::{AuthStore, Perm};
+use crate::metrics::{ClusterCounters, Counter};
 use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::transport::{decode, encode};
 use crate::raft::{NodeId, TypeConfig};
@@ -163,9 +164,32 @@ fn allowed(auth: Option<&AuthStore>, req: &ClusterRequest) -> bool {
     matches!(req, ClusterRequest::Join { voter: false, .. }) && auth.check(creds, Perm::Join)
 }
 
+/// The count of requests of `req`'s type (rqlite's `cluster` map), for those it counts.
+fn counter_of<'a>(c: &'a ClusterCounters, req: &ClusterRequest) -> Option<&'a Counter> {
+    use ClusterRequest as R;
+    Some(match req {
+        R::Meta => &c.get_node_api_req,
+        R::Join { .. } => &c.join_req,
+        R::Notify { .. } => &c.notify_req,
+        R::Remove { .. } => &c.remove_node_req,
+        R::Execute { .. } | R::ExecuteEach { .. } => &c.execute_req,
+        R::Query { .. } => &c.query_req,
+        R::Request { .. } => &c.request_req,
+        R::Backup { .. } => &c.backup_req,
+        R::Load { .. } => &c.load_req,
+        R::Stepdown { .. } => &c.stepdown_req,
+        R::PreVote { .. } | R::Removed | R::Elect => return None,
+    })
+}
+
 /// Forwarded requests are served here, never forwarded again (no forwarding loops).
 async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterResponse, ClusterError> {
+    let c = &st.store().metrics().cluster;
+    if let Some(counter) = counter_of(c, &req) {
+        counter.inc();
+    }
     if !allowed(st.auth.as_deref(), &req) {
+        c.auth_fail.inc();
         return Err(ClusterError::Unauthorized("unauthorized".into()));
     }
     let store = st.store();
@@ -177,6 +201,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
     match req {
         ClusterRequest::Meta => {
             let m = store.raft().metrics().borrow().clone();
+            c.get_node_api_resp.inc();
             Ok(ClusterResponse::Meta(NodeMeta {
                 node: store.me().clone(),
                 api_url: store.me().api_url(),
@@ -258,6 +283,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             Ok(ClusterResponse::Ok)
         }
         ClusterRequest::Elect => {
+            store.metrics().store.elections.inc();
             store
                 .raft()
                 .trigger()

@@ -26,6 +26,7 @@ use super::exec::{self, Limit, Mode};
 use super::reads::ReadPool;
 use super::DbError;
 use crate::command::{Outcome, Request, StmtResult};
+use crate::metrics::Metrics;
 
 /// Settings of the database itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct Engine {
     reads: Arc<ReadPool>,
     config: DbConfig,
     _temp: Option<TempDir>,
+    /// Counts checkpoints into `db` (counters of its own unless [`Engine::count_into`]).
+    metrics: Arc<Metrics>,
 }
 
 /// What every SQLite database file starts with.
@@ -95,7 +98,13 @@ impl Engine {
             reads,
             config: config.clone(),
             _temp: temp,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts into the node's `metrics` from here on.
+    pub fn count_into(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
     }
 
     /// The pool that serves reads; usable from any thread.
@@ -261,11 +270,7 @@ impl Engine {
         }
         // The copy went through the WAL: move it into the database file and shrink the WAL
         // now (waiting briefly for readers), not one passive checkpoint at a time.
-        if let Err(e) = self
-            .rw
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
+        if let Err(e) = self.checkpoint_mode("TRUNCATE") {
             tracing::warn!(error = %e, "WAL checkpoint after a restore failed");
         }
         Ok(())
@@ -308,12 +313,35 @@ impl Engine {
 
     /// A passive checkpoint: never waits for readers; frames they still use stay in the WAL.
     fn checkpoint(&mut self) {
-        if let Err(e) = self
+        if let Err(e) = self.checkpoint_mode("PASSIVE") {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+
+    /// Runs `PRAGMA wal_checkpoint(<mode>)`, counted as rqlite counts its checkpoints: the
+    /// WAL's frames (`checkpointed_pages`) and those moved into the database
+    /// (`checkpointed_moves`).
+    fn checkpoint_mode(&mut self, mode: &str) -> Result<(), rusqlite::Error> {
+        let started = Instant::now();
+        let c = &self.metrics.db;
+        let r = self
             .rw
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            });
+        match r {
+            Ok((log, moved)) => {
+                c.checkpoints.inc();
+                c.checkpoint_duration.set_millis(started.elapsed());
+                c.checkpointed_pages.add(u64::try_from(log).unwrap_or(0));
+                c.checkpointed_moves.add(u64::try_from(moved).unwrap_or(0));
+                Ok(())
+            }
+            Err(e) => {
+                c.checkpoint_errors.inc();
+                Err(e)
+            }
         }
     }
 

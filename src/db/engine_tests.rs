@@ -1951,3 +1951,16 @@ proptest::proptest! {
         proptest::prop_assert_eq!(run(), run());
     }
 }
+
+#[test]
+fn a_restore_checkpoints_the_wal_and_counts_it() {
+    let mut e = foo_after_c81();
+    let m = Arc::new(crate::metrics::Metrics::default());
+    e.count_into(m.clone());
+    assert!(e.restore(&small_image(4096)).is_ok());
+    assert_eq!(m.db.checkpoints.get(), 1);
+    assert_eq!(m.db.checkpoint_errors.get(), 0);
+    // A truncating checkpoint empties the WAL: SQLite reports the frames left, none.
+    let (pages, moved) = (m.db.checkpointed_pages.get(), m.db.checkpointed_moves.get());
+    assert!(moved <= pages, "{pages} frames, {moved} moved");
+}

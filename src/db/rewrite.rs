@@ -46,9 +46,10 @@ const TIME_FUNCTIONS: [&str; 7] = [
 ];
 
 /// Rewrites `stmt.sql` in place and sets `force_query` when a `RETURNING` clause is found.
-pub fn rewrite(stmt: &mut Statement, opts: &RewriteOpts) {
+/// Returns whether the SQL was changed.
+pub fn rewrite(stmt: &mut Statement, opts: &RewriteOpts) -> bool {
     if !opts.parse {
-        return;
+        return false;
     }
     // Fast path: the tokenizer is only needed when one of the words can be present.
     let lower = stmt.sql.to_ascii_lowercase();
@@ -56,7 +57,7 @@ pub fn rewrite(stmt: &mut Statement, opts: &RewriteOpts) {
     let maybe_now = opts.time && lower.contains("now");
     let maybe_returning = lower.contains("returning");
     if !(maybe_random || maybe_now || maybe_returning) {
-        return;
+        return false;
     }
     let sql = stmt.sql.as_str();
     let tokens = tokenize(sql);
@@ -70,9 +71,11 @@ pub fn rewrite(stmt: &mut Statement, opts: &RewriteOpts) {
     if maybe_now {
         now_edits(sql, &tokens, &julian_day_now(), &mut edits);
     }
-    if !edits.is_empty() {
-        stmt.sql = apply(sql, edits);
+    if edits.is_empty() {
+        return false;
     }
+    stmt.sql = apply(sql, edits);
+    true
 }
 
 /// A replacement of the bytes `start..end`.

@@ -161,9 +161,11 @@ fn refused(call: &Call, e: ClusterError) -> ApiError {
     redirect(call, &e, Some(error::JSON)).unwrap_or_else(|| api_error(e))
 }
 
-/// `stmts` as a request ready for the cluster: checked, and rewritten if it `enters_log`.
-/// `None` when there are no statements, which rqlite answers with no results.
+/// `stmts` as a request ready for the cluster: checked, and rewritten if it `enters_log`
+/// (counting the statements rewritten, `sql-processor` in `/debug/vars`). `None` when there
+/// are no statements, which rqlite answers with no results.
 fn prepare(
+    st: &HttpState,
     call: &Call,
     stmts: Vec<Statement>,
     enters_log: bool,
@@ -173,7 +175,9 @@ fn prepare(
     }
     let p = &call.params;
     let mut req = request_of(stmts, p);
-    Store::prepare(&mut req, &rewrite_opts(p), enters_log).map_err(|e| refused(call, e.into()))?;
+    let rewritten = Store::prepare(&mut req, &rewrite_opts(p), enters_log)
+        .map_err(|e| refused(call, e.into()))?;
+    st.metrics.sql.rewritten_stmts.add(rewritten);
     Ok(Some(req))
 }
 
@@ -210,10 +214,10 @@ pub async fn execute(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
         return enqueue(st, call).await;
     }
     let stmts = statements(st, &mut call, true).await?;
-    let Some(req) = prepare(&call, stmts, true)? else {
+    st.metrics.http.execute_stmts_rx.add(stmts.len() as u64);
+    let Some(req) = prepare(st, &call, stmts, true)? else {
         return Ok(no_results(&call.params));
     };
-    st.counters.executions.add(1);
     let outcome = st.cluster.execute(req, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Execute)
 }
@@ -233,7 +237,7 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         Err(e) => return Err(body_error(e)),
     };
     // No statements at all is the flush marker: it is queued too.
-    let statements = match prepare(&call, stmts, true)? {
+    let statements = match prepare(st, &call, stmts, true)? {
         Some(req) => req.statements,
         None => Vec::new(),
     };
@@ -242,9 +246,11 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         .submit(statements)
         .await
         .map_err(ApiError::Unavailable)?;
+    st.metrics.http.queued_executions.inc();
     let seq = ticket.sequence_number;
     let mut results = Vec::new();
     if p.wait {
+        st.metrics.http.queued_executions_wait.inc();
         let timeout = p.timeout.unwrap_or(Duration::from_secs(30));
         match tokio::time::timeout(timeout, ticket.done).await {
             // rqlite answers a queued write with no results; failed statements are shown.
@@ -255,7 +261,10 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(e))) => return Err(api_error(e)),
             Ok(Err(_)) => return Err(ApiError::Unavailable("write queue stopped".into())),
-            Err(_) => return Err(ApiError::QueueWaitTimeout),
+            Err(_) => {
+                st.metrics.http.queued_executions_wait_timeout.inc();
+                return Err(ApiError::QueueWaitTimeout);
+            }
         }
     }
     let env = Envelope {
@@ -283,12 +292,12 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
     } else {
         statements(st, &mut call, true).await?
     };
+    st.metrics.http.query_stmts_rx.add(stmts.len() as u64);
     let opts = read_opts(&call.params);
     // Only strong reads enter the log, so only they are rewritten.
-    let Some(req) = prepare(&call, stmts, opts.level == ReadLevel::Strong)? else {
+    let Some(req) = prepare(st, &call, stmts, opts.level == ReadLevel::Strong)? else {
         return Ok(no_results(&call.params));
     };
-    st.counters.queries.add(1);
     let outcome = st.cluster.query(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Query)
 }
@@ -298,10 +307,10 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     require_method(&call, &[Method::POST], false)?;
     let started = Instant::now();
     let stmts = statements(st, &mut call, false).await?;
-    let Some(req) = prepare(&call, stmts, true)? else {
+    st.metrics.http.request_stmts_rx.add(stmts.len() as u64);
+    let Some(req) = prepare(st, &call, stmts, true)? else {
         return Ok(no_results(&call.params));
     };
-    st.counters.requests.add(1);
     let opts = read_opts(&call.params);
     let outcome = st.cluster.request(req, &opts, &forwarding(&call)).await;
     data_reply(&call, started, outcome, Shape::Request)
@@ -320,7 +329,6 @@ pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
     let p = &call.params;
     let sql = p.fmt.as_deref() == Some("sql");
-    st.counters.backups.add(1);
     let served = st
         .cluster
         .backup(
@@ -364,7 +372,6 @@ pub async fn load(st: &HttpState, mut call: Call) -> Result<Response, ApiError> 
         .upload_file()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let len = call.body_to_file(&upload.0).await?;
-    st.counters.loads.add(1);
     let rt = forwarding(&call);
     let head = read_head(&upload.0).await?;
     let outcome = if head.starts_with(SQLITE_HEADER) {

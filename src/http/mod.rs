@@ -12,10 +12,12 @@ pub mod error;
 pub mod json;
 pub mod params;
 pub mod queue;
+pub mod scrape;
 pub mod status;
+pub mod vars;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -25,6 +27,7 @@ use axum::Router;
 
 use crate::auth::{AuthStore, Credentials, Perm};
 use crate::cluster::Cluster;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
 use error::ApiError;
 use params::QueryParams;
@@ -43,7 +46,11 @@ pub struct HttpState {
     pub started: SystemTime,
     /// The address the listener is bound to, for `/status`.
     pub bind_addr: String,
-    pub counters: status::Counters,
+    /// The node's counters (`/debug/vars`) and the registry over them (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    pub registry: prometheus_client::registry::Registry,
+    /// The node's state now (term, indexes, sizes), for `/debug/vars` and `/metrics`.
+    pub sampler: Arc<dyn crate::metrics::exposition::Sampler>,
     /// The discovery backend, for `disco` in `/status`.
     pub disco: Option<crate::cluster::discover::Disco>,
     /// `-auth`: when set, every endpoint checks its permission first.
@@ -115,6 +122,7 @@ enum Endpoint {
     Remove,
     Snapshot,
     DebugVars,
+    Metrics,
 }
 
 impl Endpoint {
@@ -129,12 +137,56 @@ impl Endpoint {
             Endpoint::Request => &[Perm::Execute, Perm::Query],
             Endpoint::Backup => &[Perm::Backup],
             Endpoint::Load | Endpoint::Boot => &[Perm::Load],
-            Endpoint::Status | Endpoint::Nodes | Endpoint::DebugVars => &[Perm::Status],
+            Endpoint::Status | Endpoint::Nodes | Endpoint::DebugVars | Endpoint::Metrics => {
+                &[Perm::Status]
+            }
             Endpoint::Readyz => &[Perm::Ready],
             Endpoint::Leader => &[Perm::LeaderOps],
             Endpoint::Remove => &[Perm::Remove],
             Endpoint::Snapshot => &[Perm::Snapshot],
         }
+    }
+}
+
+impl Endpoint {
+    /// The `endpoint` label of the request metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Root => "root",
+            Endpoint::ConsoleRoot | Endpoint::Console => "console",
+            Endpoint::Execute => "execute",
+            Endpoint::Query => "query",
+            Endpoint::Request => "request",
+            Endpoint::Backup => "backup",
+            Endpoint::Load => "load",
+            Endpoint::Boot => "boot",
+            Endpoint::Status => "status",
+            Endpoint::Nodes => "nodes",
+            Endpoint::Readyz => "readyz",
+            Endpoint::Leader => "leader",
+            Endpoint::Remove => "remove",
+            Endpoint::Snapshot => "snapshot",
+            Endpoint::DebugVars => "debug_vars",
+            Endpoint::Metrics => "metrics",
+        }
+    }
+
+    /// Counts a request when it is routed, whatever its outcome (rqlite's `http` map).
+    fn count(self, m: &Metrics) {
+        let h = &m.http;
+        let c = match self {
+            Endpoint::Execute => &h.executions,
+            Endpoint::Query => &h.queries,
+            Endpoint::Request => &h.requests,
+            Endpoint::Backup => &h.backups,
+            Endpoint::Load => &h.loads,
+            Endpoint::Boot => &h.boot,
+            Endpoint::Snapshot => &h.user_snapshots,
+            Endpoint::Status => &h.num_status,
+            Endpoint::Readyz => &h.num_readyz,
+            _ => return,
+        };
+        c.inc();
     }
 }
 
@@ -158,6 +210,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/leader" => return Some(Endpoint::Leader),
         "/snapshot" => return Some(Endpoint::Snapshot),
         "/debug/vars" => return Some(Endpoint::DebugVars),
+        "/metrics" => return Some(Endpoint::Metrics),
         _ => {}
     }
     PREFIXES
@@ -258,10 +311,22 @@ impl BodySlot {
 const DRAIN_LIMIT: usize = 16 << 20;
 
 async fn dispatch(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let started = Instant::now();
     let (parts, body) = req.into_parts();
+    let endpoint = endpoint(parts.uri.path());
     let slot = BodySlot::new(body);
     let r = respond(&st, parts, slot.clone()).await;
     slot.drain(DRAIN_LIMIT.min(st.max_body)).await;
+    let labels = RequestLabels {
+        endpoint: endpoint.map(Endpoint::label).unwrap_or("unknown"),
+        code: r.status().as_u16(),
+    };
+    let counts = &st.metrics.http.by_endpoint;
+    counts.count.get_or_create(&labels).inc();
+    counts
+        .seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     r
 }
 
@@ -289,10 +354,18 @@ async fn respond(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(Credentials::from_basic_header);
-    if let Some(auth) = &st.auth {
-        if !auth.allowed(creds.clone(), endpoint.perms()).await {
+    endpoint.count(&st.metrics);
+    if !endpoint.perms().is_empty() {
+        let allowed = match &st.auth {
+            Some(auth) => auth.allowed(creds.clone(), endpoint.perms()).await,
+            None => true,
+        };
+        // Counted with auth off too, as rqlite does: every permission check passes then.
+        if !allowed {
+            st.metrics.http.auth_fail.inc();
             return ApiError::Unauthorized.into_response();
         }
+        st.metrics.http.auth_ok.inc();
     }
     let call = Call {
         method: parts.method,
@@ -320,9 +393,15 @@ async fn respond(
         Endpoint::Leader => status::leader(st, call).await,
         Endpoint::Remove => status::remove(st, call).await,
         Endpoint::Snapshot => status::snapshot(st, call).await,
-        Endpoint::DebugVars => status::debug_vars(st, call).await,
+        Endpoint::DebugVars => vars::debug_vars(st, call).await,
+        Endpoint::Metrics => scrape::metrics(st, call).await,
     };
-    result.unwrap_or_else(ApiError::into_response)
+    result.unwrap_or_else(|e| {
+        if matches!(e, ApiError::LeaderNotFound) {
+            st.metrics.http.leader_not_found.inc();
+        }
+        e.into_response()
+    })
 }
 
 /// Fails with 405 unless the method is one of `allowed`.

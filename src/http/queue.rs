@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Cluster, ClusterError, Forwarding};
 use crate::command::{Outcome, Request, Statement, StmtResult};
 use crate::config::Queue;
+pub use crate::metrics::QueueStats;
 use crate::store::StoreError;
 
 /// What a queued request came to: its statements' results once its batch was applied, or
@@ -37,16 +38,6 @@ pub struct Ticket {
     pub done: oneshot::Receiver<Done>,
 }
 
-/// Counters shown in `/status` and `/debug/vars`.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    pub batches: AtomicU64,
-    pub requests: AtomicU64,
-    pub failed_statements: AtomicU64,
-    pub failed_batches: AtomicU64,
-    pub sequence_number: AtomicU64,
-}
-
 /// The handle the HTTP layer submits to.
 pub struct WriteQueue {
     tx: mpsc::Sender<Item>,
@@ -57,13 +48,14 @@ pub struct WriteQueue {
 
 impl WriteQueue {
     /// Starts the batching task; it stops (failing whatever is still queued) when `stop` fires.
+    /// `stats` are the node's queue counters.
     pub fn start(
         cluster: Arc<Cluster>,
         config: Queue,
+        stats: Arc<QueueStats>,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
-        let stats = Arc::new(QueueStats::default());
         // Sequence numbers start at the wall clock in nanoseconds, as rqlite's do.
         let start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -81,11 +73,18 @@ impl WriteQueue {
         )
     }
 
+    /// How many requests wait in the queue now (read at each `/metrics` scrape).
+    pub fn depth(&self) -> QueueDepth {
+        QueueDepth(self.tx.clone())
+    }
+
     /// Queues statements (already rewritten); waits for room when the queue is full.
     pub async fn submit(&self, statements: Vec<Statement>) -> Result<Ticket, String> {
         let (done, rx) = oneshot::channel();
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.sequence_number.store(seq, Ordering::Relaxed);
+        self.stats.requests.inc();
+        self.stats.statements_rx.add(statements.len() as u64);
         self.tx
             .send(Item { statements, done })
             .await
@@ -94,6 +93,16 @@ impl WriteQueue {
             sequence_number: seq,
             done: rx,
         })
+    }
+}
+
+/// The queue's channel, for its depth: room taken is requests waiting.
+#[derive(Debug, Clone)]
+pub struct QueueDepth(mpsc::Sender<Item>);
+
+impl QueueDepth {
+    pub fn get(&self) -> usize {
+        self.0.max_capacity() - self.0.capacity()
     }
 }
 
@@ -114,7 +123,10 @@ async fn run(
         tokio::pin!(deadline);
         while batch.len() < cfg.batch_size {
             tokio::select! {
-                _ = &mut deadline => break,
+                _ = &mut deadline => {
+                    stats.timeouts.inc();
+                    break;
+                }
                 item = rx.recv() => match item { Some(i) => batch.push(i), None => break },
             }
         }
@@ -139,10 +151,8 @@ async fn flush(
     stats: &QueueStats,
     stop: &CancellationToken,
 ) {
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
-        .requests
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.batches.inc();
+    stats.batch_size.observe(batch.len() as f64);
     if batch.iter().all(|i| i.statements.is_empty()) {
         for item in batch {
             let _ = item.done.send(Ok(Vec::new()));
@@ -185,6 +195,7 @@ async fn flush(
                 ClusterError::Store(StoreError::NotLeader { leader: None })
                 | ClusterError::LeaderUnreachable { .. },
             ) if !stop.is_cancelled() => {
+                stats.no_leader.inc();
                 tracing::warn!("write queue: no leader, retrying in 1s");
                 tokio::select! {
                     _ = stop.cancelled() => {}
@@ -194,8 +205,11 @@ async fn flush(
             other => break other,
         }
     };
+    let statements: u64 = batch.iter().map(|i| i.statements.len() as u64).sum();
     match outcome {
         Ok(out) => {
+            stats.ok_batches.inc();
+            stats.statements_tx.add(statements);
             let mut units = out.value.into_iter();
             // With -write-queue-tx: one result list for the whole batch, in statement order;
             // statements after a failure were rolled back with it and have no result.
@@ -228,21 +242,22 @@ async fn flush(
                     .filter(|r| matches!(r.outcome, Outcome::Error(_)))
                     .count();
                 if failed > 0 {
-                    stats
-                        .failed_statements
-                        .fetch_add(failed as u64, Ordering::Relaxed);
+                    stats.failed_statements.add(failed as u64);
                     tracing::warn!(failed, "queued statements failed");
                 }
                 let _ = item.done.send(Ok(results));
             }
         }
         Err(e) => {
-            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-            let n: usize = batch.iter().map(|i| i.statements.len()).sum();
-            stats
-                .failed_statements
-                .fetch_add(n as u64, Ordering::Relaxed);
-            tracing::warn!(error = %e, statements = n, "queued batch failed");
+            stats.failed_batches.inc();
+            match &e {
+                ClusterError::Store(StoreError::NotLeader { .. }) => stats.not_leader.inc(),
+                ClusterError::Store(StoreError::OutcomeUnknown(_))
+                | ClusterError::OutcomeUnknown { .. } => stats.leadership_lost.inc(),
+                _ => stats.unknown_error.inc(),
+            }
+            stats.failed_statements.add(statements);
+            tracing::warn!(error = %e, statements, "queued batch failed");
             for item in batch {
                 let _ = item.done.send(Err(e.clone()));
             }

@@ -1,7 +1,7 @@
-//! Operations endpoints: `/status`, `/nodes`, `/readyz`, `/leader`, `/remove`, `/snapshot`,
-//! `/debug/vars`.
+//! Operations endpoints: `/status`, `/nodes`, `/readyz`, `/leader`, `/remove`, `/snapshot`
+//! (`/debug/vars` is `vars.rs`, `/metrics` is `scrape.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{Method, StatusCode};
@@ -13,31 +13,6 @@ use super::json::Json;
 use super::{require_method, Call, HttpState, VERSION};
 use crate::duration;
 use crate::raft::NodeInfo;
-
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Request counters of the HTTP layer (`/debug/vars` `http`).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub executions: Counter,
-    pub queries: Counter,
-    pub requests: Counter,
-    pub backups: Counter,
-    pub loads: Counter,
-    pub num_status: Counter,
-    pub num_readyz: Counter,
-}
 
 fn s(v: impl Into<String>) -> Json {
     Json::Str(v.into())
@@ -88,7 +63,10 @@ async fn status_json(st: &HttpState) -> Json {
     let store = &st.store;
     let sqlite = match store.db_stats().await {
         Ok(d) => sqlite_json(&d),
-        Err(e) => obj(vec![("error", s(e.to_string()))]),
+        Err(e) => {
+            st.metrics.store.db_stats_errors.inc();
+            obj(vec![("error", s(e.to_string()))])
+        }
     };
     let m = store.raft().metrics().borrow().clone();
     let me = store.me();
@@ -110,10 +88,11 @@ async fn status_json(st: &HttpState) -> Json {
         })
         .collect();
     let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let commit_index = m
-        .last_applied
-        .map(|l| l.index)
-        .unwrap_or(0)
+    // The commit index openraft saved; never behind what is applied (the same figure as
+    // `sqlraft_raft_commit_index`).
+    let commit_index = store
+        .commit_index()
+        .max(m.last_applied.map(|l| l.index).unwrap_or(0))
         .max(applied_index);
     let snapshot_index = m.snapshot.map(|l| l.index).unwrap_or(0);
     let dir_size = dir_size(&cfg.data_dir);
@@ -484,7 +463,6 @@ fn select<'a>(j: &'a Json, key: &str) -> Option<&'a Json> {
 /// `GET /status`.
 pub async fn status(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], true)?;
-    st.counters.num_status.add(1);
     let j = status_json(st).await;
     let out = match call.params.key.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => select(&j, k).ok_or(ApiError::NotFound)?,
@@ -564,7 +542,6 @@ pub async fn nodes(st: &HttpState, call: Call) -> Result<Response, ApiError> {
 /// `GET /readyz`.
 pub async fn readyz(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
-    st.counters.num_readyz.add(1);
     if call.params.noleader {
         return Ok(error::with_body(StatusCode::OK, error::TEXT, "[+]node ok"));
     }
@@ -671,53 +648,6 @@ pub async fn snapshot(st: &HttpState, call: Call) -> Result<Response, ApiError> 
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(error::empty(StatusCode::OK, None))
-}
-
-/// `GET /debug/vars`: expvar's layout, one top-level key per line.
-pub async fn debug_vars(st: &HttpState, call: Call) -> Result<Response, ApiError> {
-    require_method(&call, &[Method::GET], false)?;
-    let c = &st.counters;
-    let q = &st.queue.stats;
-    let map = |pairs: &[(&str, u64)]| -> String {
-        let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
-        format!("{{{}}}", inner.join(", "))
-    };
-    let cmdline = Json::Arr(std::env::args().map(Json::Str).collect()).to_compact();
-    let vars: Vec<(&str, String)> = vec![
-        ("cmdline", cmdline),
-        (
-            "http",
-            map(&[
-                ("backups", c.backups.get()),
-                ("executions", c.executions.get()),
-                ("loads", c.loads.get()),
-                ("num_readyz", c.num_readyz.get()),
-                ("num_status", c.num_status.get()),
-                ("queries", c.queries.get()),
-                ("requests", c.requests.get()),
-            ]),
-        ),
-        (
-            "queue",
-            map(&[
-                ("batches", q.batches.load(Ordering::Relaxed)),
-                ("failed_batches", q.failed_batches.load(Ordering::Relaxed)),
-                (
-                    "failed_statements",
-                    q.failed_statements.load(Ordering::Relaxed),
-                ),
-                ("objects_rx", q.requests.load(Ordering::Relaxed)),
-            ]),
-        ),
-    ];
-    let key = call.params.key.as_deref().filter(|k| !k.is_empty());
-    let lines: Vec<String> = vars
-        .iter()
-        .filter(|(k, _)| key.is_none_or(|want| want == *k))
-        .map(|(k, v)| format!("\"{k}\": {v}"))
-        .collect();
-    let body = format!("{{\n{}\n}}\n", lines.join(",\n"));
-    Ok(error::with_body(StatusCode::OK, error::JSON, body))
 }
 
 #[cfg(test)]

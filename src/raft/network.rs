@@ -17,6 +17,7 @@ use openraft::raft::{
 
 use super::transport::{Transport, TransportError};
 use super::{NodeId, NodeInfo, TypeConfig};
+use crate::metrics::Metrics;
 
 pub const PATH_APPEND: &str = "/v1/raft/append";
 pub const PATH_VOTE: &str = "/v1/raft/vote";
@@ -41,6 +42,7 @@ impl Isolation {
 pub struct Network {
     transport: Transport,
     isolation: Isolation,
+    metrics: Arc<Metrics>,
 }
 
 impl Network {
@@ -48,7 +50,15 @@ impl Network {
         Self {
             transport,
             isolation,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into the node's `metrics` (AppendEntries calls that got no answer) instead of
+    /// counters of its own.
+    pub fn counting_into(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -58,6 +68,7 @@ pub struct PeerClient {
     target: NodeInfo,
     transport: Transport,
     isolation: Isolation,
+    metrics: Arc<Metrics>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -69,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target: node.clone(),
             transport: self.transport.clone(),
             isolation: self.isolation.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -120,7 +132,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.rpc(PATH_APPEND, &rpc, &option).await
+        let r = self.rpc(PATH_APPEND, &rpc, &option).await;
+        // The leader's heartbeats and replication: a peer that did not answer.
+        if matches!(r, Err(RPCError::Unreachable(_) | RPCError::Network(_))) {
+            self.metrics.store.failed_heartbeats.inc();
+        }
+        r
     }
 
     async fn install_snapshot(

@@ -46,7 +46,7 @@ impl Store {
             loads_seen = loads;
             if wanted {
                 // Trailing entries would be the image again, in parts: none are kept.
-                if let Err(e) = self.snapshot(Some(0)).await {
+                if let Err(e) = self.take_snapshot(Some(0)).await {
                     tracing::warn!(error = %e, "snapshot after a load failed");
                 }
             } else if applied.saturating_sub(snap) >= self.cfg.snapshot_threshold {
@@ -63,7 +63,9 @@ impl Store {
         tokio::task::spawn_blocking(move || Engine::validate_image(&probe))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
-        loaded(self.propose(Command::Load(image)).await?)
+        let r = loaded(self.propose(Command::Load(image)).await?)?;
+        self.metrics.store.loads.inc();
+        Ok(r)
     }
 
     /// A new file for an upload (a database sent to `/db/load` or `/boot`), deleted when the
@@ -78,6 +80,13 @@ impl Store {
     /// Replaces the whole database with the SQLite file at `path`, through the log, in parts:
     /// neither the file nor any log entry is ever whole in memory.
     pub async fn load_file(&self, path: &std::path::Path) -> Result<Reply, StoreError> {
+        let r = self.load_parts(path).await?;
+        self.metrics.store.loads.inc();
+        Ok(r)
+    }
+
+    /// [`Store::load_file`], uncounted (a `/boot` counts as a boot, not a load).
+    async fn load_parts(&self, path: &std::path::Path) -> Result<Reply, StoreError> {
         let p = path.to_path_buf();
         tokio::task::spawn_blocking(move || crate::db::validate_file(&p))
             .await
@@ -114,8 +123,10 @@ impl Store {
         if m.membership_config.membership().nodes().count() > 1 {
             return Err(StoreError::NotSingleNode);
         }
-        self.load_file(path).await?;
-        self.snapshot(None).await
+        self.load_parts(path).await?;
+        self.take_snapshot(None).await?;
+        self.metrics.store.boots.inc();
+        Ok(())
     }
 
     /// A consistent copy of the database: a SQLite image, or a SQL dump.
@@ -125,15 +136,17 @@ impl Store {
         vacuum: bool,
         tables: Option<Vec<String>>,
     ) -> Result<Vec<u8>, StoreError> {
-        if sql {
+        let copy = if sql {
             let dump = self
                 .blocking(move |p| crate::db::engine::dump_at(p, tables.as_deref()))
                 .await?;
-            Ok(dump.into_bytes())
+            dump.into_bytes()
         } else {
             self.blocking(move |p| crate::db::engine::backup_at(p, vacuum))
-                .await
-        }
+                .await?
+        };
+        self.metrics.store.backups.inc();
+        Ok(copy)
     }
 
     /// Runs `f` on the database file from a blocking thread (copies and dumps, which read on
@@ -148,9 +161,20 @@ impl Store {
             .map_err(|e| StoreError::Io(e.to_string()))??)
     }
 
+    /// A snapshot a client asked for (`POST /snapshot`): [`Store::take_snapshot`], counted.
+    pub async fn snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
+        let r = self.take_snapshot(trailing).await;
+        let c = &self.metrics.store;
+        match &r {
+            Ok(()) => c.user_snapshots.inc(),
+            Err(_) => c.user_snapshots_failed.inc(),
+        }
+        r
+    }
+
     /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries
     /// (default: the configured trailing logs).
-    pub async fn snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
+    pub(super) async fn take_snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
         let (applied, _) = applied_and_snapshot(&self.raft.metrics().borrow());
         let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Raft(e.to_string());
         let reached =

@@ -196,7 +196,15 @@ impl Store {
         // The lease counts from before the heartbeats were sent: followers reset their election
         // timers no earlier than that, so no new leader can exist within the lease.
         let sent = Instant::now();
-        match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
+        let c = &self.metrics.store;
+        let confirmed = tokio::time::timeout(timeout, self.raft.get_read_log_id()).await;
+        c.verify_leader_duration.set_millis(sent.elapsed());
+        if matches!(confirmed, Ok(Ok(_))) {
+            c.verify_leader.inc();
+        } else {
+            c.verify_leader_failed.inc();
+        }
+        match confirmed {
             Ok(Ok(_)) => {
                 self.lease.record_at(sent);
                 Ok(())
@@ -210,7 +218,7 @@ impl Store {
     }
 
     /// Keeps the leader lease warm so requests rarely wait for a heartbeat round; renews it
-    /// at once when this node becomes leader.
+    /// at once when this node becomes leader. Counts the leader changes it sees.
     pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
         let every = (self.cfg.election_timeout / 5)
             .clamp(Duration::from_millis(10), Duration::from_millis(200));
@@ -218,6 +226,7 @@ impl Store {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
+        let mut known_leader = None;
         loop {
             // Metrics change on every apply: only a change of leadership triggers a renewal.
             let ticked = tokio::select! {
@@ -225,6 +234,12 @@ impl Store {
                 _ = tick.tick() => true,
                 changed = metrics.changed() => if changed.is_err() { return } else { false },
             };
+            // Every new leader this node learns of (losing sight of one is not a change).
+            let now_leader = metrics.borrow().current_leader;
+            if now_leader.is_some() && now_leader != known_leader {
+                known_leader = now_leader;
+                self.metrics.store.leader_changes.inc();
+            }
             let leader = self.raft_is_leader();
             if leader && !was_leader {
                 self.leader_since.record();

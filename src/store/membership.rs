@@ -184,6 +184,7 @@ impl Store {
         let same = members
             .iter()
             .find(|(n, _)| n.id == node.id && n.raft_addr == node.raft_addr);
+        let c = &self.metrics.store;
         if let Some((old, _)) = same.filter(|(old, _)| *old != node) {
             // The same member at a new API address (a restart with other flags, or the
             // addresses left blank by a peers.json recovery): only its metadata changes.
@@ -193,9 +194,21 @@ impl Store {
             ))
             .await?;
         }
+        // rqlite's num_ignored_joins: a rejoin that changes nothing at all.
+        let unchanged = same.is_some_and(|(old, _)| *old == node);
         match same {
-            Some((_, true)) => return Ok(()),
-            Some((_, false)) if !voter => return Ok(()),
+            Some((_, true)) => {
+                if unchanged {
+                    c.ignored_joins.inc();
+                }
+                return Ok(());
+            }
+            Some((_, false)) if !voter => {
+                if unchanged {
+                    c.ignored_joins.inc();
+                }
+                return Ok(());
+            }
             _ => {}
         }
         for (old, old_voter) in &members {
@@ -203,6 +216,7 @@ impl Store {
             if conflict {
                 tracing::info!(old = %old, new = %node, voter = old_voter, "replacing a member that changed its address or id");
                 self.remove_node(&old.id).await?;
+                c.removed_before_joins.inc();
             }
         }
         if same.is_none() {
@@ -228,6 +242,7 @@ impl Store {
             self.change_membership(openraft::ChangeMembers::AddVoterIds([nid].into()))
                 .await?;
         }
+        c.joins.inc();
         tracing::info!(node = %node, voter, "node joined");
         Ok(())
     }

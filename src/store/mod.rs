@@ -37,6 +37,7 @@ pub use error::StoreError;
 
 use crate::command::StmtResult;
 use crate::db::{Db, DbConfig, Engine, ReadPool};
+use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
@@ -45,6 +46,11 @@ use state_machine::{AppliedState, StateMachine};
 
 /// The Raft log's file, in the data directory.
 const LOG_FILE: &str = "raft-log.redb";
+
+/// A file's size, 0 if it cannot be read (absent, or being replaced).
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
 
 /// Everything the store needs to start, already validated.
 #[derive(Debug, Clone)]
@@ -111,11 +117,17 @@ pub struct Store {
     reads: Arc<ReadPool>,
     /// What is wrong with this node (a full disk, a failed apply).
     health: Arc<crate::health::Health>,
+    /// The node's counters (the store counts into `store`, `snapshot` and `db`).
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Opens the log, restores the newest snapshot and starts Raft. Does not bootstrap.
-    pub async fn open(cfg: StoreConfig, network: Network) -> Result<Arc<Self>, StoreError> {
+    pub async fn open(
+        cfg: StoreConfig,
+        network: Network,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
             StoreError::Io(format!(
@@ -131,14 +143,20 @@ impl Store {
                 log_file.display()
             ))
         })?;
-        recovery::recover(&cfg.data_dir, &cfg.me, &log).await?;
-        let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;
-        let engine = Engine::open(&DbConfig {
+        if recovery::recover(&cfg.data_dir, &cfg.me, &log).await? {
+            metrics.store.recoveries.inc();
+        }
+        let snapshots = SnapshotStore::open_with(&cfg.data_dir.join("snapshots"), metrics.clone())
+            .map_err(io)?;
+        let opening = Instant::now();
+        let mut engine = Engine::open(&DbConfig {
             fk: cfg.fk,
             path: Some(cfg.data_dir.join("db.sqlite")),
             read_conns: cfg.db_max_ro_conns,
             read_timeout: cfg.db_timeout,
         })?;
+        metrics.db.open_duration.set_millis(opening.elapsed());
+        engine.count_into(metrics.clone());
         let reads = engine.reads();
         let db = Db::spawn(engine);
         let sm = StateMachine::open(
@@ -146,6 +164,7 @@ impl Store {
             snapshots,
             &cfg.data_dir.join("parts"),
             health.clone(),
+            metrics.clone(),
         )
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;
@@ -208,6 +227,7 @@ impl Store {
             read_index,
             reads,
             health,
+            metrics,
         }))
     }
 
@@ -263,13 +283,37 @@ impl Store {
 
     /// Bytes of the Raft log's file on disk.
     pub fn log_disk_size(&self) -> u64 {
-        std::fs::metadata(self.cfg.data_dir.join(LOG_FILE))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        file_len(&self.cfg.data_dir.join(LOG_FILE))
     }
 
     pub fn log_len(&self) -> usize {
         self.log.len()
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The newest index this node knows to be committed (as openraft last saved it).
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed().map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Size of the SQLite database: the file and its write-ahead log.
+    pub fn db_file_bytes(&self) -> u64 {
+        let db = self.reads.path();
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        file_len(db) + file_len(std::path::Path::new(&wal))
+    }
+
+    /// Size of the current snapshot's database file (0 without one).
+    pub fn snapshot_file_bytes(&self) -> u64 {
+        match self.sm.snapshots().current() {
+            Ok(Some(s)) => file_len(&s.db),
+            _ => 0,
+        }
     }
 
     pub fn uptime(&self) -> Duration {

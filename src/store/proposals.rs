@@ -207,6 +207,13 @@ impl Store {
         let _ = tokio::time::timeout(self.cfg.apply_timeout, paused.wait_for(|p| !*p)).await;
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
+        self.metrics.store.commands.inc();
+        self.metrics.proto.requests.inc();
+        // The size as the log stores it (bincode); counted without encoding it twice.
+        self.metrics
+            .proto
+            .bytes
+            .add(bincode::serialized_size(&cmd).unwrap_or(0));
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(Proposal { cmd, tx })

@@ -121,14 +121,15 @@ pub fn recovery_entry(
 }
 
 /// Applies `<data>/raft/peers.json` if there is one (before Raft starts), then deletes it.
-/// Creates `<data>/raft/` so operators find where the file goes.
-pub async fn recover(data_dir: &Path, me: &NodeInfo, log: &LogStore) -> Result<(), StoreError> {
+/// Creates `<data>/raft/` so operators find where the file goes. Returns whether a file was
+/// applied.
+pub async fn recover(data_dir: &Path, me: &NodeInfo, log: &LogStore) -> Result<bool, StoreError> {
     let dir = data_dir.join("raft");
     std::fs::create_dir_all(&dir)
         .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let file = peers_file(data_dir);
     let Some(peers) = read_peers(&file, &me.id)? else {
-        return Ok(());
+        return Ok(false);
     };
     let storage = |e: openraft::StorageError<NodeId>| StoreError::Raft(e.to_string());
     let mut log = log.clone();
@@ -145,7 +146,7 @@ pub async fn recover(data_dir: &Path, me: &NodeInfo, log: &LogStore) -> Result<(
     log.append_now(vec![entry]).await.map_err(storage)?;
     std::fs::remove_file(&file)
         .map_err(|e| StoreError::Io(format!("cannot delete {}: {e}", file.display())))?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

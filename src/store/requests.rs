@@ -56,15 +56,17 @@ pub struct ReadOpts {
 impl Store {
     /// What the node that receives a request does before it may enter the log: refuse
     /// disallowed pragmas, and rewrite non-deterministic SQL (`rewrite`: writes and strong
-    /// reads; other reads run locally and need no rewriting).
-    pub fn prepare(req: &mut Request, rw: &RewriteOpts, rewrite: bool) -> Result<(), StoreError> {
+    /// reads; other reads run locally and need no rewriting). Returns how many statements
+    /// were rewritten.
+    pub fn prepare(req: &mut Request, rw: &RewriteOpts, rewrite: bool) -> Result<u64, StoreError> {
         Self::check_pragmas(req)?;
+        let mut rewritten = 0;
         if rewrite {
             for s in &mut req.statements {
-                rewrite::rewrite(s, rw);
+                rewritten += u64::from(rewrite::rewrite(s, rw));
             }
         }
-        Ok(())
+        Ok(rewritten)
     }
 
     pub(super) fn check_pragmas(req: &Request) -> Result<(), StoreError> {
@@ -150,7 +152,20 @@ impl Store {
             }
             None
         };
+        let transaction = req.transaction;
+        let statements = req.statements.len() as u64;
         let results = self.reads.read(req, kind).await?;
+        let db = &self.metrics.db;
+        db.queries.add(statements);
+        db.query_errors.add(
+            results
+                .iter()
+                .filter(|r| matches!(r.outcome, crate::command::Outcome::Error(_)))
+                .count() as u64,
+        );
+        if transaction {
+            db.query_transactions.inc();
+        }
         Ok(Reply {
             results,
             raft_index,

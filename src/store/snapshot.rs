@@ -13,7 +13,10 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::raft::SnapshotMeta;
 
 const META: &str = "meta.bin";
@@ -26,6 +29,8 @@ const LEGACY_MAGIC: &[u8; 8] = b"SQLRSNP1";
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// The node's counters (this store counts into `snapshot`).
+    metrics: Arc<Metrics>,
 }
 
 /// The current snapshot: its metadata and the database file.
@@ -46,12 +51,18 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl SnapshotStore {
+    /// [`SnapshotStore::open_with`] counting into counters of its own.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        Self::open_with(dir, Arc::default())
+    }
+
     /// Opens the store, converting a snapshot left in the earlier single-file format and
     /// removing unfinished builds and transfers.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open_with(dir: &Path, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create", e))?;
         let s = Self {
             dir: dir.to_path_buf(),
+            metrics,
         };
         for entry in fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))? {
             let entry = entry.map_err(|e| io(dir, "cannot read", e))?;
@@ -61,7 +72,10 @@ impl SnapshotStore {
                 let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
             }
         }
-        s.convert_legacy()?;
+        if let Err(e) = s.convert_legacy() {
+            s.metrics.snapshot.upgrade_fail.inc();
+            return Err(e);
+        }
         Ok(s)
     }
 
@@ -96,6 +110,24 @@ impl SnapshotStore {
     /// Writes `meta` into `build` (whose `db.sqlite` must be complete and synced), moves the
     /// directory into place, and deletes older snapshots. Returns the new current one.
     pub fn commit(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+        let started = Instant::now();
+        let c = &self.metrics.snapshot;
+        match self.commit_inner(build, meta) {
+            Ok(stored) => {
+                c.persists.inc();
+                c.latest_persist_duration.set_millis(started.elapsed());
+                c.latest_persist_size
+                    .set(fs::metadata(&stored.db).map(|m| m.len()).unwrap_or(0));
+                Ok(stored)
+            }
+            Err(e) => {
+                c.persists_failed.inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_inner(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
         let bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
         let meta_path = build.join(META);
         {
@@ -149,8 +181,12 @@ impl SnapshotStore {
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
             if p != keep && name.starts_with("snap-") {
-                if let Err(e) = fs::remove_dir_all(&p) {
-                    tracing::warn!(path = %p.display(), error = %e, "cannot delete an old snapshot");
+                match fs::remove_dir_all(&p) {
+                    Ok(()) => self.metrics.snapshot.reaped.inc(),
+                    Err(e) => {
+                        self.metrics.snapshot.reaped_failed.inc();
+                        tracing::warn!(path = %p.display(), error = %e, "cannot delete an old snapshot");
+                    }
                 }
             }
         }
@@ -237,7 +273,9 @@ impl SnapshotStore {
         }
         self.commit(&build, &meta)?;
         fs::remove_file(&path).map_err(|e| io(&path, "cannot delete", e))?;
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        self.metrics.snapshot.upgrade_ok.inc();
+        Ok(())
     }
 
     /// Size in bytes of the snapshot directory's files.
@@ -271,6 +309,7 @@ mod tests {
     fn the_newest_committed_snapshot_is_current_and_older_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let s = SnapshotStore::open(dir.path()).unwrap();
+        let counted = s.metrics.clone();
         assert!(s.current().unwrap().is_none());
         for (id, index) in [("1-5", 5), ("1-9", 9)] {
             let b = s.build_dir().unwrap();
@@ -290,6 +329,13 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect();
         assert_eq!(names, vec!["snap-1-9".to_string()]);
+        // Counted by the first store: two written, the older one deleted.
+        assert_eq!(counted.snapshot.persists.get(), 2);
+        assert_eq!(counted.snapshot.reaped.get(), 1);
+        assert_eq!(
+            counted.snapshot.latest_persist_size.get(),
+            "image 1-9".len() as u64
+        );
     }
 
     #[test]
@@ -303,6 +349,7 @@ mod tests {
         file.extend(b"the image");
         fs::write(dir.path().join(LEGACY_FILE), file).unwrap();
         let s = SnapshotStore::open(dir.path()).unwrap();
+        assert_eq!(s.metrics.snapshot.upgrade_ok.get(), 1);
         let cur = s.current().unwrap().unwrap();
         assert_eq!(cur.meta.snapshot_id, "2-7-1");
         assert_eq!(fs::read(&cur.db).unwrap(), b"the image");

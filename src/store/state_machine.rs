@@ -19,6 +19,7 @@ use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
 use crate::db::{Db, Engine, Mode};
 use crate::health::Health;
+use crate::metrics::{Counter, DbCounters, Metrics};
 use crate::raft::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -61,6 +62,7 @@ pub struct StateMachine {
     /// True while one is unfinished: no snapshot is taken then.
     assembling: Arc<std::sync::atomic::AtomicBool>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -84,6 +86,25 @@ struct Applier<'a> {
     assembly: &'a mut Assembly,
     term: u64,
     loads: u64,
+    db: &'a DbCounters,
+}
+
+/// Counts the statements of a request, those that failed, and the request if it was a
+/// transaction.
+pub(super) fn count_sql(
+    [stmts, errors, txs]: [&Counter; 3],
+    req: &crate::command::Request,
+    results: &[crate::command::StmtResult],
+) {
+    stmts.add(req.statements.len() as u64);
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, crate::command::Outcome::Error(_)))
+        .count();
+    errors.add(failed as u64);
+    if req.transaction {
+        txs.inc();
+    }
 }
 
 fn failed(e: impl ToString) -> Response {
@@ -104,12 +125,33 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
         })
         .map_err(|e| e.to_string())
     };
+    let db = a.db;
     Ok(match cmd {
-        Command::Execute(req) => results(a.engine.write(&req, Mode::Execute, max_steps))?,
+        Command::Execute(req) => {
+            let r = a.engine.write(&req, Mode::Execute, max_steps);
+            if let Ok(out) = &r {
+                let c = [
+                    &db.executions,
+                    &db.execution_errors,
+                    &db.execute_transactions,
+                ];
+                count_sql(c, &req, out);
+                let forced = req.statements.iter().filter(|s| s.force_query).count();
+                db.executions_force_queries.add(forced as u64);
+            }
+            results(r)?
+        }
         // Strong reads are served by the leader once this entry is applied (older versions
         // logged the read itself; replaying it would only cost time).
         Command::Query(_) | Command::Noop => Response::default(),
-        Command::ExecuteQuery(req) => results(a.engine.write(&req, Mode::Request, max_steps))?,
+        Command::ExecuteQuery(req) => {
+            let r = a.engine.write(&req, Mode::Request, max_steps);
+            if let Ok(out) = &r {
+                let c = [&db.requests, &db.execution_errors, &db.request_transactions];
+                count_sql(c, &req, out);
+            }
+            results(r)?
+        }
         Command::Load(image) => match a.engine.restore(&image) {
             Ok(()) => {
                 a.loads += 1;
@@ -177,6 +219,7 @@ impl StateMachine {
         snapshots: SnapshotStore,
         parts_dir: &std::path::Path,
         health: Arc<Health>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
         let assembly = Assembly::new(parts_dir)
             .map_err(|e| sm_err(ErrorVerb::Write, format!("{}: {e}", parts_dir.display())))?;
@@ -188,6 +231,7 @@ impl StateMachine {
             assembling: assembly.busy(),
             assembly: Arc::new(Mutex::new(assembly)),
             health,
+            metrics,
         };
         let current = {
             let s = sm.snapshots.clone();
@@ -212,6 +256,15 @@ impl StateMachine {
 
     /// Replaces the database with a snapshot's and moves the applied position to its meta's.
     async fn install(&self, stored: Stored) -> Result<(), StorageError> {
+        let r = self.install_inner(stored).await;
+        match &r {
+            Ok(()) => self.metrics.store.restores.inc(),
+            Err(_) => self.metrics.store.restores_failed.inc(),
+        }
+        r
+    }
+
+    async fn install_inner(&self, stored: Stored) -> Result<(), StorageError> {
         let applied = self.applied.clone();
         let meta = stored.meta.clone();
         let m = meta.clone();
@@ -278,6 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let applied = self.applied.clone();
         let assembly = self.assembly.clone();
+        let metrics = self.metrics.clone();
         // One trip to the database thread for the whole batch.
         self.db
             .call(move |engine| {
@@ -291,6 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         assembly: &mut assembly,
                         term: log_id.leader_id.term,
                         loads: 0,
+                        db: &metrics.db,
                     };
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
@@ -400,6 +455,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = std::time::Instant::now();
+        let built = self.build().await;
+        let c = &self.metrics.store;
+        match &built {
+            Ok(_) => {
+                let took = started.elapsed();
+                c.snapshots.inc();
+                c.snapshot_seconds.observe(took.as_secs_f64());
+                c.snapshot_create_duration.set_millis(took);
+            }
+            Err(_) => c.snapshots_failed.inc(),
+        }
+        built
+    }
+}
+
+impl StateMachine {
+    /// Builds a snapshot of the database as it is now (see [`RaftSnapshotBuilder`]).
+    async fn build(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // The read is pinned and the position read in one database-thread job: they match
         // exactly. The copy itself runs on another thread while writes go on. Not while a
         // large command is half assembled: the snapshot would not hold its parts.

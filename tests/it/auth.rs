@@ -118,6 +118,7 @@ fn endpoints() -> Vec<Endpoint> {
         ("status", "GET", "/status", None, Some(200)),
         ("status", "GET", "/nodes", None, Some(200)),
         ("status", "GET", "/debug/vars", None, Some(200)),
+        ("status", "GET", "/metrics", None, Some(200)),
         ("ready", "GET", "/readyz", None, Some(200)),
         ("leader-ops", "GET", "/leader", None, Some(200)),
         (
@@ -234,6 +235,34 @@ async fn every_endpoint_needs_its_permission() {
         &get(&base, "/status", Some(("nobody", "x"))).await,
         "unknown user",
     );
+
+    // Every refusal above was counted, in both of the node's metrics surfaces.
+    let m = send(
+        &base,
+        "GET",
+        "/metrics",
+        Some(("u-status", "pw-status")),
+        None,
+    )
+    .await;
+    let refused = m
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("sqlraft_auth_failures_total{listener=\"api\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no API auth failures in:\n{}", m.text()));
+    assert!(refused > 100, "{refused}");
+    let vars = send(
+        &base,
+        "GET",
+        "/debug/vars?key=http",
+        Some(("root", "rootpw")),
+        None,
+    )
+    .await;
+    let http = &vars.json()["http"];
+    assert!(http["auth_fail"].as_u64().unwrap() >= refused, "{http}");
+    assert!(http["auth_ok"].as_u64().unwrap() > 0, "{http}");
     node.shutdown().await;
 }
 

@@ -16,6 +16,7 @@ mod golden; // rqlite's recorded single-node transcripts, replayed
 mod leadership; // partitioned leaders step down, pre-vote, hand-over
 mod limits; // no query of death: runaway statements, SQL that names files
 mod membership; // removal, non-voters, address changes, reaping
+mod metrics; // /metrics checked by promtool and scraped by Prometheus; /debug/vars key by key
 mod operations; // operating a node: serving while it joins, refusing a split
 mod recovery; // peers.json: a cluster recovered after losing its quorum
 mod shell; // the interactive shell on a pty

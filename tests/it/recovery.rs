@@ -123,6 +123,8 @@ async fn the_last_survivor_recovers_alone_with_its_data_and_takes_writes() {
         !survivor.path().join("raft/peers.json").exists(),
         "the file is consumed"
     );
+    let vars = n1.client.get("/debug/vars?key=store").await.json();
+    assert_eq!(vars["store"]["num_recoveries"], 1, "{}", vars["store"]);
     let st = n1.client.get("/status").await.json();
     assert_eq!(
         st["store"]["raft"]["num_peers"], 0,

@@ -69,9 +69,13 @@ impl TestStore {
         let transport = Transport::new(Duration::from_secs(5), None).expect("transport");
         let isolation = Isolation::default();
         let network = Network::new(transport.clone(), isolation.clone());
-        let store = Store::open(store_config(tmp.path(), info.clone()), network)
-            .await
-            .unwrap_or_else(|e| panic!("open store {id}: {e}"));
+        let store = Store::open(
+            store_config(tmp.path(), info.clone()),
+            network,
+            Arc::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open store {id}: {e}"));
         let cluster = Arc::new(Cluster::new(store.clone(), transport));
         let state = ServiceState {
             cluster: cluster.clone(),
@@ -86,6 +90,7 @@ impl TestStore {
             max_connections: 1000,
             read_timeout: Duration::from_secs(30),
             body_deadline: false,
+            counters: Arc::default(),
         };
         let router = service::router(Arc::new(state), 64 << 20);
         tokio::spawn(serve(listener, router, opts, stop.child_token()));

@@ -20,7 +20,6 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
-use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -29,6 +28,11 @@ use tokio::sync::oneshot;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::health::Health;
+use writer::Writer;
+
+#[cfg(test)]
+mod conformance;
+mod writer;
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -297,137 +301,6 @@ fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
     cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The writer thread's side.
-struct Writer {
-    db: Shared,
-    path: std::path::PathBuf,
-    cache: Arc<Mutex<Cache>>,
-    health: Arc<Health>,
-}
-
-/// True for the errors that end when space is freed: ENOSPC, EDQUOT.
-fn out_of_space(msg: &str) -> bool {
-    msg.contains("os error 28") || msg.contains("os error 122")
-}
-
-impl Writer {
-    /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
-    fn run(self, rx: mpsc::Receiver<Op>) {
-        let mut closing = false;
-        while !closing {
-            let Ok(first) = rx.recv() else { break };
-            let mut batch = vec![first];
-            while let Ok(op) = rx.try_recv() {
-                batch.push(op);
-            }
-            closing = batch.iter().any(|op| matches!(op, Op::Close));
-            let result = self.commit(&batch);
-            if result.is_ok() {
-                // What was just made durable may leave memory once it is over budget.
-                let mut c = lock(&self.cache);
-                for op in &batch {
-                    if let Op::Append(entries, _) = op {
-                        for (id, _) in entries {
-                            if let Some(e) = c.recent.get_mut(&id.index) {
-                                if e.entry.log_id == *id {
-                                    e.durable = true;
-                                }
-                            }
-                        }
-                    }
-                }
-                c.evict();
-            }
-            for op in batch {
-                match op {
-                    Op::Append(_, Some(cb)) => {
-                        cb.log_io_completed(result.clone().map_err(std::io::Error::other))
-                    }
-                    Op::Append(_, None) => {}
-                    Op::Barrier(tx) => {
-                        let _ = tx.send(result.clone());
-                    }
-                    Op::Truncate(_) | Op::Purge(..) | Op::Meta(..) | Op::Close => {}
-                }
-            }
-        }
-        // Close the database (releasing its file lock).
-        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
-    /// retries every second, with the database reopened (redb refuses to continue after an
-    /// I/O error otherwise), so it carries on by itself once space is freed. Any other
-    /// failure is returned, and openraft stops.
-    fn commit(&self, batch: &[Op]) -> Result<(), String> {
-        loop {
-            let result = {
-                let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-                match guard.as_ref() {
-                    Some(db) => commit_batch(db, batch),
-                    None => Err("the Raft log could not be reopened".to_string()),
-                }
-            };
-            match result {
-                Ok(()) => {
-                    self.health.clear("raft-log");
-                    return Ok(());
-                }
-                Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
-                    self.health.set(
-                        "raft-log",
-                        format!(
-                            "cannot write the Raft log {}: {e}; retrying every second until space is freed",
-                            self.path.display()
-                        ),
-                    );
-                    std::thread::sleep(Duration::from_secs(1));
-                    let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
-                    guard.take();
-                    *guard = open_db(&self.path).ok();
-                }
-                Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
-fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
-    let s = |e: &dyn std::fmt::Display| e.to_string();
-    let mut w = db.begin_write().map_err(|e| s(&e))?;
-    w.set_durability(Durability::Immediate);
-    {
-        let mut logs = w.open_table(LOGS).map_err(|e| s(&e))?;
-        let mut meta = w.open_table(META).map_err(|e| s(&e))?;
-        for op in batch {
-            match op {
-                Op::Append(entries, _) => {
-                    for (id, bytes) in entries {
-                        logs.insert(id.index, bytes.as_slice()).map_err(|e| s(&e))?;
-                    }
-                }
-                Op::Truncate(from) => {
-                    logs.retain_in(*from.., |_, _| false).map_err(|e| s(&e))?;
-                }
-                Op::Purge(upto, encoded) => {
-                    logs.retain_in(..=upto.index, |_, _| false)
-                        .map_err(|e| s(&e))?;
-                    meta.insert(KEY_PURGED, encoded.as_slice())
-                        .map_err(|e| s(&e))?;
-                }
-                Op::Meta(key, value) => {
-                    meta.insert(*key, value.as_slice()).map_err(|e| s(&e))?;
-                }
-                Op::Barrier(_) | Op::Close => {}
-            }
-        }
-    }
-    w.commit().map_err(|e| s(&e))
-}
-
 fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     let start = match range.start_bound() {
         Bound::Included(s) => *s,
@@ -605,6 +478,11 @@ impl LogStore {
         c.last.or(c.last_purged)
     }
 
+    /// The newest committed log id openraft saved (for `/metrics`).
+    pub fn committed(&self) -> Option<LogId> {
+        self.cache().committed
+    }
+
     /// Number of entries currently held (for `/status`).
     pub fn len(&self) -> usize {
         let c = self.cache();
@@ -622,115 +500,5 @@ impl LogStore {
     /// Bytes of entries held in memory.
     pub fn cached_bytes(&self) -> usize {
         self.cache().recent_bytes
-    }
-}
-
-#[cfg(test)]
-mod conformance {
-    use openraft::storage::RaftLogStorageExt;
-    use openraft::testing::{StoreBuilder, Suite};
-    use tempfile::TempDir;
-
-    use super::*;
-    use crate::db::{Db, DbConfig, Engine};
-    use crate::store::snapshot::SnapshotStore;
-    use crate::store::state_machine::StateMachine;
-
-    struct Builder;
-
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
-        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
-            let td = TempDir::new().expect("temp dir");
-            let log = LogStore::open(&td.path().join("raft-log.redb"))?;
-            let engine = Engine::open(&DbConfig::default()).expect("engine");
-            let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
-            let sm = StateMachine::open(
-                Db::spawn(engine),
-                snapshots,
-                &td.path().join("parts"),
-                Arc::default(),
-            )
-            .await?;
-            Ok((td, log, sm))
-        }
-    }
-
-    /// openraft's storage conformance suite, against the real log store and state machine.
-    #[test]
-    fn openraft_storage_suite() -> Result<(), StorageError> {
-        Suite::test_all(Builder)
-    }
-
-    /// What was appended and flushed is there after reopening; truncation and purge persist.
-    #[tokio::test]
-    async fn log_survives_reopen() {
-        use openraft::testing::log_id;
-        let td = TempDir::new().unwrap();
-        let path = td.path().join("log.redb");
-        let entry = |i: u64| Entry {
-            log_id: log_id(1, 1, i),
-            payload: openraft::EntryPayload::Blank,
-        };
-        {
-            let mut s = LogStore::open(&path).unwrap();
-            // Returns only once the flush callback fired, i.e. the entries are durable.
-            s.blocking_append((1..=10).map(entry)).await.unwrap();
-            s.truncate(log_id(1, 1, 9)).await.unwrap();
-            s.purge(log_id(1, 1, 3)).await.unwrap();
-            s.save_vote(&Vote::new(2, 7)).await.unwrap();
-            s.close();
-        }
-        let mut s = LogStore::open(&path).unwrap();
-        let got: Vec<u64> = s
-            .try_get_log_entries(0..100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
-        assert_eq!(got, vec![4, 5, 6, 7, 8]);
-        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 7)));
-        let st = s.get_log_state().await.unwrap();
-        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
-        assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
-    }
-
-    /// More than the memory budget of large entries: the oldest leave memory once durable
-    /// and are read back from disk; a replication read is capped in bytes.
-    #[tokio::test]
-    async fn large_entries_leave_memory_and_are_read_from_disk() {
-        use openraft::testing::log_id;
-        let td = TempDir::new().unwrap();
-        let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
-        let entry = |i: u64| Entry {
-            log_id: log_id(1, 1, i),
-            payload: openraft::EntryPayload::Normal(crate::command::Command::Load(vec![
-                i as u8;
-                1 << 20
-            ])),
-        };
-        s.blocking_append((1..=48).map(entry)).await.unwrap();
-        assert!(
-            s.cached_bytes() <= CACHE_BYTES + (2 << 20),
-            "{}",
-            s.cached_bytes()
-        );
-        let all = s.try_get_log_entries(1..=48).await.unwrap();
-        assert_eq!(all.len(), 48);
-        for (i, e) in all.iter().enumerate() {
-            assert_eq!(e.log_id.index, i as u64 + 1);
-            match &e.payload {
-                openraft::EntryPayload::Normal(crate::command::Command::Load(b)) => {
-                    assert_eq!(b[0], (i + 1) as u8)
-                }
-                _ => panic!("payload"),
-            }
-        }
-        let some = s.limited_get_log_entries(1, 49).await.unwrap();
-        assert!(!some.is_empty() && some.len() <= 2, "{}", some.len());
-        assert_eq!(s.len(), 48);
-        s.truncate(log_id(1, 1, 10)).await.unwrap();
-        assert_eq!(s.last_log_id(), Some(log_id(1, 1, 9)));
-        s.close();
     }
 }

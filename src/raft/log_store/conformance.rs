@@ -1,0 +1,109 @@
+//! openraft's storage conformance suite and this log's own durability tests.
+
+use openraft::storage::RaftLogStorageExt;
+use openraft::testing::{StoreBuilder, Suite};
+use tempfile::TempDir;
+
+use super::*;
+use crate::db::{Db, DbConfig, Engine};
+use crate::store::snapshot::SnapshotStore;
+use crate::store::state_machine::StateMachine;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let td = TempDir::new().expect("temp dir");
+        let log = LogStore::open(&td.path().join("raft-log.redb"))?;
+        let engine = Engine::open(&DbConfig::default()).expect("engine");
+        let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
+        let sm = StateMachine::open(
+            Db::spawn(engine),
+            snapshots,
+            &td.path().join("parts"),
+            Arc::default(),
+            Arc::default(),
+        )
+        .await?;
+        Ok((td, log, sm))
+    }
+}
+
+/// openraft's storage conformance suite, against the real log store and state machine.
+#[test]
+fn openraft_storage_suite() -> Result<(), StorageError> {
+    Suite::test_all(Builder)
+}
+
+/// What was appended and flushed is there after reopening; truncation and purge persist.
+#[tokio::test]
+async fn log_survives_reopen() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    let entry = |i: u64| Entry {
+        log_id: log_id(1, 1, i),
+        payload: openraft::EntryPayload::Blank,
+    };
+    {
+        let mut s = LogStore::open(&path).unwrap();
+        // Returns only once the flush callback fired, i.e. the entries are durable.
+        s.blocking_append((1..=10).map(entry)).await.unwrap();
+        s.truncate(log_id(1, 1, 9)).await.unwrap();
+        s.purge(log_id(1, 1, 3)).await.unwrap();
+        s.save_vote(&Vote::new(2, 7)).await.unwrap();
+        s.close();
+    }
+    let mut s = LogStore::open(&path).unwrap();
+    let got: Vec<u64> = s
+        .try_get_log_entries(0..100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(got, vec![4, 5, 6, 7, 8]);
+    assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 7)));
+    let st = s.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
+    assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
+}
+
+/// More than the memory budget of large entries: the oldest leave memory once durable
+/// and are read back from disk; a replication read is capped in bytes.
+#[tokio::test]
+async fn large_entries_leave_memory_and_are_read_from_disk() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
+    let entry = |i: u64| Entry {
+        log_id: log_id(1, 1, i),
+        payload: openraft::EntryPayload::Normal(crate::command::Command::Load(vec![
+            i as u8;
+            1 << 20
+        ])),
+    };
+    s.blocking_append((1..=48).map(entry)).await.unwrap();
+    assert!(
+        s.cached_bytes() <= CACHE_BYTES + (2 << 20),
+        "{}",
+        s.cached_bytes()
+    );
+    let all = s.try_get_log_entries(1..=48).await.unwrap();
+    assert_eq!(all.len(), 48);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.log_id.index, i as u64 + 1);
+        match &e.payload {
+            openraft::EntryPayload::Normal(crate::command::Command::Load(b)) => {
+                assert_eq!(b[0], (i + 1) as u8)
+            }
+            _ => panic!("payload"),
+        }
+    }
+    let some = s.limited_get_log_entries(1, 49).await.unwrap();
+    assert!(!some.is_empty() && some.len() <= 2, "{}", some.len());
+    assert_eq!(s.len(), 48);
+    s.truncate(log_id(1, 1, 10)).await.unwrap();
+    assert_eq!(s.last_log_id(), Some(log_id(1, 1, 9)));
+    s.close();
+}

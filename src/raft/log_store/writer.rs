@@ -1,0 +1,142 @@
+//! The writer thread: every mutation of the log, committed in batches (one durable redb
+//! transaction, one fsync, per batch); a write refused for lack of space is retried until
+//! space returns.
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use redb::{Database, Durability};
+
+use super::{lock, open_db, Cache, Op, Shared, KEY_PURGED, LOGS, META};
+use crate::health::Health;
+
+/// The writer thread's side.
+pub(super) struct Writer {
+    pub(super) db: Shared,
+    pub(super) path: std::path::PathBuf,
+    pub(super) cache: Arc<Mutex<Cache>>,
+    pub(super) health: Arc<Health>,
+}
+
+/// True for the errors that end when space is freed: ENOSPC, EDQUOT.
+fn out_of_space(msg: &str) -> bool {
+    msg.contains("os error 28") || msg.contains("os error 122")
+}
+
+impl Writer {
+    /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
+    pub(super) fn run(self, rx: mpsc::Receiver<Op>) {
+        let mut closing = false;
+        while !closing {
+            let Ok(first) = rx.recv() else { break };
+            let mut batch = vec![first];
+            while let Ok(op) = rx.try_recv() {
+                batch.push(op);
+            }
+            closing = batch.iter().any(|op| matches!(op, Op::Close));
+            let result = self.commit(&batch);
+            if result.is_ok() {
+                // What was just made durable may leave memory once it is over budget.
+                let mut c = lock(&self.cache);
+                for op in &batch {
+                    if let Op::Append(entries, _) = op {
+                        for (id, _) in entries {
+                            if let Some(e) = c.recent.get_mut(&id.index) {
+                                if e.entry.log_id == *id {
+                                    e.durable = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                c.evict();
+            }
+            for op in batch {
+                match op {
+                    Op::Append(_, Some(cb)) => {
+                        cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+                    }
+                    Op::Append(_, None) => {}
+                    Op::Barrier(tx) => {
+                        let _ = tx.send(result.clone());
+                    }
+                    Op::Truncate(_) | Op::Purge(..) | Op::Meta(..) | Op::Close => {}
+                }
+            }
+        }
+        // Close the database (releasing its file lock).
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
+    /// retries every second, with the database reopened (redb refuses to continue after an
+    /// I/O error otherwise), so it carries on by itself once space is freed. Any other
+    /// failure is returned, and openraft stops.
+    fn commit(&self, batch: &[Op]) -> Result<(), String> {
+        loop {
+            let result = {
+                let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+                match guard.as_ref() {
+                    Some(db) => commit_batch(db, batch),
+                    None => Err("the Raft log could not be reopened".to_string()),
+                }
+            };
+            match result {
+                Ok(()) => {
+                    self.health.clear("raft-log");
+                    return Ok(());
+                }
+                Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
+                    self.health.set(
+                        "raft-log",
+                        format!(
+                            "cannot write the Raft log {}: {e}; retrying every second until space is freed",
+                            self.path.display()
+                        ),
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                    let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+                    guard.take();
+                    *guard = open_db(&self.path).ok();
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let mut w = db.begin_write().map_err(|e| s(&e))?;
+    w.set_durability(Durability::Immediate);
+    {
+        let mut logs = w.open_table(LOGS).map_err(|e| s(&e))?;
+        let mut meta = w.open_table(META).map_err(|e| s(&e))?;
+        for op in batch {
+            match op {
+                Op::Append(entries, _) => {
+                    for (id, bytes) in entries {
+                        logs.insert(id.index, bytes.as_slice()).map_err(|e| s(&e))?;
+                    }
+                }
+                Op::Truncate(from) => {
+                    logs.retain_in(*from.., |_, _| false).map_err(|e| s(&e))?;
+                }
+                Op::Purge(upto, encoded) => {
+                    logs.retain_in(..=upto.index, |_, _| false)
+                        .map_err(|e| s(&e))?;
+                    meta.insert(KEY_PURGED, encoded.as_slice())
+                        .map_err(|e| s(&e))?;
+                }
+                Op::Meta(key, value) => {
+                    meta.insert(*key, value.as_slice()).map_err(|e| s(&e))?;
+                }
+                Op::Barrier(_) | Op::Close => {}
+            }
+        }
+    }
+    w.commit().map_err(|e| s(&e))
+}
