@@ -12,6 +12,7 @@ pub mod error;
 pub mod json;
 pub mod params;
 pub mod queue;
+pub mod reap;
 pub mod status;
 
 use std::sync::Arc;
@@ -114,6 +115,7 @@ enum Endpoint {
     Leader,
     Remove,
     Snapshot,
+    Reap,
     DebugVars,
 }
 
@@ -133,7 +135,7 @@ impl Endpoint {
             Endpoint::Readyz => &[Perm::Ready],
             Endpoint::Leader => &[Perm::LeaderOps],
             Endpoint::Remove => &[Perm::Remove],
-            Endpoint::Snapshot => &[Perm::Snapshot],
+            Endpoint::Snapshot | Endpoint::Reap => &[Perm::Snapshot],
         }
     }
 }
@@ -157,6 +159,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/boot" => return Some(Endpoint::Boot),
         "/leader" => return Some(Endpoint::Leader),
         "/snapshot" => return Some(Endpoint::Snapshot),
+        "/reap" => return Some(Endpoint::Reap),
         "/debug/vars" => return Some(Endpoint::DebugVars),
         _ => {}
     }
@@ -320,6 +323,7 @@ async fn respond(
         Endpoint::Leader => status::leader(st, call).await,
         Endpoint::Remove => status::remove(st, call).await,
         Endpoint::Snapshot => status::snapshot(st, call).await,
+        Endpoint::Reap => reap::reap(st, call).await,
         Endpoint::DebugVars => status::debug_vars(st, call).await,
     };
     result.unwrap_or_else(ApiError::into_response)

@@ -17,7 +17,7 @@ mod requests;
 pub mod snapshot;
 pub mod state_machine;
 
-pub use images::Upload;
+pub use images::{Reaped, Upload};
 pub use leadership::{CampaignsHeld, LeaderContact};
 pub use proposals::WritesPaused;
 use proposals::{run_batcher, Proposal, MAX_BATCH};

@@ -210,6 +210,11 @@ impl StateMachine {
         &self.snapshots
     }
 
+    /// The database thread's handle (for maintenance that must run on the writer).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Replaces the database with a snapshot's and moves the applied position to its meta's.
     async fn install(&self, stored: Stored) -> Result<(), StorageError> {
         let applied = self.applied.clone();
