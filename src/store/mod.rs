@@ -44,6 +44,27 @@ use state_machine::{AppliedState, StateMachine};
 /// The Raft log's file, in the data directory.
 const LOG_FILE: &str = "raft-log.redb";
 
+/// rqlite's Raft log and stable store (BoltDB), in its data directory.
+const RQLITE_LOG_FILE: &str = "raft.db";
+
+/// Refuses a data directory rqlite wrote (its `raft.db`, none of sqlraft's state): sqlraft
+/// cannot read rqlite's files, and starting there would look like an empty node that lost
+/// the operator's data.
+fn refuse_rqlite_dir(dir: &std::path::Path) -> Result<(), StoreError> {
+    if dir.join(RQLITE_LOG_FILE).exists() && !dir.join(LOG_FILE).exists() {
+        return Err(StoreError::Io(format!(
+            "{} is an rqlite data directory (it holds rqlite's Raft log {RQLITE_LOG_FILE}), \
+             which sqlraft cannot read. Start sqlraftd with a new, empty data directory, then \
+             move the data over: take a backup from rqlite (curl -o backup.sqlite \
+             http://RQLITE:4001/db/backup, or .backup in its shell) and load it into sqlraft \
+             (curl -XPOST http://SQLRAFT:4001/db/load --data-binary @backup.sqlite, or \
+             .restore in the sqlraft shell)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Everything the store needs to start, already validated.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -115,19 +136,29 @@ impl Store {
     /// Opens the log, restores the newest snapshot and starts Raft. Does not bootstrap.
     pub async fn open(cfg: StoreConfig, network: Network) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
+        refuse_rqlite_dir(&cfg.data_dir)?;
+        if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
+            return Err(StoreError::Io(format!(
+                "cannot use {} as the data directory: it is a file, not a directory",
+                cfg.data_dir.display()
+            )));
+        }
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
             StoreError::Io(format!(
-                "cannot create the data directory {}: {e}",
+                "cannot create data directory {}: {e}",
                 cfg.data_dir.display()
             ))
         })?;
         let health = Arc::new(crate::health::Health::default());
         let log_file = cfg.data_dir.join(LOG_FILE);
         let log = LogStore::open_with(&log_file, health.clone()).map_err(|e| {
-            StoreError::Raft(format!(
-                "cannot open the Raft log {}: {e}",
-                log_file.display()
-            ))
+            // The innermost cause already names the file; openraft's wrappers add only
+            // "when Read Store".
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            StoreError::Io(cause.to_string())
         })?;
         recovery::recover(&cfg.data_dir, &cfg.me, &log).await?;
         let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots")).map_err(io)?;

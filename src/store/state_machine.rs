@@ -178,8 +178,8 @@ impl StateMachine {
         parts_dir: &std::path::Path,
         health: Arc<Health>,
     ) -> Result<Self, StorageError> {
-        let assembly = Assembly::new(parts_dir)
-            .map_err(|e| sm_err(ErrorVerb::Write, format!("{}: {e}", parts_dir.display())))?;
+        let assembly =
+            Assembly::new(parts_dir).map_err(|e| sm_err(ErrorVerb::Write, e.to_string()))?;
         let sm = Self {
             db,
             applied: AppliedState::default(),
