@@ -351,7 +351,8 @@ fn interactive(s: &mut Session, ok: &mut bool) {
             "Connected to {} running version {v}",
             s.client.current_url()
         ),
-        Err(e) => println!("Not connected to {}: {e}", s.client.current_url()),
+        // The reason names the URL it tried.
+        Err(e) => println!("Not connected: {e}"),
     }
     let mut pending = String::new();
     'read: loop {
