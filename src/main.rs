@@ -10,15 +10,44 @@ use sqlraft::config::Config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sqlraft::node::Node;
 
-fn init_tracing(raft_level: &str) {
-    let raft_level = raft_level.to_ascii_lowercase();
-    let default = format!("info,openraft={raft_level}");
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLRAFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+/// Sets up the log on stderr: the filter from `-log-level`/`-raft-log-level` or the
+/// environment, text or JSON lines, colours only when a person is watching a terminal.
+fn init_tracing(cfg: &Config) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let env = ["SQLRAFT_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok());
+    let directives = cfg.log.filter(&cfg.raft.log_level, env.as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|e| format!("invalid log filter {directives:?}: {e}"))?;
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        // One flat object per line: what log shippers index without a parsing rule.
+        fmt.json().flatten_event(true).init();
+    } else {
+        // Escape codes in a file or a pipe are noise for whoever reads it later.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        fmt.with_ansi(ansi).init();
+    }
+    Ok(())
+}
+
+/// The first thing an operator needs: where the API is and how to reach it with the shell
+/// (and which address other nodes `-join`).
+fn banner(node: &Node) -> String {
+    let me = node.info();
+    let (host, port) = sqlraft::config::split_host_port(&me.api_addr)
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap_or_else(|| (me.api_addr.clone(), String::new()));
+    let scheme = if me.api_https { " -s https" } else { "" };
+    format!(
+        "sqlraftd {} listening: HTTP API {}, Raft {} (other nodes -join this), connect with: sqlraft -H {host} -p {port}{scheme}",
+        sqlraft::VERSION,
+        me.api_url(),
+        me.raft_addr,
+    )
 }
 
 async fn wait_for_signal() {
@@ -46,8 +75,14 @@ async fn wait_for_signal() {
 fn main() -> ExitCode {
     let cfg = match Config::load(std::env::args(), |p| std::fs::read_to_string(p)) {
         Ok(c) => c,
+        Err(sqlraft::config::ConfigError::Args(e))
+            if e.kind() == clap::error::ErrorKind::DisplayHelp =>
+        {
+            print!("{}", sqlraft::config::help());
+            return ExitCode::SUCCESS;
+        }
         Err(sqlraft::config::ConfigError::Args(e)) => {
-            // Help and version go to stdout with success; usage errors to stderr.
+            // Version goes to stdout with success; usage errors to stderr.
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::from(2)
@@ -60,7 +95,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.raft.log_level);
+    if let Err(e) = init_tracing(&cfg) {
+        eprintln!("sqlraftd: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,6 +126,7 @@ fn main() -> ExitCode {
             serde_json::Value::from(node.info().api_addr.clone()),
             serde_json::Value::from(node.info().raft_addr.clone()),
         );
+        tracing::info!("{}", banner(&node));
         // A node that cannot become part of a cluster (join attempts used up, bootstrap
         // timeout) exits with an error, as rqlited does; it served its API meanwhile.
         let code = tokio::select! {

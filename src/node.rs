@@ -339,7 +339,13 @@ impl Node {
         };
         let stop = cancel.child_token();
         tasks.push(tokio::spawn(async move {
-            for t in formation::run(plan, parts, formation_tx, stop).await {
+            // Joining and waiting for -bootstrap-expect peers can take minutes: a shutdown
+            // (SIGTERM while forming) drops them rather than waiting.
+            let spawned = tokio::select! {
+                spawned = formation::run(plan, parts, formation_tx, stop.clone()) => spawned,
+                _ = stop.cancelled() => return,
+            };
+            for t in spawned {
                 let _ = t.await;
             }
         }));

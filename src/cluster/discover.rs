@@ -28,6 +28,8 @@ use crate::raft::NodeInfo;
 pub enum Finder {
     Dns(sqlraft_discovery::dns::Dns),
     DnsSrv(sqlraft_discovery::dns::DnsSrv),
+    /// Mode `dns` with `RQLITE_DISCO_DNS_HOSTS` set: the list stands in for the answer.
+    Hosts(sqlraft_discovery::StaticList),
 }
 
 impl Finder {
@@ -35,6 +37,7 @@ impl Finder {
         match self {
             Finder::Dns(d) => d.lookup().await,
             Finder::DnsSrv(d) => d.lookup().await,
+            Finder::Hosts(d) => d.lookup().await,
         }
     }
 
@@ -42,6 +45,7 @@ impl Finder {
         match self {
             Finder::Dns(d) => d.status(),
             Finder::DnsSrv(d) => d.status(),
+            Finder::Hosts(d) => d.status(),
         }
     }
 }
@@ -100,13 +104,28 @@ impl Disco {
         key: &str,
         raft_port: u16,
     ) -> Result<Option<Self>, String> {
-        let Some(Discovery { mode, config }) = discovery else {
+        let Some(Discovery {
+            mode,
+            config,
+            dns_hosts,
+        }) = discovery
+        else {
             return Ok(None);
         };
         let mode = *mode;
         let json = config.clone();
         let bad = |e: serde_json::Error| format!("-disco-config for {}: {e}", mode.name());
         let disco = match mode {
+            DiscoMode::Dns if dns_hosts.is_some() => {
+                let hosts = dns_hosts.clone().unwrap_or_default();
+                tracing::info!(
+                    hosts = %hosts.join(","),
+                    "RQLITE_DISCO_DNS_HOSTS is set: using it instead of DNS lookups"
+                );
+                Disco::Finder(Arc::new(Finder::Hosts(sqlraft_discovery::StaticList::new(
+                    hosts,
+                ))))
+            }
             DiscoMode::Dns => {
                 let c: sqlraft_discovery::dns::DnsConfig =
                     serde_json::from_value(json).map_err(bad)?;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-pub use sections::{Cluster, Database, DiscoveryFlags, Http, Queue, Raft, Tls};
+pub use sections::{Cluster, Database, DiscoveryFlags, Http, Logging, Queue, Raft, Tls};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +41,15 @@ pub struct Args {
     pub data_dir: PathBuf,
 
     /// TOML file with the same settings as the flags (kebab-case keys).
-    #[arg(long = "config", value_name = "FILE")]
+    #[arg(long = "config", value_name = "FILE", help_heading = "Node")]
     pub config: Option<PathBuf>,
 
     /// Unique node ID (default: the advertised Raft address).
-    #[arg(long = "node-id")]
+    #[arg(long = "node-id", help_heading = "Node")]
     pub node_id: Option<String>,
 
     /// JSON file of users, passwords (plaintext or bcrypt) and permissions; enables auth.
-    #[arg(long = "auth")]
+    #[arg(long = "auth", value_name = "FILE", help_heading = "Node")]
     pub auth: Option<PathBuf>,
 
     #[command(flatten)]
@@ -66,6 +66,8 @@ pub struct Args {
     pub discovery: DiscoveryFlags,
     #[command(flatten)]
     pub queue: Queue,
+    #[command(flatten)]
+    pub log: Logging,
 }
 
 /// The validated configuration a node starts from.
@@ -84,14 +86,19 @@ pub struct Config {
     /// The discovery key (`-disco-key`), also used without discovery.
     pub disco_key: String,
     pub queue: Queue,
+    pub log: Logging,
 }
 
 /// Validated discovery settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Discovery {
     pub mode: DiscoMode,
-    /// The backend settings as JSON (inline, from a file, or from the TOML table).
+    /// The backend settings as JSON (inline, from a file, or from the TOML table; rqlite's
+    /// defaults for the mode when none is given).
     pub config: serde_json::Value,
+    /// `RQLITE_DISCO_DNS_HOSTS`: in mode `dns`, these `host:port` addresses instead of a
+    /// lookup (rqlite's test aid, kept so its test set-ups run unchanged).
+    pub dns_hosts: Option<Vec<String>>,
 }
 
 /// How nodes find each other.
@@ -125,6 +132,18 @@ impl DiscoMode {
             Self::DnsSrv => "dns-srv",
             Self::EtcdKv => "etcd-kv",
             Self::ConsulKv => "consul-kv",
+        }
+    }
+
+    /// The settings rqlite uses when `-disco-config` is not given: the name `rqlite` for
+    /// DNS (service `rqlite` for SRV), one etcd at localhost:2379, the local Consul agent
+    /// (Consul's own default, 127.0.0.1:8500).
+    pub fn default_config(self) -> serde_json::Value {
+        match self {
+            Self::Dns => serde_json::json!({"name": "rqlite"}),
+            Self::DnsSrv => serde_json::json!({"name": "rqlite", "service": "rqlite"}),
+            Self::EtcdKv => serde_json::json!({"endpoints": ["localhost:2379"]}),
+            Self::ConsulKv => serde_json::json!({}),
         }
     }
 
@@ -168,6 +187,7 @@ impl Config {
             discovery,
             disco_key: a.discovery.key,
             queue: a.queue,
+            log: a.log,
         }
     }
 
@@ -203,17 +223,14 @@ impl Config {
                     flag: "disco-mode",
                     msg: format!("'{m}' is not one of dns, dns-srv, etcd-kv, consul-kv"),
                 })?;
-                let text = args
-                    .discovery
-                    .config
-                    .as_deref()
-                    .ok_or(ConfigError::Invalid {
-                        flag: "disco-config",
-                        msg: "is required with -disco-mode".into(),
-                    })?;
+                let config = match args.discovery.config.as_deref() {
+                    Some(text) => parse_disco_config(text, &read_file)?,
+                    None => mode.default_config(),
+                };
                 Some(Discovery {
                     mode,
-                    config: parse_disco_config(text, &read_file)?,
+                    config,
+                    dns_hosts: dns_hosts(args.discovery.dns_hosts.as_deref())?,
                 })
             }
         };
@@ -356,6 +373,26 @@ where
     })
 }
 
+/// Parses `RQLITE_DISCO_DNS_HOSTS` (comma-separated `host:port`; blanks ignored).
+fn dns_hosts(value: Option<&str>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let hosts: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(bad) = hosts.iter().find(|h| split_host_port(h).is_none()) {
+        return Err(ConfigError::Invalid {
+            flag: "disco-dns-hosts",
+            msg: format!("{bad:?} is not host:port (RQLITE_DISCO_DNS_HOSTS)"),
+        });
+    }
+    Ok(Some(hosts))
+}
+
 /// Replaces `$VAR` and `${VAR}` with environment values (unset variables become empty).
 fn expand_env(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -407,6 +444,30 @@ pub fn is_unspecified(host: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_unspecified())
             .unwrap_or(false)
+}
+
+/// `sqlraftd --help`, in the `-flag` spelling rqlite and the README use (clap prints
+/// `--flag`; both are accepted), grouped by topic, defaults shown.
+pub fn help() -> String {
+    single_dash(&Args::command().render_help().to_string())
+}
+
+/// Turns the `--flag` column of clap's help into `-flag`, keeping the columns aligned.
+fn single_dash(help: &str) -> String {
+    let mut out = String::with_capacity(help.len());
+    for line in help.lines() {
+        let body = line.trim_start();
+        match body.strip_prefix("--") {
+            Some(rest) if !rest.is_empty() => {
+                out.push_str(&line[..line.len() - body.len()]);
+                out.push_str(" -");
+                out.push_str(rest);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Rewrites Go-style `-flag` into clap's `--flag`; leaves values, `--flag` and `-` alone.

@@ -18,11 +18,15 @@ use crate::duration;
 pub(super) fn conventions(cmd: Command) -> Command {
     cmd.mut_args(|a| {
         // Only flags: the positional data directory has no variable.
-        let Some(long) = a.get_long() else {
+        let Some(long) = a.get_long().map(str::to_string) else {
             return a;
         };
-        let env = format!("SQLRAFT_{}", long.to_uppercase().replace('-', "_"));
-        let a = a.env(env);
+        // A flag that reads rqlite's own variable (RQLITE_DISCO_DNS_HOSTS) keeps it.
+        let a = if a.get_env().is_some() {
+            a
+        } else {
+            a.env(format!("SQLRAFT_{}", long.to_uppercase().replace('-', "_")))
+        };
         if !matches!(a.get_action(), ArgAction::SetTrue) {
             return a;
         }
@@ -150,7 +154,9 @@ pub struct Raft {
     pub snap_int: Duration,
 
     /// Log level of the Raft library (DEBUG, INFO, WARN, ERROR).
-    #[arg(id = "raft-log-level", long, default_value = "WARN")]
+    // rqlite's default is WARN; openraft's WARN lines are routine retries (a peer not up yet,
+    // a vote refused) that sqlraft reports itself in operator terms, hence ERROR.
+    #[arg(id = "raft-log-level", long, default_value = "ERROR")]
     pub log_level: String,
 
     /// Join as a read-only node that does not vote.
@@ -256,9 +262,63 @@ pub struct DiscoveryFlags {
     #[arg(id = "disco-key", long, default_value = "rqlite")]
     pub key: String,
 
-    /// Discovery settings: inline JSON or the path of a JSON file.
+    /// Discovery settings: inline JSON or the path of a JSON file (default, as rqlite:
+    /// dns {"name":"rqlite"}, dns-srv {"name":"rqlite","service":"rqlite"}, etcd-kv
+    /// {"endpoints":["localhost:2379"]}, consul-kv the local agent 127.0.0.1:8500).
     #[arg(id = "disco-config", long)]
     pub config: Option<String>,
+
+    /// With -disco-mode dns: use these host:port Raft addresses instead of looking the
+    /// name up (rqlite's test aid).
+    #[arg(
+        id = "disco-dns-hosts",
+        long = "disco-dns-hosts",
+        env = "RQLITE_DISCO_DNS_HOSTS",
+        value_name = "HOST:PORT,..."
+    )]
+    pub dns_hosts: Option<String>,
+}
+
+/// What the node logs, and how (the log goes to stderr).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logging")]
+pub struct Logging {
+    /// Log level (error, warn, info, debug, trace) [default: info], or a filter such as
+    /// `info,sqlraft::cluster=debug`. The Raft library logs at -raft-log-level unless the
+    /// filter names `openraft`. Without this flag, SQLRAFT_LOG or RUST_LOG, when set, are
+    /// the whole filter.
+    // No clap default: an absent flag must be told apart from `info` so the environment
+    // filters can take its place.
+    #[arg(id = "log-level", long)]
+    pub level: Option<String>,
+
+    /// Log line format: text (for people; coloured only on a terminal) or json (one object
+    /// per line, for log shippers).
+    #[arg(id = "log-format", long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+impl Logging {
+    /// The tracing filter directives: `-log-level` with openraft at `raft_level` (unless the
+    /// filter says what openraft logs); without the flag, `env_filter` (SQLRAFT_LOG or
+    /// RUST_LOG, as `main.rs` read it) as it stands; else `info` and openraft at `raft_level`.
+    pub fn filter(&self, raft_level: &str, env_filter: Option<&str>) -> String {
+        let given = |s: Option<&str>| {
+            s.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let base = match (given(self.level.as_deref()), given(env_filter)) {
+            (Some(level), _) => level,
+            (None, Some(env)) => return env,
+            (None, None) => "info".to_string(),
+        };
+        if base.contains("openraft") {
+            base
+        } else {
+            format!("{base},openraft={}", raft_level.to_ascii_lowercase())
+        }
+    }
 }
 
 /// Queued writes (`/db/execute?queue`).

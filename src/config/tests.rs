@@ -304,10 +304,16 @@ mod discovery_config {
             load(&["-disco-mode", "dns", "-disco-config", "{}", "d"]).is_err(),
             "dns needs -bootstrap-expect"
         );
-        assert!(
-            load(&["-disco-mode", "etcd-kv", "d"]).is_err(),
-            "needs -disco-config"
-        );
+        assert!(load(&[
+            "-disco-mode",
+            "dns",
+            "-bootstrap-expect",
+            "3",
+            "-disco-dns-hosts",
+            "a:1,nonsense",
+            "d"
+        ])
+        .is_err());
         assert!(load(&[
             "-disco-mode",
             "etcd-kv",
@@ -329,5 +335,102 @@ mod discovery_config {
         ])
         .is_err());
         assert!(load(&["-disco-mode", "etcd-kv", "-disco-config", "{not json", "d"]).is_err());
+    }
+
+    #[test]
+    fn discovery_config_defaults_to_rqlites_per_mode() {
+        // Steps: each mode without -disco-config gets the settings rqlite uses then; the
+        // DNS override list is read from -disco-dns-hosts (RQLITE_DISCO_DNS_HOSTS).
+        let load = |a: &[&str]| {
+            let argv = std::iter::once("sqlraftd")
+                .chain(a.iter().copied())
+                .map(String::from);
+            Config::load(argv, |_| Err(std::io::Error::other("no file")))
+        };
+        let config = |a: &[&str]| {
+            load(a)
+                .unwrap_or_else(|e| panic!("{a:?}: {e}"))
+                .discovery
+                .unwrap_or_else(|| panic!("{a:?}: no discovery"))
+        };
+        let etcd = config(&["-disco-mode", "etcd-kv", "d"]);
+        assert_eq!(
+            etcd.config,
+            serde_json::json!({"endpoints": ["localhost:2379"]})
+        );
+        assert_eq!(
+            config(&["-disco-mode", "consul-kv", "d"]).config,
+            serde_json::json!({})
+        );
+        let dns = config(&[
+            "-disco-mode",
+            "dns",
+            "-bootstrap-expect",
+            "2",
+            "-disco-dns-hosts",
+            "127.0.0.1:4002, 127.0.0.2:4002",
+            "d",
+        ]);
+        assert_eq!(dns.config, serde_json::json!({"name": "rqlite"}));
+        assert_eq!(
+            dns.dns_hosts,
+            Some(vec![
+                "127.0.0.1:4002".to_string(),
+                "127.0.0.2:4002".to_string()
+            ])
+        );
+        let srv = config(&["-disco-mode", "dns-srv", "-bootstrap-expect", "2", "d"]);
+        assert_eq!(
+            srv.config,
+            serde_json::json!({"name": "rqlite", "service": "rqlite"})
+        );
+        assert_eq!(srv.dns_hosts, None);
+    }
+
+    #[test]
+    fn help_is_grouped_with_defaults_in_the_single_dash_spelling() {
+        let h = help();
+        for want in [
+            "HTTP API:",
+            "Raft:",
+            "Cluster:",
+            "Discovery:",
+            "Logging:",
+            "       -http-addr <",
+            "[default: localhost:4001]",
+            "       -raft-non-voter\n",
+            "-h, --help",
+        ] {
+            assert!(h.contains(want), "{want:?} missing:\n{h}");
+        }
+        assert!(
+            h.lines().all(|l| !l.trim_start().starts_with("--")),
+            "a --flag left:\n{h}"
+        );
+    }
+
+    #[test]
+    fn log_filter_precedence() {
+        let log = |level: Option<&str>| Logging {
+            level: level.map(String::from),
+            format: "text".into(),
+        };
+        // Default: info, with openraft at -raft-log-level.
+        assert_eq!(log(None).filter("ERROR", None), "info,openraft=error");
+        // The environment's filter is taken whole.
+        assert_eq!(
+            log(None).filter("ERROR", Some("debug,hyper=warn")),
+            "debug,hyper=warn"
+        );
+        // -log-level wins over the environment and keeps openraft at its own level...
+        assert_eq!(
+            log(Some("debug")).filter("WARN", Some("trace")),
+            "debug,openraft=warn"
+        );
+        // ...unless it says what openraft logs.
+        assert_eq!(
+            log(Some("info,openraft=debug")).filter("ERROR", None),
+            "info,openraft=debug"
+        );
     }
 }

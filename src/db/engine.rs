@@ -345,6 +345,27 @@ impl Engine {
         }
     }
 
+    /// Moves the whole WAL into the database file and empties it (`/reap`), waiting for
+    /// readers up to the busy timeout. Returns whether the WAL held frames and all of them
+    /// moved.
+    pub fn checkpoint_all(&mut self) -> Result<bool, DbError> {
+        // TRUNCATE reports the WAL as empty once it succeeds; a passive pass first tells
+        // how many frames there were.
+        let frames = |mode: &str| {
+            self.rw
+                .conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+        };
+        let (_, before) = frames("PASSIVE")?;
+        if before <= 0 {
+            return Ok(false);
+        }
+        let (busy, _) = frames("TRUNCATE")?;
+        Ok(busy == 0)
+    }
+
     /// Brings the writer back to a known state after a job panicked part-way: an open
     /// transaction is rolled back.
     fn recover(&mut self) {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod json;
 pub mod params;
 pub mod queue;
+pub mod reap;
 pub mod scrape;
 pub mod status;
 pub mod vars;
@@ -121,6 +122,7 @@ enum Endpoint {
     Leader,
     Remove,
     Snapshot,
+    Reap,
     DebugVars,
     Metrics,
 }
@@ -143,7 +145,7 @@ impl Endpoint {
             Endpoint::Readyz => &[Perm::Ready],
             Endpoint::Leader => &[Perm::LeaderOps],
             Endpoint::Remove => &[Perm::Remove],
-            Endpoint::Snapshot => &[Perm::Snapshot],
+            Endpoint::Snapshot | Endpoint::Reap => &[Perm::Snapshot],
         }
     }
 }
@@ -166,6 +168,7 @@ impl Endpoint {
             Endpoint::Leader => "leader",
             Endpoint::Remove => "remove",
             Endpoint::Snapshot => "snapshot",
+            Endpoint::Reap => "reap",
             Endpoint::DebugVars => "debug_vars",
             Endpoint::Metrics => "metrics",
         }
@@ -182,6 +185,7 @@ impl Endpoint {
             Endpoint::Load => &h.loads,
             Endpoint::Boot => &h.boot,
             Endpoint::Snapshot => &h.user_snapshots,
+            Endpoint::Reap => &h.user_reaps,
             Endpoint::Status => &h.num_status,
             Endpoint::Readyz => &h.num_readyz,
             _ => return,
@@ -209,6 +213,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/boot" => return Some(Endpoint::Boot),
         "/leader" => return Some(Endpoint::Leader),
         "/snapshot" => return Some(Endpoint::Snapshot),
+        "/reap" => return Some(Endpoint::Reap),
         "/debug/vars" => return Some(Endpoint::DebugVars),
         "/metrics" => return Some(Endpoint::Metrics),
         _ => {}
@@ -395,6 +400,7 @@ async fn respond(
         Endpoint::Snapshot => status::snapshot(st, call).await,
         Endpoint::DebugVars => vars::debug_vars(st, call).await,
         Endpoint::Metrics => scrape::metrics(st, call).await,
+        Endpoint::Reap => reap::reap(st, call).await,
     };
     result.unwrap_or_else(|e| {
         if matches!(e, ApiError::LeaderNotFound) {

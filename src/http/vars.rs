@@ -73,6 +73,7 @@ fn http(m: &Metrics) -> Map {
         ("request_stmts_rx", h.request_stmts_rx.get()),
         ("requests", h.requests.get()),
         ("tls_cert_fetched", m.api.tls_handshakes.get()),
+        ("user_reaps", h.user_reaps.get()),
         ("user_snapshots", h.user_snapshots.get()),
     ]
 }

@@ -180,6 +180,8 @@ pub struct HttpCounters {
     pub loads: Counter,
     pub boot: Counter,
     pub user_snapshots: Counter,
+    /// `/reap` requests (rqlite 10's endpoint; a sqlraft extra in the `http` map).
+    pub user_reaps: Counter,
     pub num_status: Counter,
     pub num_readyz: Counter,
     pub execute_stmts_rx: Counter,

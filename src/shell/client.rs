@@ -90,6 +90,7 @@ impl Client {
         body: Option<(Vec<u8>, &str)>,
     ) -> Result<Reply, String> {
         let mut last_err = String::new();
+        let mut tried = Vec::new();
         for _ in 0..self.opts.hosts.len() {
             let url = format!("{}{path}", self.current_url());
             let method =
@@ -106,7 +107,30 @@ impl Client {
                         .get("x-rqlite-version")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let body = r.bytes().map_err(|e| e.to_string())?.to_vec();
+                    // Every answer of rqlite's (and sqlraft's) API carries the version
+                    // header; a 404 without it comes from something else on that port, most
+                    // likely the node's Raft port.
+                    if version.is_none() && status == 404 {
+                        return Err(not_the_api(&self.current_url()));
+                    }
+                    // A TLS listener's answer to plain HTTP (sqlraft's and Go's both say
+                    // "Client sent an HTTP request to an HTTPS server").
+                    if version.is_none() && status == 400 && self.opts.scheme == "http" {
+                        let said = r.text().unwrap_or_default();
+                        if said.contains("HTTPS") {
+                            return Err(format!(
+                                "{} serves HTTPS ({}): pass -s https (and -c/--ca-cert CA_FILE if \
+                                 its certificate is from a private CA)",
+                                self.current_url(),
+                                said.trim()
+                            ));
+                        }
+                        return Err(format!("HTTP 400: {}", said.trim()));
+                    }
+                    let body = r
+                        .bytes()
+                        .map_err(|e| describe(&e, &self.current_url(), &self.opts))?
+                        .to_vec();
                     return Ok(Reply {
                         status,
                         body,
@@ -114,7 +138,8 @@ impl Client {
                     });
                 }
                 Err(e) if e.is_connect() || e.is_timeout() => {
-                    last_err = format!("{}: {e}", self.current_host());
+                    last_err = describe(&e, &self.current_url(), &self.opts);
+                    tried.push(self.current_host().to_string());
                     if self.opts.hosts.len() > 1 {
                         let from = self.current_host().to_string();
                         self.current = (self.current + 1) % self.opts.hosts.len();
@@ -124,10 +149,17 @@ impl Client {
                         );
                     }
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(describe(&e, &self.current_url(), &self.opts)),
             }
         }
-        Err(format!("no host answered: {last_err}"))
+        Err(if tried.len() > 1 {
+            format!(
+                "no host answered (tried {}); last: {last_err}",
+                tried.join(", ")
+            )
+        } else {
+            last_err
+        })
     }
 
     /// Adds `-u user:password` as Basic auth.
@@ -147,9 +179,12 @@ impl Client {
         let r = self
             .authed(self.http.get(url))
             .send()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| describe(&e, url, &self.opts))?;
         let status = r.status().as_u16();
-        let body = r.bytes().map_err(|e| e.to_string())?.to_vec();
+        let body = r
+            .bytes()
+            .map_err(|e| describe(&e, url, &self.opts))?
+            .to_vec();
         Ok(Reply {
             status,
             body,
@@ -202,4 +237,97 @@ impl Client {
         let r = self.send("GET", "/readyz?noleader", None)?;
         Ok(r.version.unwrap_or_else(|| "unknown".into()))
     }
+}
+
+/// What went wrong reaching `url`, in the terms of what to do about it: the first minutes
+/// with a shell are mostly a wrong port, a node not started yet, or TLS settings.
+fn describe(e: &reqwest::Error, url: &str, opts: &ClientOptions) -> String {
+    let base = url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| &url[..i + 3 + j]))
+        .unwrap_or(url);
+    let causes = causes(e);
+    let io_kind = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let tls = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<rustls::Error>());
+    let detail = causes
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| e.to_string());
+    if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        return format!(
+            "cannot connect to {base}: connection refused (is sqlraftd running? is the port right?)"
+        );
+    }
+    if e.is_timeout() {
+        return format!(
+            "no answer from {base} within {:?} (a busy or unreachable node; -t/--http-timeout sets the wait)",
+            opts.timeout
+        );
+    }
+    if let Some(t) = tls {
+        use rustls::{CertificateError, Error as TlsError};
+        return match t {
+            TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => format!(
+                "cannot connect to {base}: the node's certificate is not for this host name \
+                 ({t}): connect with -H NAME using a name the certificate lists, or pass \
+                 -i/--insecure to skip verification"
+            ),
+            TlsError::InvalidCertificate(_) => format!(
+                "cannot connect to {base}: the node's certificate is not trusted ({t}): pass \
+                 -c/--ca-cert FILE with the CA certificate that signed it, or -i/--insecure to \
+                 skip verification"
+            ),
+            TlsError::InvalidMessage(_) | TlsError::InappropriateMessage { .. } => format!(
+                "cannot connect to {base}: no TLS there ({t}): if the node serves plain HTTP, \
+                 leave out -s https"
+            ),
+            _ => format!("cannot connect to {base}: TLS failed: {t}"),
+        };
+    }
+    if e.is_connect() {
+        return format!("cannot connect to {base}: {detail}");
+    }
+    // Connected, but no HTTP answer came back.
+    let https_hint = if opts.scheme == "http" {
+        " If the node serves HTTPS, pass -s https."
+    } else {
+        ""
+    };
+    format!(
+        "{base} did not answer like an HTTP API ({detail}).{https_hint} If this is the node's \
+         Raft port, connect to its HTTP API port instead (-http-addr, 4001 by default)."
+    )
+}
+
+/// The answer of something that is not the HTTP API (see [`Client::send`]).
+fn not_the_api(base: &str) -> String {
+    format!(
+        "{base} is not a sqlraft or rqlite HTTP API (it answered 404 without the API's version \
+         header): this looks like the node's Raft port; connect to its HTTP API port instead \
+         (-http-addr, 4001 by default)"
+    )
+}
+
+/// The chain of causes, including the error an `io::Error` wraps (its `source()` skips it).
+fn causes(e: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = next {
+        out.push(c);
+        next = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => c.source(),
+        };
+    }
+    out
 }

@@ -142,12 +142,19 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
         }
         ".extensions" => s.out("[]\n"),
         ".ready" => {
+            // rqlite's shell answers in one word; the node's reasons follow when it is not.
             let r = s.client.send("GET", "/readyz", None)?;
-            let text = r.text();
-            if r.status != 200 {
-                return Err(text.trim().to_string());
+            match r.status {
+                200 => s.out("ready\n"),
+                401 => return Err("unauthorized (check -u user:password)".into()),
+                _ => {
+                    let mut text = String::from("not ready\n");
+                    for reason in r.text().lines().filter(|l| !l.trim().is_empty()) {
+                        text.push_str(&format!("  {}\n", reason.trim()));
+                    }
+                    s.out(&text);
+                }
             }
-            s.out(&format!("{}\n", text.trim_end()));
         }
         ".timer" => s.timer = on_off(arg, "timer")?,
         ".changes" => s.changes = on_off(arg, "changes")?,

@@ -18,53 +18,66 @@ use clap::Parser;
 use client::{Client, ClientOptions};
 use format::Mode;
 
-/// Command-line options, named as rqlite's shell names them.
+/// Command-line options, named as rqlite's shell names them (short `-H`, long `--host`).
 #[derive(Debug, Parser)]
 #[command(
     name = "sqlraft",
     version = crate::VERSION,
     about = "Interactive shell for sqlraft (and rqlite)",
+    after_help = "Without -e and with standard input not a terminal, the shell runs what it \
+                  reads there and exits: 0 if every statement succeeded, 1 if any failed \
+                  (each failure is printed as ERR! ... on standard error).",
     disable_help_flag = true,
     disable_version_flag = true
 )]
 pub struct Args {
-    /// Node host (default 127.0.0.1, or from SQLRAFT_HOST / RQLITE_HOST).
-    #[arg(short = 'H', long = "host")]
+    /// Node host, or SQLRAFT_HOST / RQLITE_HOST ([scheme://]host[:port]) [default: 127.0.0.1]
+    #[arg(short = 'H', long = "host", help_heading = "Connection")]
     host: Option<String>,
-    /// Node HTTP port.
-    #[arg(short = 'p', long = "port")]
+    /// Node HTTP API port (not its Raft port) [default: 4001]
+    #[arg(short = 'p', long = "port", help_heading = "Connection")]
     port: Option<u16>,
-    /// http or https.
-    #[arg(short = 's', long = "scheme")]
+    /// http or https [default: http]
+    #[arg(short = 's', long = "scheme", help_heading = "Connection")]
     scheme: Option<String>,
-    /// Basic auth credentials, user:password.
-    #[arg(short = 'u', long = "user")]
+    /// Basic auth credentials, user:password
+    #[arg(short = 'u', long = "user", help_heading = "Connection")]
     user: Option<String>,
-    /// PEM CA certificate to trust for HTTPS.
-    #[arg(short = 'c', long = "ca-cert")]
-    ca_cert: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (with -k).
-    #[arg(short = 'd', long = "client-cert")]
-    client_cert: Option<PathBuf>,
-    /// PEM client key for mutual TLS.
-    #[arg(short = 'k', long = "client-key")]
-    client_key: Option<PathBuf>,
-    /// Do not verify the server's certificate.
-    #[arg(short = 'i', long = "insecure")]
-    insecure: bool,
     /// Other nodes to fail over to, host:port,...
-    #[arg(short = 'a', long = "alternatives", value_delimiter = ',')]
+    #[arg(
+        short = 'a',
+        long = "alternatives",
+        value_delimiter = ',',
+        help_heading = "Connection"
+    )]
     alternatives: Vec<String>,
-    /// HTTP timeout (Go duration).
-    #[arg(short = 't', long = "http-timeout", default_value = "30s")]
+    /// HTTP timeout (Go duration)
+    #[arg(
+        short = 't',
+        long = "http-timeout",
+        default_value = "30s",
+        help_heading = "Connection"
+    )]
     http_timeout: String,
-    /// Run these statements (or dot commands) and exit.
+    /// PEM CA certificate to trust for HTTPS
+    #[arg(short = 'c', long = "ca-cert", help_heading = "TLS")]
+    ca_cert: Option<PathBuf>,
+    /// Do not verify the node's certificate
+    #[arg(short = 'i', long = "insecure", help_heading = "TLS")]
+    insecure: bool,
+    /// PEM client certificate for mutual TLS (with -k)
+    #[arg(short = 'd', long = "client-cert", help_heading = "TLS")]
+    client_cert: Option<PathBuf>,
+    /// PEM client key for mutual TLS
+    #[arg(short = 'k', long = "client-key", help_heading = "TLS")]
+    client_key: Option<PathBuf>,
+    /// Run these statements (or dot commands) and exit
     #[arg(short = 'e', long = "execute")]
     execute: Option<String>,
-    /// Print help.
-    #[arg(long = "help", action = clap::ArgAction::Help)]
+    /// Print help (rqlite's shell: -h, --help)
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Print the version (rqlite's shell spells it -v).
+    /// Print the version (rqlite's shell spells it -v)
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
 }
@@ -338,7 +351,8 @@ fn interactive(s: &mut Session, ok: &mut bool) {
             "Connected to {} running version {v}",
             s.client.current_url()
         ),
-        Err(e) => println!("Not connected to {}: {e}", s.client.current_url()),
+        // The reason names the URL it tried.
+        Err(e) => println!("Not connected: {e}"),
     }
     let mut pending = String::new();
     'read: loop {

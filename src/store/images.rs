@@ -26,6 +26,13 @@ impl Drop for Upload {
     }
 }
 
+/// What a `/reap` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub snapshots_reaped: usize,
+    pub wals_checkpointed: usize,
+}
+
 impl Store {
     /// Periodically snapshots once enough entries have accumulated; returns when `stop` fires.
     pub async fn run_snapshot_loop(self: Arc<Self>, stop: CancellationToken) {
@@ -170,6 +177,27 @@ impl Store {
             Err(_) => c.user_snapshots_failed.inc(),
         }
         r
+    }
+
+    /// `/reap`: deletes snapshots older than the current one and checkpoints the
+    /// database's WAL into its file. rqlite's snapshots are a full copy plus WAL increments
+    /// that a reap folds together; sqlraft's are whole database files, so the WAL counted
+    /// here is the live database's (0 or 1).
+    pub async fn reap(&self) -> Result<Reaped, StoreError> {
+        let snapshots = self.sm.snapshots().clone();
+        let snapshots_reaped = tokio::task::spawn_blocking(move || snapshots.reap())
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let checkpointed = self
+            .sm
+            .db()
+            .call(|engine| engine.checkpoint_all())
+            .await??;
+        Ok(Reaped {
+            snapshots_reaped,
+            wals_checkpointed: usize::from(checkpointed),
+        })
     }
 
     /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries

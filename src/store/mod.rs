@@ -19,7 +19,7 @@ mod requests;
 pub mod snapshot;
 pub mod state_machine;
 
-pub use images::Upload;
+pub use images::{Reaped, Upload};
 pub use leadership::{CampaignsHeld, LeaderContact};
 pub use proposals::WritesPaused;
 use proposals::{run_batcher, Proposal, MAX_BATCH};
@@ -50,6 +50,27 @@ const LOG_FILE: &str = "raft-log.redb";
 /// A file's size, 0 if it cannot be read (absent, or being replaced).
 fn file_len(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// rqlite's Raft log and stable store (BoltDB), in its data directory.
+const RQLITE_LOG_FILE: &str = "raft.db";
+
+/// Refuses a data directory rqlite wrote (its `raft.db`, none of sqlraft's state): sqlraft
+/// cannot read rqlite's files, and starting there would look like an empty node that lost
+/// the operator's data.
+fn refuse_rqlite_dir(dir: &std::path::Path) -> Result<(), StoreError> {
+    if dir.join(RQLITE_LOG_FILE).exists() && !dir.join(LOG_FILE).exists() {
+        return Err(StoreError::Io(format!(
+            "{} is an rqlite data directory (it holds rqlite's Raft log {RQLITE_LOG_FILE}), \
+             which sqlraft cannot read. Start sqlraftd with a new, empty data directory, then \
+             move the data over: take a backup from rqlite (curl -o backup.sqlite \
+             http://RQLITE:4001/db/backup, or .backup in its shell) and load it into sqlraft \
+             (curl -XPOST http://SQLRAFT:4001/db/load --data-binary @backup.sqlite, or \
+             .restore in the sqlraft shell)",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Everything the store needs to start, already validated.
@@ -129,19 +150,29 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
+        refuse_rqlite_dir(&cfg.data_dir)?;
+        if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
+            return Err(StoreError::Io(format!(
+                "cannot use {} as the data directory: it is a file, not a directory",
+                cfg.data_dir.display()
+            )));
+        }
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
             StoreError::Io(format!(
-                "cannot create the data directory {}: {e}",
+                "cannot create data directory {}: {e}",
                 cfg.data_dir.display()
             ))
         })?;
         let health = Arc::new(crate::health::Health::default());
         let log_file = cfg.data_dir.join(LOG_FILE);
         let log = LogStore::open_with(&log_file, health.clone()).map_err(|e| {
-            StoreError::Raft(format!(
-                "cannot open the Raft log {}: {e}",
-                log_file.display()
-            ))
+            // The innermost cause already names the file; openraft's wrappers add only
+            // "when Read Store".
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            StoreError::Io(cause.to_string())
         })?;
         if recovery::recover(&cfg.data_dir, &cfg.me, &log).await? {
             metrics.store.recoveries.inc();

@@ -55,10 +55,13 @@ impl Assembly {
     /// Starts with no assembly; files left by an earlier run are deleted (the log is replayed
     /// from the last snapshot, which was taken with no assembly pending).
     pub fn new(dir: &Path) -> std::io::Result<Self> {
+        let named = |what: &str, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{what} {}: {e}", dir.display()))
+        };
         if dir.exists() {
-            fs::remove_dir_all(dir)?;
+            fs::remove_dir_all(dir).map_err(|e| named("cannot clear", e))?;
         }
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(|e| named("cannot create", e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             pending: None,

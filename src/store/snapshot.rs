@@ -192,6 +192,29 @@ impl SnapshotStore {
         }
     }
 
+    /// Deletes every complete snapshot but the current one (normally none is left: an old
+    /// one stays only when deleting it after a commit failed). Returns how many went.
+    pub fn reap(&self) -> std::io::Result<usize> {
+        let mut all = self.list()?;
+        all.pop();
+        let mut reaped = 0;
+        for old in all {
+            let Some(dir) = old.db.parent() else {
+                continue;
+            };
+            match fs::remove_dir_all(dir) {
+                Ok(()) => reaped += 1,
+                // Gone meanwhile: a commit's own clean-up got there first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(dir, "cannot delete", e)),
+            }
+        }
+        if reaped > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(reaped)
+    }
+
     /// The current snapshot, if there is one.
     pub fn current(&self) -> std::io::Result<Option<Stored>> {
         Ok(self.list()?.pop())

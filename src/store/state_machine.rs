@@ -221,8 +221,8 @@ impl StateMachine {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
-        let assembly = Assembly::new(parts_dir)
-            .map_err(|e| sm_err(ErrorVerb::Write, format!("{}: {e}", parts_dir.display())))?;
+        let assembly =
+            Assembly::new(parts_dir).map_err(|e| sm_err(ErrorVerb::Write, e.to_string()))?;
         let sm = Self {
             db,
             applied: AppliedState::default(),
@@ -252,6 +252,11 @@ impl StateMachine {
 
     pub fn snapshots(&self) -> &SnapshotStore {
         &self.snapshots
+    }
+
+    /// The database thread's handle (for maintenance that must run on the writer).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Replaces the database with a snapshot's and moves the applied position to its meta's.

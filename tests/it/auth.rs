@@ -129,6 +129,7 @@ fn endpoints() -> Vec<Endpoint> {
             None,
         ),
         ("snapshot", "POST", "/snapshot", None, Some(200)),
+        ("snapshot", "POST", "/reap", None, Some(200)),
     ]
 }
 

@@ -73,7 +73,11 @@ fn later(listeners: (TcpListener, TcpListener)) -> (std::net::SocketAddr, std::n
 }
 
 fn discovery(cfg: &mut sqlraft::config::Config, mode: DiscoMode, config: serde_json::Value) {
-    cfg.discovery = Some(sqlraft::config::Discovery { mode, config });
+    cfg.discovery = Some(sqlraft::config::Discovery {
+        mode,
+        config,
+        dns_hosts: None,
+    });
     cfg.cluster.join_interval = Duration::from_millis(200);
 }
 
@@ -266,3 +270,108 @@ async fn a_key_left_by_a_wiped_cluster_is_taken_over() {
         started.elapsed()
     );
 }
+
+/// A `sqlraftd` started with an extra environment; killed when dropped.
+struct EnvProc {
+    child: std::process::Child,
+    client: crate::harness::Client,
+}
+
+impl Drop for EnvProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and `env`; reads the HTTP address from its startup line.
+fn spawn_with_env(args: &[String], env: (&str, &str)) -> EnvProc {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+        .args(args)
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sqlraftd");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("startup line");
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let http = v["http_addr"].as_str().expect("http_addr").to_string();
+    EnvProc {
+        child,
+        client: crate::harness::Client::with_timeout(
+            format!("http://{http}"),
+            Duration::from_secs(5),
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rqlite_disco_dns_hosts_stands_in_for_the_dns_answer() {
+    // Steps: three real processes with -disco-mode dns, no -disco-config (rqlite's default
+    // name) and RQLITE_DISCO_DNS_HOSTS listing their Raft addresses, as rqlite's own tests
+    // run it; they form one cluster of three voters that takes a write.
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        })
+        .collect();
+    let hosts = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let nodes: Vec<EnvProc> = (0..3)
+        .map(|i| {
+            let args: Vec<String> = [
+                "-node-id",
+                &(i + 1).to_string(),
+                "-http-addr",
+                "127.0.0.1:0",
+                "-raft-addr",
+                &format!("127.0.0.1:{}", ports[i]),
+                "-raft-election-timeout",
+                "300ms",
+                "-raft-heartbeat-timeout",
+                "300ms",
+                "-disco-mode",
+                "dns",
+                "-bootstrap-expect",
+                "3",
+                &dirs[i].path().to_string_lossy(),
+            ]
+            .map(String::from)
+            .to_vec();
+            spawn_with_env(&args, ("RQLITE_DISCO_DNS_HOSTS", &hosts))
+        })
+        .collect();
+    for n in &nodes {
+        n.client.wait_members("/nodes", 3, "three voters").await;
+    }
+    // What discovery saw is the list, not a DNS answer.
+    let st = nodes[0].client.get("/status?key=disco").await.json();
+    let mut want: Vec<String> = hosts.split(',').map(String::from).collect();
+    want.sort();
+    assert_eq!(st["last_addresses"], json!(want), "{st}");
+    crate::harness::wait_until(CLUSTER_WAIT_DISCO, "a write through node 1", || async {
+        matches!(
+            nodes[0]
+                .client
+                .try_post_json("/db/execute", r#"["CREATE TABLE IF NOT EXISTS t (v)"]"#)
+                .await,
+            Ok(r) if r.status == 200
+        )
+    })
+    .await;
+}
+
+const CLUSTER_WAIT_DISCO: Duration = Duration::from_secs(30);

@@ -738,6 +738,7 @@ fn rqlite_maps() -> BTreeMap<&'static str, Vec<&'static str>> {
 /// Keys sqlraft adds to a map of rqlite's (documented in docs/design/metrics.md).
 fn sqlraft_extras(map: &str) -> Vec<&'static str> {
     match map {
+        "http" => vec!["user_reaps"],
         "queue" => vec![
             "batches",
             "depth",

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Proc};
+use crate::harness::{wait_for, wait_until, Client, Proc};
 
 /// A `sqlraftd` with its stderr captured; killed when dropped.
 struct Logged {
@@ -161,4 +161,258 @@ async fn a_lone_leader_restarted_with_join_refuses_to_start() {
         p.client.query_values("SELECT x FROM t", "strong").await,
         serde_json::json!([[1]])
     );
+}
+
+/// A `sqlraftd` whose log (stderr) goes to a file, as under a service manager; killed when
+/// dropped.
+struct LoggedToFile {
+    child: Child,
+    client: Client,
+    http_addr: String,
+    raft_addr: String,
+    log: std::path::PathBuf,
+}
+
+impl LoggedToFile {
+    /// Starts node `id` on port 0 with `extra` flags, its log in `<log_dir>/<id>.log`; reads
+    /// the startup line.
+    fn start(data: &std::path::Path, log_dir: &std::path::Path, id: &str, extra: &[&str]) -> Self {
+        let log = log_dir.join(format!("{id}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+            .args([
+                "-node-id",
+                id,
+                "-http-addr",
+                "127.0.0.1:0",
+                "-raft-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "-raft-election-timeout",
+                "300ms",
+                "-raft-heartbeat-timeout",
+                "300ms",
+            ])
+            .args(extra)
+            .arg(data)
+            // The default filter must do its job without help from the environment.
+            .env_remove("SQLRAFT_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn sqlraftd");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("startup line {:?}: {e}", String::from_utf8_lossy(&line)));
+        let http_addr = v["http_addr"].as_str().expect("http_addr").to_string();
+        let raft_addr = v["raft_addr"].as_str().expect("raft_addr").to_string();
+        Self {
+            child,
+            client: Client::with_timeout(format!("http://{http_addr}"), Duration::from_secs(5)),
+            http_addr,
+            raft_addr,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        wait_until(Duration::from_secs(20), "the node to be ready", || async {
+            matches!(self.client.try_get("/readyz").await, Ok(r) if r.status == 200)
+        })
+        .await;
+    }
+
+    /// Waits until the log holds `text`; returns the whole log.
+    async fn wait_log(&self, text: &str) -> String {
+        wait_for(Duration::from_secs(20), text, || async {
+            let log = self.log();
+            log.contains(text).then_some(log)
+        })
+        .await
+    }
+}
+
+impl Drop for LoggedToFile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Numeric ids openraft gives nodes (`N12638134423997487868`): meaningless to an operator.
+fn has_raw_node_id(log: &str) -> Option<&str> {
+    log.lines().find(|l| {
+        l.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+            w.len() > 8 && w.starts_with('N') && w[1..].chars().all(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_to_a_file_is_plain_says_where_to_connect_and_keeps_to_what_matters() {
+    // Steps: node 1 starts with its log in a file, node 2 joins it, both take a write. Each
+    // log starts with the API URL and the shell command to connect; neither holds an escape
+    // code, an openraft WARN/INFO line or a raw numeric node id.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let n1 = LoggedToFile::start(&tmp.path().join("d1"), tmp.path(), "1", &[]);
+    n1.wait_ready().await;
+    let port1 = n1.http_addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+    let log1 = n1
+        .wait_log(&format!("connect with: sqlraft -H 127.0.0.1 -p {port1}"))
+        .await;
+    assert!(
+        log1.contains(&format!("HTTP API http://{}", n1.http_addr)),
+        "{log1}"
+    );
+    let n2 = LoggedToFile::start(
+        &tmp.path().join("d2"),
+        tmp.path(),
+        "2",
+        &["-join", &n1.raft_addr, "-join-interval", "200ms"],
+    );
+    n1.client.wait_members("/nodes", 2, "node 2 to join").await;
+    n1.client
+        .execute_ok(r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]"#)
+        .await;
+    wait_until(
+        Duration::from_secs(20),
+        "node 2 to apply the write",
+        || async {
+            matches!(n2.client.try_get("/db/query?level=none&q=SELECT%20v%20FROM%20t").await,
+                 Ok(r) if r.text().contains("[[1]]"))
+        },
+    )
+    .await;
+    n2.wait_log("connect with: sqlraft -H 127.0.0.1").await;
+    for n in [&n1, &n2] {
+        let log = n.log();
+        assert!(!log.contains('\x1b'), "escape codes in the log:\n{log}");
+        let chatter = log
+            .lines()
+            .find(|l| l.contains("openraft") && (l.contains("WARN") || l.contains("INFO")));
+        assert!(chatter.is_none(), "openraft chatter: {chatter:?}\n{log}");
+        assert_eq!(has_raw_node_id(&log), None, "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_object_per_line() {
+    // Steps: a node with -log-format json and its log in a file; every line of the log is a
+    // JSON object with a level and a message, and the banner is one of them.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let n = LoggedToFile::start(
+        &tmp.path().join("d"),
+        tmp.path(),
+        "1",
+        &["-log-format", "json"],
+    );
+    n.wait_ready().await;
+    n.client.execute_ok(r#"["CREATE TABLE t (v)"]"#).await;
+    let log = n.wait_log("connect with: sqlraft").await;
+    let mut banner = false;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        let msg = v["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {line}"));
+        banner |= msg.contains(&format!("HTTP API http://{}", n.http_addr));
+    }
+    assert!(banner, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directory_errors_name_the_path_and_the_action() {
+    // Steps: a data directory under a regular file (cannot be created, even as root); the
+    // node exits non-zero with the action, the path and the OS's reason.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let data = file.join("sub");
+    let out = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+        .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
+        .arg(&data)
+        .output()
+        .expect("run sqlraftd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot create data directory {}: ",
+            data.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("os error"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rqlite_data_directory_is_refused_with_what_to_do() {
+    // Steps: a directory holding rqlite's raft.db (and nothing of sqlraft's); the node
+    // refuses it, says what it is and how to move the data, and writes nothing there.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("rqlite-data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("raft.db"), b"bolt").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+        .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
+        .arg(&data)
+        .output()
+        .expect("run sqlraftd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{} is an rqlite data directory", data.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("/db/backup") && err.contains("/db/load"),
+        "{err}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&data)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("raft.db")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_bootstrap_expect_exits_promptly() {
+    // Steps: a node told to form a 3-node cluster with two peers that never come; while it
+    // waits (serving /status), SIGTERM; it exits 0 within a few seconds.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (dead_addr(), dead_addr(), dead_addr());
+    let join = format!("{a},{b},{c}");
+    let d = tmp.path().to_string_lossy().to_string();
+    let n = Logged::start(&[
+        "-bootstrap-expect",
+        "3",
+        "-join",
+        &join,
+        "-join-interval",
+        "200ms",
+        &d,
+    ]);
+    let r = n.client.get("/status").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pid = libc::pid_t::try_from(n.child.id()).expect("pid");
+    // SAFETY: signals our own child, by its id.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (code, log) = tokio::task::spawn_blocking(move || n.exit(Duration::from_secs(10)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "{log}");
 }

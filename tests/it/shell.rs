@@ -118,7 +118,7 @@ async fn shell_runs_sql_and_every_dot_command() {
             (".nodes", "leader: true"),
             (".leader", "api_addr"),
             (".status", "store:"),
-            (".ready", "[+]leader ok"),
+            (".ready", "ready"),
             (".expvar", "http:"),
             (".timer on", ""),
             ("SELECT COUNT(*) FROM people", "Run Time:"),
@@ -359,4 +359,111 @@ async fn pasted_lines_run_as_if_typed() {
     })
     .await
     .unwrap();
+}
+
+/// Runs the shell to completion with `args` and nothing on standard input.
+fn run_shell(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sqlraft"))
+        .args(args)
+        .env_remove("SQLRAFT_HOST")
+        .env_remove("RQLITE_HOST")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sqlraft")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_help_ready_and_errors_that_say_what_to_do() {
+    // Steps: -h and --help print the grouped help; `.ready` answers in one word; a port
+    // nobody listens on, the node's Raft port, and an HTTPS node without its CA each get a
+    // message naming the cause and the fix.
+    for flag in ["-h", "--help"] {
+        let out = run_shell(&[flag]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        for want in [
+            "-H, --host",
+            "Connection:",
+            "TLS:",
+            "-c, --ca-cert",
+            "[default: 4001]",
+        ] {
+            assert!(text.contains(want), "{flag}: {want:?} missing:\n{text}");
+        }
+    }
+
+    let node = TestNode::start().await;
+    let info = node.node.as_ref().unwrap().info().clone();
+    let port = port_of(&info.api_addr);
+    let out = run_shell(&["-p", &port, "-e", ".ready"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    // A node still trying to join a dead address is up but not ready.
+    let tmp = tempfile::tempdir().unwrap();
+    let joining = crate::harness::Proc::spawn(
+        tmp.path(),
+        &[
+            "-join",
+            &format!("127.0.0.1:{dead}"),
+            "-join-attempts",
+            "1000",
+        ],
+    );
+    let out = run_shell(&["-p", &port_of(&joining.http_addr), "-e", ".ready"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("not ready\n"), "{text}");
+    drop(joining);
+    let out = run_shell(&["-H", "127.0.0.1", "-p", &dead, "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "ERR! cannot connect to http://127.0.0.1:{dead}: connection refused (is sqlraftd running? is the port right?)"
+        )),
+        "{err}"
+    );
+
+    let raft_port = port_of(&info.raft_addr);
+    let out = run_shell(&["-H", "127.0.0.1", "-p", &raft_port, "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERR! ") && err.contains("Raft port") && err.contains("HTTP API port"),
+        "{err}"
+    );
+
+    use crate::tls::{https_config, Ca};
+    let ca = Ca::new("shell errors CA");
+    let id = ca.issue("node");
+    let https = TestNode::start_with(|cfg| https_config(cfg, &id)).await;
+    let https_port = port_of(&https.node.as_ref().unwrap().info().api_addr);
+    let out = run_shell(&[
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &https_port,
+        "-s",
+        "https",
+        "-e",
+        "SELECT 1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not trusted")
+            && err.contains("-c/--ca-cert")
+            && err.contains("-i/--insecure"),
+        "{err}"
+    );
+    // Plain HTTP to the HTTPS port: the node says so itself (400), and the shell passes it on.
+    let out = run_shell(&["-H", "127.0.0.1", "-p", &https_port, "-e", "SELECT 1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HTTPS"), "{err}");
 }

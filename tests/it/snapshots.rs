@@ -229,3 +229,88 @@ async fn manual_snapshot_racing_an_automatic_one_completes() {
         );
     }
 }
+
+/// Copies directory `from` (files only, one level) to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reap_removes_old_snapshots_and_checkpoints_the_wal() {
+    // Steps: the real binary; a write and a snapshot; an older snapshot left on disk (as a
+    // failed delete would leave it). POST /reap removes it and moves the WAL into the
+    // database file; a second reap finds nothing to do; other methods get 405; the data and
+    // the current snapshot are intact (a restart rebuilds from them).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let p = crate::harness::Proc::spawn(&data, &[]);
+    p.wait_ready().await;
+    p.client
+        .execute_ok(
+            r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"]"#,
+        )
+        .await;
+    let r = p.client.send("POST", "/snapshot", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let snaps = data.join("snapshots");
+    let current: Vec<_> = std::fs::read_dir(&snaps)
+        .expect("snapshots dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap-"))
+        })
+        .collect();
+    assert_eq!(current.len(), 1, "{current:?}");
+    copy_dir(&current[0], &snaps.join("snap-left-behind"));
+
+    let r = p.client.send("POST", "/reap", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(
+        r.json(),
+        json!({"snapshots_reaped": 1, "wals_checkpointed": 1})
+    );
+    let left: Vec<_> = std::fs::read_dir(&snaps)
+        .expect("snapshots dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("snap-"))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let wal = std::fs::metadata(data.join("db.sqlite-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "the WAL was truncated");
+
+    let r = p.client.send("POST", "/reap", None, None).await;
+    assert_eq!(
+        r.json(),
+        json!({"snapshots_reaped": 0, "wals_checkpointed": 0})
+    );
+    for method in ["GET", "PUT", "DELETE"] {
+        let r = p.client.send(method, "/reap", None, None).await;
+        assert_eq!(r.status, 405, "{method}");
+    }
+    assert_eq!(
+        p.client
+            .query_values("SELECT v FROM t ORDER BY v", "strong")
+            .await,
+        json!([[1], [2]])
+    );
+    p.kill9();
+    let p = crate::harness::Proc::spawn(&data, &[]);
+    p.wait_ready().await;
+    assert_eq!(
+        p.client
+            .query_values("SELECT v FROM t ORDER BY v", "strong")
+            .await,
+        json!([[1], [2]])
+    );
+}

@@ -137,8 +137,17 @@ impl LogStore {
     /// [`LogStore::open`], reporting a full disk to `health` (the writer then retries every
     /// second instead of failing, so the node carries on once space is freed).
     pub fn open_with(path: &Path, health: Arc<Health>) -> Result<Self, StorageError> {
-        let db = open_db(path)
-            .map_err(|e| read_err(&format!("cannot open the Raft log {}: {e}", path.display())))?;
+        let db = open_db(path).map_err(|e| {
+            let why = match e {
+                // redb's lock on the file: the usual cause is a second node on the same
+                // directory, which would otherwise read as a cryptic lock error.
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "it is in use by another process (is another sqlraftd running on this data directory?)".to_string()
+                }
+                e => e.to_string(),
+            };
+            read_err(&format!("cannot open the Raft log {}: {why}", path.display()))
+        })?;
         let mut cache = Cache::default();
         {
             // Create the tables so that later read transactions find them.
