@@ -19,6 +19,7 @@ mod membership; // removal, non-voters, address changes, reaping
 mod metrics; // /metrics checked by promtool and scraped by Prometheus; /debug/vars key by key
 mod operations; // operating a node: serving while it joins, refusing a split
 mod recovery; // peers.json: a cluster recovered after losing its quorum
+mod rqlite10; // what rqlite 9 and 10 added to the API: qualify_columns, /db/sql
 mod shell; // the interactive shell on a pty
 mod snapshots; // snapshot catch-up, compaction, large databases
 mod status; // /status field by field, as rqlite's tools read it
