@@ -318,6 +318,18 @@ impl Config {
                 "needs -node-cert, -node-key and -node-ca-cert",
             );
         }
+        if t.http_verify_common_name.is_some() && !t.http_verify_client {
+            return inv(
+                "http-verify-common-name",
+                "requires -http-verify-client (the name is checked on client certificates)",
+            );
+        }
+        if t.node_verify_common_name.is_some() && !t.node_verify_client {
+            return inv(
+                "node-verify-common-name",
+                "requires -node-verify-client (the name is checked on other nodes' certificates)",
+            );
+        }
         if self.http.max_connections == 0 {
             return inv("http-max-connections", "must be at least 1");
         }

@@ -134,6 +134,22 @@ pub struct Tls {
         env = "SQLRAFT_NODE_VERIFY_SERVER_NAME"
     )]
     pub node_verify_server_name: Option<String>,
+
+    /// Common Name API client certificates must carry (needs -http-verify-client).
+    #[arg(
+        id = "http-verify-common-name",
+        long = "http-verify-common-name",
+        env = "SQLRAFT_HTTP_VERIFY_COMMON_NAME"
+    )]
+    pub http_verify_common_name: Option<String>,
+
+    /// Common Name other nodes' client certificates must carry (needs -node-verify-client).
+    #[arg(
+        id = "node-verify-common-name",
+        long = "node-verify-common-name",
+        env = "SQLRAFT_NODE_VERIFY_COMMON_NAME"
+    )]
+    pub node_verify_common_name: Option<String>,
 }
 
 /// Raft: the internode listener, timers, snapshots, membership behaviour.
