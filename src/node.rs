@@ -168,6 +168,16 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let network =
             Network::new(transport.clone(), isolation.clone()).counting_into(metrics.clone());
+        // The operator's SQLite extensions, gathered where every connection loads them from.
+        let extensions =
+            crate::db::extensions::stage(&cfg.db.extensions_path, &cfg.data_dir.join("extensions"))
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+        if !extensions.is_empty() {
+            tracing::info!(
+                extensions = %crate::db::extensions::names(&extensions).join(", "),
+                "SQLite extensions loaded on every connection"
+            );
+        }
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
@@ -183,6 +193,9 @@ impl Node {
             db_max_steps: cfg.db.max_steps,
             db_timeout: Some(cfg.db.timeout).filter(|d| !d.is_zero()),
             db_max_ro_conns: cfg.db.max_ro_conns,
+            leader_lease_timeout: cfg.raft.leader_lease_timeout,
+            wal_checkpoint_bytes: cfg.raft.snap_wal_size,
+            extensions,
         };
         let (auth, node_creds) = load_auth(&cfg)?;
         let allow_origin = match cfg.http.allow_origin.as_deref().map(HeaderValue::from_str) {

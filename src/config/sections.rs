@@ -244,6 +244,23 @@ pub struct Raft {
     #[arg(id = "raft-reap-read-only-node-timeout", long = "raft-reap-read-only-node-timeout", default_value = "0s",
           value_parser = go_duration, env = "SQLRAFT_RAFT_REAP_READ_ONLY_NODE_TIMEOUT")]
     pub reap_read_only_node_timeout: Duration,
+
+    /// How long a leader keeps acting as one without hearing from a quorum (0s: the
+    /// election timeout). Capped at the election timeout, past which another leader may exist.
+    #[arg(id = "raft-leader-lease-timeout", long = "raft-leader-lease-timeout", default_value = "0s",
+          value_parser = go_duration, env = "SQLRAFT_RAFT_LEADER_LEASE_TIMEOUT")]
+    pub leader_lease_timeout: Duration,
+
+    /// SQLite WAL size in bytes past which it is checkpointed into the database file
+    /// (0 = at every write). rqlite snapshots at this size; here snapshots copy the database
+    /// file, and the WAL is only bounded.
+    #[arg(
+        id = "raft-snap-wal-size",
+        long = "raft-snap-wal-size",
+        default_value_t = 4 << 20,
+        env = "SQLRAFT_RAFT_SNAP_WAL_SIZE"
+    )]
+    pub snap_wal_size: u64,
 }
 
 impl Raft {
@@ -291,6 +308,16 @@ pub struct Database {
         env = "SQLRAFT_DB_MAX_RO_CONNS"
     )]
     pub max_ro_conns: usize,
+
+    /// SQLite extensions to load at start on every connection: files, directories of them,
+    /// or zip archives, comma-separated. SQL's `load_extension()` stays refused.
+    #[arg(
+        id = "extensions-path",
+        long = "extensions-path",
+        env = "SQLRAFT_EXTENSIONS_PATH",
+        value_delimiter = ','
+    )]
+    pub extensions_path: Vec<PathBuf>,
 }
 
 /// Forming and joining a cluster.

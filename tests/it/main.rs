@@ -9,6 +9,7 @@ mod consistency; // read levels and freshness on a healthy cluster
 mod console; // the web console, served and driven in headless Chromium
 mod crashes; // SIGKILLed leaders: no acknowledged write lost, money conserved
 mod discovery; // clusters that form through DNS A/SRV, etcd and Consul
+mod extensions; // -extensions-path: a C extension loaded on every node; SQL cannot load one
 mod failures; // every failure is a status code, in bounded time
 mod formation; // bootstrap, -join, -bootstrap-expect, whole-cluster restarts
 mod forwarding; // follower to leader: forwarding, redirects, no leader
