@@ -274,6 +274,38 @@ impl Node {
             }
         };
 
+        // -auto-restore: only a node that starts with no state restores; the backup is read
+        // and checked now, so a bad file stops the start instead of surfacing later.
+        match (&cfg.auto_restore, has_state) {
+            (Some(r), false) => match crate::auto::prepare_restore(&store, r).await {
+                Ok(Some(pending)) => tasks.push(tokio::spawn(crate::auto::run_restore(
+                    store.clone(),
+                    pending,
+                    cancel.child_token(),
+                ))),
+                Ok(None) => {}
+                Err(e) => {
+                    cancel.cancel();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    store.shutdown().await;
+                    return Err(NodeError::Config(e));
+                }
+            },
+            (Some(_), true) => {
+                store.metrics().auto.restores_skipped.inc();
+                tracing::info!("auto-restore: this node already has data; not restoring");
+            }
+            (None, _) => {}
+        }
+        if let Some(b) = &cfg.auto_backup {
+            tasks.push(tokio::spawn(crate::auto::run_backups(
+                store.clone(),
+                b.clone(),
+                cancel.child_token(),
+            )));
+        }
         tasks.push(tokio::spawn(
             store.clone().run_snapshot_loop(cancel.child_token()),
         ));

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-pub use sections::{Cluster, Database, DiscoveryFlags, Http, Queue, Raft, Tls};
+pub use sections::{Auto, Cluster, Database, DiscoveryFlags, Http, Queue, Raft, Tls};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,8 @@ pub struct Args {
     pub discovery: DiscoveryFlags,
     #[command(flatten)]
     pub queue: Queue,
+    #[command(flatten)]
+    pub auto: Auto,
 }
 
 /// The validated configuration a node starts from.
@@ -84,6 +86,10 @@ pub struct Config {
     /// The discovery key (`-disco-key`), also used without discovery.
     pub disco_key: String,
     pub queue: Queue,
+    /// `-auto-backup`, read and validated.
+    pub auto_backup: Option<crate::auto::BackupConfig>,
+    /// `-auto-restore`, read and validated.
+    pub auto_restore: Option<crate::auto::RestoreConfig>,
 }
 
 /// Validated discovery settings.
@@ -159,6 +165,8 @@ impl Config {
             discovery,
             disco_key: a.discovery.key,
             queue: a.queue,
+            auto_backup: None,
+            auto_restore: None,
         }
     }
 
@@ -210,7 +218,36 @@ impl Config {
                 })
             }
         };
-        let c = Self::from_args(args, discovery);
+        let auto = args.auto.clone();
+        let mut c = Self::from_args(args, discovery);
+        // rqlite's JSON files, `$VAR`s expanded as rqlite does; refused here (S3 and GCS
+        // too) so that a node never starts without the backups its operator asked for.
+        let read_auto = |flag: &'static str, p: &std::path::Path| {
+            read_file(p)
+                .map(|t| expand_env(&t))
+                .map_err(|e| ConfigError::Invalid {
+                    flag,
+                    msg: format!("{}: {e}", p.display()),
+                })
+        };
+        if let Some(p) = &auto.backup {
+            let text = read_auto("auto-backup", p)?;
+            c.auto_backup = Some(crate::auto::BackupConfig::parse(&text).map_err(|msg| {
+                ConfigError::Invalid {
+                    flag: "auto-backup",
+                    msg: format!("{}: {msg}", p.display()),
+                }
+            })?);
+        }
+        if let Some(p) = &auto.restore {
+            let text = read_auto("auto-restore", p)?;
+            c.auto_restore = Some(crate::auto::RestoreConfig::parse(&text).map_err(|msg| {
+                ConfigError::Invalid {
+                    flag: "auto-restore",
+                    msg: format!("{}: {msg}", p.display()),
+                }
+            })?);
+        }
         c.validate()?;
         Ok(c)
     }

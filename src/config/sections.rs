@@ -430,3 +430,20 @@ pub struct Queue {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub tx: bool,
 }
+
+/// Automatic backups and the restore at first start (rqlite's JSON files; `file` storage).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Automatic backup and restore")]
+pub struct Auto {
+    /// JSON file configuring automatic backups (taken by the leader).
+    #[arg(id = "auto-backup", long = "auto-backup", env = "SQLRAFT_AUTO_BACKUP")]
+    pub backup: Option<PathBuf>,
+
+    /// JSON file naming a backup to restore when this node starts with no state.
+    #[arg(
+        id = "auto-restore",
+        long = "auto-restore",
+        env = "SQLRAFT_AUTO_RESTORE"
+    )]
+    pub restore: Option<PathBuf>,
+}

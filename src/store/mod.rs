@@ -272,6 +272,12 @@ impl Store {
         &self.cfg
     }
 
+    /// Index of the newest applied entry that may have changed the database (see
+    /// [`state_machine::Applied::data_index`]).
+    pub fn data_index(&self) -> u64 {
+        self.sm.applied().lock().data_index
+    }
+
     pub fn applied(&self) -> &AppliedState {
         self.sm.applied()
     }

@@ -4,6 +4,7 @@ mod harness; // nodes, clusters and processes on port 0; the HTTP client; pollin
 
 mod api; // one node's HTTP API: bad input, restarts
 mod auth; // -auth: Basic auth and permissions, through followers, for joins
+mod backups; // -auto-backup and -auto-restore: rqlite's file storage, leader-only, restore at start
 mod binary; // the real sqlraftd: flags, the startup line, durability across kill -9
 mod consistency; // read levels and freshness on a healthy cluster
 mod console; // the web console, served and driven in headless Chromium
