@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::error::{self, api_error, ApiError};
 use super::json::{self, Envelope, Json, RenderOpts};
-use super::params::QueryParams;
+use super::params::{BackupFormat, QueryParams};
 use super::{body, require_method, Call, HttpState};
 use crate::cluster::{ClusterError, Forwarding, Served};
 use crate::command::Outcome as StmtOutcome;
@@ -382,7 +382,7 @@ fn status_only(call: &Call, e: ClusterError, content_type_301: Option<&'static s
 pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
     let p = &call.params;
-    let sql = p.fmt.as_deref() == Some("sql");
+    let sql = p.backup_format() == BackupFormat::Sql;
     let served = st
         .cluster
         .backup(
