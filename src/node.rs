@@ -194,7 +194,12 @@ impl Node {
             db_timeout: Some(cfg.db.timeout).filter(|d| !d.is_zero()),
             db_max_ro_conns: cfg.db.max_ro_conns,
             leader_lease_timeout: cfg.raft.leader_lease_timeout,
-            wal_checkpoint_bytes: cfg.raft.snap_wal_size,
+            // rqlite's 0 turns its WAL-size snapshots off; here nothing else would checkpoint
+            // the WAL, so 0 keeps the default bound instead of letting it grow forever.
+            wal_checkpoint_bytes: match cfg.raft.snap_wal_size {
+                0 => crate::db::engine::WAL_CHECKPOINT_BYTES,
+                n => n,
+            },
             extensions,
         };
         let (auth, node_creds) = load_auth(&cfg)?;

@@ -251,9 +251,9 @@ pub struct Raft {
           value_parser = go_duration, env = "SQLRAFT_RAFT_LEADER_LEASE_TIMEOUT")]
     pub leader_lease_timeout: Duration,
 
-    /// SQLite WAL size in bytes past which it is checkpointed into the database file
-    /// (0 = at every write). rqlite snapshots at this size; here snapshots copy the database
-    /// file, and the WAL is only bounded.
+    /// SQLite WAL size in bytes past which it is checkpointed into the database file (0: the
+    /// default). rqlite snapshots at this size; here snapshots copy the database file, and
+    /// the WAL is only bounded.
     #[arg(
         id = "raft-snap-wal-size",
         long = "raft-snap-wal-size",

@@ -42,8 +42,7 @@ pub struct DbConfig {
     pub read_timeout: Option<Duration>,
     /// SQLite extensions loaded into every connection (`-extensions-path`, staged files).
     pub extensions: Vec<PathBuf>,
-    /// WAL size past which it is checkpointed into the database file (`-raft-snap-wal-size`;
-    /// 0: after every write).
+    /// WAL size past which it is checkpointed into the database file (`-raft-snap-wal-size`).
     pub wal_checkpoint_bytes: u64,
 }
 
