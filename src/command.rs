@@ -132,6 +132,25 @@ pub struct Rows {
     /// Lower-cased declared types, back-filled from the first row for expressions.
     pub types: Vec<String>,
     pub values: Vec<Vec<Value>>,
+    /// The table each column comes from (`""` for an expression), as SQLite reports it
+    /// (`sqlite3_column_table_name`): what `qualify_columns` prefixes the names with. Always
+    /// filled, so the node that renders the answer can qualify results computed elsewhere.
+    pub tables: Vec<String>,
+}
+
+impl Rows {
+    /// Column names as `table.column` where the column comes from a table (rqlite 10's
+    /// `qualify_columns`); expressions keep their name.
+    pub fn qualified_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match self.tables.get(i) {
+                Some(t) if !t.is_empty() => format!("{t}.{c}"),
+                _ => c.clone(),
+            })
+            .collect()
+    }
 }
 
 /// What one statement produced.

@@ -31,14 +31,16 @@
 //!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;
 //!   read only by the binaries), [`metrics`] (each node's counters, in one
 //!   [`metrics::Metrics`] handed to every component; `/metrics` and `/debug/vars` render it),
-//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], and [`shell`] (the `sqlraft`
-//!   shell, a client of the public API only).
+//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], [`auto`] (automatic backups and
+//!   the restore at first start, run by `node`), and [`shell`] (the `sqlraft` shell, a
+//!   client of the public API only).
 //!
 //! Dependency direction: `http -> cluster -> store -> {raft, db}`; `node` wires; nothing
 //! below `http` depends on it; every layer may count into [`metrics`], which depends on
 //! nothing here.
 
 pub mod auth;
+pub mod auto;
 pub mod cluster;
 pub mod command;
 pub mod config;

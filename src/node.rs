@@ -177,6 +177,16 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let network =
             Network::new(transport.clone(), isolation.clone()).counting_into(metrics.clone());
+        // The operator's SQLite extensions, gathered where every connection loads them from.
+        let extensions =
+            crate::db::extensions::stage(&cfg.db.extensions_path, &cfg.data_dir.join("extensions"))
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+        if !extensions.is_empty() {
+            tracing::info!(
+                extensions = %crate::db::extensions::names(&extensions).join(", "),
+                "SQLite extensions loaded on every connection"
+            );
+        }
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             me: me.clone(),
@@ -192,6 +202,14 @@ impl Node {
             db_max_steps: cfg.db.max_steps,
             db_timeout: Some(cfg.db.timeout).filter(|d| !d.is_zero()),
             db_max_ro_conns: cfg.db.max_ro_conns,
+            leader_lease_timeout: cfg.raft.leader_lease_timeout,
+            // rqlite's 0 turns its WAL-size snapshots off; here nothing else would checkpoint
+            // the WAL, so 0 keeps the default bound instead of letting it grow forever.
+            wal_checkpoint_bytes: match cfg.raft.snap_wal_size {
+                0 => crate::db::engine::WAL_CHECKPOINT_BYTES,
+                n => n,
+            },
+            extensions,
         };
         let (auth, node_creds) = load_auth(&cfg)?;
         let allow_origin = match cfg.http.allow_origin.as_deref().map(HeaderValue::from_str) {
@@ -261,6 +279,38 @@ impl Node {
             }
         };
 
+        // -auto-restore: only a node that starts with no state restores; the backup is read
+        // and checked now, so a bad file stops the start instead of surfacing later.
+        match (&cfg.auto_restore, has_state) {
+            (Some(r), false) => match crate::auto::prepare_restore(&store, r).await {
+                Ok(Some(pending)) => tasks.push(tokio::spawn(crate::auto::run_restore(
+                    store.clone(),
+                    pending,
+                    cancel.child_token(),
+                ))),
+                Ok(None) => {}
+                Err(e) => {
+                    cancel.cancel();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    store.shutdown().await;
+                    return Err(NodeError::Config(e));
+                }
+            },
+            (Some(_), true) => {
+                store.metrics().auto.restores_skipped.inc();
+                tracing::info!("auto-restore: this node already has data; not restoring");
+            }
+            (None, _) => {}
+        }
+        if let Some(b) = &cfg.auto_backup {
+            tasks.push(tokio::spawn(crate::auto::run_backups(
+                store.clone(),
+                b.clone(),
+                cancel.child_token(),
+            )));
+        }
         tasks.push(tokio::spawn(
             store.clone().run_snapshot_loop(cancel.child_token()),
         ));

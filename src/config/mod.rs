@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-pub use sections::{Cluster, Database, DiscoveryFlags, Http, Logging, Queue, Raft, Tls};
+pub use sections::{Auto, Cluster, Database, DiscoveryFlags, Http, Logging, Queue, Raft, Tls};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,8 @@ pub struct Args {
     pub queue: Queue,
     #[command(flatten)]
     pub log: Logging,
+    #[command(flatten)]
+    pub auto: Auto,
 }
 
 /// The validated configuration a node starts from.
@@ -87,6 +89,10 @@ pub struct Config {
     pub disco_key: String,
     pub queue: Queue,
     pub log: Logging,
+    /// `-auto-backup`, read and validated.
+    pub auto_backup: Option<crate::auto::BackupConfig>,
+    /// `-auto-restore`, read and validated.
+    pub auto_restore: Option<crate::auto::RestoreConfig>,
 }
 
 /// Validated discovery settings.
@@ -188,6 +194,8 @@ impl Config {
             disco_key: a.discovery.key,
             queue: a.queue,
             log: a.log,
+            auto_backup: None,
+            auto_restore: None,
         }
     }
 
@@ -234,7 +242,36 @@ impl Config {
                 })
             }
         };
-        let c = Self::from_args(args, discovery);
+        let auto = args.auto.clone();
+        let mut c = Self::from_args(args, discovery);
+        // rqlite's JSON files, `$VAR`s expanded as rqlite does; refused here (S3 and GCS
+        // too) so that a node never starts without the backups its operator asked for.
+        let read_auto = |flag: &'static str, p: &std::path::Path| {
+            read_file(p)
+                .map(|t| expand_env(&t))
+                .map_err(|e| ConfigError::Invalid {
+                    flag,
+                    msg: format!("{}: {e}", p.display()),
+                })
+        };
+        if let Some(p) = &auto.backup {
+            let text = read_auto("auto-backup", p)?;
+            c.auto_backup = Some(crate::auto::BackupConfig::parse(&text).map_err(|msg| {
+                ConfigError::Invalid {
+                    flag: "auto-backup",
+                    msg: format!("{}: {msg}", p.display()),
+                }
+            })?);
+        }
+        if let Some(p) = &auto.restore {
+            let text = read_auto("auto-restore", p)?;
+            c.auto_restore = Some(crate::auto::RestoreConfig::parse(&text).map_err(|msg| {
+                ConfigError::Invalid {
+                    flag: "auto-restore",
+                    msg: format!("{}: {msg}", p.display()),
+                }
+            })?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -340,6 +377,18 @@ impl Config {
             return inv(
                 "node-verify-client",
                 "needs -node-cert, -node-key and -node-ca-cert",
+            );
+        }
+        if t.http_verify_common_name.is_some() && !t.http_verify_client {
+            return inv(
+                "http-verify-common-name",
+                "requires -http-verify-client (the name is checked on client certificates)",
+            );
+        }
+        if t.node_verify_common_name.is_some() && !t.node_verify_client {
+            return inv(
+                "node-verify-common-name",
+                "requires -node-verify-client (the name is checked on other nodes' certificates)",
             );
         }
         if self.http.max_connections == 0 {

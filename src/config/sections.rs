@@ -119,6 +119,14 @@ pub struct Tls {
     /// Expect this name in other nodes' certificates instead of their address.
     #[arg(id = "node-verify-server-name", long)]
     pub node_verify_server_name: Option<String>,
+
+    /// Common Name API client certificates must carry (needs -http-verify-client).
+    #[arg(id = "http-verify-common-name", long = "http-verify-common-name")]
+    pub http_verify_common_name: Option<String>,
+
+    /// Common Name other nodes' client certificates must carry (needs -node-verify-client).
+    #[arg(id = "node-verify-common-name", long = "node-verify-common-name")]
+    pub node_verify_common_name: Option<String>,
 }
 
 /// Raft: the internode listener, timers, snapshots, membership behaviour.
@@ -182,6 +190,22 @@ pub struct Raft {
     /// Remove a non-voter the leader has not reached for this long (0 = never).
     #[arg(id = "raft-reap-read-only-node-timeout", long, default_value = "0s", value_parser = go_duration)]
     pub reap_read_only_node_timeout: Duration,
+
+    /// How long a leader keeps acting as one without hearing from a quorum (0s: the
+    /// election timeout). Capped at the election timeout, past which another leader may exist.
+    #[arg(id = "raft-leader-lease-timeout", long = "raft-leader-lease-timeout", default_value = "0s",
+          value_parser = go_duration)]
+    pub leader_lease_timeout: Duration,
+
+    /// SQLite WAL size in bytes past which it is checkpointed into the database file (0: the
+    /// default). rqlite snapshots at this size; here snapshots copy the database file, and
+    /// the WAL is only bounded.
+    #[arg(
+        id = "raft-snap-wal-size",
+        long = "raft-snap-wal-size",
+        default_value_t = 4 << 20
+    )]
+    pub snap_wal_size: u64,
 }
 
 impl Raft {
@@ -215,6 +239,15 @@ pub struct Database {
     /// Read-only SQLite connections in use at most (reads beyond wait for one).
     #[arg(id = "db-max-ro-conns", long, default_value_t = 16)]
     pub max_ro_conns: usize,
+
+    /// SQLite extensions to load at start on every connection: files, directories of them,
+    /// or zip archives, comma-separated. SQL's `load_extension()` stays refused.
+    #[arg(
+        id = "extensions-path",
+        long = "extensions-path",
+        value_delimiter = ','
+    )]
+    pub extensions_path: Vec<PathBuf>,
 }
 
 /// Forming and joining a cluster.
@@ -340,4 +373,17 @@ pub struct Queue {
     /// Run each batch in one transaction.
     #[arg(id = "write-queue-tx", long)]
     pub tx: bool,
+}
+
+/// Automatic backups and the restore at first start (rqlite's JSON files; `file` storage).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Automatic backup and restore")]
+pub struct Auto {
+    /// JSON file configuring automatic backups (taken by the leader).
+    #[arg(id = "auto-backup", long = "auto-backup")]
+    pub backup: Option<PathBuf>,
+
+    /// JSON file naming a backup to restore when this node starts with no state.
+    #[arg(id = "auto-restore", long = "auto-restore")]
+    pub restore: Option<PathBuf>,
 }

@@ -137,6 +137,73 @@ mod flags {
     }
 }
 
+mod rqlite_9_and_10_flags {
+    use std::time::Duration;
+
+    use super::super::*;
+
+    fn load(args: &[&str], file: &'static str) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("sqlraftd")
+            .chain(args.iter().copied())
+            .map(String::from);
+        Config::load(argv, move |_| Ok(file.to_string()))
+    }
+
+    #[test]
+    fn the_flags_rqlite_9_and_10_added_are_accepted() {
+        let c = load(
+            &[
+                "-extensions-path",
+                "/x/a.so,/x/dir",
+                "-raft-leader-lease-timeout",
+                "250ms",
+                "-raft-snap-wal-size=0",
+                "-node-cert",
+                "n.crt",
+                "-node-key",
+                "n.key",
+                "-node-ca-cert",
+                "ca.crt",
+                "-node-verify-client",
+                "-node-verify-common-name",
+                "member",
+                "-auto-backup",
+                "backup.json",
+                "data",
+            ],
+            r#"{"version": 1, "type": "file", "interval": "${SQLRAFT_TEST_UNSET_INTERVAL}1h",
+                "sub": {"dir": "/b", "name": "db.gz"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.db.extensions_path.len(), 2);
+        assert_eq!(c.raft.leader_lease_timeout, Duration::from_millis(250));
+        assert_eq!(c.raft.snap_wal_size, 0);
+        assert_eq!(c.tls.node_verify_common_name.as_deref(), Some("member"));
+        let b = c.auto_backup.unwrap();
+        assert_eq!(b.interval, Duration::from_secs(3600));
+        assert!(b.compress);
+        assert!(c.auto_restore.is_none());
+    }
+
+    #[test]
+    fn common_names_need_client_verification_and_cloud_storage_is_refused() {
+        let e = load(&["-http-verify-common-name", "app", "data"], "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("requires -http-verify-client"), "{e}");
+        let e = load(
+            &["-auto-restore", "r.json", "data"],
+            r#"{"version": 1, "type": "gcs", "sub": {}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("-auto-restore") && e.contains("\"gcs\" is not supported"),
+            "{e}"
+        );
+    }
+}
+
 mod deploy_examples {
     //! The deployment examples pass flags `sqlraftd` accepts.
     use super::super::*;

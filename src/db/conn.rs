@@ -2,13 +2,14 @@
 //! authorizer that keeps SQL away from the host's files.
 //!
 //! Owns: opening the writer and the readers on the database file (WAL mode, never fsynced:
-//! the Raft log is the durable copy), the pragmas rqlite reports, and the refusal of
-//! `ATTACH`, `DETACH`, `VACUUM INTO` and the file-naming pragmas on every connection that runs
-//! clients' SQL.
+//! the Raft log is the durable copy), the pragmas rqlite reports, loading the operator's
+//! SQLite extensions (`-extensions-path`) into each of them through the C API, and the
+//! refusal of `ATTACH`, `DETACH`, `VACUUM INTO`, `load_extension()` and the file-naming
+//! pragmas on every connection that runs clients' SQL.
 //! Does not: run statements (`exec.rs`) or decide which connection serves what (`engine.rs`,
 //! `reads.rs`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -181,8 +182,47 @@ pub(crate) fn reset_settings(conn: &Connection, fk: bool) -> Result<(), DbError>
     Ok(())
 }
 
+/// Loads each extension into `conn`. Loading is switched on for the C API alone and off
+/// again at once, so SQL's `load_extension()` stays refused (SQLite's default) on every
+/// connection: an extension is chosen by the operator at start, never by a client.
+pub(crate) fn load_extensions(conn: &Connection, paths: &[PathBuf]) -> Result<(), DbError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let set = |on: i32| -> Result<(), DbError> {
+        // SAFETY: the handle is valid for the life of `conn`; this op takes an int and an
+        // optional int pointer for the previous setting (null: not wanted).
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_config(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
+                on,
+                std::ptr::null_mut::<std::ffi::c_int>(),
+            )
+        };
+        if rc == rusqlite::ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(DbError::Sqlite(format!(
+                "cannot switch extension loading (SQLite error {rc})"
+            )))
+        }
+    };
+    set(1)?;
+    let loaded = paths.iter().try_for_each(|p| {
+        // SAFETY: the files were chosen by the operator (-extensions-path) to run inside
+        // this process; SQLite calls the extension's entry point on this connection.
+        unsafe { conn.load_extension(p, None::<&str>) }.map_err(|e| {
+            DbError::Sqlite(format!("cannot load SQLite extension {}: {e}", p.display()))
+        })
+    });
+    set(0)?;
+    loaded
+}
+
 impl SqlConn {
-    fn new(conn: Connection, fk: bool) -> Result<Self, DbError> {
+    fn new(conn: Connection, fk: bool, extensions: &[PathBuf]) -> Result<Self, DbError> {
+        load_extensions(&conn, extensions)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // The bundled SQLite defaults foreign keys to ON; rqlite's default is OFF.
         conn.pragma_update(None, "foreign_keys", fk)?;
@@ -194,7 +234,7 @@ impl SqlConn {
 
     /// A placeholder connection to nothing (while the database file is being replaced).
     pub(crate) fn in_memory() -> Result<Self, DbError> {
-        Self::new(Connection::open_in_memory()?, false)
+        Self::new(Connection::open_in_memory()?, false, &[])
     }
 
     pub(crate) fn guard(&self) -> &AuthGuard {
@@ -223,15 +263,20 @@ pub(crate) fn remove_db_files(path: &Path) -> Result<(), DbError> {
 
 /// Creates a new, empty database at `path` (replacing any old one) and opens the writer on
 /// it: WAL mode, never synced, no automatic checkpoints (the engine checkpoints itself).
-pub(crate) fn open_writer(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
+pub(crate) fn open_writer(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbError> {
     remove_db_files(path)?;
-    open_writer_on(path, fk)
+    open_writer_on(path, fk, ext)
 }
 
 /// Makes `path` a copy of the database file `from` (replacing any old one) and opens the
 /// writer on it, as [`open_writer`] does. Copying the file is much faster than copying its
 /// pages through SQLite; nothing may have the old database open.
-pub(crate) fn open_writer_copy(path: &Path, from: &Path, fk: bool) -> Result<SqlConn, DbError> {
+pub(crate) fn open_writer_copy(
+    path: &Path,
+    from: &Path,
+    fk: bool,
+    ext: &[PathBuf],
+) -> Result<SqlConn, DbError> {
     remove_db_files(path)?;
     std::fs::copy(from, path).map_err(|e| {
         DbError::Io(format!(
@@ -240,10 +285,10 @@ pub(crate) fn open_writer_copy(path: &Path, from: &Path, fk: bool) -> Result<Sql
             path.display()
         ))
     })?;
-    open_writer_on(path, fk)
+    open_writer_on(path, fk, ext)
 }
 
-fn open_writer_on(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
+fn open_writer_on(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -256,7 +301,7 @@ fn open_writer_on(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
          PRAGMA user_version = 0",
     )?;
-    SqlConn::new(conn, fk)
+    SqlConn::new(conn, fk, ext)
 }
 
 /// The settings of the writer, as `open_writer_on` and `reset_settings` give it between
@@ -272,12 +317,12 @@ pub(crate) fn writer_pragmas(fk: bool) -> super::stats::Pragmas {
 }
 
 /// Opens a read-only connection on the database the writer created.
-pub(crate) fn open_reader(path: &Path, fk: bool) -> Result<SqlConn, DbError> {
+pub(crate) fn open_reader(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| DbError::Io(format!("cannot open {}: {e}", path.display())))?;
     conn.execute_batch("PRAGMA synchronous = OFF")?;
-    SqlConn::new(conn, fk)
+    SqlConn::new(conn, fk, ext)
 }
 
 /// A read-only connection for the node's own work (snapshots, backups, dumps), without the

@@ -86,6 +86,15 @@ pub(crate) fn marshal_text(t: &GoTime) -> Result<String, String> {
     Ok(s)
 }
 
+/// A unix time as Go's layout `20060102150405` in UTC (timestamped backup names).
+pub(crate) fn utc_compact(unix_secs: i64) -> String {
+    let t = from_unix(unix_secs, 0);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        t.year, t.month, t.day, t.hour, t.min, t.sec
+    )
+}
+
 fn from_unix(secs: i64, nsec: u32) -> GoTime {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;

@@ -40,6 +40,10 @@ pub struct DbConfig {
     pub read_conns: usize,
     /// Time limit of a read statement when the request sets no `db_timeout` (`-db-timeout`).
     pub read_timeout: Option<Duration>,
+    /// SQLite extensions loaded into every connection (`-extensions-path`, staged files).
+    pub extensions: Vec<PathBuf>,
+    /// WAL size past which it is checkpointed into the database file (`-raft-snap-wal-size`).
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl Default for DbConfig {
@@ -49,6 +53,8 @@ impl Default for DbConfig {
             path: None,
             read_conns: 8,
             read_timeout: None,
+            extensions: Vec::new(),
+            wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         }
     }
 }
@@ -69,7 +75,7 @@ pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// The WAL is checkpointed into the database file once it grows past this (rqlite's
 /// `-raft-snap-wal-size` default), so it never grows without bound.
-const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+pub const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The message of the result added when a request left a transaction open.
 pub const LEFT_OPEN: &str =
@@ -85,13 +91,16 @@ impl Engine {
                 (t.0.join("db.sqlite"), Some(t))
             }
         };
-        let rw = conn::open_writer(&path, config.fk)?;
-        let reads = Arc::new(ReadPool::new(
-            path.clone(),
-            config.fk,
-            config.read_conns,
-            config.read_timeout,
-        ));
+        let rw = conn::open_writer(&path, config.fk, &config.extensions)?;
+        let reads = Arc::new(
+            ReadPool::new(
+                path.clone(),
+                config.fk,
+                config.read_conns,
+                config.read_timeout,
+            )
+            .with_extensions(config.extensions.clone()),
+        );
         Ok(Engine {
             rw,
             path,
@@ -219,7 +228,8 @@ impl Engine {
             // Close the writer (the last connection: SQLite removes its WAL) before the file
             // it has open is replaced.
             self.rw = SqlConn::in_memory()?;
-            return match conn::open_writer_copy(&self.path, file, self.config.fk) {
+            let (fk, ext) = (self.config.fk, &self.config.extensions);
+            return match conn::open_writer_copy(&self.path, file, fk, ext) {
                 Ok(rw) => {
                     self.rw = rw;
                     Ok(())
@@ -227,7 +237,7 @@ impl Engine {
                 Err(e) => {
                     // Never leave the engine without its database: an empty one, as at
                     // start (the caller fails the install, and the node stops).
-                    self.rw = conn::open_writer(&self.path, self.config.fk)?;
+                    self.rw = conn::open_writer(&self.path, fk, ext)?;
                     Err(e)
                 }
             };
@@ -306,7 +316,7 @@ impl Engine {
     fn maybe_checkpoint(&mut self) {
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CHECKPOINT_BYTES) {
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > self.config.wal_checkpoint_bytes) {
             self.checkpoint();
         }
     }

@@ -49,8 +49,19 @@ fn tx(statements: Vec<Statement>) -> Request {
     }
 }
 
+/// The outcomes, without the column tables (checked on their own in
+/// `query_results_name_each_columns_table`).
 fn outcomes(results: Vec<StmtResult>) -> Vec<Outcome> {
-    results.into_iter().map(|r| r.outcome).collect()
+    results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Outcome::Rows(mut rows) => {
+                rows.tables.clear();
+                Outcome::Rows(rows)
+            }
+            o => o,
+        })
+        .collect()
 }
 
 fn ex(last_insert_id: i64, rows_affected: i64) -> Outcome {
@@ -69,6 +80,7 @@ fn rows(columns: &[&str], types: &[&str], values: Vec<Vec<Value>>) -> Outcome {
         columns: columns.iter().map(|c| c.to_string()).collect(),
         types: types.iter().map(|c| c.to_string()).collect(),
         values,
+        tables: Vec::new(),
     })
 }
 
@@ -1963,4 +1975,28 @@ fn a_restore_checkpoints_the_wal_and_counts_it() {
     // A truncating checkpoint empties the WAL: SQLite reports the frames left, none.
     let (pages, moved) = (m.db.checkpointed_pages.get(), m.db.checkpointed_moves.get());
     assert!(moved <= pages, "{pages} frames, {moved} moved");
+}
+
+#[test]
+fn query_results_name_each_columns_table() {
+    // Steps: two tables joined, one aliased, plus an expression; each column's table is
+    // SQLite's (the real name, not the alias), and an expression has none.
+    let mut e = Engine::open(&DbConfig::default()).unwrap();
+    e.execute(&req(vec![
+        s("CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT)"),
+        s("CREATE TABLE titles (id INTEGER PRIMARY KEY, contact_id INTEGER, title TEXT)"),
+        s("INSERT INTO contacts VALUES(1, 'alice')"),
+        s("INSERT INTO titles VALUES(1, 1, 'engineer')"),
+    ]));
+    let r = e.query(&req(vec![s(
+        "SELECT c.id, t.title, 1+1 AS two FROM contacts AS c JOIN titles t ON c.id = t.contact_id",
+    )]));
+    let Outcome::Rows(rows) = &r[0].outcome else {
+        panic!("not rows: {r:?}")
+    };
+    assert_eq!(rows.tables, ["contacts", "titles", ""]);
+    assert_eq!(
+        rows.qualified_columns(),
+        ["contacts.id", "titles.title", "two"]
+    );
 }

@@ -449,6 +449,11 @@ fn query(s: &mut rusqlite::Statement<'_>) -> Result<Outcome, String> {
         .iter()
         .map(|c| c.decl_type().unwrap_or("").to_lowercase())
         .collect();
+    let tables: Vec<String> = s
+        .columns_with_metadata()
+        .iter()
+        .map(|c| c.table_name().unwrap_or("").to_string())
+        .collect();
     let mut values = Vec::new();
     let mut rows = s.raw_query();
     while let Some(row) = rows.next().map_err(|e| message(&e))? {
@@ -467,6 +472,7 @@ fn query(s: &mut rusqlite::Statement<'_>) -> Result<Outcome, String> {
         columns,
         types,
         values,
+        tables,
     }))
 }
 

@@ -8,7 +8,9 @@
 //! conversion ([`values`], [`datetime`] for Go's time formats), the SQL dump ([`dump`]), the
 //! rewriting of non-deterministic SQL before it enters the log ([`rewrite`], on a small
 //! tokenizer, [`lexer`]), the pragma check ([`classify`]; read-only is SQLite's own
-//! verdict, never a string prefix) and what `/status` shows of SQLite ([`stats`]).
+//! verdict, never a string prefix), what `/status` shows of SQLite ([`stats`]) and the
+//! operator's SQLite extensions ([`extensions`]: gathered at start, loaded into every
+//! connection by `conn`).
 //! Does not: know about Raft, other nodes or HTTP. The store (`crate::store`) decides when
 //! something runs; this module decides what running it means.
 
@@ -18,6 +20,7 @@ pub mod datetime;
 pub mod dump;
 pub mod engine;
 mod exec;
+pub mod extensions;
 mod lexer;
 pub mod reads;
 pub mod rewrite;

@@ -30,6 +30,8 @@ pub struct ReadPool {
     permits: Arc<Semaphore>,
     max_conns: usize,
     default_timeout: Option<Duration>,
+    /// Loaded into every reader (`-extensions-path`).
+    extensions: Vec<PathBuf>,
 }
 
 /// Which endpoint's semantics a read has.
@@ -55,7 +57,19 @@ impl ReadPool {
             permits: Arc::new(Semaphore::new(max_conns.max(1))),
             max_conns: max_conns.max(1),
             default_timeout,
+            extensions: Vec::new(),
         }
+    }
+
+    /// Loads these SQLite extensions into every reader it opens.
+    pub(crate) fn with_extensions(mut self, extensions: Vec<PathBuf>) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// The extension files every connection loads.
+    pub fn extensions(&self) -> &[PathBuf] {
+        &self.extensions
     }
 
     /// If no read is running, closes the idle connections and keeps new reads waiting until
@@ -146,7 +160,7 @@ impl ReadPool {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let c = match idle {
             Some(c) => c,
-            None => conn::open_reader(&self.path, self.fk)?,
+            None => conn::open_reader(&self.path, self.fk, &self.extensions)?,
         };
         let limit = Limit::Clock {
             default: self.default_timeout,

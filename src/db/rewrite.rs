@@ -78,6 +78,48 @@ pub fn rewrite(stmt: &mut Statement, opts: &RewriteOpts) -> bool {
     true
 }
 
+/// What `/db/sql` shows of one statement: the text as it would enter the log, or the syntax
+/// error SQLite's own parser reports for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Analysis {
+    Rewritten(String),
+    SyntaxError(String),
+}
+
+/// How `stmt` would be rewritten by [`rewrite`] (`/db/sql`, rqlite 9.4). Syntax is checked
+/// by preparing every statement of the text on an empty in-memory database, so only SQLite's
+/// parser decides; a statement that is valid but names tables this scratch database lacks is
+/// fine. Nothing is executed.
+pub fn analyze(sql: &str, opts: &RewriteOpts) -> Analysis {
+    if let Some(e) = syntax_error(sql) {
+        return Analysis::SyntaxError(e);
+    }
+    let mut stmt = Statement::new(sql);
+    rewrite(&mut stmt, opts);
+    Analysis::Rewritten(stmt.sql)
+}
+
+fn syntax_error(sql: &str) -> Option<String> {
+    use rusqlite::fallible_iterator::FallibleIterator;
+    let conn = rusqlite::Connection::open_in_memory().ok()?;
+    let mut batch = rusqlite::Batch::new(&conn, sql);
+    loop {
+        match batch.next() {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                let msg = super::exec::message(&e);
+                // Errors about names (no such table, column, function) come from the
+                // scratch database's emptiness, not from the statement.
+                let syntax = msg.contains("syntax error")
+                    || msg.starts_with("incomplete input")
+                    || msg.starts_with("unrecognized token");
+                return syntax.then_some(msg);
+            }
+        }
+    }
+}
+
 /// A replacement of the bytes `start..end`.
 struct Edit {
     start: usize,
@@ -487,5 +529,33 @@ mod tests {
         assert!(a >= 0);
         assert_eq!((b, c, d), (5, true, true));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod analyze_tests {
+    use super::*;
+
+    #[test]
+    fn analysis_shows_the_rewrite_or_the_syntax_error() {
+        let o = RewriteOpts::default();
+        let Analysis::Rewritten(r) = analyze("INSERT INTO foo VALUES(RANDOM())", &o) else {
+            panic!("not rewritten")
+        };
+        assert!(!r.contains("RANDOM()"), "{r}");
+        // A valid statement naming tables the scratch database lacks is not an error.
+        assert_eq!(
+            analyze("SELECT * FROM foo ORDER BY RANDOM()", &o),
+            Analysis::Rewritten("SELECT * FROM foo ORDER BY RANDOM()".into())
+        );
+        let off = RewriteOpts { random: false, ..o };
+        assert_eq!(
+            analyze("INSERT INTO foo VALUES(RANDOM())", &off),
+            Analysis::Rewritten("INSERT INTO foo VALUES(RANDOM())".into())
+        );
+        assert!(matches!(
+            analyze("SLECT * FORM foo", &o),
+            Analysis::SyntaxError(e) if e.contains("syntax error")
+        ));
     }
 }

@@ -52,7 +52,7 @@ pub struct DbStats {
 /// async runtime.
 pub fn read(pool: &ReadPool, fk: bool) -> Result<DbStats, DbError> {
     let path = pool.path().to_path_buf();
-    let reader = conn::open_reader(&path, fk)?;
+    let reader = conn::open_reader(&path, fk, pool.extensions())?;
     let c = &reader.conn;
     let int = |pragma: &str| -> Result<i64, DbError> {
         Ok(c.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))?)
@@ -162,7 +162,7 @@ mod tests {
     fn the_writer_table_is_what_a_writer_runs_with() {
         let dir = tempfile::tempdir().unwrap();
         for fk in [false, true] {
-            let w = conn::open_writer(&dir.path().join("db.sqlite"), fk).unwrap();
+            let w = conn::open_writer(&dir.path().join("db.sqlite"), fk, &[]).unwrap();
             assert_eq!(pragmas_of(&w.conn).unwrap(), conn::writer_pragmas(fk));
             conn::reset_settings(&w.conn, fk).unwrap();
             assert_eq!(pragmas_of(&w.conn).unwrap(), conn::writer_pragmas(fk));

@@ -12,12 +12,12 @@ use axum::response::Response;
 
 use super::error::{self, api_error, ApiError};
 use super::json::{self, Envelope, Json, RenderOpts};
-use super::params::QueryParams;
+use super::params::{BackupFormat, QueryParams};
 use super::{body, require_method, Call, HttpState};
 use crate::cluster::{ClusterError, Forwarding, Served};
 use crate::command::Outcome as StmtOutcome;
 use crate::command::{Request, Statement};
-use crate::db::rewrite::RewriteOpts;
+use crate::db::rewrite::{Analysis, RewriteOpts};
 use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
 
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
@@ -33,6 +33,7 @@ fn render_opts(p: &QueryParams, exec_rows_null: bool) -> RenderOpts {
         blob_array: p.blob_array,
         timings: p.timings,
         exec_rows_null,
+        qualify_columns: p.qualify_columns,
     }
 }
 
@@ -132,6 +133,7 @@ fn data_reply(
         // rqlite ignores `associative` on /db/execute, even for RETURNING results.
         Shape::Execute => RenderOpts {
             associative: false,
+            qualify_columns: false,
             ..render_opts(p, false)
         },
         Shape::Query => render_opts(p, false),
@@ -316,6 +318,50 @@ pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiErro
     data_reply(&call, started, outcome, Shape::Request)
 }
 
+/// `GET /db/sql?q=` or `POST /db/sql` (rqlite 9.4): how each statement would be rewritten
+/// before entering the log (`RANDOM()`, `RANDOMBLOB(N)`, `'now'`), without running it:
+/// `{"results":[{"original":..,"rewritten":..}]}`, or `"error"` for a statement SQLite cannot
+/// parse. Served by the receiving node; nothing is forwarded.
+pub async fn sql(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
+    require_method(&call, &[Method::GET, Method::POST], true)?;
+    let started = Instant::now();
+    let stmts = if call.method == Method::GET {
+        match &call.params.q {
+            Some(q) => vec![Statement::new(q.clone())],
+            None => return Err(ApiError::BadRequest("query not specified".into())),
+        }
+    } else {
+        statements(st, &mut call, false).await?
+    };
+    let p = &call.params;
+    let opts = RewriteOpts {
+        parse: true,
+        ..rewrite_opts(p)
+    };
+    let results = tokio::task::spawn_blocking(move || {
+        stmts
+            .iter()
+            .map(|s| {
+                let mut f = vec![("original".to_string(), Json::Str(s.sql.clone()))];
+                f.push(match crate::db::rewrite::analyze(&s.sql, &opts) {
+                    Analysis::Rewritten(r) => ("rewritten".to_string(), Json::Str(r)),
+                    Analysis::SyntaxError(e) => ("error".to_string(), Json::Str(e)),
+                });
+                Json::Obj(f)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let j = Envelope {
+        results,
+        time: p.timings.then(|| started.elapsed().as_secs_f64()),
+        ..Default::default()
+    }
+    .to_json();
+    Ok(error::json(render(&j, p)))
+}
+
 /// A cluster error where only a status code fits (no JSON body to carry it).
 fn status_only(call: &Call, e: ClusterError, content_type_301: Option<&'static str>) -> ApiError {
     if let Some(r) = redirect(call, &e, content_type_301) {
@@ -328,7 +374,7 @@ fn status_only(call: &Call, e: ClusterError, content_type_301: Option<&'static s
 pub async fn backup(st: &HttpState, call: Call) -> Result<Response, ApiError> {
     require_method(&call, &[Method::GET], false)?;
     let p = &call.params;
-    let sql = p.fmt.as_deref() == Some("sql");
+    let sql = p.backup_format() == BackupFormat::Sql;
     let served = st
         .cluster
         .backup(

@@ -224,6 +224,9 @@ pub struct RenderOpts {
     pub timings: bool,
     /// Execute-shaped results gain `"rows":null` (`/db/request?associative` only, C131).
     pub exec_rows_null: bool,
+    /// `qualify_columns` (rqlite 10, `/db/query` and `/db/request`): column names as
+    /// `table.column` where SQLite knows the column's table.
+    pub qualify_columns: bool,
 }
 
 /// One result value as rqlite writes it.
@@ -264,8 +267,20 @@ pub fn result_json(r: &StmtResult, o: &RenderOpts) -> Json {
             }
             Json::Obj(f)
         }
-        Outcome::Rows(rows) if o.associative => associative_rows_json(rows, time, o.blob_array),
-        Outcome::Rows(rows) => rows_json(rows, time, o.blob_array),
+        Outcome::Rows(rows) => {
+            let qualified;
+            let columns = if o.qualify_columns {
+                qualified = rows.qualified_columns();
+                &qualified
+            } else {
+                &rows.columns
+            };
+            if o.associative {
+                associative_rows_json(rows, columns, time, o.blob_array)
+            } else {
+                rows_json(rows, columns, time, o.blob_array)
+            }
+        }
         // rqlite never sets a time on a failed statement.
         Outcome::Error(msg) => Json::Obj(vec![("error".to_string(), Json::Str(msg.clone()))]),
     }
@@ -285,12 +300,13 @@ pub fn query_result_json(r: &StmtResult, o: &RenderOpts) -> Json {
     }
 }
 
-fn rows_json(rows: &Rows, time: Option<f64>, blob_array: bool) -> Json {
+/// `columns` are the names to write: `rows.columns`, or their qualified form.
+fn rows_json(rows: &Rows, columns: &[String], time: Option<f64>, blob_array: bool) -> Json {
     let mut f = Vec::with_capacity(4);
-    if !rows.columns.is_empty() {
+    if !columns.is_empty() {
         f.push((
             "columns".to_string(),
-            Json::Arr(rows.columns.iter().cloned().map(Json::Str).collect()),
+            Json::Arr(columns.iter().cloned().map(Json::Str).collect()),
         ));
     }
     if !rows.types.is_empty() {
@@ -314,10 +330,14 @@ fn rows_json(rows: &Rows, time: Option<f64>, blob_array: bool) -> Json {
 }
 
 // Go builds these from maps: keys sorted, a repeated column name keeps its last value.
-fn associative_rows_json(rows: &Rows, time: Option<f64>, blob_array: bool) -> Json {
+fn associative_rows_json(
+    rows: &Rows,
+    columns: &[String],
+    time: Option<f64>,
+    blob_array: bool,
+) -> Json {
     let mut f = Vec::with_capacity(3);
-    let types: Vec<(String, Json)> = rows
-        .columns
+    let types: Vec<(String, Json)> = columns
         .iter()
         .zip(&rows.types)
         .map(|(c, t)| (c.clone(), Json::Str(t.clone())))
@@ -329,7 +349,7 @@ fn associative_rows_json(rows: &Rows, time: Option<f64>, blob_array: bool) -> Js
         .values
         .iter()
         .map(|row| {
-            Json::sorted(rows.columns.iter().enumerate().map(|(i, c)| {
+            Json::sorted(columns.iter().enumerate().map(|(i, c)| {
                 let v = row.get(i).map_or(Json::Null, |v| value_json(v, blob_array));
                 (c.clone(), v)
             }))
@@ -398,6 +418,7 @@ mod tests {
                 columns: columns.iter().map(|s| s.to_string()).collect(),
                 types: types.iter().map(|s| s.to_string()).collect(),
                 values,
+                tables: Vec::new(),
             }),
             time,
         }

@@ -113,6 +113,8 @@ enum Endpoint {
     Execute,
     Query,
     Request,
+    /// `/db/sql`: how statements would be rewritten.
+    Sql,
     Backup,
     Load,
     Boot,
@@ -135,7 +137,7 @@ impl Endpoint {
             Endpoint::Root | Endpoint::ConsoleRoot => &[],
             Endpoint::Console => &[Perm::Ui],
             Endpoint::Execute => &[Perm::Execute],
-            Endpoint::Query => &[Perm::Query],
+            Endpoint::Query | Endpoint::Sql => &[Perm::Query],
             Endpoint::Request => &[Perm::Execute, Perm::Query],
             Endpoint::Backup => &[Perm::Backup],
             Endpoint::Load | Endpoint::Boot => &[Perm::Load],
@@ -159,6 +161,7 @@ impl Endpoint {
             Endpoint::Execute => "execute",
             Endpoint::Query => "query",
             Endpoint::Request => "request",
+            Endpoint::Sql => "sql",
             Endpoint::Backup => "backup",
             Endpoint::Load => "load",
             Endpoint::Boot => "boot",
@@ -195,10 +198,11 @@ impl Endpoint {
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
-    const PREFIXES: [(&str, Endpoint); 9] = [
+    const PREFIXES: [(&str, Endpoint); 10] = [
         ("/db/execute", Endpoint::Execute),
         ("/db/query", Endpoint::Query),
         ("/db/request", Endpoint::Request),
+        ("/db/sql", Endpoint::Sql),
         ("/db/backup", Endpoint::Backup),
         ("/db/load", Endpoint::Load),
         ("/status", Endpoint::Status),
@@ -389,6 +393,7 @@ async fn respond(
         Endpoint::Execute => db::execute(st, call).await,
         Endpoint::Query => db::query(st, call).await,
         Endpoint::Request => db::request(st, call).await,
+        Endpoint::Sql => db::sql(st, call).await,
         Endpoint::Backup => db::backup(st, call).await,
         Endpoint::Load => db::load(st, call).await,
         Endpoint::Boot => db::boot(st, call).await,

@@ -32,7 +32,8 @@ pub enum ParamError {
     EmptyQuery,
 }
 
-/// `/db/backup` format from `fmt` (case-sensitive; anything else is binary).
+/// `/db/backup` format from `fmt` (any case, as rqlite 9.1.3+ reads it; anything else is
+/// binary).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BackupFormat {
     #[default]
@@ -89,7 +90,7 @@ pub struct QueryParams {
 
 impl QueryParams {
     pub fn backup_format(&self) -> BackupFormat {
-        match self.fmt.as_deref() {
+        match self.fmt.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("sql") => BackupFormat::Sql,
             Some("delete") => BackupFormat::Delete,
             _ => BackupFormat::Binary,
@@ -509,7 +510,9 @@ mod tests {
             p("fmt=delete").unwrap().backup_format(),
             BackupFormat::Delete
         );
-        assert_eq!(p("fmt=SQL").unwrap().backup_format(), BackupFormat::Binary);
+        // rqlite 9.1.3 made the format case-insensitive (8.x answered a binary copy).
+        assert_eq!(p("fmt=SQL").unwrap().backup_format(), BackupFormat::Sql);
+        assert_eq!(p("fmt=xml").unwrap().backup_format(), BackupFormat::Binary);
         assert_eq!(p("").unwrap().backup_format(), BackupFormat::Binary);
     }
 }

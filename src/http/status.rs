@@ -62,7 +62,7 @@ fn rfc3339(t: SystemTime) -> String {
 async fn status_json(st: &HttpState) -> Json {
     let store = &st.store;
     let sqlite = match store.db_stats().await {
-        Ok(d) => sqlite_json(&d),
+        Ok(d) => sqlite_json(&d, &store.config().extensions),
         Err(e) => {
             st.metrics.store.db_stats_errors.inc();
             obj(vec![("error", s(e.to_string()))])
@@ -315,9 +315,33 @@ async fn status_json(st: &HttpState) -> Json {
                 .unwrap_or_default()),
         ),
     ]);
+    // rqlite reports the extensions under their own key (`.extensions` in its shell reads
+    // `/status?key=extensions`) and again in `store.sqlite3`.
+    let ext = &st.store.config().extensions;
+    let extensions = obj(vec![
+        (
+            "dir",
+            s(st.store
+                .config()
+                .data_dir
+                .join("extensions")
+                .display()
+                .to_string()),
+        ),
+        (
+            "names",
+            Json::Arr(
+                crate::db::extensions::names(ext)
+                    .into_iter()
+                    .map(Json::Str)
+                    .collect(),
+            ),
+        ),
+    ]);
     let mut top = vec![
         ("build", build),
         ("cluster", cluster),
+        ("extensions", extensions),
         ("http", http),
         ("node", node),
         ("os", os),
@@ -352,7 +376,7 @@ fn disco_json(st: &HttpState) -> Option<Json> {
 }
 
 /// `store.sqlite3`, with rqlite's names.
-fn sqlite_json(d: &crate::db::stats::DbStats) -> Json {
+fn sqlite_json(d: &crate::db::stats::DbStats, extensions: &[std::path::PathBuf]) -> Json {
     let int = |v: u64| Json::Int(i64::try_from(v).unwrap_or(i64::MAX));
     let pragmas = |p: &crate::db::stats::Pragmas| {
         obj(vec![
@@ -392,6 +416,15 @@ fn sqlite_json(d: &crate::db::stats::DbStats) -> Json {
         ),
         ("db_size", int(d.db_size)),
         ("db_size_friendly", s(friendly_bytes(d.db_size))),
+        (
+            "extensions",
+            Json::Arr(
+                crate::db::extensions::names(extensions)
+                    .into_iter()
+                    .map(Json::Str)
+                    .collect(),
+            ),
+        ),
         (
             "last_modified",
             d.last_modified.map(|t| s(rfc3339(t))).unwrap_or(Json::Null),

@@ -92,9 +92,9 @@ fn store(m: &Metrics) -> Map {
         ("nodes_reaped_ok", s.nodes_reaped_ok.get()),
         ("num_auto_optimizes", 0),
         ("num_auto_optimizes_failed", 0),
-        ("num_auto_restores", 0),
-        ("num_auto_restores_failed", 0),
-        ("num_auto_restores_skipped", 0),
+        ("num_auto_restores", m.auto.restores.get()),
+        ("num_auto_restores_failed", m.auto.restores_failed.get()),
+        ("num_auto_restores_skipped", m.auto.restores_skipped.get()),
         ("num_auto_vacuums", 0),
         ("num_auto_vacuums_failed", 0),
         ("num_backups", s.backups.get()),
@@ -267,25 +267,27 @@ fn sql_processor(m: &Metrics) -> Map {
     ]
 }
 
-/// rqlite's `uploader` map (automatic backups to cloud storage): sqlraft has none.
-fn uploader() -> Map {
+/// rqlite's `uploader` map (`-auto-backup`; sqlraft writes local files only).
+fn uploader(m: &Metrics) -> Map {
+    let a = &m.auto;
     vec![
-        ("last_upload_bytes", 0),
+        ("last_upload_bytes", a.last_upload_bytes.get()),
         ("num_sum_get_fail", 0),
-        ("num_uploads_fail", 0),
-        ("num_uploads_ok", 0),
-        ("num_uploads_skipped", 0),
-        ("num_uploads_skipped_id", 0),
-        ("total_upload_bytes", 0),
+        ("num_uploads_fail", a.uploads_fail.get()),
+        ("num_uploads_ok", a.uploads_ok.get()),
+        ("num_uploads_skipped", a.uploads_skipped.get()),
+        ("num_uploads_skipped_id", a.uploads_skipped_id.get()),
+        ("total_upload_bytes", a.upload_bytes.get()),
     ]
 }
 
-/// rqlite's `downloader` map (automatic restore from cloud storage): sqlraft has none.
-fn downloader() -> Map {
+/// rqlite's `downloader` map (`-auto-restore` reading its file).
+fn downloader(m: &Metrics) -> Map {
+    let a = &m.auto;
     vec![
-        ("download_bytes", 0),
-        ("num_downloads_fail", 0),
-        ("num_downloads_ok", 0),
+        ("download_bytes", a.download_bytes.get()),
+        ("num_downloads_fail", a.downloads_fail.get()),
+        ("num_downloads_ok", a.downloads_ok.get()),
     ]
 }
 
@@ -348,7 +350,7 @@ pub fn vars(m: &Metrics, sampler: &dyn Sampler) -> Vec<(&'static str, String)> {
         ("cluster", render_map(cluster(m))),
         ("cmdline", cmdline),
         ("db", render_map(db(m))),
-        ("downloader", render_map(downloader())),
+        ("downloader", render_map(downloader(m))),
         ("http", render_map(http(m))),
         ("memstats", memstats()),
         ("mux", render_map(mux(m))),
@@ -358,7 +360,7 @@ pub fn vars(m: &Metrics, sampler: &dyn Sampler) -> Vec<(&'static str, String)> {
         ("snapshot", render_map(snapshot(m))),
         ("sql-processor", render_map(sql_processor(m))),
         ("store", render_map(store(m))),
-        ("uploader", render_map(uploader())),
+        ("uploader", render_map(uploader(m))),
         ("wal", render_map(wal())),
     ];
     out.sort_by(|a, b| a.0.cmp(b.0));

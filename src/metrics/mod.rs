@@ -494,6 +494,28 @@ pub struct Metrics {
     /// The public API's listener and the internode one.
     pub api: Arc<ListenerCounters>,
     pub internode: Arc<ListenerCounters>,
+    /// Automatic backups and the restore at start (`-auto-backup`, `-auto-restore`).
+    pub auto: AutoCounters,
+}
+
+/// rqlite's `uploader` and `downloader` maps, and the auto-restore counts of its `store` map.
+#[derive(Debug, Default)]
+pub struct AutoCounters {
+    pub uploads_ok: Counter,
+    pub uploads_fail: Counter,
+    /// Nothing changed since the last backup.
+    pub uploads_skipped: Counter,
+    /// The newest backup already holds this log index (first backup after a start).
+    pub uploads_skipped_id: Counter,
+    pub upload_bytes: Counter,
+    pub last_upload_bytes: Latest,
+    pub downloads_ok: Counter,
+    pub downloads_fail: Counter,
+    pub download_bytes: Counter,
+    pub restores: Counter,
+    pub restores_failed: Counter,
+    /// Another node became leader and restores instead.
+    pub restores_skipped: Counter,
 }
 
 #[cfg(test)]

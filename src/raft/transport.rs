@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The version of the internode encoding.
-pub const WIRE_VERSION: u16 = 2;
+/// 3: query results carry each column's table (`qualify_columns`).
+pub const WIRE_VERSION: u16 = 3;
 
 /// Why an internode call failed.
 #[derive(Debug, thiserror::Error)]

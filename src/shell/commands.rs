@@ -140,7 +140,15 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
             let v = s.client.get_json("/debug/vars")?;
             print_doc(s, &v);
         }
-        ".extensions" => s.out("[]\n"),
+        // As rqlite's shell: the names in `/status?key=extensions`, one a line.
+        ".extensions" => {
+            let v = s.client.get_json("/status?key=extensions")?;
+            if let Some(names) = v.get("names").and_then(|n| n.as_array()) {
+                for n in names.iter().filter_map(|n| n.as_str()) {
+                    s.out(&format!("{n}\n"));
+                }
+            }
+        }
         ".ready" => {
             // rqlite's shell answers in one word; the node's reasons follow when it is not.
             let r = s.client.send("GET", "/readyz", None)?;

@@ -101,8 +101,9 @@ impl Store {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
-    /// Whether a quorum confirmed this node's leadership within the last election timeout
-    /// (always true for a single voter: it is its own quorum).
+    /// Whether a quorum confirmed this node's leadership within the lease (the election
+    /// timeout, or a shorter `-raft-leader-lease-timeout`; always true for a single voter: it
+    /// is its own quorum).
     pub(super) fn lease_valid(&self) -> bool {
         // On every request: count voters in place rather than building the member list.
         let single = self
@@ -118,7 +119,7 @@ impl Store {
             || self
                 .lease
                 .since_leader_contact()
-                .is_some_and(|age| age < self.cfg.election_timeout)
+                .is_some_and(|age| age < self.cfg.lease())
     }
 
     /// True if this node leads and its lease is valid. A leader cut off from the majority
@@ -220,8 +221,8 @@ impl Store {
     /// Keeps the leader lease warm so requests rarely wait for a heartbeat round; renews it
     /// at once when this node becomes leader. Counts the leader changes it sees.
     pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
-        let every = (self.cfg.election_timeout / 5)
-            .clamp(Duration::from_millis(10), Duration::from_millis(200));
+        let every =
+            (self.cfg.lease() / 5).clamp(Duration::from_millis(10), Duration::from_millis(200));
         let mut metrics = self.raft.metrics();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -99,6 +99,24 @@ pub struct StoreConfig {
     pub db_timeout: Option<Duration>,
     /// Read-only connections at most (`-db-max-ro-conns`).
     pub db_max_ro_conns: usize,
+    /// How long a leader keeps acting as one without a quorum's confirmation
+    /// (`-raft-leader-lease-timeout`; zero: the election timeout, which also caps it).
+    pub leader_lease_timeout: Duration,
+    /// WAL size past which SQLite's WAL is checkpointed (`-raft-snap-wal-size`).
+    pub wal_checkpoint_bytes: u64,
+    /// SQLite extension files loaded into every connection (`-extensions-path`, staged).
+    pub extensions: Vec<PathBuf>,
+}
+
+impl StoreConfig {
+    /// The leader lease: `-raft-leader-lease-timeout`, never longer than the election
+    /// timeout (after which followers may elect another leader).
+    pub fn lease(&self) -> Duration {
+        match self.leader_lease_timeout {
+            d if d.is_zero() => self.election_timeout,
+            d => d.min(self.election_timeout),
+        }
+    }
 }
 
 /// What the store answers a data request with: each statement's result, and the index of
@@ -185,6 +203,8 @@ impl Store {
             path: Some(cfg.data_dir.join("db.sqlite")),
             read_conns: cfg.db_max_ro_conns,
             read_timeout: cfg.db_timeout,
+            extensions: cfg.extensions.clone(),
+            wal_checkpoint_bytes: cfg.wal_checkpoint_bytes,
         })?;
         metrics.db.open_duration.set_millis(opening.elapsed());
         engine.count_into(metrics.clone());
@@ -281,6 +301,12 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
+    }
+
+    /// Index of the newest applied entry that may have changed the database (see
+    /// [`state_machine::Applied::data_index`]).
+    pub fn data_index(&self) -> u64 {
+        self.sm.applied().lock().data_index
     }
 
     pub fn applied(&self) -> &AppliedState {

@@ -36,6 +36,10 @@ pub struct Applied {
     /// Database images loaded from the log so far (each calls for a snapshot, so that the
     /// log can let the image's entries go).
     pub loads: u64,
+    /// Index of the newest applied entry that may have changed the database (a write, a
+    /// load; not a read, a no-op or a membership change); an installed snapshot counts as
+    /// one. Automatic backups skip a round when it has not moved.
+    pub data_index: u64,
 }
 
 /// Shared view of [`Applied`]; the database thread writes it, everyone may read it.
@@ -278,6 +282,7 @@ impl StateMachine {
                 engine.restore_file(&stored.db).map_err(|e| e.to_string())?;
                 let mut a = applied.lock();
                 a.last_applied = m.last_log_id;
+                a.data_index = m.last_log_id.map_or(0, |l| l.index);
                 a.membership = m.last_membership.clone();
                 a.updated_at = Some(SystemTime::now());
                 a.snapshot = Some(m);
@@ -352,6 +357,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         loads: 0,
                         db: &metrics.db,
                     };
+                    let changes = matches!(
+                        &entry.payload,
+                        EntryPayload::Normal(c) if !matches!(c, Command::Query(_) | Command::Noop)
+                    );
                     let resp = match entry.payload {
                         EntryPayload::Blank => Response::default(),
                         EntryPayload::Normal(cmd) => match apply_command(&mut a, cmd, 0) {
@@ -369,6 +378,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let mut a = applied.lock();
                     a.loads += loads;
                     a.last_applied = Some(log_id);
+                    if changes {
+                        a.data_index = log_id.index;
+                    }
                     a.updated_at = Some(SystemTime::now());
                     out.push(resp);
                 }

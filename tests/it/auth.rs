@@ -106,6 +106,14 @@ fn endpoints() -> Vec<Endpoint> {
             Some(r#"["SELECT 1"]"#),
             Some(200),
         ),
+        ("query", "GET", "/db/sql?q=SELECT%201", None, Some(200)),
+        (
+            "query",
+            "POST",
+            "/db/sql",
+            Some(r#"["SELECT RANDOM()"]"#),
+            Some(200),
+        ),
         ("backup", "GET", "/db/backup", None, Some(200)),
         (
             "load",
@@ -130,6 +138,7 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         ("snapshot", "POST", "/snapshot", None, Some(200)),
         ("snapshot", "POST", "/reap", None, Some(200)),
+        ("ui", "GET", "/console/", None, Some(200)),
     ]
 }
 

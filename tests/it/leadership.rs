@@ -220,3 +220,46 @@ async fn a_rejoining_partitioned_follower_does_not_disrupt_the_leader() {
     assert_eq!(c.agreed_leader(&[0, 1, 2]), Some(leader));
     assert_eq!(term(leader).await, before, "the leader was disrupted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_leader_lease_makes_a_cut_off_leader_stop_sooner() {
+    // Steps: 3 nodes with a 5s election timeout and -raft-leader-lease-timeout 500ms. The
+    // leader serves weak reads; cut off from both peers, it refuses them (503) within a
+    // couple of seconds: its lease (500ms), not the election timeout (5s), decides.
+    let c = TestCluster::start_with(3, |_, cfg| {
+        cfg.raft.election_timeout = Duration::from_secs(5);
+        cfg.raft.heartbeat_timeout = Duration::from_secs(1);
+        cfg.raft.leader_lease_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let l = c.leader().await;
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE kv (k INTEGER PRIMARY KEY)"]"#)
+        .await;
+    let r = query(c.client(l), "level=weak", "SELECT COUNT(*) FROM kv").await;
+    assert!(served_data(&r), "{}", r.text());
+
+    c.set_isolated(l, true);
+    let cut = Instant::now();
+    let lc = c.client(l).clone();
+    wait_until(
+        Duration::from_secs(5),
+        "the cut-off leader to refuse weak reads",
+        || {
+            let lc = lc.clone();
+            async move {
+                query(&lc, "level=weak", "SELECT COUNT(*) FROM kv")
+                    .await
+                    .status
+                    == 503
+            }
+        },
+    )
+    .await;
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "stopped after {took:?}: the 5s election timeout decided, not the 500ms lease"
+    );
+    c.set_isolated(l, false);
+}

@@ -580,3 +580,153 @@ async fn refused_posts_over_http2_get_their_401() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_common_name_admits_only_that_name_on_the_api_and_between_nodes() {
+    // Steps: the API with -http-verify-common-name: a client certificate from the CA with the
+    // required name gets in, one with another name is refused. A 2-node cluster with
+    // -node-verify-common-name forms with certificates carrying the name; a node whose
+    // certificate comes from the same CA under another name cannot join. Each flag without
+    // its -*-verify-client refuses to start.
+    let ca = Ca::new("test CA");
+    let ca_path = ca.cert.clone();
+    // The harness's own client presents the server's certificate: it carries the name too.
+    let app = ca.issue("app");
+    let intruder = ca.issue("intruder");
+    let n = TestNode::start_with(|cfg| {
+        https_config(cfg, &app);
+        cfg.tls.http_ca_cert = Some(ca_path.clone());
+        cfg.tls.http_verify_client = true;
+        cfg.tls.http_verify_common_name = Some("app".into());
+    })
+    .await;
+    let addr = n.node.as_ref().expect("node").http_addr();
+    assert_eq!(
+        https_client(addr, &ca, Some(&app))
+            .get("/status")
+            .await
+            .status,
+        200
+    );
+    assert!(https_client(addr, &ca, Some(&intruder))
+        .try_get("/status")
+        .await
+        .is_err());
+
+    let member = ca.issue("cluster-member");
+    let c = TestCluster::start_with(2, |_, cfg| {
+        node_tls(cfg, &member, &ca_path);
+        cfg.tls.node_verify_common_name = Some("cluster-member".into());
+    })
+    .await;
+    let l = c.leader().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = cluster_config(dir.path(), "9");
+    node_tls(&mut cfg, &intruder, &ca_path);
+    cfg.tls.node_verify_common_name = Some("cluster-member".into());
+    cfg.cluster.join = vec![c.members[l].raft_adv()];
+    cfg.cluster.join_attempts = 3;
+    cfg.cluster.join_interval = Duration::from_millis(100);
+    let e = start_err(cfg).await;
+    assert!(e.contains("failed to join"), "{e}");
+    let r = c.client(l).get("/nodes?nonvoters").await;
+    assert_eq!(r.json().as_object().map(|o| o.len()), Some(2));
+
+    for (flag, tweak) in [
+        (
+            "-http-verify-common-name requires -http-verify-client",
+            (|cfg: &mut Config| cfg.tls.http_verify_common_name = Some("x".into()))
+                as fn(&mut Config),
+        ),
+        (
+            "-node-verify-common-name requires -node-verify-client",
+            |cfg: &mut Config| cfg.tls.node_verify_common_name = Some("x".into()),
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = crate::harness::test_config(dir.path());
+        tweak(&mut cfg);
+        let e = cfg.validate().expect_err(flag).to_string();
+        assert!(e.contains(flag.split(' ').next().unwrap_or(flag)), "{e}");
+        assert!(e.contains("requires -"), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_with_the_wrong_common_name_is_refused_with_one_log_line() {
+    // Steps: the real sqlraftd with node TLS, -node-verify-client and
+    // -node-verify-common-name; a TLS client with a certificate from the same CA but another
+    // name connects to its internode port: the handshake fails, and the node's log has
+    // exactly one line about it, naming the certificate's name and the required one.
+    let ca = Ca::new("test CA");
+    let ca_path = ca.cert.clone();
+    let node = ca.issue("member");
+    let rogue = ca.issue("rogue");
+    let data = tempfile::tempdir().expect("tempdir");
+    let log_path = ca.dir().join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
+        .args([
+            "-node-id",
+            "1",
+            "-http-addr",
+            "127.0.0.1:0",
+            "-raft-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["-node-cert", node.cert.to_str().expect("utf-8")])
+        .args(["-node-key", node.key.to_str().expect("utf-8")])
+        .args(["-node-ca-cert", ca_path.to_str().expect("utf-8")])
+        .args(["-node-verify-client", "-node-verify-common-name", "member"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn sqlraftd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("startup line");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("startup JSON");
+    let raft: std::net::SocketAddr = v["raft_addr"]
+        .as_str()
+        .expect("raft_addr")
+        .parse()
+        .expect("address");
+
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&ca, Some(&rogue))));
+    let tcp = TcpStream::connect(raft).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    // TLS 1.3: the client finishes its side first; the refusal arrives as an alert on read.
+    let refused = match connector.connect(name, tcp).await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "the rogue certificate was accepted");
+    let lines = wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        let p = log_path.clone();
+        async move {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let hits: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("rogue"))
+                .map(str::to_string)
+                .collect();
+            (!hits.is_empty()).then_some(hits)
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("\"rogue\"")
+            && lines[0].contains("-node-verify-common-name requires \"member\""),
+        "{}",
+        lines[0]
+    );
+}

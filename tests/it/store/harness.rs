@@ -40,6 +40,9 @@ pub fn store_config(dir: &std::path::Path, me: NodeInfo) -> StoreConfig {
         db_max_steps: 0,
         db_timeout: None,
         db_max_ro_conns: 4,
+        leader_lease_timeout: Duration::ZERO,
+        wal_checkpoint_bytes: 4 << 20,
+        extensions: Vec::new(),
     }
 }
 
