@@ -5,11 +5,12 @@
 //! A request travels down this list and its answer back up it. Each module's own doc says
 //! what it owns and what it does not; `docs/design/` has one note per layer saying why.
 //!
-//! - [`http`]: the public API. `mod.rs` the router, `db.rs` the data endpoints, `status.rs`
-//!   the operations endpoints, `vars.rs` and `scrape.rs` `/debug/vars` and `/metrics`,
-//!   `params.rs` and `body.rs` parse, `json.rs` writes Go-identical JSON, `queue.rs` batches
-//!   `?queue` writes, `error.rs` is the one place that picks status codes, `console/` the web
-//!   console.
+//! - [`http`]: the public API. `mod.rs` the router, `db.rs` the data endpoints (with
+//!   `/db/sql`), `status.rs` `/status`, `/readyz` and `/snapshot`, `members.rs` `/nodes`,
+//!   `/leader` and `/remove`, `reap.rs` `/reap`, `vars.rs` and `scrape.rs` `/debug/vars` and
+//!   `/metrics`, `params.rs` and `body.rs` parse, `json.rs` writes Go-identical JSON,
+//!   `queue.rs` batches `?queue` writes, `error.rs` is the one place that picks status codes,
+//!   `console/` the web console.
 //! - [`cluster`]: where a request is served and how a node becomes a member. `forward.rs`
 //!   routes (local, else the leader, else a redirect); `mod.rs` names the operations;
 //!   `formation.rs` decides form-or-join as a pure function, carried out by `join.rs`,
@@ -25,7 +26,8 @@
 //!   client (`network.rs`) and the internode wire (`transport.rs`).
 //! - [`db`]: SQLite with rqlite's semantics, knowing nothing of Raft. `engine.rs` (the one
 //!   writer thread), `reads.rs` (the reader pool), `exec.rs`, `values.rs`, `datetime.rs`,
-//!   `rewrite.rs`, `classify.rs`, `lexer.rs`, `dump.rs`, `conn.rs`, `stats.rs`.
+//!   `rewrite.rs`, `classify.rs`, `lexer.rs`, `dump.rs`, `conn.rs`, `stats.rs`, `image.rs`
+//!   (checking uploaded databases), `extensions.rs` (`-extensions-path`).
 //! - [`command`]: the versioned Raft log payload.
 //! - Around them: [`node`] (the composition root: builds everything from a validated
 //!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;

@@ -1,9 +1,13 @@
 //! Engine tests, checked against rqlite v8.43.3's golden transcripts (case numbers Cnn).
+//!
+//! Over 600 lines on purpose: one test per golden case, in case order, so a case number from
+//! the transcripts finds its test by search, and the file is only tests.
 //! The golden cases ran in order on one database, so the helpers below replay them in
 //! order too: `last_insert_id`/`rows_affected` carry over between statements.
 
 use super::*;
 use crate::command::{Outcome, Param, Request, Rows, Statement, Value};
+use crate::db::SQLITE_HEADER;
 
 fn s(sql: &str) -> Statement {
     Statement::new(sql)

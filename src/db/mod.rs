@@ -21,14 +21,16 @@ pub mod dump;
 pub mod engine;
 mod exec;
 pub mod extensions;
+mod image;
 mod lexer;
 pub mod reads;
 pub mod rewrite;
 pub mod stats;
 mod values;
 
-pub use engine::{validate_file, validate_image, Db, DbConfig, Engine, PinnedRead, SQLITE_HEADER};
+pub use engine::{Db, DbConfig, Engine, PinnedRead};
 pub(crate) use exec::Mode;
+pub use image::{validate_file, validate_image, SQLITE_HEADER};
 pub use reads::{ReadKind, ReadPool};
 
 /// Why the database could not do what was asked (statement errors are results, not this).

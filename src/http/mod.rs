@@ -10,6 +10,7 @@ pub mod console;
 pub mod db;
 pub mod error;
 pub mod json;
+pub mod members;
 pub mod params;
 pub mod queue;
 pub mod reap;
@@ -398,10 +399,10 @@ async fn respond(
         Endpoint::Load => db::load(st, call).await,
         Endpoint::Boot => db::boot(st, call).await,
         Endpoint::Status => status::status(st, call).await,
-        Endpoint::Nodes => status::nodes(st, call).await,
+        Endpoint::Nodes => members::nodes(st, call).await,
         Endpoint::Readyz => status::readyz(st, call).await,
-        Endpoint::Leader => status::leader(st, call).await,
-        Endpoint::Remove => status::remove(st, call).await,
+        Endpoint::Leader => members::leader(st, call).await,
+        Endpoint::Remove => members::remove(st, call).await,
         Endpoint::Snapshot => status::snapshot(st, call).await,
         Endpoint::DebugVars => vars::debug_vars(st, call).await,
         Endpoint::Metrics => scrape::metrics(st, call).await,

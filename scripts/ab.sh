@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Two sqlraftd builds side by side in one run: a 3-node cluster of each on free loopback
+# ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, RSS after.
+#   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
+# (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+old=$1; new=$2; secs=${3:-6}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cargo build --release --quiet --example bench
+bench="$CARGO_TARGET_DIR/release/examples/bench"
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm)"
+echo "date: $(date -u +%FT%TZ)"
+cluster() { # bin -> sets pids, url
+  local bin=$1; work=$(mktemp -d); pids=()
+  local r1; for i in 1 2 3; do
+    h=$(port); r=$(port); [ $i = 1 ] && { r1=$r; url=http://127.0.0.1:$h; }
+    j=(); [ $i -gt 1 ] && j=(-join 127.0.0.1:$r1)
+    $bin -node-id $i -http-addr 127.0.0.1:$h -raft-addr 127.0.0.1:$r "${j[@]}" $work/n$i >$work/o$i 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do curl -sf 127.0.0.1:$h/readyz >/dev/null && break; sleep 0.1; done
+  done
+}
+stop() { kill "${pids[@]}"; wait 2>/dev/null; rm -rf "$work"; }
+for round in 1 2; do
+  for v in old new; do
+    bin=${!v}; cluster $bin
+    echo "== round $round $v"
+    $bench --url $url --mode insert -c 64 --seconds $secs
+    $bench --url $url --mode select --level weak -c 64 --seconds $secs
+    $bench --url $url --mode select --level none -c 64 --seconds $secs
+    echo "rss: $(for p in "${pids[@]}"; do echo -n "$(( $(ps -o rss= -p $p) / 1024 ))MiB "; done)"
+    stop
+  done
+done
