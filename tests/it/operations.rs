@@ -2,10 +2,10 @@
 //! cannot, and refuses what would split a cluster. Through the real binary.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_for, wait_until, Client, Proc};
+use crate::harness::{node_command, startup_line, wait_for, wait_until, Client, Proc};
 
 /// A `sqlraftd` with its stderr captured; killed when dropped.
 struct Logged {
@@ -13,21 +13,10 @@ struct Logged {
     client: Client,
 }
 
-/// Node 1 on loopback, ports chosen by the system.
-const NODE_1: [&str; 6] = [
-    "-node-id",
-    "1",
-    "-http-addr",
-    "127.0.0.1:0",
-    "-raft-addr",
-    "127.0.0.1:0",
-];
-
 impl Logged {
     /// Starts node 1 with `args` (the data dir last).
     fn spawn(args: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-            .args(NODE_1)
+        node_command("1", "127.0.0.1:0", "127.0.0.1:0")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -38,14 +27,7 @@ impl Logged {
     /// Starts node 1 with `args` (the data dir last) and reads its startup line.
     fn start(args: &[&str]) -> Self {
         let mut child = Self::spawn(args);
-        let mut out = child.stdout.take().expect("stdout");
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let v: serde_json::Value = serde_json::from_slice(&line)
-            .unwrap_or_else(|e| panic!("startup line {:?}: {e}", String::from_utf8_lossy(&line)));
+        let v = startup_line(&mut child).unwrap_or_else(|e| panic!("sqlraftd: {e}"));
         let http = v["http_addr"].as_str().expect("http_addr").to_string();
         Self {
             child,
@@ -179,21 +161,7 @@ impl LoggedToFile {
     fn start(data: &std::path::Path, log_dir: &std::path::Path, id: &str, extra: &[&str]) -> Self {
         let log = log_dir.join(format!("{id}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-            .args([
-                "-node-id",
-                id,
-                "-http-addr",
-                "127.0.0.1:0",
-                "-raft-addr",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "-raft-election-timeout",
-                "300ms",
-                "-raft-heartbeat-timeout",
-                "300ms",
-            ])
+        let mut child = node_command(id, "127.0.0.1:0", "127.0.0.1:0")
             .args(extra)
             .arg(data)
             // The default filter must do its job without help from the environment.
@@ -204,14 +172,7 @@ impl LoggedToFile {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn sqlraftd");
-        let mut out = child.stdout.take().expect("stdout");
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let v: serde_json::Value = serde_json::from_slice(&line)
-            .unwrap_or_else(|e| panic!("startup line {:?}: {e}", String::from_utf8_lossy(&line)));
+        let v = startup_line(&mut child).unwrap_or_else(|e| panic!("sqlraftd: {e}"));
         let http_addr = v["http_addr"].as_str().expect("http_addr").to_string();
         let raft_addr = v["raft_addr"].as_str().expect("raft_addr").to_string();
         Self {
@@ -334,6 +295,17 @@ async fn json_log_format_writes_one_object_per_line() {
     assert!(banner, "{log}");
 }
 
+/// Runs node 1 on `data`, which it must refuse: its stderr.
+fn refused_start(data: &std::path::Path) -> String {
+    let out = node_command("1", "127.0.0.1:0", "127.0.0.1:0")
+        .arg(data)
+        .output()
+        .expect("run sqlraftd");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_directory_errors_name_the_path_and_the_action() {
     // Steps: a data directory under a regular file (cannot be created, even as root); the
@@ -342,13 +314,7 @@ async fn data_directory_errors_name_the_path_and_the_action() {
     let file = tmp.path().join("file");
     std::fs::write(&file, "not a directory").expect("write");
     let data = file.join("sub");
-    let out = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-        .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
-        .arg(&data)
-        .output()
-        .expect("run sqlraftd");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start(&data);
     assert!(
         err.contains(&format!(
             "cannot create data directory {}: ",
@@ -367,13 +333,7 @@ async fn an_rqlite_data_directory_is_refused_with_what_to_do() {
     let data = tmp.path().join("rqlite-data");
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::write(data.join("raft.db"), b"bolt").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-        .args(["-http-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"])
-        .arg(&data)
-        .output()
-        .expect("run sqlraftd");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused_start(&data);
     assert!(
         err.contains(&format!("{} is an rqlite data directory", data.display())),
         "{err}"

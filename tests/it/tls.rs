@@ -589,13 +589,12 @@ async fn verify_common_name_admits_only_that_name_on_the_api_and_between_nodes()
     // certificate comes from the same CA under another name cannot join. Each flag without
     // its -*-verify-client refuses to start.
     let ca = Ca::new("test CA");
-    let ca_path = ca.cert.clone();
     // The harness's own client presents the server's certificate: it carries the name too.
     let app = ca.issue("app");
     let intruder = ca.issue("intruder");
     let n = TestNode::start_with(|cfg| {
         https_config(cfg, &app);
-        cfg.tls.http_ca_cert = Some(ca_path.clone());
+        cfg.tls.http_ca_cert = Some(ca.cert.clone());
         cfg.tls.http_verify_client = true;
         cfg.tls.http_verify_common_name = Some("app".into());
     })
@@ -615,14 +614,14 @@ async fn verify_common_name_admits_only_that_name_on_the_api_and_between_nodes()
 
     let member = ca.issue("cluster-member");
     let c = TestCluster::start_with(2, |_, cfg| {
-        node_tls(cfg, &member, &ca_path);
+        node_tls(cfg, &member, &ca.cert);
         cfg.tls.node_verify_common_name = Some("cluster-member".into());
     })
     .await;
     let l = c.leader().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = cluster_config(dir.path(), "9");
-    node_tls(&mut cfg, &intruder, &ca_path);
+    node_tls(&mut cfg, &intruder, &ca.cert);
     cfg.tls.node_verify_common_name = Some("cluster-member".into());
     cfg.cluster.join = vec![c.members[l].raft_adv()];
     cfg.cluster.join_attempts = 3;
@@ -659,35 +658,22 @@ async fn a_peer_with_the_wrong_common_name_is_refused_with_one_log_line() {
     // name connects to its internode port: the handshake fails, and the node's log has
     // exactly one line about it, naming the certificate's name and the required one.
     let ca = Ca::new("test CA");
-    let ca_path = ca.cert.clone();
     let node = ca.issue("member");
     let rogue = ca.issue("rogue");
     let data = tempfile::tempdir().expect("tempdir");
     let log_path = ca.dir().join("node.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sqlraftd"))
-        .args([
-            "-node-id",
-            "1",
-            "-http-addr",
-            "127.0.0.1:0",
-            "-raft-addr",
-            "127.0.0.1:0",
-        ])
+    let mut child = crate::harness::node_command("1", "127.0.0.1:0", "127.0.0.1:0")
         .args(["-node-cert", node.cert.to_str().expect("utf-8")])
         .args(["-node-key", node.key.to_str().expect("utf-8")])
-        .args(["-node-ca-cert", ca_path.to_str().expect("utf-8")])
+        .args(["-node-ca-cert", ca.cert.to_str().expect("utf-8")])
         .args(["-node-verify-client", "-node-verify-common-name", "member"])
         .arg(data.path())
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
         .expect("spawn sqlraftd");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("startup line");
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("startup JSON");
+    let v = crate::harness::startup_line(&mut child).expect("startup line");
     let raft: std::net::SocketAddr = v["raft_addr"]
         .as_str()
         .expect("raft_addr")

@@ -17,6 +17,39 @@ pub struct Proc {
     pub raft_addr: String,
 }
 
+/// `sqlraftd` as node `id` on the given addresses (port 0 for any), with the tests' fast
+/// election timing; the caller adds flags, the data directory and where output goes.
+pub fn node_command(id: &str, http_addr: &str, raft_addr: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlraftd"));
+    cmd.args([
+        "-node-id",
+        id,
+        "-http-addr",
+        http_addr,
+        "-raft-addr",
+        raft_addr,
+    ])
+    .args([
+        "-raft-election-timeout",
+        "300ms",
+        "-raft-heartbeat-timeout",
+        "300ms",
+    ]);
+    cmd
+}
+
+/// Reads the startup line (the JSON object `sqlraftd` prints first on stdout) of a child
+/// started with a piped stdout; an error if the process ends without one.
+pub fn startup_line(child: &mut Child) -> Result<serde_json::Value, String> {
+    let stdout = child.stdout.take().ok_or("stdout is not piped")?;
+    let mut line = String::new();
+    let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+    if !matches!(read, Ok(n) if n > 0) {
+        return Err("exited before printing its startup line".into());
+    }
+    serde_json::from_str(line.trim()).map_err(|e| format!("startup line {line:?}: {e}"))
+}
+
 impl Proc {
     /// Starts the binary as node "1" on port 0 and reads the bound addresses from its startup
     /// line.
@@ -37,41 +70,23 @@ impl Proc {
         raft_addr: &str,
         extra: &[&str],
     ) -> Result<Self, String> {
-        let bin = env!("CARGO_BIN_EXE_sqlraftd");
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "-node-id",
-            id,
-            "-http-addr",
-            http_addr,
-            "-raft-addr",
-            raft_addr,
-        ])
-        .args([
-            "-raft-election-timeout",
-            "300ms",
-            "-raft-heartbeat-timeout",
-            "300ms",
-        ])
-        .args(extra)
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("SQLRAFT_IT_STDERR").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        let mut cmd = node_command(id, http_addr, raft_addr);
+        cmd.args(extra).arg(dir).stdout(Stdio::piped()).stderr(
+            if std::env::var_os("SQLRAFT_IT_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            },
+        );
         let mut child = cmd.spawn().expect("spawn sqlraftd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        if !matches!(read, Ok(n) if n > 0) {
-            let _ = child.kill();
-            let status = child.wait();
-            return Err(format!("node {id} exited before starting: {status:?}"));
-        }
-        let v: serde_json::Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("startup line {line:?}: {e}"));
+        let v = match startup_line(&mut child) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                return Err(format!("node {id}: {e}: {status:?}"));
+            }
+        };
         let http_addr = v["http_addr"].as_str().expect("http_addr").to_string();
         let raft_addr = v["raft_addr"].as_str().expect("raft_addr").to_string();
         let client = Client::new(format!("http://{http_addr}"));
