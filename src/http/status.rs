@@ -12,6 +12,7 @@ use super::error::{self, ApiError};
 use super::json::Json;
 use super::{require_method, Call, HttpState, VERSION};
 use crate::duration;
+use crate::raft::transport::WIRE_VERSION;
 
 pub(super) fn s(v: impl Into<String>) -> Json {
     Json::Str(v.into())
@@ -142,6 +143,15 @@ async fn status_json(st: &HttpState) -> Json {
             "num_peers",
             Json::Int(members.len().saturating_sub(1) as i64),
         ),
+        // Committed entries not yet applied to SQLite.
+        (
+            "fsm_pending",
+            Json::Int(commit_index.saturating_sub(applied_index) as i64),
+        ),
+        // The internode wire's version stands for hashicorp's protocol version.
+        ("protocol_version", Json::Int(WIRE_VERSION as i64)),
+        ("protocol_version_max", Json::Int(WIRE_VERSION as i64)),
+        ("protocol_version_min", Json::Int(WIRE_VERSION as i64)),
         ("state", s(store.state_name())),
         ("term", Json::Int(m.current_term as i64)),
         ("voter", Json::Bool(store.is_voter())),
@@ -186,8 +196,21 @@ async fn status_json(st: &HttpState) -> Json {
             s(duration::format(cfg.heartbeat_timeout)),
         ),
         ("leader", leader_obj),
+        // BoltDB's option; redb has no free-list sync to skip.
+        ("no_freelist_sync", Json::Bool(false)),
         ("node_id", s(&me.id)),
         ("nodes", Json::Arr(nodes)),
+        (
+            "observer",
+            obj(vec![
+                ("dropped", Json::Int(0)),
+                (
+                    "observed",
+                    Json::Int(st.metrics.store.leader_changes.get() as i64),
+                ),
+            ]),
+        ),
+        ("open", obj(vec![])),
         ("raft", raft),
         (
             "ready",
@@ -222,6 +245,17 @@ async fn status_json(st: &HttpState) -> Json {
                 ),
             ]),
         ),
+        // Commands are never compressed in the log.
+        (
+            "request_marshaler",
+            obj(vec![
+                ("compression_batch", Json::Int(0)),
+                ("compression_size", Json::Int(0)),
+                ("force_compression", Json::Bool(false)),
+            ]),
+        ),
+        // Snapshots are built in a directory of their own and renamed: no CAS lock to own.
+        ("snapshot_cas", obj(vec![("owner", Json::Null)])),
         ("sqlite3", sqlite),
         ("trailing_logs", Json::Int(cfg.trailing_logs as i64)),
     ]);
@@ -253,6 +287,13 @@ async fn status_json(st: &HttpState) -> Json {
             }),
         ),
         ("bind_addr", s(&st.bind_addr)),
+        (
+            "cluster",
+            obj(vec![
+                ("local_node_addr", s(&me.raft_addr)),
+                ("timeout", s(duration::format(cfg.apply_timeout))),
+            ]),
+        ),
         ("queue", queue),
         ("tls", obj(vec![("enabled", s(https.to_string()))])),
     ]);
@@ -270,6 +311,12 @@ async fn status_json(st: &HttpState) -> Json {
     let build = obj(vec![
         ("version", s(VERSION)),
         ("compiler", s("rustc")),
+        ("compiler_command", s("cargo")),
+        ("compiler_toolchain", s("rustc")),
+        (
+            "build_time",
+            s(option_env!("SQLRAFT_BUILD_TIME").unwrap_or("unknown")),
+        ),
         ("branch", s("main")),
         (
             "commit",
@@ -281,21 +328,21 @@ async fn status_json(st: &HttpState) -> Json {
         ("api_addr", s(&me.api_addr)),
         ("https", s(https.to_string())),
     ]);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i64;
+    // Tokio's worker threads and live tasks stand for GOMAXPROCS and goroutines.
+    let rt = tokio::runtime::Handle::current().metrics();
     let runtime = obj(vec![
         ("GOARCH", s(std::env::consts::ARCH)),
+        ("GOMAXPROCS", Json::Int(rt.num_workers() as i64)),
+        ("num_goroutine", Json::Int(rt.num_alive_tasks() as i64)),
         ("GOOS", s(std::env::consts::OS)),
         (
             "kubernetes_hint",
             Json::Bool(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()),
         ),
-        (
-            "num_cpu",
-            Json::Int(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1) as i64,
-            ),
-        ),
+        ("num_cpu", Json::Int(cpus)),
         ("version", s("rust")),
     ]);
     let os = obj(vec![
@@ -337,11 +384,27 @@ async fn status_json(st: &HttpState) -> Json {
             ),
         ),
     ]);
+    // rqlite's internode multiplexer; sqlraft's internode listener serves Raft and the
+    // cluster service as one HTTP/2 service.
+    let mux = obj(vec![
+        ("addr", s(&me.raft_addr)),
+        ("handlers", s("raft,cluster")),
+        ("timeout", s(duration::format(cfg.apply_timeout))),
+        (
+            "tls",
+            s(if st.cluster.transport().scheme() == "https" {
+                "enabled"
+            } else {
+                "disabled"
+            }),
+        ),
+    ]);
     let mut top = vec![
         ("build", build),
         ("cluster", cluster),
         ("extensions", extensions),
         ("http", http),
+        ("mux", mux),
         ("node", node),
         ("os", os),
         ("runtime", runtime),
@@ -439,6 +502,18 @@ fn sqlite_json(d: &crate::db::stats::DbStats, extensions: &[std::path::PathBuf])
             ]),
         ),
         ("path", s(d.path.display().to_string())),
+        // How the connections are opened (SQLite URI form, as rqlite's DSNs).
+        ("ro_dsn", s(format!("file:{}?mode=ro", d.path.display()))),
+        ("rw_dsn", s(format!("file:{}", d.path.display()))),
+        // A write never leaves a transaction open (the transaction rule); a read holds one
+        // while it runs.
+        (
+            "transaction",
+            obj(vec![
+                ("ro", Json::Bool(d.ro_conns_in_use > 0)),
+                ("rw", Json::Bool(false)),
+            ]),
+        ),
         (
             "pragmas",
             obj(vec![("ro", pragmas(&d.ro)), ("rw", pragmas(&d.rw))]),

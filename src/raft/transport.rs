@@ -93,6 +93,11 @@ impl Transport {
         Ok(Self { http, scheme })
     }
 
+    /// "https" when internode traffic is TLS, else "http".
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// POSTs `req` to `http(s)://<addr><path>` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,

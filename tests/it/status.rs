@@ -79,6 +79,16 @@ async fn status_carries_rqlites_fields_with_true_values() {
     assert_eq!(int(raft, "last_snapshot_index"), applied, "{raft}");
     assert!(int(raft, "log_size") > 0, "{raft}");
     assert_eq!(raft["last_contact"], 0);
+    assert_eq!(int(raft, "fsm_pending"), 0);
+    assert!(int(raft, "protocol_version") >= 1);
+    assert_eq!(sq["transaction"]["rw"], false);
+    assert_eq!(sq["rw_dsn"], format!("file:{path}"));
+    assert_eq!(store["observer"]["observed"], 1, "one leader seen: itself");
+    assert_eq!(st["mux"]["addr"], node.raft_addr);
+    assert_eq!(st["mux"]["tls"], "disabled");
+    assert_eq!(st["http"]["cluster"]["local_node_addr"], node.raft_addr);
+    assert!(int(&st, "runtime.GOMAXPROCS") >= 1);
+    assert!(int(&st, "runtime.num_goroutine") >= 1);
     assert_eq!(
         raft["latest_configuration"],
         format!("[{{Suffrage:Voter ID:1 Address:{}}}]", node.raft_addr)
