@@ -376,3 +376,57 @@ async fn sigterm_while_waiting_for_bootstrap_expect_exits_promptly() {
         .expect("join");
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_leader_fails_its_server_name_check_serves_status_meanwhile() {
+    // Steps: a TLS node leads; a second node joins it with -node-verify-server-name set to a
+    // name the leader's certificate does not carry. While its joins fail, it serves /status,
+    // /nodes and /debug/vars and /readyz says not ready; after its attempts it exits
+    // non-zero, and its log names the certificate problem.
+    let ca = crate::tls::Ca::new("server name CA");
+    let certs = ca.issue_nodes(2);
+    let flags = |i: usize| {
+        vec![
+            "-node-cert".to_string(),
+            certs[i].cert.display().to_string(),
+            "-node-key".to_string(),
+            certs[i].key.display().to_string(),
+            "-node-ca-cert".to_string(),
+            ca.cert.display().to_string(),
+        ]
+    };
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let f0 = flags(0);
+    let leader = Proc::spawn(
+        leader_dir.path(),
+        &f0.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    leader.wait_ready().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = node_command("2", "127.0.0.1:0", "127.0.0.1:0")
+        .args(flags(1))
+        .args(["-node-verify-server-name", "not-the-leader.example"])
+        .args(["-join", &leader.raft_addr])
+        .args(["-join-attempts", "4", "-join-interval", "500ms"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sqlraftd");
+    let v = startup_line(&mut child).unwrap_or_else(|e| panic!("sqlraftd: {e}"));
+    let http = v["http_addr"].as_str().expect("http_addr").to_string();
+    let n = Logged {
+        child,
+        client: Client::with_timeout(format!("http://{http}"), Duration::from_secs(5)),
+    };
+    for path in ["/status", "/nodes", "/debug/vars"] {
+        let r = n.client.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let r = n.client.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let log = failed_exit(move || n.exit(Duration::from_secs(30))).await;
+    assert!(log.contains("failed to join cluster"), "{log}");
+    assert!(log.contains("not-the-leader.example"), "{log}");
+}
