@@ -243,7 +243,7 @@ async fn a_short_leader_lease_makes_a_cut_off_leader_stop_sooner() {
     let cut = Instant::now();
     let lc = c.client(l).clone();
     wait_until(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the cut-off leader to refuse weak reads",
         || {
             let lc = lc.clone();
@@ -257,8 +257,10 @@ async fn a_short_leader_lease_makes_a_cut_off_leader_stop_sooner() {
     )
     .await;
     let took = cut.elapsed();
+    // Not a speed check: the bound separates the two mechanisms (without the 500ms lease,
+    // the 5s election timeout decides), with seconds of slack for a loaded machine.
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_millis(4000),
         "stopped after {took:?}: the 5s election timeout decided, not the 500ms lease"
     );
     c.set_isolated(l, false);
