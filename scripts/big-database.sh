@@ -14,7 +14,7 @@ bin="$CARGO_TARGET_DIR/release/sqlraftd"
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -z "${WORK:-}" ] && rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [ -z "${WORK:-}" ]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
@@ -47,7 +47,7 @@ start 2 -join "127.0.0.1:${raft[1]}"; start 3 -join "127.0.0.1:${raft[1]}"; read
 
 t=$(now)
 code=$(curl -s -o "$work/load.out" -w '%{http_code}' -XPOST "127.0.0.1:${http[1]}/db/load" \
-  -H 'Content-Type: application/octet-stream' --data-binary @"$work/big.db")
+  -H 'Content-Type: application/octet-stream' -T "$work/big.db") # -T streams the file
 [ "$code" = 200 ] || { echo "load answered $code: $(cat "$work/load.out")" >&2; exit 1; }
 for i in 1 2 3; do wait_rows "$i"; done
 echo "load into 3 nodes: $(since "$t") s"; rss 1 2 3
