@@ -248,11 +248,7 @@ impl Node {
 
         let disco = match Disco::build(cfg.discovery.as_ref(), &cfg.disco_key, raft_addr.port()) {
             Ok(d) => d,
-            Err(e) => {
-                cancel.cancel();
-                store.shutdown().await;
-                return Err(NodeError::Config(e));
-            }
+            Err(e) => return Err(abandon_start(&cancel, tasks, &store, e).await),
         };
         let disco_for_formation = disco.clone();
         // Decide now: a node that must not start (a lone leader asked to join another
@@ -269,14 +265,7 @@ impl Node {
         };
         let plan = match formation::plan(&situation) {
             Ok(p) => p,
-            Err(e) => {
-                cancel.cancel();
-                for t in tasks {
-                    let _ = t.await;
-                }
-                store.shutdown().await;
-                return Err(NodeError::Config(e));
-            }
+            Err(e) => return Err(abandon_start(&cancel, tasks, &store, e).await),
         };
 
         // -auto-restore: only a node that starts with no state restores; the backup is read
@@ -289,14 +278,7 @@ impl Node {
                     cancel.child_token(),
                 ))),
                 Ok(None) => {}
-                Err(e) => {
-                    cancel.cancel();
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                    store.shutdown().await;
-                    return Err(NodeError::Config(e));
-                }
+                Err(e) => return Err(abandon_start(&cancel, tasks, &store, e).await),
             },
             (Some(_), true) => {
                 store.metrics().auto.restores_skipped.inc();
@@ -496,4 +478,19 @@ impl Node {
         }
         self.store.shutdown().await;
     }
+}
+
+/// Undoes a start that cannot go on: stops what was started, in reverse, and says why.
+async fn abandon_start(
+    cancel: &CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: &Store,
+    why: String,
+) -> NodeError {
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    store.shutdown().await;
+    NodeError::Config(why)
 }

@@ -246,32 +246,30 @@ impl Config {
         let mut c = Self::from_args(args, discovery);
         // rqlite's JSON files, `$VAR`s expanded as rqlite does; refused here (S3 and GCS
         // too) so that a node never starts without the backups its operator asked for.
-        let read_auto = |flag: &'static str, p: &std::path::Path| {
-            read_file(p)
-                .map(|t| expand_env(&t))
-                .map_err(|e| ConfigError::Invalid {
-                    flag,
-                    msg: format!("{}: {e}", p.display()),
-                })
-        };
-        if let Some(p) = &auto.backup {
-            let text = read_auto("auto-backup", p)?;
-            c.auto_backup = Some(crate::auto::BackupConfig::parse(&text).map_err(|msg| {
-                ConfigError::Invalid {
-                    flag: "auto-backup",
-                    msg: format!("{}: {msg}", p.display()),
-                }
-            })?);
-        }
-        if let Some(p) = &auto.restore {
-            let text = read_auto("auto-restore", p)?;
-            c.auto_restore = Some(crate::auto::RestoreConfig::parse(&text).map_err(|msg| {
-                ConfigError::Invalid {
-                    flag: "auto-restore",
-                    msg: format!("{}: {msg}", p.display()),
-                }
-            })?);
-        }
+        c.auto_backup = auto
+            .backup
+            .as_deref()
+            .map(|p| {
+                json_file(
+                    "auto-backup",
+                    p,
+                    &read_file,
+                    crate::auto::BackupConfig::parse,
+                )
+            })
+            .transpose()?;
+        c.auto_restore = auto
+            .restore
+            .as_deref()
+            .map(|p| {
+                json_file(
+                    "auto-restore",
+                    p,
+                    &read_file,
+                    crate::auto::RestoreConfig::parse,
+                )
+            })
+            .transpose()?;
         c.validate()?;
         Ok(c)
     }
@@ -562,6 +560,23 @@ fn takes_value(name: &str) -> bool {
                 || arg.get_all_aliases().is_some_and(|al| al.contains(&name))
         })
         .is_some_and(|arg| arg.get_num_args().is_none_or(|n| n.min_values() != 0))
+}
+
+/// A flag's JSON file (`-auto-backup`, `-auto-restore`): read, `$VAR`s expanded, parsed;
+/// any failure names the flag and the file.
+fn json_file<T>(
+    flag: &'static str,
+    path: &std::path::Path,
+    read_file: &impl Fn(&std::path::Path) -> std::io::Result<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    read_file(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| parse(&expand_env(&text)))
+        .map_err(|msg| ConfigError::Invalid {
+            flag,
+            msg: format!("{}: {msg}", path.display()),
+        })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub async fn reap(st: &HttpState, call: Call) -> Result<Response, ApiError> {
         .store
         .reap()
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| error::api_error(e.into()))?;
     // rqlite writes this map with Go's JSON encoder: compact, keys sorted, newline-ended.
     Ok(error::json(format!(
         "{{\"snapshots_reaped\":{},\"wals_checkpointed\":{}}}\n",

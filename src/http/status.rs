@@ -615,7 +615,7 @@ pub async fn snapshot(st: &HttpState, call: Call) -> Result<Response, ApiError> 
     st.store
         .snapshot(trailing)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| error::api_error(e.into()))?;
     Ok(error::empty(StatusCode::OK, None))
 }
 
