@@ -116,8 +116,14 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn file_len(path: &Path) -> u64 {
+/// A file's size, 0 if it cannot be read (absent, or being replaced).
+pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The database file plus its WAL, as they stand on disk.
+pub fn on_disk_bytes(path: &Path) -> u64 {
+    file_len(path) + file_len(&with_suffix(path, "-wal"))
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ async fn status_json(st: &HttpState) -> Json {
         .max(m.last_applied.map(|l| l.index).unwrap_or(0))
         .max(applied_index);
     let snapshot_index = m.snapshot.map(|l| l.index).unwrap_or(0);
-    let dir_size = dir_size(&cfg.data_dir);
+    let dir_size = crate::store::snapshot::tree_size(&cfg.data_dir);
     let latest_configuration = format!(
         "[{}]",
         members
@@ -544,19 +544,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Follows a dotted `key=` path into an object.

@@ -47,11 +47,6 @@ use state_machine::{AppliedState, StateMachine};
 /// The Raft log's file, in the data directory.
 const LOG_FILE: &str = "raft-log.redb";
 
-/// A file's size, 0 if it cannot be read (absent, or being replaced).
-fn file_len(p: &std::path::Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
 /// rqlite's Raft log and stable store (BoltDB), in its data directory.
 const RQLITE_LOG_FILE: &str = "raft.db";
 
@@ -340,7 +335,7 @@ impl Store {
 
     /// Bytes of the Raft log's file on disk.
     pub fn log_disk_size(&self) -> u64 {
-        file_len(&self.cfg.data_dir.join(LOG_FILE))
+        crate::db::stats::file_len(&self.cfg.data_dir.join(LOG_FILE))
     }
 
     pub fn log_len(&self) -> usize {
@@ -359,16 +354,13 @@ impl Store {
 
     /// Size of the SQLite database: the file and its write-ahead log.
     pub fn db_file_bytes(&self) -> u64 {
-        let db = self.reads.path();
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        file_len(db) + file_len(std::path::Path::new(&wal))
+        crate::db::stats::on_disk_bytes(self.reads.path())
     }
 
     /// Size of the current snapshot's database file (0 without one).
     pub fn snapshot_file_bytes(&self) -> u64 {
         match self.sm.snapshots().current() {
-            Ok(Some(s)) => file_len(&s.db),
+            Ok(Some(s)) => crate::db::stats::file_len(&s.db),
             _ => 0,
         }
     }

@@ -303,16 +303,18 @@ impl SnapshotStore {
 
     /// Size in bytes of the snapshot directory's files.
     pub fn disk_size(&self) -> u64 {
-        fn size(p: &Path) -> u64 {
-            match fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => fs::read_dir(p)
-                    .map(|rd| rd.flatten().map(|e| size(&e.path())).sum())
-                    .unwrap_or(0),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            }
-        }
-        size(&self.dir)
+        tree_size(&self.dir)
+    }
+}
+
+/// Size in bytes of the files under `p` (links not followed; unreadable entries count 0).
+pub fn tree_size(p: &Path) -> u64 {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
     }
 }
 
