@@ -26,13 +26,27 @@ impl Logged {
 
     /// Starts node 1 with `args` (the data dir last) and reads its startup line.
     fn start(args: &[&str]) -> Self {
-        let mut child = Self::spawn(args);
+        Self::attach(Self::spawn(args))
+    }
+
+    /// Reads the startup line of a node started with piped stdout and stderr.
+    fn attach(mut child: Child) -> Self {
         let v = startup_line(&mut child).unwrap_or_else(|e| panic!("sqlraftd: {e}"));
         let http = v["http_addr"].as_str().expect("http_addr").to_string();
         Self {
             child,
             client: Client::with_timeout(format!("http://{http}"), Duration::from_secs(5)),
         }
+    }
+
+    /// Up and answering `/status`, `/nodes` and `/debug/vars`, but not ready (503).
+    async fn assert_serving_but_not_ready(&self) {
+        for path in ["/status", "/nodes", "/debug/vars"] {
+            let r = self.client.get(path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+        let r = self.client.get("/readyz").await;
+        assert_eq!(r.status, 503, "{}", r.text());
     }
 
     /// Waits for the process to exit; returns its exit code and everything it logged.
@@ -101,12 +115,7 @@ async fn a_node_whose_join_target_is_dead_serves_status_meanwhile_then_exits_non
         "500ms",
         &d,
     ]);
-    for path in ["/status", "/nodes", "/debug/vars"] {
-        let r = n.client.get(path).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-    }
-    let r = n.client.get("/readyz").await;
-    assert_eq!(r.status, 503, "{}", r.text());
+    n.assert_serving_but_not_ready().await;
     let log = failed_exit(move || n.exit(Duration::from_secs(20))).await;
     assert!(
         log.contains("failed to join cluster after 4 attempts"),
@@ -404,7 +413,7 @@ async fn a_node_whose_leader_fails_its_server_name_check_serves_status_meanwhile
     leader.wait_ready().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = node_command("2", "127.0.0.1:0", "127.0.0.1:0")
+    let child = node_command("2", "127.0.0.1:0", "127.0.0.1:0")
         .args(flags(1))
         .args(["-node-verify-server-name", "not-the-leader.example"])
         .args(["-join", &leader.raft_addr])
@@ -414,18 +423,8 @@ async fn a_node_whose_leader_fails_its_server_name_check_serves_status_meanwhile
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sqlraftd");
-    let v = startup_line(&mut child).unwrap_or_else(|e| panic!("sqlraftd: {e}"));
-    let http = v["http_addr"].as_str().expect("http_addr").to_string();
-    let n = Logged {
-        child,
-        client: Client::with_timeout(format!("http://{http}"), Duration::from_secs(5)),
-    };
-    for path in ["/status", "/nodes", "/debug/vars"] {
-        let r = n.client.get(path).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-    }
-    let r = n.client.get("/readyz").await;
-    assert_eq!(r.status, 503, "{}", r.text());
+    let n = Logged::attach(child);
+    n.assert_serving_but_not_ready().await;
     let log = failed_exit(move || n.exit(Duration::from_secs(30))).await;
     assert!(log.contains("failed to join cluster"), "{log}");
     assert!(log.contains("not-the-leader.example"), "{log}");
