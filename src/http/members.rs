@@ -103,13 +103,14 @@ pub async fn leader(st: &HttpState, mut call: Call) -> Result<Response, ApiError
                 Err(e) => return Err(ApiError::BadRequest(format!("invalid JSON: {e}"))),
             }
         };
+        // Read before the hand-over: it usually completes before `stepdown` returns.
+        let old = st.store.leader().map(|l| l.id);
         let served = st
             .cluster
             .stepdown(id, &super::db::forwarding(&call))
             .await
             .map_err(super::error::api_error)?;
         if call.params.wait {
-            let old = st.store.leader().map(|l| l.id);
             let deadline = Instant::now() + call.params.timeout.unwrap_or(Duration::from_secs(10));
             while Instant::now() < deadline && st.store.leader().map(|l| l.id) == old {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -139,8 +139,9 @@ pub struct Store {
     prevote_granted: LeaderContact,
     /// When this node last became leader.
     leader_since: LeaderContact,
-    /// While leadership is being handed over, proposals wait (see [`Store::pause_writes`]).
-    writes_paused: tokio::sync::watch::Sender<bool>,
+    /// Proposals admitted into the log, and whether new ones wait (a hand-over; see
+    /// [`Store::pause_writes`]).
+    write_gate: tokio::sync::watch::Sender<proposals::WriteGate>,
     /// Hand-overs in progress, and a shutdown: this node must not start elections.
     campaigns_held: Arc<std::sync::atomic::AtomicUsize>,
     /// Commands on their way into the log (see [`run_batcher`]).
@@ -267,7 +268,7 @@ impl Store {
             lease: LeaderContact::default(),
             prevote_granted: LeaderContact::default(),
             leader_since: LeaderContact::default(),
-            writes_paused: tokio::sync::watch::Sender::new(false),
+            write_gate: tokio::sync::watch::Sender::new(Default::default()),
             campaigns_held: Arc::default(),
             proposals,
             read_index,

@@ -16,12 +16,41 @@ use super::*;
 use crate::command::{Budget, Command};
 use crate::raft::{NodeId, NodeInfo, Raft};
 
+/// Whether new proposals wait, and how many were admitted and are not settled yet. One value
+/// behind one lock, so "admit unless paused" and "pause, then wait for none admitted" cannot
+/// miss each other: once a hand-over has waited for zero, the log stops growing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteGate {
+    paused: bool,
+    admitted: usize,
+}
+
 /// Proposals wait while this lives (see [`Store::pause_writes`]).
-pub struct WritesPaused<'a>(&'a tokio::sync::watch::Sender<bool>);
+pub struct WritesPaused<'a>(&'a tokio::sync::watch::Sender<WriteGate>);
+
+impl WritesPaused<'_> {
+    /// Waits (at most `limit`) until every proposal admitted before the pause has settled:
+    /// appended, committed and applied, or given up on. True if none is left.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|g| g.admitted == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
 
 impl Drop for WritesPaused<'_> {
     fn drop(&mut self) {
-        self.0.send_replace(false);
+        self.0.send_modify(|g| g.paused = false);
+    }
+}
+
+/// One admitted proposal; settles when dropped.
+struct Admitted<'a>(&'a tokio::sync::watch::Sender<WriteGate>);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|g| g.admitted -= 1);
     }
 }
 
@@ -115,8 +144,39 @@ impl Store {
     /// Holds new proposals until the returned guard is dropped (a leadership hand-over); they
     /// then find whether this node still leads, and are forwarded if not.
     pub fn pause_writes(&self) -> WritesPaused<'_> {
-        self.writes_paused.send_replace(true);
-        WritesPaused(&self.writes_paused)
+        self.write_gate.send_modify(|g| g.paused = true);
+        WritesPaused(&self.write_gate)
+    }
+
+    /// Admits a proposal: waits while a hand-over pauses writes (bounded: a hand-over gives
+    /// up within a few election timeouts; after `limit` the proposal goes ahead and finds
+    /// out whether this node still leads).
+    async fn admit(&self, limit: Duration) -> Admitted<'_> {
+        let admit = |g: &mut WriteGate| {
+            let open = !g.paused;
+            if open {
+                g.admitted += 1;
+            }
+            open
+        };
+        if !self.write_gate.send_if_modified(admit) {
+            let mut rx = self.write_gate.subscribe();
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                // (The borrow `wait_for` returns holds the gate's lock: drop it at once.)
+                let reopened = tokio::time::timeout_at(deadline, rx.wait_for(|g| !g.paused))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if self.write_gate.send_if_modified(admit) {
+                    break;
+                }
+                if !reopened {
+                    self.write_gate.send_modify(|g| g.admitted += 1);
+                    break;
+                }
+            }
+        }
+        Admitted(&self.write_gate)
     }
 
     /// Proposes a command and waits until it is committed and applied, or until its outcome
@@ -201,10 +261,7 @@ impl Store {
         cmd: Command,
         apply_timeout: Duration,
     ) -> Result<(crate::raft::Response, u64), StoreError> {
-        // During a hand-over, wait for it to end (bounded: it gives up within a few election
-        // timeouts).
-        let mut paused = self.writes_paused.subscribe();
-        let _ = tokio::time::timeout(self.cfg.apply_timeout, paused.wait_for(|p| !*p)).await;
+        let _admitted = self.admit(self.cfg.apply_timeout).await;
         // A leader without a quorum refuses at once instead of waiting out the apply timeout.
         self.ensure_leader().await?;
         self.metrics.store.commands.inc();

@@ -171,6 +171,68 @@ async fn leadership_moves_on_request_and_on_graceful_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_overs_under_write_load_complete_and_lose_no_acknowledged_write() {
+    // Steps: writers insert without pause through every node; leadership is handed over
+    // twenty times (POST /leader?wait); every hand-over answers 200 and moves leadership (a
+    // write admitted just before the pause used to land after the target's election began,
+    // so the old leader refused its vote and nobody led); every acknowledged row is there.
+    let c = TestCluster::start(3).await;
+    c.client(c.leader().await)
+        .execute_ok(r#"["CREATE TABLE w (v INTEGER)"]"#)
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for k in 0..12u64 {
+        let cl = c.client((k % 3) as usize).clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let v = k * 1_000_000 + n;
+                let body = format!(r#"["INSERT INTO w VALUES ({v})"]"#);
+                if let Ok(r) = cl.try_post_json("/db/execute", &body).await {
+                    if r.status == 200 && r.json()["results"][0].get("error").is_none() {
+                        acked.push(v);
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    for round in 0..20 {
+        let before = c.leader().await;
+        let r = c
+            .client(before)
+            .send("POST", "/leader?wait", None, None)
+            .await;
+        assert_eq!(r.status, 200, "hand-over {round}: {}", r.text());
+        let after = c.wait_for_leader().await;
+        assert_ne!(after, before, "hand-over {round} left {before} leading");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(!acked.is_empty(), "no write succeeded");
+    let leader = c.leader().await;
+    let r = c
+        .client(leader)
+        .get("/db/query?level=strong&q=SELECT%20v%20FROM%20w")
+        .await;
+    let present: std::collections::HashSet<u64> = r.json()["results"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0].as_u64().unwrap())
+        .collect();
+    let lost: Vec<_> = acked.iter().filter(|v| !present.contains(v)).collect();
+    assert!(lost.is_empty(), "acknowledged rows missing: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejoining_partitioned_follower_does_not_disrupt_the_leader() {
     // Steps: cut a follower off for several election timeouts (it cannot win a pre-vote, so
     // it never bumps its term); heal; the leader and its term are unchanged and the follower
