@@ -95,7 +95,11 @@ async fn status_json(st: &HttpState) -> Json {
         .max(m.last_applied.map(|l| l.index).unwrap_or(0))
         .max(applied_index);
     let snapshot_index = m.snapshot.map(|l| l.index).unwrap_or(0);
-    let dir_size = crate::store::snapshot::tree_size(&cfg.data_dir);
+    // A walk of the data directory: off the async runtime (a node may hold many files).
+    let dir = cfg.data_dir.clone();
+    let dir_size = tokio::task::spawn_blocking(move || crate::store::snapshot::tree_size(&dir))
+        .await
+        .unwrap_or(0);
     let latest_configuration = format!(
         "[{}]",
         members
