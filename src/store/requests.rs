@@ -51,6 +51,12 @@ pub struct ReadOpts {
     pub freshness: Option<Duration>,
     pub freshness_strict: bool,
     pub linearizable_timeout: Option<Duration>,
+    /// Read-your-writes (`min_index`): the read is answered only once this node has applied
+    /// this index (see `catch_up.rs`). With it, `weak` is served by a follower too.
+    pub min_index: Option<u64>,
+    /// Bound on the wait for `min_index` (the request's `timeout`; default
+    /// [`DEFAULT_CATCH_UP_TIMEOUT`](super::DEFAULT_CATCH_UP_TIMEOUT)).
+    pub catch_up_timeout: Option<Duration>,
 }
 
 impl Store {
@@ -152,6 +158,9 @@ impl Store {
             }
             None
         };
+        if let Some(index) = opts.min_index {
+            self.catch_up(index, opts.catch_up_timeout).await?;
+        }
         let transaction = req.transaction;
         let statements = req.statements.len() as u64;
         let results = self.reads.read(req, kind).await?;
@@ -170,6 +179,12 @@ impl Store {
             results,
             raft_index,
         })
+    }
+
+    /// Whether every statement of `req` only reads (SQLite's own flag, as `/db/request`
+    /// decides whether a request enters the log).
+    pub async fn is_read_only(&self, req: &Request) -> Result<bool, StoreError> {
+        Ok(self.reads.is_read_only(req.clone()).await?)
     }
 
     /// The unified endpoint (`/db/request`): a read-only request is served like a query; a
@@ -208,6 +223,16 @@ impl Store {
                     self.check_freshness(fresh, opts.freshness_strict)?;
                 }
                 Ok(())
+            }
+            // `weak` promises data about as fresh as a leader that may have been deposed a
+            // lease ago has. With `min_index` the client names the freshness it needs, so a
+            // follower that still hears from a leader (within an election timeout) serves
+            // it once caught up; one that knows no leader refuses rather than read stale.
+            ReadLevel::Weak if opts.min_index.is_some() && !self.raft_is_leader() => {
+                match self.leader() {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::NotLeader { leader: None }),
+                }
             }
             ReadLevel::Weak => self.ensure_leader().await,
             ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
