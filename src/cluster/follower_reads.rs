@@ -20,10 +20,11 @@ use crate::store::{ReadLevel, ReadOpts, StoreError, DEFAULT_LINEARIZABLE_TIMEOUT
 
 impl Cluster {
     /// Whether a read at `opts` is served here after a ReadIndex from the leader instead of
-    /// being forwarded: `linearizable` on a node that is not the (confirmed) leader, when
-    /// the client allows forwarding (with `redirect` it asked for a 301 to the leader).
+    /// being forwarded: `linearizable` on a node that is not the leader, when the client
+    /// allows forwarding (with `redirect` it asked for a 301 to the leader). A leader, even
+    /// one whose lease lapsed, takes the store's own path (it confirms its leadership itself).
     pub(super) fn reads_after_read_index(&self, opts: &ReadOpts, route: &Forwarding) -> bool {
-        opts.level == ReadLevel::Linearizable && route.forward && !self.store.is_leader()
+        opts.level == ReadLevel::Linearizable && route.forward && !self.store.raft_is_leader()
     }
 
     /// Obtains the leader's read index (from this node, if it turns out to lead) and waits

@@ -2,7 +2,7 @@
 //!
 //! Owns: `/db/execute`, `/db/query` and `/db/request` as the store serves them: the pragma
 //! check and rewriting a receiving node does, and the read levels (`none` with freshness,
-//! `weak`, `linearizable`, `strong` through a log barrier, `auto`).
+//! `weak`, `linearizable`, `strong` through a log barrier, `auto`) and `min_index`.
 //! Does not: execute SQL (`crate::db`) or forward (`crate::cluster`).
 
 use std::time::Duration;
@@ -17,10 +17,13 @@ use crate::db::{classify, ReadKind};
 pub enum ReadLevel {
     /// Local read, no leader check; `freshness` may bound staleness on followers.
     None,
-    /// Local read if this node believes it is the leader.
+    /// Local read if this node believes it is the leader (with `min_index`: any node that
+    /// hears from a leader, once it has applied that index).
     #[default]
     Weak,
-    /// Leader confirms leadership with a quorum after the read arrives, then reads locally.
+    /// Leader confirms leadership with a quorum after the read arrives; the node asked (the
+    /// leader, or a follower that asked it for the read index) reads locally once it has
+    /// applied the commit index of that moment.
     Linearizable,
     /// The read goes through the Raft log.
     Strong,
