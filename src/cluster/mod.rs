@@ -104,6 +104,8 @@ pub struct Cluster {
     /// joins and notifies, and with requests the node makes on its own behalf (queued write
     /// batches, removing itself at shutdown).
     node_creds: Option<Credentials>,
+    /// ReadIndex calls to the leader shared by concurrent follower reads.
+    shared_read_index: follower_reads::SharedReadIndex,
 }
 
 impl Cluster {
@@ -112,6 +114,7 @@ impl Cluster {
             store,
             transport,
             node_creds: None,
+            shared_read_index: Default::default(),
         }
     }
 
