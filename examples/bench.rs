@@ -7,6 +7,10 @@
 //! INSERT), `select` (point reads by primary key at `--level`), `queued` (`insert` with `?queue`).
 //! For a reference point the same generator drives etcd's v3 JSON gateway: `etcd-put`,
 //! `etcd-range` (serializable) and `etcd-range-linearizable` (`--url` is etcd's client URL).
+//!
+//! `--url` may list several nodes, comma-separated: the first is set up (preload), and the
+//! workers are spread over all of them (worker `w` sends to URL `w % n`), e.g. to compare
+//! `select --level linearizable` through every node of a cluster with the leader alone.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +20,10 @@ use base64::Engine;
 
 #[derive(Clone, Debug)]
 struct Opts {
+    /// The node this worker (or the preload) talks to.
     url: String,
+    /// Every node given with `--url`; workers are spread over them.
+    urls: Vec<String>,
     mode: String,
     concurrency: usize,
     seconds: u64,
@@ -25,12 +32,13 @@ struct Opts {
     rows: u64,
 }
 
-const USAGE: &str = "usage: bench [--url U] [--mode insert|batch|select|queued|etcd-put|etcd-range|etcd-range-linearizable] \
+const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|select|queued|etcd-put|etcd-range|etcd-range-linearizable] \
                      [-c N] [--seconds S] [--batch N] [--level L] [--rows N]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
-        url: "http://127.0.0.1:4001".into(),
+        url: String::new(),
+        urls: vec!["http://127.0.0.1:4001".into()],
         mode: "insert".into(),
         concurrency: 16,
         seconds: 10,
@@ -43,7 +51,13 @@ fn parse_opts() -> Result<Opts, String> {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         let num = |v: String| v.parse::<u64>().map_err(|e| format!("{a}: {e}"));
         match a.as_str() {
-            "--url" => o.url = val()?,
+            "--url" => {
+                o.urls = val()?
+                    .split(',')
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
             "--mode" => o.mode = val()?,
             "--concurrency" | "-c" => o.concurrency = num(val()?)? as usize,
             "--seconds" => o.seconds = num(val()?)?,
@@ -54,6 +68,11 @@ fn parse_opts() -> Result<Opts, String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
+    o.url = o
+        .urls
+        .first()
+        .cloned()
+        .ok_or("--url needs at least one URL")?;
     Ok(o)
 }
 
@@ -220,9 +239,11 @@ async fn main() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..o.concurrency {
+        let mut o = o.clone();
+        o.url = o.urls[w % o.urls.len()].clone();
         let (client, o, stop, next_id, errors) = (
             client.clone(),
-            o.clone(),
+            o,
             stop.clone(),
             next_id.clone(),
             errors.clone(),
@@ -261,9 +282,10 @@ async fn main() {
         1.0
     };
     println!(
-        "mode={} c={} level={} ops={} ops/s={:.0} rows/s={:.0} p50={:.2}ms p99={:.2}ms errors={}",
+        "mode={} c={} nodes={} level={} ops={} ops/s={:.0} rows/s={:.0} p50={:.2}ms p99={:.2}ms errors={}",
         o.mode,
         o.concurrency,
+        o.urls.len(),
         if o.mode == "select" {
             o.level.as_str()
         } else {

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks on loopback: a 3-node sqlraft cluster and, as a reference, a 3-member etcd cluster
 # driven by the same load generator (examples/bench.rs). Prints one line per scenario.
-#   scripts/bench.sh [seconds-per-scenario]
+#   scripts/bench.sh [seconds-per-scenario] [reads]
+# With `reads`, only the read-scaling comparison runs: linearizable point reads through the
+# leader alone, then through all three nodes (followers serve them after a ReadIndex).
 # Ports: BASE_PORT (default 24000) .. BASE_PORT+99 on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+only=${2:-all}
 base=${BASE_PORT:-24000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet --bin sqlraftd --example bench --example sqlite_baseline
@@ -31,7 +34,7 @@ leader="http://127.0.0.1:$((base + 11))"
 follower="http://127.0.0.1:$((base + 21))"
 
 # etcd reference cluster.
-if command -v etcd >/dev/null; then
+if [ "$only" != reads ] && command -v etcd >/dev/null; then
   cluster=""
   for i in 1 2 3; do cluster+="e$i=http://127.0.0.1:$((base + 60 + i)),"; done
   for i in 1 2 3; do
@@ -46,11 +49,20 @@ if command -v etcd >/dev/null; then
 fi
 
 run() { "$bin/examples/bench" --seconds "$secs" "$@"; }
+all_nodes="$leader,$follower,http://127.0.0.1:$((base + 31))"
+reads() {
+  for c in 16 64; do
+    run --url "$leader" --mode select --level linearizable -c "$c" | sed 's/^/leader-only /'
+    run --url "$all_nodes" --mode select --level linearizable -c "$c" | sed 's/^/all-nodes /'
+  done
+}
+if [ "$only" = reads ]; then reads; exit 0; fi
 for c in 1 16 64; do run --url "$leader" --mode insert -c "$c"; done
 for c in 1 16 64; do run --url "$follower" --mode insert -c "$c" | sed 's/^/via-follower /'; done
 run --url "$leader" --mode batch --batch 100 -c 16
 run --url "$leader" --mode queued -c 64
 for level in none weak linearizable strong; do run --url "$leader" --mode select --level "$level" -c 64; done
+reads
 if [ -n "${etcd:-}" ]; then
   for c in 1 16 64; do run --url "$etcd" --mode etcd-put -c "$c"; done
   run --url "$etcd" --mode etcd-range -c 64

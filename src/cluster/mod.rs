@@ -9,6 +9,7 @@
 pub mod announce;
 pub mod bootstrap;
 pub mod discover;
+mod follower_reads;
 pub mod formation;
 pub mod forward;
 pub mod join;
@@ -91,6 +92,7 @@ answers! {
     Vec<Reply> => ClusterResponse::Replies(v) => v,
     Vec<u8> => ClusterResponse::Bytes(b) => b,
     NodeMeta => ClusterResponse::Meta(m) => m,
+    u64 => ClusterResponse::Index(i) => i,
     () => ClusterResponse::Ok => (),
 }
 
@@ -102,6 +104,8 @@ pub struct Cluster {
     /// joins and notifies, and with requests the node makes on its own behalf (queued write
     /// batches, removing itself at shutdown).
     node_creds: Option<Credentials>,
+    /// ReadIndex calls to the leader shared by concurrent follower reads.
+    shared_read_index: follower_reads::SharedReadIndex,
 }
 
 impl Cluster {
@@ -110,6 +114,7 @@ impl Cluster {
             store,
             transport,
             node_creds: None,
+            shared_read_index: Default::default(),
         }
     }
 
@@ -255,14 +260,19 @@ impl Cluster {
         .await
     }
 
-    /// Reads (`/db/query`). `none` is always local; only `strong` reads enter the log, so
-    /// only they are not safe to send again.
+    /// Reads (`/db/query`). `none` is always local, and so is `linearizable` (after a
+    /// ReadIndex from the leader, see `follower_reads.rs`) and `weak` with `min_index`; only
+    /// `strong` reads enter the log, so only they are not safe to send again.
     pub async fn query(
         &self,
         req: Request,
         opts: &ReadOpts,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
+        if self.reads_after_read_index(opts, route) {
+            let local = self.await_read_index(opts, route).await?;
+            return Ok(Served::local(self.store.query(req, &local).await?));
+        }
         let idempotent = opts.level != ReadLevel::Strong;
         let r = req.clone();
         let wire = opts.clone();
@@ -288,6 +298,11 @@ impl Cluster {
         opts: &ReadOpts,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
+        // A read-only request is a read like `/db/query`'s; one with a write goes to the log.
+        if self.reads_after_read_index(opts, route) && self.store.is_read_only(&req).await? {
+            let local = self.await_read_index(opts, route).await?;
+            return Ok(Served::local(self.store.request(req, &local).await?));
+        }
         let r = req.clone();
         let wire = opts.clone();
         let remote = |creds| ClusterRequest::Request {

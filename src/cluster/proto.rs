@@ -76,6 +76,9 @@ pub enum ClusterRequest {
     Elect,
     /// The receiver has been removed from the cluster.
     Removed,
+    /// ReadIndex for a follower's `linearizable` read: the leader confirms its leadership with
+    /// a quorum after this arrived and answers its commit index ([`ClusterResponse::Index`]).
+    ReadIndex { creds: Option<Credentials> },
     /// Would the receiver vote for a candidate whose log ends at `last_log`? (No state changes.)
     PreVote {
         last_log: Option<crate::raft::LogId>,
@@ -100,6 +103,8 @@ pub enum ClusterResponse {
     Replies(Vec<crate::store::Reply>),
     Ok,
     Granted(bool),
+    /// A log index (the answer to [`ClusterRequest::ReadIndex`]).
+    Index(u64),
     /// The error exactly as the serving node produced it.
     Err(super::ClusterError),
 }

@@ -144,7 +144,7 @@ fn needs(req: &ClusterRequest) -> Option<(Option<&Credentials>, &'static [Perm])
         R::Execute { creds, .. } | R::ExecuteEach { creds, .. } => {
             Some((creds.as_ref(), &[Perm::Execute]))
         }
-        R::Query { creds, .. } => Some((creds.as_ref(), &[Perm::Query])),
+        R::Query { creds, .. } | R::ReadIndex { creds } => Some((creds.as_ref(), &[Perm::Query])),
         R::Request { creds, .. } => Some((creds.as_ref(), &[Perm::Execute, Perm::Query])),
         R::Backup { creds, .. } => Some((creds.as_ref(), &[Perm::Backup])),
         R::Load { creds, .. } => Some((creds.as_ref(), &[Perm::Load])),
@@ -178,7 +178,7 @@ fn counter_of<'a>(c: &'a ClusterCounters, req: &ClusterRequest) -> Option<&'a Co
         R::Backup { .. } => &c.backup_req,
         R::Load { .. } => &c.load_req,
         R::Stepdown { .. } => &c.stepdown_req,
-        R::PreVote { .. } | R::Removed | R::Elect => return None,
+        R::PreVote { .. } | R::Removed | R::Elect | R::ReadIndex { .. } => return None,
     })
 }
 
@@ -248,6 +248,11 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             opts,
             creds: _,
         } => Ok(ClusterResponse::Reply(store.request(req, &opts).await?)),
+        ClusterRequest::ReadIndex { creds: _ } => Ok(ClusterResponse::Index(
+            store
+                .read_index(crate::store::DEFAULT_LINEARIZABLE_TIMEOUT)
+                .await?,
+        )),
         ClusterRequest::Backup {
             sql,
             vacuum,

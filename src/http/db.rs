@@ -52,6 +52,8 @@ fn read_opts(p: &QueryParams) -> ReadOpts {
         freshness: p.freshness.filter(|d| !d.is_zero()),
         freshness_strict: p.freshness_strict,
         linearizable_timeout: p.linearizable_timeout,
+        min_index: p.min_index,
+        catch_up_timeout: p.timeout.filter(|d| !d.is_zero()),
     }
 }
 

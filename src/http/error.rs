@@ -40,6 +40,10 @@ pub enum ApiError {
     /// A forwarded request got no answer: it may or may not have been applied.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A read with `min_index` timed out before this node applied that index: nothing was
+    /// read, and the read may be sent again.
+    #[error("{0}")]
+    NotCaughtUp(String),
     #[error("unauthorized")]
     Unauthorized,
     /// `redirect` on a non-leader: 301 to the same path and query on the leader.
@@ -65,7 +69,9 @@ impl ApiError {
             ApiError::LeaderNotFound => plain(StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
             ApiError::Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, &m),
             ApiError::Internal(m) => plain(StatusCode::INTERNAL_SERVER_ERROR, &m),
-            ApiError::OutcomeUnknown(m) => plain(StatusCode::GATEWAY_TIMEOUT, &m),
+            ApiError::OutcomeUnknown(m) | ApiError::NotCaughtUp(m) => {
+                plain(StatusCode::GATEWAY_TIMEOUT, &m)
+            }
             ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
             ApiError::Redirect {
                 location,
@@ -85,7 +91,8 @@ impl ApiError {
 /// status code with a plain-text reason, the same whichever node the client asked (the
 /// serving node's error travels back unchanged); the only errors inside a 200 are rqlite's
 /// per-statement SQL errors. 503: nothing happened, try again (here later, or elsewhere);
-/// 504: a write was sent and its outcome is unknown.
+/// 504: the request waited its whole time: a write was sent and its outcome is unknown, or
+/// a read's node did not apply its `min_index` in time (nothing was read; safe to retry).
 pub fn api_error(e: ClusterError) -> ApiError {
     match e {
         ClusterError::Store(e) => match e {
@@ -102,6 +109,7 @@ pub fn api_error(e: ClusterError) -> ApiError {
             | StoreError::Closed
             | StoreError::Raft(_) => ApiError::Unavailable(e.to_string()),
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
+            StoreError::NotCaughtUp { .. } => ApiError::NotCaughtUp(e.to_string()),
             StoreError::Sqlite(_) | StoreError::Io(_) => ApiError::Internal(e.to_string()),
         },
         // Nothing was applied: the client may retry.
@@ -193,6 +201,13 @@ mod tests {
             (s(StoreError::Closed), 503),
             (s(StoreError::Raft("x".into())), 503),
             (s(StoreError::OutcomeUnknown("x".into())), 504),
+            (
+                s(StoreError::NotCaughtUp {
+                    min_index: 9,
+                    applied: 3,
+                }),
+                504,
+            ),
             (s(StoreError::Sqlite("x".into())), 500),
             (s(StoreError::Io("x".into())), 500),
             (

@@ -73,6 +73,8 @@ pub struct QueryParams {
     pub linearizable_timeout: Option<Duration>,
     pub retries: Option<i64>,
     pub trailing_logs: Option<i64>,
+    /// Read-your-writes: the log index a read must see applied (sqlraft's, not rqlite's).
+    pub min_index: Option<u64>,
     pub level: ReadLevel,
     /// `GET /db/query` statement; never `Some("")` (that is rejected).
     pub q: Option<String>,
@@ -142,6 +144,14 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
     };
     let retries = integer("retries")?;
     let trailing_logs = integer("trailing_logs")?;
+    // A log index: a non-negative integer.
+    let min_index = match get("min_index") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ParamError::InvalidInteger("min_index"))?,
+        ),
+    };
     if get("q") == Some("") {
         return Err(ParamError::EmptyQuery);
     }
@@ -183,6 +193,7 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
         linearizable_timeout,
         retries,
         trailing_logs,
+        min_index,
         level: get("level").map(ReadLevel::from_param).unwrap_or_default(),
         q: get("q").map(str::to_string),
         fmt: get("fmt").map(str::to_string),
@@ -402,6 +413,18 @@ mod tests {
             msg("trailing_logs=x&retries=y"),
             "retries is not a valid integer"
         );
+    }
+
+    #[test]
+    fn min_index_is_a_non_negative_integer() {
+        refused(&[
+            ("min_index=x", "min_index is not a valid integer"),
+            ("min_index=-1", "min_index is not a valid integer"),
+            ("min_index=1.5", "min_index is not a valid integer"),
+            ("min_index=", "min_index is not a valid integer"),
+        ]);
+        assert_eq!(p("min_index=42").unwrap().min_index, Some(42));
+        assert_eq!(p("q=x").unwrap().min_index, None);
     }
 
     #[test]

@@ -110,10 +110,12 @@ pub enum Op {
     Load,
     Remove,
     Stepdown,
+    /// A follower's `linearizable` read asking the leader for its read index.
+    ReadIndex,
 }
 
 impl Op {
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Execute,
         Op::Query,
         Op::Request,
@@ -121,6 +123,7 @@ impl Op {
         Op::Load,
         Op::Remove,
         Op::Stepdown,
+        Op::ReadIndex,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl Op {
             Op::Load => "load",
             Op::Remove => "remove",
             Op::Stepdown => "stepdown",
+            Op::ReadIndex => "read_index",
         }
     }
 }

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 /// The version of the internode encoding.
 /// 3: query results carry each column's table (`qualify_columns`).
-pub const WIRE_VERSION: u16 = 3;
+/// 4: reads carry `min_index`; followers ask the leader for a ReadIndex.
+pub const WIRE_VERSION: u16 = 4;
 
 /// Why an internode call failed.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,11 @@ pub enum StoreError {
     /// membership change that was refused).
     #[error("{0}")]
     Timeout(String),
+    /// A read with `min_index` waited its whole timeout and this node had still not applied
+    /// that index (lagging, cut off from new entries, or an index the cluster has not
+    /// reached). Nothing was read; the read may be retried here or elsewhere.
+    #[error("not caught up: applied index {applied} has not reached min_index {min_index} within the timeout")]
+    NotCaughtUp { min_index: u64, applied: u64 },
     /// A write was proposed but its fate is not known: it may still be committed later.
     #[error("{0}")]
     OutcomeUnknown(String),

@@ -95,7 +95,7 @@ impl Store {
 
     /// True if openraft has this node as leader of the current term (it may have lost its
     /// quorum without knowing yet).
-    pub(super) fn raft_is_leader(&self) -> bool {
+    pub(crate) fn raft_is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)

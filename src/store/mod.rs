@@ -7,6 +7,7 @@
 //! Does not: execute SQL (`crate::db`), speak HTTP, or reach other nodes (a follower's
 //! caller forwards; see `crate::cluster`).
 
+mod catch_up;
 pub mod error;
 mod images;
 mod leadership;
@@ -19,11 +20,13 @@ mod requests;
 pub mod snapshot;
 pub mod state_machine;
 
+pub use catch_up::DEFAULT_CATCH_UP_TIMEOUT;
 pub use images::{Reaped, Upload};
 pub use leadership::{CampaignsHeld, LeaderContact};
 pub use proposals::WritesPaused;
 use proposals::{run_batcher, Proposal, MAX_BATCH};
 use read_index::ReadIndex;
+pub use read_index::DEFAULT_LINEARIZABLE_TIMEOUT;
 pub use requests::{ReadLevel, ReadOpts};
 
 use std::path::PathBuf;

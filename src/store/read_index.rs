@@ -105,7 +105,27 @@ pub(super) async fn run_read_index(
     }
 }
 
+/// How long a `linearizable` read may take when the request names no
+/// `linearizable_timeout` (rqlite's HTTP default).
+pub const DEFAULT_LINEARIZABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
+    /// The leader's half of ReadIndex, for a read here or on a follower (which asks over the
+    /// internode service): confirms leadership with a quorum in a round that started after
+    /// this call, and returns the commit index at that point. Whoever waits until it has
+    /// applied that index may then read locally (Raft thesis §6.4).
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, StoreError> {
+        if !self.raft_is_leader() {
+            return Err(self.not_leader());
+        }
+        let confirmed = self.read_index.confirm();
+        match tokio::time::timeout(timeout, confirmed).await {
+            Ok(Err(StoreError::NotLeader { .. })) => Err(self.not_leader()),
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout("linearizable read timeout".into())),
+        }
+    }
+
     /// ReadIndex: confirm leadership with a quorum *after* the read arrived, then wait until
     /// the state machine has applied everything committed at that point. Concurrent reads
     /// share confirmation rounds (see [`run_read_index`]).
@@ -113,31 +133,24 @@ impl Store {
         &self,
         timeout: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let timeout = timeout.unwrap_or(Duration::from_secs(10));
-        if !self.raft_is_leader() {
-            return Err(self.not_leader());
-        }
-        let confirmed = async {
-            let read_index = self.read_index.confirm().await.map_err(|e| match e {
-                StoreError::NotLeader { .. } => self.not_leader(),
-                e => e,
-            })?;
-            if read_index > 0 {
-                let waited = self
-                    .raft
-                    .wait(None)
-                    .metrics(
-                        |m| m.last_applied.map(|l| l.index).unwrap_or(0) >= read_index,
-                        "read index",
-                    )
-                    .await;
-                waited.map_err(|_| StoreError::Closed)?;
+        let timeout = timeout.unwrap_or(DEFAULT_LINEARIZABLE_TIMEOUT);
+        let started = std::time::Instant::now();
+        let read_index = self.read_index(timeout).await?;
+        let left = timeout.saturating_sub(started.elapsed());
+        let applied = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.last_applied.map(|l| l.index).unwrap_or(0) >= read_index,
+                "read index",
+            )
+            .await;
+        match applied {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                Err(StoreError::Timeout("linearizable read timeout".into()))
             }
-            Ok(())
-        };
-        match tokio::time::timeout(timeout, confirmed).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout("linearizable read timeout".into())),
+            Err(_) => Err(StoreError::Closed),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: `/db/execute`, `/db/query` and `/db/request` as the store serves them: the pragma
 //! check and rewriting a receiving node does, and the read levels (`none` with freshness,
-//! `weak`, `linearizable`, `strong` through a log barrier, `auto`).
+//! `weak`, `linearizable`, `strong` through a log barrier, `auto`) and `min_index`.
 //! Does not: execute SQL (`crate::db`) or forward (`crate::cluster`).
 
 use std::time::Duration;
@@ -17,10 +17,13 @@ use crate::db::{classify, ReadKind};
 pub enum ReadLevel {
     /// Local read, no leader check; `freshness` may bound staleness on followers.
     None,
-    /// Local read if this node believes it is the leader.
+    /// Local read if this node believes it is the leader (with `min_index`: any node that
+    /// hears from a leader, once it has applied that index).
     #[default]
     Weak,
-    /// Leader confirms leadership with a quorum after the read arrives, then reads locally.
+    /// Leader confirms leadership with a quorum after the read arrives; the node asked (the
+    /// leader, or a follower that asked it for the read index) reads locally once it has
+    /// applied the commit index of that moment.
     Linearizable,
     /// The read goes through the Raft log.
     Strong,
@@ -51,6 +54,12 @@ pub struct ReadOpts {
     pub freshness: Option<Duration>,
     pub freshness_strict: bool,
     pub linearizable_timeout: Option<Duration>,
+    /// Read-your-writes (`min_index`): the read is answered only once this node has applied
+    /// this index (see `catch_up.rs`). With it, `weak` is served by a follower too.
+    pub min_index: Option<u64>,
+    /// Bound on the wait for `min_index` (the request's `timeout`; default
+    /// [`DEFAULT_CATCH_UP_TIMEOUT`](super::DEFAULT_CATCH_UP_TIMEOUT)).
+    pub catch_up_timeout: Option<Duration>,
 }
 
 impl Store {
@@ -152,6 +161,9 @@ impl Store {
             }
             None
         };
+        if let Some(index) = opts.min_index {
+            self.catch_up(index, opts.catch_up_timeout).await?;
+        }
         let transaction = req.transaction;
         let statements = req.statements.len() as u64;
         let results = self.reads.read(req, kind).await?;
@@ -170,6 +182,12 @@ impl Store {
             results,
             raft_index,
         })
+    }
+
+    /// Whether every statement of `req` only reads (SQLite's own flag, as `/db/request`
+    /// decides whether a request enters the log).
+    pub async fn is_read_only(&self, req: &Request) -> Result<bool, StoreError> {
+        Ok(self.reads.is_read_only(req.clone()).await?)
     }
 
     /// The unified endpoint (`/db/request`): a read-only request is served like a query; a
@@ -208,6 +226,16 @@ impl Store {
                     self.check_freshness(fresh, opts.freshness_strict)?;
                 }
                 Ok(())
+            }
+            // `weak` promises data about as fresh as a leader that may have been deposed a
+            // lease ago has. With `min_index` the client names the freshness it needs, so a
+            // follower that still hears from a leader (within an election timeout) serves
+            // it once caught up; one that knows no leader refuses rather than read stale.
+            ReadLevel::Weak if opts.min_index.is_some() && !self.raft_is_leader() => {
+                match self.leader() {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::NotLeader { leader: None }),
+                }
             }
             ReadLevel::Weak => self.ensure_leader().await,
             ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,

@@ -12,6 +12,7 @@ mod crashes; // SIGKILLed leaders: no acknowledged write lost, money conserved
 mod discovery; // clusters that form through DNS A/SRV, etcd and Consul
 mod extensions; // -extensions-path: a C extension loaded on every node; SQL cannot load one
 mod failures; // every failure is a status code, in bounded time
+mod follower_reads; // min_index (read-your-writes) and linearizable reads on any node
 mod formation; // bootstrap, -join, -bootstrap-expect, whole-cluster restarts
 mod forwarding; // follower to leader: forwarding, redirects, no leader
 mod golden; // rqlite's recorded single-node transcripts, replayed
