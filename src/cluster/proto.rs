@@ -80,6 +80,11 @@ pub enum ClusterRequest {
     PreVote {
         last_log: Option<crate::raft::LogId>,
     },
+    /// A call on an interactive transaction (`/db/tx`), served by the leader.
+    Tx {
+        call: crate::store::TxCall,
+        creds: Option<Credentials>,
+    },
 }
 
 /// Metadata a node reports about itself.
@@ -102,4 +107,5 @@ pub enum ClusterResponse {
     Granted(bool),
     /// The error exactly as the serving node produced it.
     Err(super::ClusterError),
+    Tx(crate::store::TxAnswer),
 }

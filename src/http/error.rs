@@ -42,6 +42,12 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("unauthorized")]
     Unauthorized,
+    /// 404 with a reason (an unknown or expired transaction).
+    #[error("{0}")]
+    Gone(String),
+    /// 409: an interactive transaction conflicted or was aborted; nothing of it was applied.
+    #[error("{0}")]
+    Conflict(String),
     /// `redirect` on a non-leader: 301 to the same path and query on the leader.
     #[error("moved")]
     Redirect {
@@ -67,6 +73,8 @@ impl ApiError {
             ApiError::Internal(m) => plain(StatusCode::INTERNAL_SERVER_ERROR, &m),
             ApiError::OutcomeUnknown(m) => plain(StatusCode::GATEWAY_TIMEOUT, &m),
             ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
+            ApiError::Gone(m) => plain(StatusCode::NOT_FOUND, &m),
+            ApiError::Conflict(m) => plain(StatusCode::CONFLICT, &m),
             ApiError::Redirect {
                 location,
                 content_type,
@@ -103,6 +111,10 @@ pub fn api_error(e: ClusterError) -> ApiError {
             | StoreError::Raft(_) => ApiError::Unavailable(e.to_string()),
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::Sqlite(_) | StoreError::Io(_) => ApiError::Internal(e.to_string()),
+            StoreError::TxNotFound(m) => ApiError::Gone(m),
+            // Both mean: nothing of the transaction was applied; run it again from the start.
+            StoreError::TxConflict(m) | StoreError::TxAborted(m) => ApiError::Conflict(m),
+            StoreError::TxTooLarge(m) => ApiError::Oversized(m),
         },
         // Nothing was applied: the client may retry.
         e @ ClusterError::LeaderUnreachable { .. } => ApiError::Unavailable(e.to_string()),
@@ -195,6 +207,10 @@ mod tests {
             (s(StoreError::OutcomeUnknown("x".into())), 504),
             (s(StoreError::Sqlite("x".into())), 500),
             (s(StoreError::Io("x".into())), 500),
+            (s(StoreError::TxNotFound("x".into())), 404),
+            (s(StoreError::TxConflict("x".into())), 409),
+            (s(StoreError::TxAborted("x".into())), 409),
+            (s(StoreError::TxTooLarge("x".into())), 413),
             (
                 ClusterError::LeaderUnreachable {
                     addr: "a".into(),

@@ -18,6 +18,7 @@ pub mod recovery;
 mod requests;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tx;
 
 pub use images::{Reaped, Upload};
 pub use leadership::{CampaignsHeld, LeaderContact};
@@ -25,6 +26,7 @@ pub use proposals::WritesPaused;
 use proposals::{run_batcher, Proposal, MAX_BATCH};
 use read_index::ReadIndex;
 pub use requests::{ReadLevel, ReadOpts};
+pub use tx::{TxAnswer, TxCall};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +103,8 @@ pub struct StoreConfig {
     pub wal_checkpoint_bytes: u64,
     /// SQLite extension files loaded into every connection (`-extensions-path`, staged).
     pub extensions: Vec<PathBuf>,
+    /// How long an interactive transaction may stay idle (`-tx-idle-timeout`).
+    pub tx_idle_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -154,6 +158,8 @@ pub struct Store {
     health: Arc<crate::health::Health>,
     /// The node's counters (the store counts into `store`, `snapshot` and `db`).
     metrics: Arc<Metrics>,
+    /// Open interactive transactions (on the leader).
+    txs: tx::TxTable,
 }
 
 impl Store {
@@ -275,6 +281,7 @@ impl Store {
             reads,
             health,
             metrics,
+            txs: tx::TxTable::default(),
         }))
     }
 
