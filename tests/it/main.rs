@@ -15,6 +15,7 @@ mod failures; // every failure is a status code, in bounded time
 mod formation; // bootstrap, -join, -bootstrap-expect, whole-cluster restarts
 mod forwarding; // follower to leader: forwarding, redirects, no leader
 mod golden; // rqlite's recorded single-node transcripts, replayed
+mod interactive; // /db/tx: interactive transactions, conflicts, expiry, leader changes
 mod leadership; // partitioned leaders step down, pre-vote, hand-over
 mod limits; // no query of death: runaway statements, SQL that names files
 mod membership; // removal, non-voters, address changes, reaping
