@@ -69,15 +69,6 @@ impl TxTable {
         // Only inserts and removals happen under it: a poisoned map is still whole.
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Open transactions (for `/status`-like views and tests).
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The term a transaction id was issued in (ids are `<term>.<random>`).
