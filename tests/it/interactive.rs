@@ -259,8 +259,17 @@ async fn follower_restored_from_snapshot_reaches_the_leaders_verdicts() {
         lc.execute_ok(&format!(r#"["UPDATE acct SET bal = {i} WHERE id = 3"]"#))
             .await;
     }
+    // A snapshot now, so the leader's log no longer holds what the follower lacks.
+    let r = lc.post_json("/snapshot", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     c.restart(f).await;
     c.wait_all_see(BALANCES, &json!([[100], [0], [39]])).await;
+    let vars = c.client(f).get("/debug/vars").await.json();
+    assert!(
+        vars["store"]["num_restores"].as_u64().unwrap_or(0) >= 1,
+        "the follower did not restore a snapshot: {}",
+        vars["store"]
+    );
     lc.execute_ok(r#"["UPDATE acct SET bal = 98 WHERE id = 1"]"#)
         .await;
     let r = call(&lc, &t2, "commit", "").await;
