@@ -4,7 +4,10 @@
 //! cargo run --release --example bench -- --url http://127.0.0.1:4001 --mode insert -c 16 --seconds 10
 //! ```
 //! Modes: `insert` (one row per request), `batch` (`--batch` rows per request as one multi-row
-//! INSERT), `select` (point reads by primary key at `--level`), `queued` (`insert` with `?queue`).
+//! INSERT), `select` (point reads by primary key at `--level`), `queued` (`insert` with `?queue`),
+//! `tx` (an interactive transaction over `/db/tx`: read two random rows of `--rows`, write
+//! both, commit; a 409 counts as a conflict, not an error) and `tx-hot` (the same, every
+//! transaction reading and writing row 0: the conflict rate at a hot key).
 //! For a reference point the same generator drives etcd's v3 JSON gateway: `etcd-put`,
 //! `etcd-range` (serializable) and `etcd-range-linearizable` (`--url` is etcd's client URL).
 //!
@@ -32,7 +35,7 @@ struct Opts {
     rows: u64,
 }
 
-const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|select|queued|etcd-put|etcd-range|etcd-range-linearizable] \
+const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable] \
                      [-c N] [--seconds S] [--batch N] [--level L] [--rows N]";
 
 fn parse_opts() -> Result<Opts, String> {
@@ -128,7 +131,7 @@ async fn preload(client: &reqwest::Client, o: &Opts) -> Result<(), String> {
             .into(),
     )
     .await?;
-    if o.mode == "select" {
+    if o.mode == "select" || o.mode.starts_with("tx") {
         let mut id = 0;
         while id < o.rows {
             let vals: Vec<String> = (id..(id + 500).min(o.rows))
@@ -144,6 +147,45 @@ async fn preload(client: &reqwest::Client, o: &Opts) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// POSTs and returns the JSON answer; a 409 is `Err("409 ...")`.
+async fn post_value(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<serde_json::Value, String> {
+    let r = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() || text.contains("\"error\"") {
+        return Err(format!("{} {text}", status.as_u16()));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// One interactive transaction: read rows `a` and `b`, write both, commit.
+async fn transfer(client: &reqwest::Client, o: &Opts, a: u64, b: u64) -> Result<(), String> {
+    let open = post_value(client, &format!("{}/db/tx", o.url), String::new()).await?;
+    let id = open["id"].as_str().ok_or("no id")?.to_string();
+    let tx = format!("{}/db/tx/{id}", o.url);
+    for k in [a, b] {
+        let body = format!(r#"[["SELECT v FROM bench WHERE id = ?", {k}]]"#);
+        post_value(client, &format!("{tx}/query"), body).await?;
+    }
+    let body = format!(
+        r#"[["UPDATE bench SET v = ? WHERE id = ?", "{id}", {a}], ["UPDATE bench SET v = ? WHERE id = ?", "{id}", {b}]]"#
+    );
+    post_value(client, &format!("{tx}/execute"), body).await?;
+    post_value(client, &format!("{tx}/commit"), String::new())
+        .await
+        .map(|_| ())
 }
 
 /// One request of the chosen mode.
@@ -186,6 +228,14 @@ async fn one(
                 o.url, o.level
             );
             get(client, &url).await
+        }
+        "tx" | "tx-hot" => {
+            let a = if o.mode == "tx-hot" { 0 } else { random_row() };
+            let mut b = random_row();
+            while b == a {
+                b = random_row();
+            }
+            transfer(client, o, a, b).await
         }
         "etcd-put" => {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -236,17 +286,19 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(1_000_000));
     let errors = Arc::new(AtomicU64::new(0));
+    let conflicts = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..o.concurrency {
         let mut o = o.clone();
         o.url = o.urls[w % o.urls.len()].clone();
-        let (client, o, stop, next_id, errors) = (
+        let (client, o, stop, next_id, errors, conflicts) = (
             client.clone(),
             o,
             stop.clone(),
             next_id.clone(),
             errors.clone(),
+            conflicts.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -255,6 +307,10 @@ async fn main() {
                 let t = Instant::now();
                 match one(&client, &o, &next_id, &mut rng).await {
                     Ok(()) => lat.push(t.elapsed()),
+                    // An interactive transaction that lost a conflict: retried as a new one.
+                    Err(e) if e.starts_with("409") => {
+                        conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         if errors.fetch_add(1, Ordering::Relaxed) < 3 {
                             eprintln!("request failed: {e}");
@@ -298,4 +354,13 @@ async fn main() {
         percentile(&all, 0.99).as_secs_f64() * 1e3,
         errors.load(Ordering::Relaxed)
     );
+    if o.mode.starts_with("tx") {
+        let c = conflicts.load(Ordering::Relaxed);
+        let tried = c + all.len() as u64;
+        println!(
+            "committed={} conflicts={c} conflict_rate={:.1}%",
+            all.len(),
+            100.0 * c as f64 / tried.max(1) as f64
+        );
+    }
 }

@@ -76,6 +76,36 @@ pub enum Command {
     Part(Part),
     /// The proposer of a large command gave up: drop its parts.
     PartAbort { id: u64 },
+    /// An interactive transaction's commit: every statement is run again and its answer
+    /// compared with the one the client got; all equal commits, any difference is a conflict
+    /// (see `docs/design/transactions.md`).
+    TxCommit(TxCommit),
+}
+
+/// How a statement of an interactive transaction was sent (which endpoint shaped its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxMode {
+    Query,
+    Execute,
+    Request,
+}
+
+/// One statement of an interactive transaction and a digest of the answer the client got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxStatement {
+    pub stmt: Statement,
+    pub mode: TxMode,
+    pub digest: u64,
+}
+
+/// The log entry that commits an interactive transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxCommit {
+    /// The transaction's id, for messages.
+    pub id: String,
+    /// The applied index it started from.
+    pub start: u64,
+    pub statements: Vec<TxStatement>,
 }
 
 /// What a large command's parts carry.

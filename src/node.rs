@@ -210,6 +210,7 @@ impl Node {
                 n => n,
             },
             extensions,
+            tx_idle_timeout: cfg.db.tx_idle_timeout,
         };
         let (auth, node_creds) = load_auth(&cfg)?;
         let allow_origin = match cfg.http.allow_origin.as_deref().map(HeaderValue::from_str) {

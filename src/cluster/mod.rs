@@ -25,7 +25,7 @@ use crate::command::Request;
 use crate::metrics::Op;
 use crate::raft::transport::{Transport, TransportError};
 use crate::raft::NodeInfo;
-use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError};
+use crate::store::{ReadLevel, ReadOpts, Reply, Store, StoreError, TxAnswer, TxCall};
 pub use forward::{Hop, Served};
 use proto::{ClusterRequest, ClusterResponse, Credentials, NodeMeta, PATH_CLUSTER};
 
@@ -94,6 +94,7 @@ answers! {
     NodeMeta => ClusterResponse::Meta(m) => m,
     u64 => ClusterResponse::Index(i) => i,
     () => ClusterResponse::Ok => (),
+    TxAnswer => ClusterResponse::Tx(a) => a,
 }
 
 /// Every data operation, served locally or by the leader.
@@ -239,6 +240,19 @@ impl Cluster {
         let r = req.clone();
         let remote = |creds| ClusterRequest::Execute { req, creds };
         self.local_or_leader(Op::Execute, route, false, || self.store.execute(r), remote)
+            .await
+    }
+
+    /// A call on an interactive transaction, served by the leader. Never sent twice: a
+    /// commit whose answer was lost has an unknown outcome.
+    pub async fn tx(
+        &self,
+        call: TxCall,
+        route: &Forwarding,
+    ) -> Result<Served<TxAnswer>, ClusterError> {
+        let c = call.clone();
+        let remote = |creds| ClusterRequest::Tx { call, creds };
+        self.local_or_leader(Op::Request, route, false, || self.store.tx(c), remote)
             .await
     }
 

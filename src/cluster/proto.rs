@@ -83,6 +83,11 @@ pub enum ClusterRequest {
     PreVote {
         last_log: Option<crate::raft::LogId>,
     },
+    /// A call on an interactive transaction (`/db/tx`), served by the leader.
+    Tx {
+        call: crate::store::TxCall,
+        creds: Option<Credentials>,
+    },
 }
 
 /// Metadata a node reports about itself.
@@ -107,4 +112,5 @@ pub enum ClusterResponse {
     Index(u64),
     /// The error exactly as the serving node produced it.
     Err(super::ClusterError),
+    Tx(crate::store::TxAnswer),
 }

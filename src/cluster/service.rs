@@ -141,7 +141,7 @@ fn needs(req: &ClusterRequest) -> Option<(Option<&Credentials>, &'static [Perm])
             ..
         } => Some((creds.as_ref(), &[Perm::JoinReadOnly])),
         R::Remove { creds, .. } => Some((creds.as_ref(), &[Perm::Remove])),
-        R::Execute { creds, .. } | R::ExecuteEach { creds, .. } => {
+        R::Execute { creds, .. } | R::ExecuteEach { creds, .. } | R::Tx { creds, .. } => {
             Some((creds.as_ref(), &[Perm::Execute]))
         }
         R::Query { creds, .. } | R::ReadIndex { creds } => Some((creds.as_ref(), &[Perm::Query])),
@@ -174,7 +174,7 @@ fn counter_of<'a>(c: &'a ClusterCounters, req: &ClusterRequest) -> Option<&'a Co
         R::Remove { .. } => &c.remove_node_req,
         R::Execute { .. } | R::ExecuteEach { .. } => &c.execute_req,
         R::Query { .. } => &c.query_req,
-        R::Request { .. } => &c.request_req,
+        R::Request { .. } | R::Tx { .. } => &c.request_req,
         R::Backup { .. } => &c.backup_req,
         R::Load { .. } => &c.load_req,
         R::Stepdown { .. } => &c.stepdown_req,
@@ -283,6 +283,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
                 (None, None) => Ok(ClusterResponse::Reply(crate::store::Reply::default())),
             }
         }
+        ClusterRequest::Tx { call, creds: _ } => Ok(ClusterResponse::Tx(store.tx(call).await?)),
         ClusterRequest::Stepdown { id, creds: _ } => {
             st.cluster.stepdown(id, &here).await?;
             Ok(ClusterResponse::Ok)

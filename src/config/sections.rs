@@ -240,6 +240,10 @@ pub struct Database {
     #[arg(id = "db-max-ro-conns", long, default_value_t = 16)]
     pub max_ro_conns: usize,
 
+    /// How long an interactive transaction (/db/tx) may stay idle before the leader drops it.
+    #[arg(id = "tx-idle-timeout", long = "tx-idle-timeout", default_value = "30s", value_parser = go_duration)]
+    pub tx_idle_timeout: Duration,
+
     /// SQLite extensions to load at start on every connection: files, directories of them,
     /// or zip archives, comma-separated. SQL's `load_extension()` stays refused.
     #[arg(

@@ -45,6 +45,9 @@ pub(crate) struct AuthGuard {
     /// A statement failed because of this node (disk full, I/O error), not because of what it
     /// says.
     node_failure: Mutex<Option<String>>,
+    /// Clients' statements are running inside an interactive transaction's wrapper: their
+    /// own transaction control would commit or end it outside the log, so it is refused.
+    in_client_tx: AtomicBool,
 }
 
 impl AuthGuard {
@@ -66,6 +69,11 @@ impl AuthGuard {
             AuthAction::Attach { .. } if preparing => self.refuse(REFUSED_ATTACH),
             AuthAction::Attach { .. } => self.refuse(REFUSED_VACUUM_INTO),
             AuthAction::Detach { .. } if preparing => self.refuse(REFUSED_DETACH),
+            AuthAction::Transaction { .. } | AuthAction::Savepoint { .. }
+                if preparing && self.in_client_tx.load(Ordering::Relaxed) =>
+            {
+                self.refuse(REFUSED_TX_CONTROL)
+            }
             AuthAction::Pragma {
                 pragma_name,
                 pragma_value,
@@ -95,6 +103,11 @@ impl AuthGuard {
                 *r = None;
             }
         }
+    }
+
+    /// Marks the span in which an interactive transaction's statements run.
+    pub(crate) fn client_tx(&self, on: bool) {
+        self.in_client_tx.store(on, Ordering::Relaxed);
     }
 
     /// Records that a statement failed because of this node.
@@ -147,6 +160,8 @@ fn keeps_settings(name: &str) -> bool {
 pub(crate) const REFUSED_ATTACH: &str =
     "ATTACH is not allowed: SQL may not open other database files";
 pub(crate) const REFUSED_DETACH: &str = "DETACH is not allowed";
+pub(crate) const REFUSED_TX_CONTROL: &str =
+    "BEGIN, COMMIT, ROLLBACK and SAVEPOINT are not allowed inside an interactive transaction (use /db/tx/{id}/commit or /rollback)";
 pub(crate) const REFUSED_VACUUM_INTO: &str =
     "VACUUM INTO is not allowed: SQL may not write files (use /db/backup)";
 pub(crate) const REFUSED_PRAGMA: &str =

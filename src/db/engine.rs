@@ -61,10 +61,10 @@ impl Default for DbConfig {
 
 /// The database's writer. Used from one thread only (see [`Db`]).
 pub struct Engine {
-    rw: SqlConn,
+    pub(super) rw: SqlConn,
     path: PathBuf,
     reads: Arc<ReadPool>,
-    config: DbConfig,
+    pub(super) config: DbConfig,
     _temp: Option<TempDir>,
     /// Counts checkpoints into `db` (counters of its own unless [`Engine::count_into`]).
     metrics: Arc<Metrics>,
@@ -310,7 +310,7 @@ impl Engine {
     }
 
     /// Checkpoints the WAL into the database file once it has grown past a few MiB.
-    fn maybe_checkpoint(&mut self) {
+    pub(super) fn maybe_checkpoint(&mut self) {
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > self.config.wal_checkpoint_bytes) {

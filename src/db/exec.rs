@@ -234,6 +234,26 @@ pub(crate) fn run_request(
     results
 }
 
+/// Runs `stmts` one after the other inside a transaction the caller opened, each with its
+/// own mode, within `limit` for all of them; `keep_going` sees each result in turn. Stops when
+/// it answers false, or when a statement ended the caller's transaction (SQLite's
+/// `ON CONFLICT ROLLBACK`), so nothing after it runs outside the transaction.
+pub(crate) fn run_statements<'s>(
+    conn: &SqlConn,
+    stmts: impl IntoIterator<Item = (&'s Statement, Mode)>,
+    limit: &Limit,
+    mut keep_going: impl FnMut(StmtResult) -> bool,
+) {
+    let metered = Metered::install(&conn.conn, limit);
+    for (stmt, mode) in stmts {
+        metered.meter.start_statement(limit, 0);
+        let r = run_statement(conn, stmt, mode, &metered.meter, limit);
+        if !keep_going(r) || conn.conn.is_autocommit() {
+            return;
+        }
+    }
+}
+
 /// Runs one statement string (possibly several SQL statements; the outcome is the last
 /// one's, or the first error).
 fn run_statement(

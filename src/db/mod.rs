@@ -26,6 +26,7 @@ mod lexer;
 pub mod reads;
 pub mod rewrite;
 pub mod stats;
+pub mod txn;
 mod values;
 
 pub use engine::{Db, DbConfig, Engine, PinnedRead};

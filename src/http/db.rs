@@ -112,14 +112,14 @@ pub fn served_by(mut r: Response, forwarded_to: Option<String>) -> Response {
 
 /// How a data request's result reaches the client.
 #[derive(Clone, Copy)]
-enum Shape {
+pub(super) enum Shape {
     Execute,
     Query,
     Request,
 }
 
 /// The JSON reply to a data request, or the status an error maps to.
-fn data_reply(
+pub(super) fn data_reply(
     call: &Call,
     started: Instant,
     outcome: Result<Served<Reply>, ClusterError>,
@@ -161,14 +161,14 @@ fn data_reply(
 
 /// The error reply to a data request: a redirect to the leader, or the status the error
 /// maps to.
-fn refused(call: &Call, e: ClusterError) -> ApiError {
+pub(super) fn refused(call: &Call, e: ClusterError) -> ApiError {
     redirect(call, &e, Some(error::JSON)).unwrap_or_else(|| api_error(e))
 }
 
 /// `stmts` as a request ready for the cluster: checked, and rewritten if it `enters_log`
 /// (counting the statements rewritten, `sql-processor` in `/debug/vars`). `None` when there
 /// are no statements, which rqlite answers with no results.
-fn prepare(
+pub(super) fn prepare(
     st: &HttpState,
     call: &Call,
     stmts: Vec<Statement>,
@@ -186,7 +186,7 @@ fn prepare(
 }
 
 /// rqlite's answer to a data request without statements.
-fn no_results(p: &QueryParams) -> Response {
+pub(super) fn no_results(p: &QueryParams) -> Response {
     error::json(render(&Envelope::default().to_json(), p))
 }
 
@@ -199,7 +199,7 @@ fn body_error(e: body::BodyError) -> ApiError {
 }
 
 /// Reads and parses the statements of a data request.
-async fn statements(
+pub(super) async fn statements(
     st: &HttpState,
     call: &mut Call,
     allow_plain_text: bool,

@@ -46,6 +46,12 @@ pub enum ApiError {
     NotCaughtUp(String),
     #[error("unauthorized")]
     Unauthorized,
+    /// 404 with a reason (an unknown or expired transaction).
+    #[error("{0}")]
+    Gone(String),
+    /// 409: an interactive transaction conflicted or was aborted; nothing of it was applied.
+    #[error("{0}")]
+    Conflict(String),
     /// `redirect` on a non-leader: 301 to the same path and query on the leader.
     #[error("moved")]
     Redirect {
@@ -73,6 +79,8 @@ impl ApiError {
                 plain(StatusCode::GATEWAY_TIMEOUT, &m)
             }
             ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
+            ApiError::Gone(m) => plain(StatusCode::NOT_FOUND, &m),
+            ApiError::Conflict(m) => plain(StatusCode::CONFLICT, &m),
             ApiError::Redirect {
                 location,
                 content_type,
@@ -111,6 +119,10 @@ pub fn api_error(e: ClusterError) -> ApiError {
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::NotCaughtUp { .. } => ApiError::NotCaughtUp(e.to_string()),
             StoreError::Sqlite(_) | StoreError::Io(_) => ApiError::Internal(e.to_string()),
+            StoreError::TxNotFound(m) => ApiError::Gone(m),
+            // Both mean: nothing of the transaction was applied; run it again from the start.
+            StoreError::TxConflict(m) | StoreError::TxAborted(m) => ApiError::Conflict(m),
+            StoreError::TxTooLarge(m) => ApiError::Oversized(m),
         },
         // Nothing was applied: the client may retry.
         e @ ClusterError::LeaderUnreachable { .. } => ApiError::Unavailable(e.to_string()),
@@ -210,6 +222,10 @@ mod tests {
             ),
             (s(StoreError::Sqlite("x".into())), 500),
             (s(StoreError::Io("x".into())), 500),
+            (s(StoreError::TxNotFound("x".into())), 404),
+            (s(StoreError::TxConflict("x".into())), 409),
+            (s(StoreError::TxAborted("x".into())), 409),
+            (s(StoreError::TxTooLarge("x".into())), 413),
             (
                 ClusterError::LeaderUnreachable {
                     addr: "a".into(),

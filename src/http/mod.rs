@@ -16,6 +16,7 @@ pub mod queue;
 pub mod reap;
 pub mod scrape;
 pub mod status;
+pub mod tx;
 pub mod vars;
 
 use std::sync::Arc;
@@ -128,6 +129,8 @@ enum Endpoint {
     Reap,
     DebugVars,
     Metrics,
+    /// `/db/tx` and `/db/tx/{id}/...`: interactive transactions.
+    Tx,
 }
 
 impl Endpoint {
@@ -137,7 +140,7 @@ impl Endpoint {
             // A redirect reveals nothing; the page it leads to asks for `ui`.
             Endpoint::Root | Endpoint::ConsoleRoot => &[],
             Endpoint::Console => &[Perm::Ui],
-            Endpoint::Execute => &[Perm::Execute],
+            Endpoint::Execute | Endpoint::Tx => &[Perm::Execute],
             Endpoint::Query | Endpoint::Sql => &[Perm::Query],
             Endpoint::Request => &[Perm::Execute, Perm::Query],
             Endpoint::Backup => &[Perm::Backup],
@@ -162,6 +165,7 @@ impl Endpoint {
             Endpoint::Execute => "execute",
             Endpoint::Query => "query",
             Endpoint::Request => "request",
+            Endpoint::Tx => "tx",
             Endpoint::Sql => "sql",
             Endpoint::Backup => "backup",
             Endpoint::Load => "load",
@@ -199,7 +203,8 @@ impl Endpoint {
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
-    const PREFIXES: [(&str, Endpoint); 10] = [
+    const PREFIXES: [(&str, Endpoint); 11] = [
+        ("/db/tx", Endpoint::Tx),
         ("/db/execute", Endpoint::Execute),
         ("/db/query", Endpoint::Query),
         ("/db/request", Endpoint::Request),
@@ -394,6 +399,7 @@ async fn respond(
         Endpoint::Execute => db::execute(st, call).await,
         Endpoint::Query => db::query(st, call).await,
         Endpoint::Request => db::request(st, call).await,
+        Endpoint::Tx => tx::tx(st, call).await,
         Endpoint::Sql => db::sql(st, call).await,
         Endpoint::Backup => db::backup(st, call).await,
         Endpoint::Load => db::load(st, call).await,

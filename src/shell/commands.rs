@@ -44,11 +44,20 @@ const HELP: &str = "\
 
 /// Runs one SQL statement through `/db/request` and prints its result.
 pub fn sql(s: &mut Session, stmt: &str) -> Result<(), String> {
-    let mut path = format!("/db/request?timings&level={}", s.consistency);
+    if let Some(c) = super::tx::control(stmt) {
+        return super::tx::run(s, c);
+    }
+    let mut path = match &s.tx {
+        Some(id) => format!("/db/tx/{id}/request?timings"),
+        None => format!("/db/request?timings&level={}", s.consistency),
+    };
     if s.blob_array {
         path.push_str("&blob_array");
     }
-    let reply = s.client.post_json(&path, &json!([stmt]))?;
+    let reply = match s.tx {
+        Some(_) => super::tx::post(s, &path, &json!([stmt]))?,
+        None => s.client.post_json(&path, &json!([stmt]))?,
+    };
     if let Some(e) = reply.get("error").and_then(Value::as_str) {
         return Err(e.to_string());
     }

@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod format;
+mod tx;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct Session {
     pub blob_array: bool,
     pub consistency: String,
     pub output: Option<std::fs::File>,
+    /// The interactive transaction open on the node (`BEGIN`), if any.
+    pub tx: Option<String>,
 }
 
 impl Session {
@@ -252,6 +255,7 @@ pub fn main() -> ExitCode {
         blob_array: false,
         consistency: "weak".into(),
         output: None,
+        tx: None,
     };
     let mut ok = true;
 
@@ -356,7 +360,9 @@ fn interactive(s: &mut Session, ok: &mut bool) {
     }
     let mut pending = String::new();
     'read: loop {
-        let prompt = if pending.is_empty() {
+        let prompt = if pending.is_empty() && s.tx.is_some() {
+            format!("{} [tx]> ", s.client.current_host())
+        } else if pending.is_empty() {
             format!("{}> ", s.client.current_host())
         } else {
             format!(

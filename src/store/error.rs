@@ -48,6 +48,19 @@ pub enum StoreError {
     /// Local I/O failure (snapshot files, data directory).
     #[error("{0}")]
     Io(String),
+    /// No such interactive transaction: never opened, finished, or expired.
+    #[error("{0}")]
+    TxNotFound(String),
+    /// An interactive transaction cannot commit: a concurrent committed write changed an
+    /// answer it was given. Nothing of it was applied.
+    #[error("{0}")]
+    TxConflict(String),
+    /// An interactive transaction was dropped because leadership changed since it began.
+    #[error("{0}")]
+    TxAborted(String),
+    /// An interactive transaction grew past its statement limit.
+    #[error("{0}")]
+    TxTooLarge(String),
 }
 
 impl From<crate::db::DbError> for StoreError {

@@ -19,6 +19,7 @@ pub mod recovery;
 mod requests;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tx;
 
 pub use catch_up::DEFAULT_CATCH_UP_TIMEOUT;
 pub use images::{Reaped, Upload};
@@ -28,6 +29,7 @@ use proposals::{run_batcher, Proposal, MAX_BATCH};
 use read_index::ReadIndex;
 pub use read_index::DEFAULT_LINEARIZABLE_TIMEOUT;
 pub use requests::{ReadLevel, ReadOpts};
+pub use tx::{TxAnswer, TxCall};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +106,8 @@ pub struct StoreConfig {
     pub wal_checkpoint_bytes: u64,
     /// SQLite extension files loaded into every connection (`-extensions-path`, staged).
     pub extensions: Vec<PathBuf>,
+    /// How long an interactive transaction may stay idle (`-tx-idle-timeout`).
+    pub tx_idle_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -157,6 +161,8 @@ pub struct Store {
     health: Arc<crate::health::Health>,
     /// The node's counters (the store counts into `store`, `snapshot` and `db`).
     metrics: Arc<Metrics>,
+    /// Open interactive transactions (on the leader).
+    txs: tx::TxTable,
 }
 
 impl Store {
@@ -278,6 +284,7 @@ impl Store {
             reads,
             health,
             metrics,
+            txs: tx::TxTable::default(),
         }))
     }
 

@@ -193,6 +193,15 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
             a.assembly.abort(id);
             Response::default()
         }
+        // A conflict is the entry's outcome (the same on every node), reported in `error`.
+        Command::TxCommit(c) => match a.engine.tx_commit(&c, max_steps) {
+            Ok(Ok(())) => {
+                db.executions.add(c.statements.len() as u64);
+                Response::default()
+            }
+            Ok(Err(conflict)) => failed(conflict),
+            Err(e) => return Err(e.to_string()),
+        },
     })
 }
 

@@ -16,6 +16,7 @@ mod follower_reads; // min_index (read-your-writes) and linearizable reads on an
 mod formation; // bootstrap, -join, -bootstrap-expect, whole-cluster restarts
 mod forwarding; // follower to leader: forwarding, redirects, no leader
 mod golden; // rqlite's recorded single-node transcripts, replayed
+mod interactive; // /db/tx: interactive transactions, conflicts, expiry, leader changes
 mod leadership; // partitioned leaders step down, pre-vote, hand-over
 mod limits; // no query of death: runaway statements, SQL that names files
 mod membership; // removal, non-voters, address changes, reaping
@@ -23,9 +24,11 @@ mod metrics; // /metrics checked by promtool and scraped by Prometheus; /debug/v
 mod operations; // operating a node: serving while it joins, refusing a split
 mod recovery; // peers.json: a cluster recovered after losing its quorum
 mod rqlite10; // what rqlite 9 and 10 added to the API: qualify_columns, /db/sql
+mod serial; // a serializability checker (direct serialization graph), tested on planted anomalies
 mod shell; // the interactive shell on a pty
 mod snapshots; // snapshot catch-up, compaction, large databases
 mod status; // /status field by field, as rqlite's tools read it
 mod store; // the store level: Stores over the real internode transport, no HTTP
-mod tls; // TLS on the API and between nodes, reloads, slow clients
-mod transactions; // no request leaves the database inside a transaction
+mod tls;
+mod transactions;
+mod tx_bank; // a bank over /db/tx with the leader killed: conserved, nothing lost, serializable // TLS on the API and between nodes, reloads, slow clients // no request leaves the database inside a transaction

@@ -467,3 +467,53 @@ async fn shell_help_ready_and_errors_that_say_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HTTPS"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_begin_commit_and_rollback_map_to_interactive_transactions() {
+    // Steps: a node; in the shell, BEGIN opens a transaction (the prompt shows [tx]); an
+    // insert is visible inside; COMMIT applies it; BEGIN ... ROLLBACK discards another; the
+    // node's data shows only the committed row; COMMIT without a transaction is an error.
+    let node = TestNode::start().await;
+    node.client
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]"#)
+        .await;
+    let port = port_of(&node.node.as_ref().unwrap().info().api_addr);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let hist = d.join("history");
+        let mut sh = Shell::start(&port, &[], &hist, "Connected to");
+        let plain = sh.prompt.clone();
+        sh.pty.send_line("BEGIN").unwrap();
+        sh.expect("transaction ");
+        sh.prompt = format!("127.0.0.1:{port} [tx]> ");
+        sh.expect_prompt();
+        sh.run_all(&[
+            ("INSERT INTO t(v) VALUES('kept')", "1 row affected"),
+            ("SELECT count(*) FROM t", "| 1 "),
+        ]);
+        sh.pty.send_line("COMMIT").unwrap();
+        sh.expect("committed at index");
+        sh.prompt = plain.clone();
+        sh.expect_prompt();
+        sh.pty.send_line("BEGIN TRANSACTION;").unwrap();
+        sh.prompt = format!("127.0.0.1:{port} [tx]> ");
+        sh.expect_prompt();
+        sh.run("INSERT INTO t(v) VALUES('dropped')", "1 row affected");
+        sh.pty.send_line("ROLLBACK").unwrap();
+        sh.expect("rolled back");
+        sh.prompt = plain;
+        sh.expect_prompt();
+        sh.run_all(&[
+            ("SELECT v FROM t", "kept"),
+            ("COMMIT", "ERR! no transaction is open"),
+        ]);
+        sh.exit();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        node.client.query_values("SELECT v FROM t", "strong").await,
+        serde_json::json!([["kept"]])
+    );
+}

@@ -43,6 +43,7 @@ pub fn store_config(dir: &std::path::Path, me: NodeInfo) -> StoreConfig {
         leader_lease_timeout: Duration::ZERO,
         wal_checkpoint_bytes: 4 << 20,
         extensions: Vec::new(),
+        tx_idle_timeout: std::time::Duration::from_secs(30),
     }
 }
 
