@@ -101,7 +101,7 @@ awk -v f="${ops[fol64]:-0}" -v l="${ops[ins64]:-0}" -v e="${ops[etcd_lin]:-0}" -
   printf "follower / own leader at c=64: %.2fx (goal >= 0.9x)\n", l > 0 ? f / l : 0
   printf "etcd linearizable range c=64: %d ops/s (%.2fx its serializable range)\n", e, s > 0 ? e / s : 0
 }'
-sleep 2 # let in-flight work settle before reading the resident sets
+sleep 12 # at rest: tokio retires idle blocking-pool threads (reads run there) after 10 s
 echo
 "$bin/examples/bench" --mode rss --pids "$(IFS=,; echo "${sqlpids[*]}")" | sed 's/^/rss sqlraft node: /'
 "$bin/examples/bench" --mode rss --pids "$(IFS=,; echo "${etcdpids[*]}")" | sed 's/^/rss etcd member: /'

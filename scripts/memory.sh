@@ -31,7 +31,9 @@ $bench --url "$url" --mode stmts --batch 100 -c 16 --seconds "$secs"
 $bench --url "$url" --mode select --level weak -c 64 --seconds "$secs"
 $bench --url "$url" --mode select --level none -c 64 --seconds "$secs" --skip-setup
 sleep 2
-show "at rest after the load"
+show "2 s after the load"
+sleep 10 # tokio retires idle blocking-pool threads (reads run there) after 10 s
+show "at rest (12 s after the load)"
 python3 -c '
 import json, sys
 n = int(sys.argv[1])
