@@ -4,12 +4,15 @@
 //! cargo run --release --example bench -- --url http://127.0.0.1:4001 --mode insert -c 16 --seconds 10
 //! ```
 //! Modes: `insert` (one row per request), `batch` (`--batch` rows per request as one multi-row
-//! INSERT), `select` (point reads by primary key at `--level`), `queued` (`insert` with `?queue`),
+//! INSERT), `stmts` (`--batch` one-row INSERT statements per request), `select` (point reads by
+//! primary key at `--level`), `queued` (`insert` with `?queue`),
 //! `tx` (an interactive transaction over `/db/tx`: read two random rows of `--rows`, write
 //! both, commit; a 409 counts as a conflict, not an error) and `tx-hot` (the same, every
 //! transaction reading and writing row 0: the conflict rate at a hot key).
 //! For a reference point the same generator drives etcd's v3 JSON gateway: `etcd-put`,
 //! `etcd-range` (serializable) and `etcd-range-linearizable` (`--url` is etcd's client URL).
+//! `--mode rss --pids 1,2,3` prints each process's resident set from `/proc` and exits.
+//! `--skip-setup` keeps the table or keys an earlier run loaded (read modes).
 //!
 //! `--url` may list several nodes, comma-separated: the first is set up (preload), and the
 //! workers are spread over all of them (worker `w` sends to URL `w % n`), e.g. to compare
@@ -33,10 +36,12 @@ struct Opts {
     batch: usize,
     level: String,
     rows: u64,
+    skip_setup: bool,
+    pids: Vec<u32>,
 }
 
-const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable] \
-                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N]";
+const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|stmts|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable|rss] \
+                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N] [--skip-setup] [--pids P,P,..]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -48,6 +53,8 @@ fn parse_opts() -> Result<Opts, String> {
         batch: 100,
         level: "weak".into(),
         rows: 10_000,
+        skip_setup: false,
+        pids: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +74,13 @@ fn parse_opts() -> Result<Opts, String> {
             "--batch" => o.batch = num(val()?)? as usize,
             "--level" => o.level = val()?,
             "--rows" => o.rows = num(val()?)?,
+            "--skip-setup" => o.skip_setup = true,
+            "--pids" => {
+                o.pids = val()?
+                    .split(',')
+                    .map(|p| p.trim().parse::<u32>().map_err(|e| format!("--pids: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -107,8 +121,22 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// A process's resident set in KiB, from `/proc/PID/status` (`VmRSS`).
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("pid {pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("pid {pid}: no VmRSS"))
+}
+
 /// Preloads `rows` keys or rows for the read modes.
 async fn preload(client: &reqwest::Client, o: &Opts) -> Result<(), String> {
+    if o.skip_setup {
+        return Ok(());
+    }
     if o.mode.starts_with("etcd") {
         if o.mode == "etcd-put" {
             return Ok(());
@@ -213,6 +241,14 @@ async fn one(
                 format!(r#"[["INSERT INTO bench(id, v) VALUES(?, ?)", {id}, "value {id}"]]"#);
             post(client, &format!("{}{path}", o.url), body).await
         }
+        "stmts" => {
+            let first = next_id.fetch_add(o.batch as u64, Ordering::Relaxed);
+            let stmts: Vec<String> = (first..first + o.batch as u64)
+                .map(|i| format!(r#"["INSERT INTO bench(id, v) VALUES(?, ?)", {i}, "value {i}"]"#))
+                .collect();
+            let body = format!("[{}]", stmts.join(","));
+            post(client, &format!("{}/db/execute", o.url), body).await
+        }
         "batch" => {
             let first = next_id.fetch_add(o.batch as u64, Ordering::Relaxed);
             let vals: Vec<String> = (first..first + o.batch as u64)
@@ -275,6 +311,18 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if o.mode == "rss" {
+        for pid in &o.pids {
+            match rss_kib(*pid) {
+                Ok(kib) => println!("pid={pid} rss_kib={kib} rss_mib={:.1}", kib as f64 / 1024.0),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        return;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency * 2)
         .build()
@@ -332,7 +380,7 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     let ops = all.len() as f64 / elapsed;
-    let rows_per_op = if o.mode == "batch" {
+    let rows_per_op = if o.mode == "batch" || o.mode == "stmts" {
         o.batch as f64
     } else {
         1.0

@@ -177,6 +177,9 @@ impl Engine {
             if let Err(e) = conn::reset_settings(&self.rw.conn, self.config.fk) {
                 tracing::error!(error = %e, "cannot reset the writer's settings");
             }
+            // The reset's own pragmas pass the authorizer too; they must not mark the writer
+            // changed again, or every later request pays for another reset.
+            self.rw.guard().take_changed_settings();
         }
         if let Some(failure) = self.rw.guard().take_node_failure() {
             return Err(DbError::NodeFailure(failure));

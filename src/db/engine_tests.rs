@@ -2004,3 +2004,26 @@ fn query_results_name_each_columns_table() {
         ["contacts.id", "titles.title", "two"]
     );
 }
+
+#[test]
+fn settings_reset_and_checkpoints_leave_the_writer_unmarked() {
+    // Steps: a request that sets a pragma is reset after it, and the reset's own pragmas do
+    // not mark the writer changed again; a checkpoint pragma changes no setting. (Before:
+    // every write after the first checkpoint ran a full settings reset.)
+    let mut e = engine();
+    execute(&mut e, vec![s("PRAGMA recursive_triggers = 1")]);
+    assert!(
+        !e.rw.guard().take_changed_settings(),
+        "marked after its reset"
+    );
+    execute(&mut e, vec![s("PRAGMA wal_checkpoint(PASSIVE)")]);
+    assert!(
+        !e.rw.guard().take_changed_settings(),
+        "a checkpoint marked it"
+    );
+    let on: i64 =
+        e.rw.conn
+            .pragma_query_value(None, "recursive_triggers", |r| r.get(0))
+            .unwrap();
+    assert_eq!(on, 0, "the setting outlived its request");
+}

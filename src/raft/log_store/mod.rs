@@ -41,11 +41,15 @@ const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
 /// redb's own page cache (its default is 1 GiB, which a large load fills: every node then
-/// held a GiB it never needed again). Recent entries are cached above it, decoded.
-const REDB_CACHE_BYTES: usize = 16 << 20;
+/// held a GiB it never needed again). Recent entries are cached above it, decoded, so redb is
+/// read only for a follower that fell behind; 4 MiB holds its B-tree's upper levels (at
+/// 16 MiB it was full after a 3-second benchmark and stayed so: issue 12).
+const REDB_CACHE_BYTES: usize = 4 << 20;
 
-/// Durable entries kept in memory beyond those not yet flushed, in encoded bytes.
-pub const CACHE_BYTES: usize = 32 << 20;
+/// Durable entries kept in memory beyond those not yet flushed, in encoded bytes. Followers
+/// that keep up are a few batches behind at most; one that lags more reads from redb.
+/// (32 MiB before issue 12: resident on every node for no measured gain.)
+pub const CACHE_BYTES: usize = 8 << 20;
 
 /// Most bytes of entries openraft gets in one read for replication (at least one entry):
 /// bounds the size of one AppendEntries request, whatever the size of the entries.
