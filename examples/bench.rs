@@ -94,6 +94,12 @@ fn parse_opts() -> Result<Opts, String> {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
+    post_text(client, url, body).await.map(drop)
+}
+
+/// POSTs JSON; the answer's text if it is a success with no statement error, else
+/// `Err("<status code> <text>")` (so a 409 reads `Err("409 ...")`).
+async fn post_text(client: &reqwest::Client, url: &str, body: String) -> Result<String, String> {
     let r = client
         .post(url)
         .header("Content-Type", "application/json")
@@ -104,9 +110,9 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), S
     let status = r.status();
     let text = r.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() || text.contains("\"error\"") {
-        return Err(format!("{status}: {text}"));
+        return Err(format!("{} {text}", status.as_u16()));
     }
-    Ok(())
+    Ok(text)
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<(), String> {
@@ -183,18 +189,7 @@ async fn post_value(
     url: &str,
     body: String,
 ) -> Result<serde_json::Value, String> {
-    let r = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let text = r.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() || text.contains("\"error\"") {
-        return Err(format!("{} {text}", status.as_u16()));
-    }
+    let text = post_text(client, url, body).await?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 

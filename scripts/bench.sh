@@ -5,6 +5,8 @@
 #   SECS=3 scripts/bench.sh            (SECS: seconds per point, default 3; or the first arg)
 #   scripts/bench.sh SECS reads         only the read-scaling comparison: linearizable point reads
 #                                      through the leader alone, then through all three nodes.
+#   scripts/bench.sh SECS tx            only interactive transactions (2 reads + 2 writes over
+#                                      /db/tx): random rows via leader and follower, a hot row.
 # Ports: BASE_PORT (default 24000) .. BASE_PORT+99 on 127.0.0.1. Needs etcd (etcd-server).
 #
 # Goals are the rqlite-relative goals turned into etcd-relative ones with the issue's
@@ -25,7 +27,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-command -v etcd >/dev/null || { echo "etcd not found (apt-get install etcd-server)" >&2; exit 1; }
+[ "$only" != all ] || command -v etcd >/dev/null || { echo "etcd not found (apt-get install etcd-server)" >&2; exit 1; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm), $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)  ${secs} s per point"
@@ -50,6 +52,14 @@ if [ "$only" = reads ]; then
     run_raw --url "$leader" --mode select --level linearizable -c "$c" | sed 's/^/leader-only /'
     run_raw --url "$all_nodes" --mode select --level linearizable -c "$c" | sed 's/^/all-nodes /'
   done
+  exit 0
+fi
+if [ "$only" = tx ]; then
+  run_raw --url "$leader" --mode insert -c 16
+  run_raw --url "$leader" --mode tx -c 16 --rows 10000
+  run_raw --url "$follower" --mode tx -c 16 --rows 10000 | sed 's/^/via-follower /'
+  run_raw --url "$leader" --mode tx-hot -c 16 --rows 10000
+  run_raw --url "$leader" --mode tx-hot -c 1 --rows 10000
   exit 0
 fi
 
