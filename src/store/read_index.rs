@@ -137,20 +137,9 @@ impl Store {
         let started = std::time::Instant::now();
         let read_index = self.read_index(timeout).await?;
         let left = timeout.saturating_sub(started.elapsed());
-        let applied = self
-            .raft
-            .wait(Some(left))
-            .metrics(
-                |m| m.last_applied.map(|l| l.index).unwrap_or(0) >= read_index,
-                "read index",
-            )
-            .await;
-        match applied {
-            Ok(_) => Ok(()),
-            Err(openraft::metrics::WaitError::Timeout(..)) => {
-                Err(StoreError::Timeout("linearizable read timeout".into()))
-            }
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.wait_applied(read_index, left, |_| {
+            StoreError::Timeout("linearizable read timeout".into())
+        })
+        .await
     }
 }
