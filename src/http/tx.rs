@@ -32,7 +32,11 @@ pub async fn tx(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         "execute" => Some(TxMode::Execute),
         "request" => Some(TxMode::Request),
         "commit" | "rollback" => None,
-        _ => return Err(ApiError::NotFound),
+        other => {
+            return Err(ApiError::Gone(format!(
+                "no transaction call {other:?}: use /db/tx/{{id}}/query, /execute, /request, /commit or /rollback"
+            )))
+        }
     };
     if mode == Some(TxMode::Query) {
         require_method(&call, &[Method::GET, Method::POST], true)?;
