@@ -12,6 +12,9 @@
 //! For a reference point the same generator drives etcd's v3 JSON gateway: `etcd-put`,
 //! `etcd-range` (serializable) and `etcd-range-linearizable` (`--url` is etcd's client URL).
 //! `--mode rss --pids 1,2,3` prints each process's resident set from `/proc` and exits.
+//! `--mode cdc-sink --url http://127.0.0.1:PORT` is a CDC webhook: it acknowledges every POST,
+//! counts the row changes, and once none came for 3 s (or after `--seconds`) prints how many
+//! arrived and at what rate (first to last POST).
 //! `--skip-setup` keeps the table or keys an earlier run loaded (read modes).
 //!
 //! `--url` may list several nodes, comma-separated: the first is set up (preload), and the
@@ -40,7 +43,7 @@ struct Opts {
     pids: Vec<u32>,
 }
 
-const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|stmts|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable|rss] \
+const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|stmts|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable|rss|cdc-sink] \
                      [-c N] [--seconds S] [--batch N] [--level L] [--rows N] [--skip-setup] [--pids P,P,..]";
 
 fn parse_opts() -> Result<Opts, String> {
@@ -297,6 +300,67 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `--mode cdc-sink`: see the crate doc.
+async fn cdc_sink(o: &Opts) {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Seen {
+        posts: u64,
+        events: u64,
+        first: Option<Instant>,
+        last: Option<Instant>,
+    }
+    let addr = o.urls[0]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cdc-sink: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let s = s.clone();
+        async move {
+            let n = body.windows(5).filter(|w| w == b"\"op\":").count() as u64;
+            let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            g.posts += 1;
+            g.events += n;
+            g.first.get_or_insert(now);
+            g.last = Some(now);
+            axum::http::StatusCode::OK
+        }
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let g = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = g
+            .last
+            .is_some_and(|l| l.elapsed() >= Duration::from_secs(3));
+        if idle || started.elapsed() >= Duration::from_secs(o.seconds) {
+            let span = match (g.first, g.last) {
+                (Some(a), Some(b)) => (b - a).as_secs_f64(),
+                _ => 0.0,
+            };
+            println!(
+                "mode=cdc-sink posts={} events={} first_to_last={span:.2}s events/s={:.0}",
+                g.posts,
+                g.events,
+                g.events as f64 / span.max(1e-9)
+            );
+            break;
+        }
+    }
+    server.abort();
+}
+
 #[tokio::main]
 async fn main() {
     let o = match parse_opts() {
@@ -306,6 +370,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if o.mode == "cdc-sink" {
+        cdc_sink(&o).await;
+        return;
+    }
     if o.mode == "rss" {
         for pid in &o.pids {
             match rss_kib(*pid) {

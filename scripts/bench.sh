@@ -7,7 +7,10 @@
 #                                      through the leader alone, then through all three nodes.
 #   scripts/bench.sh SECS tx            only interactive transactions (2 reads + 2 writes over
 #                                      /db/tx): random rows via leader and follower, a hot row.
-# Ports: BASE_PORT (default 24000) .. BASE_PORT+99 on 127.0.0.1. Needs etcd (etcd-server).
+#   scripts/bench.sh SECS cdc           only change data capture: 1-row INSERTs at c=64 on a
+#                                      cluster without CDC, then on one sending to a webhook
+#                                      (bench's cdc-sink), and the events/s the webhook got.
+# Ports: BASE_PORT (default 24000) .. BASE_PORT+99 (+199 in cdc mode) on 127.0.0.1. Needs etcd (etcd-server).
 #
 # Goals are the rqlite-relative goals turned into etcd-relative ones with the issue's
 # own same-run measurements: rqlite's 1-row INSERT ran at 0.6x etcd's put at c=1 and 1.1x at
@@ -32,16 +35,20 @@ trap cleanup EXIT
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm), $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)  ${secs} s per point"
 
-# sqlraft: node 1 bootstraps, 2 and 3 join.
+# sqlraft: node 1 bootstraps, 2 and 3 join. start_cluster NAME PORT_BASE [flags...]
 sqlpids=()
-for i in 1 2 3; do
-  http=$((base + i * 10 + 1)); raft=$((base + i * 10 + 2))
-  join=(); [ "$i" -gt 1 ] && join=(-join "127.0.0.1:$((base + 12))")
-  "$bin/sqlraftd" -node-id "$i" -http-addr "127.0.0.1:$http" -raft-addr "127.0.0.1:$raft" "${join[@]}" \
-    "$work/sqlraft$i" >"$work/sqlraft$i.out" 2>"$work/sqlraft$i.err" &
-  pids+=($!); sqlpids+=($!)
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
-done
+start_cluster() {
+  local name=$1 b=$2; shift 2
+  for i in 1 2 3; do
+    local http=$((b + i * 10 + 1)) raft=$((b + i * 10 + 2)) join=()
+    [ "$i" -gt 1 ] && join=(-join "127.0.0.1:$((b + 12))")
+    "$bin/sqlraftd" -node-id "$i" -http-addr "127.0.0.1:$http" -raft-addr "127.0.0.1:$raft" "${join[@]}" "$@" \
+      "$work/$name$i" >"$work/$name$i.out" 2>"$work/$name$i.err" &
+    pids+=($!); sqlpids+=($!)
+    for _ in $(seq 100); do curl -sf "127.0.0.1:$http/readyz" >/dev/null && break; sleep 0.1; done
+  done
+}
+start_cluster sqlraft "$base"
 leader="http://127.0.0.1:$((base + 11))"
 follower="http://127.0.0.1:$((base + 21))"
 
@@ -52,6 +59,18 @@ if [ "$only" = reads ]; then
     run_raw --url "$leader" --mode select --level linearizable -c "$c" | sed 's/^/leader-only /'
     run_raw --url "$all_nodes" --mode select --level linearizable -c "$c" | sed 's/^/all-nodes /'
   done
+  exit 0
+fi
+if [ "$only" = cdc ]; then
+  run_raw --url "$leader" --mode insert -c 64 | sed 's/^/cdc-off /'
+  for p in "${sqlpids[@]}"; do kill "$p"; done
+  sink=$((base + 90))
+  "$bin/examples/bench" --mode cdc-sink --url "http://127.0.0.1:$sink" --seconds $((secs + 120)) >"$work/sink.out" &
+  sinkpid=$!; pids+=($sinkpid)
+  start_cluster cdc $((base + 100)) -cdc-config "http://127.0.0.1:$sink/"
+  run_raw --url "http://127.0.0.1:$((base + 111))" --mode insert -c 64 | sed 's/^/cdc-on  /'
+  wait "$sinkpid" || true
+  cat "$work/sink.out"
   exit 0
 fi
 if [ "$only" = tx ]; then

@@ -80,6 +80,18 @@ pub enum Command {
     /// compared with the one the client got; all equal commits, any difference is a conflict
     /// (see `docs/design/transactions.md`).
     TxCommit(TxCommit),
+    /// The leader's change-data-capture delivery progress (see `docs/design/cdc.md`).
+    CdcProgress(CdcProgress),
+}
+
+/// How far CDC delivery got, replicated so that a new leader resumes exactly there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcProgress {
+    /// Every event at or below this index was acknowledged by the endpoint.
+    pub delivered: u64,
+    /// The range (inclusive) being sent when this was proposed: a new leader sends exactly
+    /// this range again, with the same idempotency key, before anything after it.
+    pub sending: Option<(u64, u64)>,
 }
 
 /// How a statement of an interactive transaction was sent (which endpoint shaped its answer).

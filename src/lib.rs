@@ -34,7 +34,8 @@
 //!   read only by the binaries), [`metrics`] (each node's counters, in one
 //!   [`metrics::Metrics`] handed to every component; `/metrics` and `/debug/vars` render it),
 //!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], [`auto`] (automatic backups and
-//!   the restore at first start, run by `node`), and [`shell`] (the `sqlraft` shell, a
+//!   the restore at first start, run by `node`), [`cdc`] (change data capture: the queue and
+//!   the leader's delivery; the hooks are `db/capture.rs`), and [`shell`] (the `sqlraft` shell, a
 //!   client of the public API only).
 //!
 //! Dependency direction: `http -> cluster -> store -> {raft, db}`; `node` wires; nothing
@@ -43,6 +44,7 @@
 
 pub mod auth;
 pub mod auto;
+pub mod cdc;
 pub mod cluster;
 pub mod command;
 pub mod config;

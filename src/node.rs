@@ -222,7 +222,26 @@ impl Node {
                 ))
             }
         };
-        let store = Store::open(store_cfg, network, metrics.clone()).await?;
+        // -cdc-config: the queue opens, and the endpoint's TLS files are read, before anything
+        // is applied, so a bad setting stops the start.
+        let cdc = match cfg.cdc.clone() {
+            None => None,
+            Some(c) => {
+                if let crate::cdc::config::Endpoint::Http(_) = c.endpoint {
+                    crate::tls::webhook_client_config(&c.tls)
+                        .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?;
+                }
+                Some(
+                    crate::cdc::Cdc::open(&cfg.data_dir, c, me.id.clone(), metrics.clone())
+                        .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?,
+                )
+            }
+        };
+        let changes = cdc.as_ref().map(|c| {
+            let sink: Arc<dyn crate::store::ChangeSink> = c.clone();
+            (c.rules(), sink)
+        });
+        let store = Store::open(store_cfg, network, metrics.clone(), changes).await?;
         let cluster = Arc::new(Cluster::new(store.clone(), transport).with_node_creds(node_creds));
         let bootstrap = Arc::new(Bootstrapper::new(
             cluster.clone(),
@@ -238,6 +257,7 @@ impl Node {
                 isolation: isolation.clone(),
                 bootstrap: bootstrap.clone(),
                 auth: auth.clone(),
+                cdc: cdc.clone(),
             }),
             cfg.http.max_body,
         );
@@ -286,6 +306,13 @@ impl Node {
                 tracing::info!("auto-restore: this node already has data; not restoring");
             }
             (None, _) => {}
+        }
+        if let Some(c) = &cdc {
+            tasks.push(tokio::spawn(crate::cdc::deliver::run(
+                c.clone(),
+                cluster.clone(),
+                cancel.child_token(),
+            )));
         }
         if let Some(b) = &cfg.auto_backup {
             tasks.push(tokio::spawn(crate::auto::run_backups(
@@ -349,6 +376,7 @@ impl Node {
             disco: disco.clone(),
             auth,
             allow_origin,
+            cdc,
         });
         let counters = metrics.api.clone();
         let opts = serve_options("HTTP", api_tls, counters, &cfg.http, true);

@@ -88,6 +88,10 @@ pub enum ClusterRequest {
         call: crate::store::TxCall,
         creds: Option<Credentials>,
     },
+    /// The CDC records of `from..=to` (a node filling the gap a snapshot install left in
+    /// its queue): answered with [`ClusterResponse::CdcRecords`], `None` if the receiver
+    /// does not hold them all.
+    CdcRecords { from: u64, to: u64 },
 }
 
 /// Metadata a node reports about itself.
@@ -113,4 +117,10 @@ pub enum ClusterResponse {
     /// The error exactly as the serving node produced it.
     Err(super::ClusterError),
     Tx(crate::store::TxAnswer),
+    /// `(index, commit time in ms, payload item JSON)` of each record, and the index they
+    /// cover up to.
+    CdcRecords(Option<(Vec<CdcRecord>, u64)>),
 }
+
+/// One CDC record on the wire: index, commit time (ms), payload item JSON.
+pub type CdcRecord = (u64, u64, serde_bytes::ByteBuf);

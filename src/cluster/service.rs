@@ -30,6 +30,8 @@ pub struct ServiceState {
     /// This node's `-auth` users: forwarded requests, joins, notifies and removes are
     /// re-checked here with the same permission the HTTP endpoint needs.
     pub auth: Option<Arc<AuthStore>>,
+    /// Change data capture, whose records a peer may ask for.
+    pub cdc: Option<Arc<crate::cdc::Cdc>>,
 }
 
 impl ServiceState {
@@ -129,7 +131,7 @@ async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Res
 fn needs(req: &ClusterRequest) -> Option<(Option<&Credentials>, &'static [Perm])> {
     use ClusterRequest as R;
     match req {
-        R::Meta | R::Elect | R::Removed | R::PreVote { .. } => None,
+        R::Meta | R::Elect | R::Removed | R::PreVote { .. } | R::CdcRecords { .. } => None,
         R::Join {
             voter: true, creds, ..
         }
@@ -178,7 +180,9 @@ fn counter_of<'a>(c: &'a ClusterCounters, req: &ClusterRequest) -> Option<&'a Co
         R::Backup { .. } => &c.backup_req,
         R::Load { .. } => &c.load_req,
         R::Stepdown { .. } => &c.stepdown_req,
-        R::PreVote { .. } | R::Removed | R::Elect | R::ReadIndex { .. } => return None,
+        R::PreVote { .. } | R::Removed | R::Elect | R::ReadIndex { .. } | R::CdcRecords { .. } => {
+            return None
+        }
     })
 }
 
@@ -248,6 +252,22 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             opts,
             creds: _,
         } => Ok(ClusterResponse::Reply(store.request(req, &opts).await?)),
+        ClusterRequest::CdcRecords { from, to } => {
+            let Some(cdc) = &st.cdc else {
+                return Ok(ClusterResponse::CdcRecords(None));
+            };
+            let held = cdc
+                .held(from, to)
+                .await
+                .map_err(|e| ClusterError::Store(crate::store::StoreError::Io(e)))?;
+            Ok(ClusterResponse::CdcRecords(held.map(|(rs, through)| {
+                let rs = rs
+                    .into_iter()
+                    .map(|r| (r.index, r.ts_ms, serde_bytes::ByteBuf::from(r.json)))
+                    .collect();
+                (rs, through)
+            })))
+        }
         ClusterRequest::ReadIndex { creds: _ } => Ok(ClusterResponse::Index(
             store
                 .read_index(crate::store::DEFAULT_LINEARIZABLE_TIMEOUT)

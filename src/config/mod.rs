@@ -93,6 +93,8 @@ pub struct Config {
     pub auto_backup: Option<crate::auto::BackupConfig>,
     /// `-auto-restore`, read and validated.
     pub auto_restore: Option<crate::auto::RestoreConfig>,
+    /// `-cdc-config`, read and validated.
+    pub cdc: Option<crate::cdc::config::CdcConfig>,
 }
 
 /// Validated discovery settings.
@@ -196,6 +198,7 @@ impl Config {
             log: a.log,
             auto_backup: None,
             auto_restore: None,
+            cdc: None,
         }
     }
 
@@ -269,6 +272,12 @@ impl Config {
                     crate::auto::RestoreConfig::parse,
                 )
             })
+            .transpose()?;
+        c.cdc = auto
+            .cdc
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| parse_cdc_config(t, &read_file))
             .transpose()?;
         c.validate()?;
         Ok(c)
@@ -395,6 +404,13 @@ impl Config {
         if self.http.max_body == 0 {
             return inv("http-max-body", "must be at least 1");
         }
+        if self.cdc.is_some() && self.raft.non_voter {
+            // As in rqlite: only voters can lead, and only the leader sends.
+            return inv(
+                "cdc-config",
+                "cannot be used on a non-voter (-raft-non-voter)",
+            );
+        }
         Ok(())
     }
 }
@@ -418,6 +434,34 @@ where
         flag: "disco-config",
         msg: format!("not valid JSON: {e}"),
     })
+}
+
+/// `-cdc-config`: an endpoint URL or `stdout`, inline JSON, or the path of a JSON file
+/// (`$VAR`s expanded in JSON, as for `-disco-config`).
+fn parse_cdc_config<F>(
+    text: &str,
+    read_file: &F,
+) -> Result<crate::cdc::config::CdcConfig, ConfigError>
+where
+    F: Fn(&std::path::Path) -> std::io::Result<String>,
+{
+    use crate::cdc::config::CdcConfig;
+    let invalid = |msg: String| ConfigError::Invalid {
+        flag: "cdc-config",
+        msg,
+    };
+    if let Some(c) = CdcConfig::from_endpoint(text) {
+        return c.map_err(invalid);
+    }
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        return CdcConfig::parse_json(&expand_env(trimmed)).map_err(invalid);
+    }
+    let json = read_file(std::path::Path::new(trimmed)).map_err(|e| ConfigError::File {
+        path: trimmed.into(),
+        msg: e.to_string(),
+    })?;
+    CdcConfig::parse_json(&expand_env(&json)).map_err(|m| invalid(format!("{trimmed}: {m}")))
 }
 
 /// Parses `RQLITE_DISCO_DNS_HOSTS` (comma-separated `host:port`; blanks ignored).

@@ -390,4 +390,9 @@ pub struct Auto {
     /// JSON file naming a backup to restore when this node starts with no state.
     #[arg(id = "auto-restore", long = "auto-restore")]
     pub restore: Option<PathBuf>,
+
+    /// Change data capture: an endpoint URL, `stdout`, or JSON (inline or a file) with
+    /// rqlite's keys (see the README's CDC section).
+    #[arg(id = "cdc-config", long = "cdc-config", value_name = "URL|JSON|FILE")]
+    pub cdc: Option<String>,
 }

@@ -28,6 +28,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 pub struct SqlConn {
     pub(crate) conn: Connection,
     guard: Arc<AuthGuard>,
+    /// Change capture (the writer, with `-cdc-config`): told where each statement's changes
+    /// begin and whether it failed.
+    pub(crate) capture: Option<Arc<super::capture::Capture>>,
 }
 
 /// What the authorizer shares with the code that runs statements: whether a statement is
@@ -247,7 +250,11 @@ impl SqlConn {
         let guard = Arc::new(AuthGuard::default());
         let g = guard.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| g.check(ctx)));
-        Ok(Self { conn, guard })
+        Ok(Self {
+            conn,
+            guard,
+            capture: None,
+        })
     }
 
     /// A placeholder connection to nothing (while the database file is being replaced).

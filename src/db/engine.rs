@@ -68,6 +68,8 @@ pub struct Engine {
     _temp: Option<TempDir>,
     /// Counts checkpoints into `db` (counters of its own unless [`Engine::count_into`]).
     metrics: Arc<Metrics>,
+    /// Row changes captured for CDC (see [`Engine::capture_changes`]).
+    capture: Option<Arc<super::capture::Capture>>,
 }
 
 /// The WAL is checkpointed into the database file once it grows past this (rqlite's
@@ -105,7 +107,30 @@ impl Engine {
             config: config.clone(),
             _temp: temp,
             metrics: Arc::default(),
+            capture: None,
         })
+    }
+
+    /// Captures the row changes of every write from here on (`-cdc-config`); the state
+    /// machine collects them per log entry with [`Engine::take_changes`].
+    pub fn capture_changes(&mut self, capture: Arc<super::capture::Capture>) {
+        capture.install(&self.rw.conn);
+        self.rw.capture = Some(capture.clone());
+        self.capture = Some(capture);
+    }
+
+    /// The row changes committed since the last call (none without capture).
+    pub fn take_changes(&mut self) -> Vec<super::capture::RowChange> {
+        self.capture.as_ref().map(|c| c.take()).unwrap_or_default()
+    }
+
+    /// Makes `rw` the writer, with the capture hooked onto it.
+    fn set_writer(&mut self, rw: SqlConn) {
+        self.rw = rw;
+        if let Some(c) = &self.capture {
+            c.install(&self.rw.conn);
+            self.rw.capture = Some(c.clone());
+        }
     }
 
     /// Counts into the node's `metrics` from here on.
@@ -231,13 +256,14 @@ impl Engine {
             let (fk, ext) = (self.config.fk, &self.config.extensions);
             return match conn::open_writer_copy(&self.path, file, fk, ext) {
                 Ok(rw) => {
-                    self.rw = rw;
+                    self.set_writer(rw);
                     Ok(())
                 }
                 Err(e) => {
                     // Never leave the engine without its database: an empty one, as at
                     // start (the caller fails the install, and the node stops).
-                    self.rw = conn::open_writer(&self.path, fk, ext)?;
+                    let rw = conn::open_writer(&self.path, fk, ext)?;
+                    self.set_writer(rw);
                     Err(e)
                 }
             };

@@ -378,13 +378,15 @@ fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome,
             return Err(fail(NOT_READ_ONLY.to_string(), shape));
         }
         consumed = bind(&mut s, &args, consumed, shape).map_err(|m| fail(m, shape))?;
-        last = Some(
-            match shape {
-                Shape::Exec => exec(conn, &mut s),
-                Shape::Query => query(&mut s),
-            }
-            .map_err(|m| fail(m, shape))?,
-        );
+        let mark = sql.capture.as_ref().map(|c| c.mark());
+        let r = match shape {
+            Shape::Exec => exec(conn, &mut s),
+            Shape::Query => query(&mut s),
+        };
+        if let (Some(c), Some(mark)) = (&sql.capture, mark) {
+            c.statement_done(conn, mark, r.is_err());
+        }
+        last = Some(r.map_err(|m| fail(m, shape))?);
     }
     Ok(last.unwrap_or(match shape {
         // Nothing but whitespace or comments: go-sqlite3 reports a zero result.

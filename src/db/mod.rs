@@ -14,6 +14,7 @@
 //! Does not: know about Raft, other nodes or HTTP. The store (`crate::store`) decides when
 //! something runs; this module decides what running it means.
 
+pub mod capture;
 pub mod classify;
 mod conn;
 pub mod datetime;

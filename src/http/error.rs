@@ -49,6 +49,9 @@ pub enum ApiError {
     /// 404 with a reason (an unknown or expired transaction).
     #[error("{0}")]
     Gone(String),
+    /// 410: what was asked for existed once and is no longer kept (CDC events).
+    #[error("{0}")]
+    Expired(String),
     /// 409: an interactive transaction conflicted or was aborted; nothing of it was applied.
     #[error("{0}")]
     Conflict(String),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::Unauthorized => empty(StatusCode::UNAUTHORIZED, None),
             ApiError::Gone(m) => plain(StatusCode::NOT_FOUND, &m),
             ApiError::Conflict(m) => plain(StatusCode::CONFLICT, &m),
+            ApiError::Expired(m) => plain(StatusCode::GONE, &m),
             ApiError::Redirect {
                 location,
                 content_type,

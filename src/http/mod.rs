@@ -6,6 +6,7 @@
 //! Does not: execute SQL or decide leadership; it asks `store`.
 
 pub mod body;
+pub mod cdc;
 pub mod console;
 pub mod db;
 pub mod error;
@@ -60,6 +61,8 @@ pub struct HttpState {
     pub auth: Option<Arc<AuthStore>>,
     /// `-http-allow-origin`: the `Access-Control-Allow-Origin` of every response.
     pub allow_origin: Option<HeaderValue>,
+    /// `-cdc-config`: change data capture, for `GET /cdc` and `/status`.
+    pub cdc: Option<Arc<crate::cdc::Cdc>>,
 }
 
 /// Builds the router: one dispatcher, because rqlite routes by path prefix.
@@ -131,6 +134,8 @@ enum Endpoint {
     Metrics,
     /// `/db/tx` and `/db/tx/{id}/...`: interactive transactions.
     Tx,
+    /// `/cdc`: captured changes from an index on.
+    Cdc,
 }
 
 impl Endpoint {
@@ -141,7 +146,7 @@ impl Endpoint {
             Endpoint::Root | Endpoint::ConsoleRoot => &[],
             Endpoint::Console => &[Perm::Ui],
             Endpoint::Execute | Endpoint::Tx => &[Perm::Execute],
-            Endpoint::Query | Endpoint::Sql => &[Perm::Query],
+            Endpoint::Query | Endpoint::Sql | Endpoint::Cdc => &[Perm::Query],
             Endpoint::Request => &[Perm::Execute, Perm::Query],
             Endpoint::Backup => &[Perm::Backup],
             Endpoint::Load | Endpoint::Boot => &[Perm::Load],
@@ -166,6 +171,7 @@ impl Endpoint {
             Endpoint::Query => "query",
             Endpoint::Request => "request",
             Endpoint::Tx => "tx",
+            Endpoint::Cdc => "cdc",
             Endpoint::Sql => "sql",
             Endpoint::Backup => "backup",
             Endpoint::Load => "load",
@@ -226,6 +232,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/reap" => return Some(Endpoint::Reap),
         "/debug/vars" => return Some(Endpoint::DebugVars),
         "/metrics" => return Some(Endpoint::Metrics),
+        "/cdc" => return Some(Endpoint::Cdc),
         _ => {}
     }
     PREFIXES
@@ -416,6 +423,7 @@ async fn respond(
         Endpoint::DebugVars => Box::pin(vars::debug_vars(st, call)).await,
         Endpoint::Metrics => Box::pin(scrape::metrics(st, call)).await,
         Endpoint::Reap => Box::pin(reap::reap(st, call)).await,
+        Endpoint::Cdc => Box::pin(cdc::cdc(st, call)).await,
     };
     result.unwrap_or_else(|e| {
         if matches!(e, ApiError::LeaderNotFound) {

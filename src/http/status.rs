@@ -417,7 +417,49 @@ async fn status_json(st: &HttpState) -> Json {
     if let Some(d) = disco_json(st) {
         top.push(("disco", d));
     }
+    if let Some(c) = cdc_json(st) {
+        top.push(("cdc", c));
+    }
     obj(top)
+}
+
+/// Change data capture: the queue, the replicated delivery mark and the last failure.
+fn cdc_json(st: &HttpState) -> Option<Json> {
+    let cdc = st.cdc.as_ref()?;
+    let q = cdc.queue_state();
+    let d = cdc.delivery_status();
+    let p = st.store.cdc_progress();
+    let endpoint = match &cdc.config().endpoint {
+        crate::cdc::config::Endpoint::Http(u) => u.clone(),
+        crate::cdc::config::Endpoint::Stdout => "stdout".into(),
+    };
+    let time = |t: Option<std::time::SystemTime>| match t {
+        Some(t) => Json::Str(rfc3339(t)),
+        None => Json::Null,
+    };
+    let range = |r: Option<(u64, u64)>| match r {
+        Some((a, b)) => Json::Str(crate::cdc::deliver::key(a, b)),
+        None => Json::Null,
+    };
+    Some(obj(vec![
+        ("endpoint", s(endpoint)),
+        ("service_id", s(cdc.config().service_id.clone())),
+        ("delivered", Json::Uint(p.delivered)),
+        ("recorded_sending", range(p.sending)),
+        ("sending", range(d.sending)),
+        ("queue_entries", Json::Uint(q.records)),
+        ("queue_bytes", Json::Uint(q.bytes)),
+        ("enqueued_index", Json::Uint(q.enqueued)),
+        ("pruned_index", Json::Uint(q.pruned)),
+        ("missing", range(q.gap)),
+        (
+            "events_dropped",
+            Json::Uint(st.metrics.cdc.events_dropped.get()),
+        ),
+        ("last_error", d.last_error.map_or(Json::Null, Json::Str)),
+        ("last_error_at", time(d.last_error_at)),
+        ("last_sent_at", time(d.last_sent_at)),
+    ]))
 }
 
 /// The discovery backend's last observations (`null` without `-disco-mode`).

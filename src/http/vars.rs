@@ -182,7 +182,7 @@ fn db(m: &Metrics) -> Map {
         ("checkpointed_pages", d.checkpointed_pages.get()),
         ("checkpoints", d.checkpoints.get()),
         ("commit_hooks", 0),
-        ("dropped_cdc_events", 0),
+        ("dropped_cdc_events", m.cdc.events_dropped.get()),
         ("execute_transactions", d.execute_transactions.get()),
         ("execution_errors", d.execution_errors.get()),
         ("executions", d.executions.get()),
@@ -268,6 +268,23 @@ fn sql_processor(m: &Metrics) -> Map {
 }
 
 /// rqlite's `uploader` map (`-auto-backup`; sqlraft writes local files only).
+/// Change data capture (sqlraft's; zero without `-cdc-config`).
+fn cdc(m: &Metrics) -> Map {
+    let c = &m.cdc;
+    vec![
+        ("batches_dropped", c.batches_dropped.get()),
+        ("batches_sent", c.batches_sent.get()),
+        ("enqueued_index", c.enqueued_index.get()),
+        ("events_captured", c.events_captured.get()),
+        ("events_dropped", c.events_dropped.get()),
+        ("events_sent", c.events_sent.get()),
+        ("high_watermark", c.high_watermark.get()),
+        ("queue_bytes", c.queue_bytes.get()),
+        ("queue_entries", c.queue_entries.get()),
+        ("send_failures", c.send_failures.get()),
+    ]
+}
+
 fn uploader(m: &Metrics) -> Map {
     let a = &m.auto;
     vec![
@@ -347,6 +364,7 @@ pub fn vars(m: &Metrics, sampler: &dyn Sampler) -> Vec<(&'static str, String)> {
     let s = sampler.sample();
     let cmdline = Json::Arr(std::env::args().map(Json::Str).collect()).to_compact();
     let mut out = vec![
+        ("cdc", render_map(cdc(m))),
         ("cluster", render_map(cluster(m))),
         ("cmdline", cmdline),
         ("db", render_map(db(m))),

@@ -432,6 +432,71 @@ impl Collector for Scraped {
             Some(&Unit::Bytes),
             mem.rss,
         )?;
+
+        // Change data capture (zero without -cdc-config).
+        let c = &m.cdc;
+        for (name, help, v) in [
+            (
+                "cdc_events_captured",
+                "Row changes captured from applied log entries",
+                c.events_captured.get(),
+            ),
+            (
+                "cdc_events_dropped",
+                "Row changes dropped because the CDC queue was full (never delivered)",
+                c.events_dropped.get(),
+            ),
+            (
+                "cdc_events_sent",
+                "Row changes in requests the CDC endpoint acknowledged",
+                c.events_sent.get(),
+            ),
+            (
+                "cdc_batches_sent",
+                "Requests the CDC endpoint acknowledged",
+                c.batches_sent.get(),
+            ),
+            (
+                "cdc_send_failures",
+                "CDC requests that failed (connection, timeout, non-2xx answer)",
+                c.send_failures.get(),
+            ),
+            (
+                "cdc_batches_dropped",
+                "CDC batches given up after transmit_max_retries",
+                c.batches_dropped.get(),
+            ),
+        ] {
+            counter(e, name, help, v)?;
+        }
+        gauge(
+            e,
+            "cdc_queue_entries",
+            "Log entries with row changes held in the CDC queue",
+            None,
+            c.queue_entries.get(),
+        )?;
+        gauge(
+            e,
+            "cdc_queue",
+            "Size of the CDC queue's records",
+            Some(&Unit::Bytes),
+            c.queue_bytes.get(),
+        )?;
+        gauge(
+            e,
+            "cdc_enqueued_index",
+            "Highest log index whose row changes are queued",
+            None,
+            c.enqueued_index.get(),
+        )?;
+        gauge(
+            e,
+            "cdc_high_watermark",
+            "Highest log index whose row changes the endpoint acknowledged (replicated)",
+            None,
+            c.high_watermark.get(),
+        )?;
         Ok(())
     }
 }

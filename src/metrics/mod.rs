@@ -500,6 +500,31 @@ pub struct Metrics {
     pub internode: Arc<ListenerCounters>,
     /// Automatic backups and the restore at start (`-auto-backup`, `-auto-restore`).
     pub auto: AutoCounters,
+    /// Change data capture (`-cdc-config`).
+    pub cdc: CdcCounters,
+}
+
+/// Change data capture: what was captured, queued, sent and dropped, and where the queue
+/// stands (the gauges are set by the queue's writer, which owns that state).
+#[derive(Debug, Default)]
+pub struct CdcCounters {
+    /// Row changes captured from applied entries.
+    pub events_captured: Counter,
+    /// Row changes dropped because the queue was full (rqlite's `dropped_cdc_events`).
+    pub events_dropped: Counter,
+    /// Requests the endpoint acknowledged, and the row changes they carried.
+    pub batches_sent: Counter,
+    pub events_sent: Counter,
+    /// Attempts that failed (connection, timeout, non-2xx answer).
+    pub send_failures: Counter,
+    /// Batches given up after `transmit_max_retries`.
+    pub batches_dropped: Counter,
+    /// Log entries with events held in the queue, and their bytes.
+    pub queue_entries: Latest,
+    pub queue_bytes: Latest,
+    /// Highest index queued, and the replicated delivered mark.
+    pub enqueued_index: Latest,
+    pub high_watermark: Latest,
 }
 
 /// rqlite's `uploader` and `downloader` maps, and the auto-restore counts of its `store` map.

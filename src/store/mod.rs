@@ -8,6 +8,7 @@
 //! caller forwards; see `crate::cluster`).
 
 mod catch_up;
+pub mod changes;
 pub mod error;
 mod images;
 mod leadership;
@@ -41,11 +42,13 @@ use tokio::sync::mpsc;
 pub use error::StoreError;
 
 use crate::command::StmtResult;
+use crate::db::capture::{Capture, CaptureRules};
 use crate::db::{Db, DbConfig, Engine, ReadPool};
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::{node_id_of, LogId, NodeId, NodeInfo, Raft};
+pub use changes::{CdcProgress, ChangeSink};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
@@ -171,6 +174,7 @@ impl Store {
         cfg: StoreConfig,
         network: Network,
         metrics: Arc<Metrics>,
+        changes: Option<(CaptureRules, Arc<dyn ChangeSink>)>,
     ) -> Result<Arc<Self>, StoreError> {
         let io = |e: std::io::Error| StoreError::Io(e.to_string());
         refuse_rqlite_dir(&cfg.data_dir)?;
@@ -213,6 +217,10 @@ impl Store {
         })?;
         metrics.db.open_duration.set_millis(opening.elapsed());
         engine.count_into(metrics.clone());
+        let changes = changes.map(|(rules, sink)| {
+            engine.capture_changes(Capture::new(rules));
+            sink
+        });
         let reads = engine.reads();
         let db = Db::spawn(engine);
         let sm = StateMachine::open(
@@ -221,6 +229,7 @@ impl Store {
             &cfg.data_dir.join("parts"),
             health.clone(),
             metrics.clone(),
+            changes,
         )
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;

@@ -14,6 +14,7 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
 };
 
+use super::changes::{CdcProgress, ChangeSink};
 use super::parts::{Assembled, Assembly};
 use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
@@ -40,6 +41,8 @@ pub struct Applied {
     /// load; not a read, a no-op or a membership change); an installed snapshot counts as
     /// one. Automatic backups skip a round when it has not moved.
     pub data_index: u64,
+    /// Change data capture's delivery progress (replicated; see `changes.rs`).
+    pub cdc: super::changes::CdcProgress,
 }
 
 /// Shared view of [`Applied`]; the database thread writes it, everyone may read it.
@@ -67,6 +70,8 @@ pub struct StateMachine {
     assembling: Arc<std::sync::atomic::AtomicBool>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    /// Where captured row changes go (`-cdc-config`).
+    changes: Option<Arc<dyn ChangeSink>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -91,6 +96,8 @@ struct Applier<'a> {
     term: u64,
     loads: u64,
     db: &'a DbCounters,
+    /// Delivery progress this entry recorded.
+    cdc: Option<CdcProgress>,
 }
 
 /// Counts the statements of a request, those that failed, and the request if it was a
@@ -202,6 +209,10 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
             Ok(Err(conflict)) => failed(conflict),
             Err(e) => return Err(e.to_string()),
         },
+        Command::CdcProgress(p) => {
+            a.cdc = Some(p);
+            Response::default()
+        }
     })
 }
 
@@ -233,6 +244,7 @@ impl StateMachine {
         parts_dir: &std::path::Path,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
+        changes: Option<Arc<dyn ChangeSink>>,
     ) -> Result<Self, StorageError> {
         let assembly =
             Assembly::new(parts_dir).map_err(|e| sm_err(ErrorVerb::Write, e.to_string()))?;
@@ -245,6 +257,7 @@ impl StateMachine {
             assembly: Arc::new(Mutex::new(assembly)),
             health,
             metrics,
+            changes,
         };
         let current = {
             let s = sm.snapshots.clone();
@@ -294,7 +307,10 @@ impl StateMachine {
                 a.data_index = m.last_log_id.map_or(0, |l| l.index);
                 a.membership = m.last_membership.clone();
                 a.updated_at = Some(SystemTime::now());
+                a.cdc = super::changes::from_snapshot_id(&m.snapshot_id);
                 a.snapshot = Some(m);
+                // Whatever the replaced database's last writes captured is not this state.
+                engine.take_changes();
                 Ok(())
             })
             .await
@@ -351,6 +367,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied = self.applied.clone();
         let assembly = self.assembly.clone();
         let metrics = self.metrics.clone();
+        let sink = self.changes.clone();
         // One trip to the database thread for the whole batch.
         self.db
             .call(move |engine| {
@@ -365,6 +382,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         term: log_id.leader_id.term,
                         loads: 0,
                         db: &metrics.db,
+                        cdc: None,
                     };
                     let changes = matches!(
                         &entry.payload,
@@ -383,9 +401,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Response::default()
                         }
                     };
-                    let loads = a.loads;
+                    let (loads, cdc) = (a.loads, a.cdc);
+                    if let Some(sink) = &sink {
+                        let changes = engine.take_changes();
+                        if !changes.is_empty() {
+                            let ms = SystemTime::now()
+                                .duration_since(SystemTime::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64);
+                            sink.changes(log_id.index, ms, changes);
+                        }
+                    }
                     let mut a = applied.lock();
                     a.loads += loads;
+                    if let Some(p) = cdc {
+                        a.cdc = p;
+                    }
                     a.last_applied = Some(log_id);
                     if changes {
                         a.data_index = log_id.index;
@@ -459,7 +489,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?
             .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?;
-        self.install(stored).await
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.install(stored).await?;
+        if let Some(sink) = &self.changes {
+            sink.skipped_to(index);
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -526,10 +561,16 @@ impl StateMachine {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
+        let cdc = super::changes::snapshot_suffix(&a.cdc);
         let snapshot_id = match a.last_applied {
-            Some(l) => format!("{}-{}-{millis}", l.leader_id.term, l.index),
-            None => format!("0-0-{millis}"),
+            Some(l) => format!("{}-{}-{millis}{cdc}", l.leader_id.term, l.index),
+            None => format!("0-0-{millis}{cdc}"),
         };
+        // The log up to this snapshot may go once it is stored: the changes its entries
+        // captured must be durable in the CDC queue first.
+        if let Some(sink) = &self.changes {
+            sink.flush().await;
+        }
         let meta = SnapshotMeta {
             last_log_id: a.last_applied,
             last_membership: a.membership,

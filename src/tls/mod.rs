@@ -344,6 +344,53 @@ pub fn node_client_config(tls: &crate::config::Tls) -> Result<Option<Arc<ClientC
     Ok(Some(Arc::new(c)))
 }
 
+/// The CDC webhook client's TLS config (`-cdc-config`'s `tls`): the server verified against
+/// `ca_cert_file` (else the system's roots) unless `insecure_skip_verify`, checked for
+/// `server_name` when set instead of the URL's host; a client certificate when given.
+pub fn webhook_client_config(
+    t: &crate::cdc::config::WebhookTls,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(format!("TLS setup: {e}")))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if t.insecure_skip_verify {
+        Arc::new(NoVerify(provider()))
+    } else {
+        let roots = match &t.ca_cert_file {
+            Some(ca) => load_roots(ca)?,
+            // An http:// endpoint needs none; an https:// one then fails with "unknown issuer".
+            None => system_roots().unwrap_or_else(|_| RootCertStore::empty()),
+        };
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| err(format!("CDC tls.ca_cert_file: {e}")))?;
+        match &t.server_name {
+            Some(name) => {
+                let name = ServerName::try_from(name.clone()).map_err(|e| {
+                    err(format!(
+                        "CDC tls.server_name {name:?}: not a valid name: {e}"
+                    ))
+                })?;
+                Arc::new(FixedName {
+                    inner: webpki,
+                    name,
+                })
+            }
+            None => webpki,
+        }
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let c = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| err(format!("CDC tls.cert_file/key_file: {e}")))?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(c))
+}
+
 /// The operating system's trust store.
 fn system_roots() -> Result<RootCertStore, TlsError> {
     let found = rustls_native_certs::load_native_certs();

@@ -6,6 +6,7 @@ mod api; // one node's HTTP API: bad input, restarts
 mod auth; // -auth: Basic auth and permissions, through followers, for joins
 mod backups; // -auto-backup and -auto-restore: rqlite's file storage, leader-only, restore at start
 mod binary; // the real sqlraftd: flags, the startup line, durability across kill -9
+mod cdc; // change data capture to a real webhook receiver: exact events, kill -9, outages
 mod consistency; // read levels and freshness on a healthy cluster
 mod console; // the web console, served and driven in headless Chromium
 mod crashes; // SIGKILLed leaders: no acknowledged write lost, money conserved

@@ -801,7 +801,7 @@ async fn debug_vars_carries_rqlites_maps_field_by_field() {
     );
     // expvar's layout: `{`, one top-level key per line in order, `}`.
     let body = r.text();
-    assert!(body.starts_with("{\n\"cluster\": {"), "{body}");
+    assert!(body.starts_with("{\n\"cdc\": {"), "{body}");
     assert!(body.ends_with("\n}\n"), "{body}");
     let lines: Vec<&str> = body.trim_end().lines().collect();
     let keys: Vec<String> = lines[1..lines.len() - 1]
@@ -813,7 +813,7 @@ async fn debug_vars_carries_rqlites_maps_field_by_field() {
         })
         .collect();
     let mut want: Vec<String> = rqlite_maps().keys().map(|k| k.to_string()).collect();
-    want.extend(["cmdline", "memstats", "raft"].map(String::from));
+    want.extend(["cdc", "cmdline", "memstats", "raft"].map(String::from));
     want.sort();
     assert_eq!(keys, want);
 

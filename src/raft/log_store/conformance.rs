@@ -23,6 +23,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             &td.path().join("parts"),
             Arc::default(),
             Arc::default(),
+            None,
         )
         .await?;
         Ok((td, log, sm))

@@ -77,6 +77,7 @@ impl TestStore {
             store_config(tmp.path(), info.clone()),
             network,
             Arc::default(),
+            None,
         )
         .await
         .unwrap_or_else(|e| panic!("open store {id}: {e}"));
@@ -86,6 +87,7 @@ impl TestStore {
             isolation: isolation.clone(),
             bootstrap: Arc::new(Bootstrapper::new(cluster.clone(), 0)),
             auth: None,
+            cdc: None,
         };
         let stop = CancellationToken::new();
         let opts = ServeOptions {
