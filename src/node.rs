@@ -231,6 +231,14 @@ impl Node {
                     crate::tls::webhook_client_config(&c.tls)
                         .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?;
                 }
+                tracing::info!(
+                    endpoint = ?c.endpoint,
+                    table_filter = c.table_filter.as_ref().map_or("(all tables)", |r| r.as_str()),
+                    row_ids_only = c.row_ids_only,
+                    max_batch_size = c.max_batch_size,
+                    retain_max_age = ?c.retain.max_age,
+                    "change data capture on: every voter captures, the leader sends"
+                );
                 Some(
                     crate::cdc::Cdc::open(&cfg.data_dir, c, me.id.clone(), metrics.clone())
                         .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?,

@@ -167,7 +167,13 @@ async fn lead(cdc: &Cdc, store: &Store, sink: &Sink, stop: &CancellationToken) {
             continue;
         }
         let range = match resend.take() {
-            Some(r) => r,
+            Some(r) => {
+                // Recorded by an earlier leader: this node has applied it (the barrier), and
+                // its records must be durable before they are read, or the range would go
+                // out under the same key with fewer events.
+                crate::store::ChangeSink::flush(cdc).await;
+                r
+            }
             None => {
                 let Some(r) = next_batch(cdc, delivered, &mut watch).await else {
                     // Nothing to send: make sure the log knows how far delivery got.
@@ -236,9 +242,10 @@ async fn lead(cdc: &Cdc, store: &Store, sink: &Sink, stop: &CancellationToken) {
                 return;
             }
         }
+        // Not pruned here: until the next record replicates it, a new leader (or this node
+        // after a restart) may have to send this range again, from its queue. Every node
+        // prunes by the replicated mark (`run_pruning`).
         delivered = range.1;
-        cdc.metrics.cdc.high_watermark.set(delivered);
-        cdc.prune(delivered);
     }
 }
 
@@ -341,13 +348,30 @@ fn note_error(cdc: &Cdc, e: String) {
     });
 }
 
-/// Asks each peer for the records of `from..=to` until one holds them all; fills them in.
-/// Records at or below the delivered mark are not needed: the gap then just closes.
-async fn fill_gap(cdc: &Cdc, cluster: &Cluster, from: u64, to: u64) {
-    if from > to {
-        cdc.fill(Vec::new(), to).await;
-        return;
+/// Fills the gap `(from, to)` from a peer. Records above `delivered` are needed for
+/// delivery; those below only for `GET /cdc` readers while `retain` keeps them: they are asked
+/// for first, and given up (410 for readers) if no peer still holds them.
+async fn fill_gap(cdc: &Cdc, cluster: &Cluster, (from, to): (u64, u64), delivered: u64) {
+    let r = &cdc.config().retain;
+    let needed = from.max(delivered + 1);
+    let mut starts = Vec::new();
+    if (!r.max_age.is_zero() || r.max_bytes > 0) && from < needed {
+        starts.push(from);
     }
+    starts.push(needed);
+    for start in starts {
+        if start > to {
+            cdc.fill(Vec::new(), start, to).await;
+            return;
+        }
+        if ask_peers(cdc, cluster, start, to).await {
+            return;
+        }
+    }
+}
+
+/// Asks each peer for the records of `from..=to` until one holds them all; fills them in.
+async fn ask_peers(cdc: &Cdc, cluster: &Cluster, from: u64, to: u64) -> bool {
     let me = cluster.store().me().id.clone();
     for (peer, _) in cluster.store().members() {
         if peer.id == me {
@@ -375,12 +399,13 @@ async fn fill_gap(cdc: &Cdc, cluster: &Cluster, from: u64, to: u64) {
                     peer = %peer.id,
                     "CDC: filled the queue's gap from a peer"
                 );
-                cdc.fill(records, through).await;
-                return;
+                cdc.fill(records, from, through).await;
+                return true;
             }
             Ok(_) | Err(_) => continue,
         }
     }
+    false
 }
 
 /// Events in an encoded payload item (for the counters).
@@ -397,8 +422,8 @@ async fn run_pruning(cdc: Arc<Cdc>, cluster: Arc<Cluster>, stop: CancellationTok
     let mut last = None;
     loop {
         let d = store.cdc_progress().delivered;
-        if let Some((a, b)) = cdc.queue_state().gap {
-            fill_gap(&cdc, &cluster, a.max(d + 1), b).await;
+        if let Some(gap) = cdc.queue_state().gap {
+            fill_gap(&cdc, &cluster, gap, d).await;
         }
         cdc.metrics.cdc.high_watermark.set(d);
         // With retention, age moves on even when delivery does not.

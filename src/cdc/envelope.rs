@@ -35,9 +35,11 @@ fn event(c: &RowChange) -> Json {
     let image = |values: &Vec<Value>| -> Option<Json> {
         let cols = c.columns.as_ref()?;
         (cols.len() == values.len()).then(|| {
+            // A nameless column is a VIRTUAL generated one (see `db::capture`): not stored.
             Json::sorted(
                 cols.iter()
                     .zip(values)
+                    .filter(|(k, _)| !k.is_empty())
                     .map(|(k, v)| (k.clone(), value_json(v, false))),
             )
         })

@@ -40,7 +40,7 @@ enum Job {
     Flush(oneshot::Sender<()>),
     Prune(u64),
     Skip(u64),
-    Fill(Vec<Record>, u64, oneshot::Sender<()>),
+    Fill(Vec<Record>, u64, u64, oneshot::Sender<()>),
 }
 
 /// What `/status` shows about delivery.
@@ -167,9 +167,17 @@ impl Cdc {
 
     /// The records of `from..=to` if this node holds all of them (a peer filling its gap
     /// asks), and the index they cover up to (`to`, unless 64 MiB cut them short); `None` if
-    /// it does not hold them.
-    pub async fn held(&self, from: u64, to: u64) -> Result<Option<(Vec<Record>, u64)>, String> {
-        if from > to || !self.queue_state().holds(from, to) {
+    /// it does not hold them. `applied` is this node's applied index, read before the call:
+    /// everything captured up to it is made durable first.
+    pub async fn held(
+        &self,
+        from: u64,
+        to: u64,
+        applied: u64,
+    ) -> Result<Option<(Vec<Record>, u64)>, String> {
+        use crate::store::ChangeSink;
+        self.flush().await;
+        if from > to || !self.queue_state().holds(from, to, applied) {
             return Ok(None);
         }
         let (mut out, mut next, mut bytes) = (Vec::new(), from, 0usize);
@@ -195,14 +203,16 @@ impl Cdc {
         }
     }
 
-    /// Puts records a peer held into this node's gap, which closes up to `through`.
-    pub async fn fill(&self, records: Vec<Record>, through: u64) {
+    /// Puts the records of `from..=through` a peer held into this node's gap, which closes
+    /// up to `through` (see [`Queue::fill`]).
+    pub async fn fill(&self, records: Vec<Record>, from: u64, through: u64) {
         let (tx, rx) = oneshot::channel();
         let jobs = self.jobs.clone();
-        let sent =
-            tokio::task::spawn_blocking(move || jobs.send(Job::Fill(records, through, tx)).is_ok())
-                .await
-                .unwrap_or(false);
+        let sent = tokio::task::spawn_blocking(move || {
+            jobs.send(Job::Fill(records, from, through, tx)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
         if sent {
             let _ = rx.await;
         }
@@ -298,7 +308,7 @@ impl Shared {
                     Job::Flush(done) => flushes.push(done),
                     Job::Prune(d) => prune = Some(prune.map_or(d, |p: u64| p.max(d))),
                     Job::Skip(i) => skip = Some(i),
-                    Job::Fill(r, through, done) => fills.push((r, through, done)),
+                    Job::Fill(r, from, through, done) => fills.push((r, from, through, done)),
                 }
             }
             let mut failed = None;
@@ -312,8 +322,8 @@ impl Shared {
                     failed = Some(e);
                 }
             }
-            for (r, through, done) in fills {
-                if let Err(e) = queue.fill(&r, through) {
+            for (r, from, through, done) in fills {
+                if let Err(e) = queue.fill(&r, from, through) {
                     failed = Some(e);
                 }
                 flushes.push(done);

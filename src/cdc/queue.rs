@@ -47,10 +47,12 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Whether every record in `from..=to` that exists is held here.
-    pub fn holds(&self, from: u64, to: u64) -> bool {
+    /// Whether every record in `from..=to` that exists is held here, given that every
+    /// entry up to `durable` has had its records made durable (entries without captured
+    /// changes have none, so `enqueued` alone cannot tell).
+    pub fn holds(&self, from: u64, to: u64, durable: u64) -> bool {
         from > self.pruned
-            && to <= self.enqueued
+            && to <= durable.max(self.enqueued)
             && self.gap.is_none_or(|(a, b)| to < a || from > b)
     }
 }
@@ -274,8 +276,10 @@ impl Queue {
     }
 
     /// Puts records fetched from a peer into the gap and closes it up to `through` (the
-    /// peer held every record of `..=through` there is).
-    pub fn fill(&self, records: &[Record], through: u64) -> Result<(), String> {
+    /// peer held every record of `from..=through` there is). Records of the gap below `from`
+    /// were not asked for (already delivered and no longer held by the peers): they count as
+    /// deleted here, so `GET /cdc` answers 410 for them rather than skipping them.
+    pub fn fill(&self, records: &[Record], from: u64, through: u64) -> Result<(), String> {
         let mut w = self.db.begin_write().map_err(|err| e("write", err))?;
         w.set_durability(Durability::Immediate);
         {
@@ -286,7 +290,16 @@ impl Queue {
                     .map_err(|err| e("read", err))?
                     .map_or(0, |v| v.value()))
             };
-            let (from, to) = (get(&meta, GAP_FROM)?, get(&meta, GAP_TO)?);
+            let (gap_from, to) = (get(&meta, GAP_FROM)?, get(&meta, GAP_TO)?);
+            if to == 0 {
+                return Ok(());
+            }
+            if from > gap_from {
+                let pruned = get(&meta, PRUNED)?;
+                meta.insert(PRUNED, pruned.max(from - 1))
+                    .map_err(|err| e("write", err))?;
+            }
+            let from = from.max(gap_from);
             let mut bytes = get(&meta, BYTES)?;
             for r in records.iter().filter(|r| r.index >= from && r.index <= to) {
                 let mut v = Vec::with_capacity(8 + r.json.len());
@@ -352,11 +365,12 @@ mod tests {
         q.skip_to(10).unwrap();
         let s = q.state().unwrap();
         assert_eq!((s.enqueued, s.gap), (10, Some((4, 10))));
-        assert!(s.holds(1, 3) && !s.holds(4, 4) && !s.holds(9, 12));
+        assert!(s.holds(1, 3, 0) && !s.holds(4, 4, 10) && !s.holds(9, 12, 12));
+        assert!(!s.holds(11, 12, 0) && s.holds(11, 12, 12));
         q.append(&[rec(12, 1)]).unwrap();
-        q.fill(&[rec(5, 1), rec(9, 1), rec(12, 9)], 10).unwrap();
+        q.fill(&[rec(5, 1), rec(9, 1), rec(12, 9)], 4, 10).unwrap();
         let s = q.state().unwrap();
-        assert_eq!(s.gap, None);
+        assert_eq!((s.gap, s.pruned), (None, 0));
         let got: Vec<u64> = q
             .read(0, 10, 1 << 20)
             .unwrap()
@@ -369,6 +383,12 @@ mod tests {
             1,
             "a fill never replaces"
         );
+        // Filled from above its start (the rest was delivered and let go): the rest is
+        // deleted as far as readers are concerned.
+        q.skip_to(20).unwrap();
+        q.fill(&[rec(18, 1)], 16, 20).unwrap();
+        let s = q.state().unwrap();
+        assert_eq!((s.gap, s.pruned), (None, 15));
     }
 
     #[test]

@@ -256,8 +256,9 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             let Some(cdc) = &st.cdc else {
                 return Ok(ClusterResponse::CdcRecords(None));
             };
+            let applied = store.applied().lock().last_applied.map_or(0, |l| l.index);
             let held = cdc
-                .held(from, to)
+                .held(from, to, applied)
                 .await
                 .map_err(|e| ClusterError::Store(crate::store::StoreError::Io(e)))?;
             Ok(ClusterResponse::CdcRecords(held.map(|(rs, through)| {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
+use rusqlite::hooks::TransactionOperation;
 use rusqlite::{ffi, Connection};
 
 use crate::command::Value;
@@ -80,6 +81,8 @@ struct Buf {
     /// Column names per table, valid for `schema_version`.
     names: HashMap<String, Arc<[String]>>,
     schema_version: Option<i64>,
+    /// Open savepoints, innermost last, each with where its changes begin in `pending`.
+    savepoints: Vec<(String, usize)>,
 }
 
 impl Capture {
@@ -110,10 +113,15 @@ impl Capture {
             let mut b = c.buf();
             let mut p = std::mem::take(&mut b.pending);
             b.committed.append(&mut p);
+            b.savepoints.clear();
             false // never veto the commit
         }));
         let c = self.clone();
-        conn.rollback_hook(Some(move || c.buf().pending.clear()));
+        conn.rollback_hook(Some(move || {
+            let mut b = c.buf();
+            b.pending.clear();
+            b.savepoints.clear();
+        }));
     }
 
     /// One row about to change (see [`preupdate`]).
@@ -209,13 +217,37 @@ impl Capture {
         self.buf().pending.len()
     }
 
-    /// A statement finished: a failed one's changes are dropped (SQLite undid them), and the
-    /// columns of what it changed are named from the schema as it is now.
-    pub fn statement_done(&self, conn: &Connection, mark: usize, failed: bool) {
+    /// A statement finished: a failed one's changes are dropped (SQLite undid them), a
+    /// `ROLLBACK TO` drops what was changed since its savepoint, and the columns of what the
+    /// statement changed are named from the schema as it is now. `savepoint`: the savepoint
+    /// operation the statement is (from the authorizer, when it was prepared).
+    pub fn statement_done(
+        &self,
+        conn: &Connection,
+        mark: usize,
+        failed: bool,
+        savepoint: Option<(TransactionOperation, String)>,
+    ) {
         let tables: Vec<String> = {
             let mut b = self.buf();
             if failed && b.pending.len() > mark {
                 b.pending.truncate(mark);
+            }
+            if let (false, Some((op, name))) = (failed, savepoint) {
+                let at = b
+                    .savepoints
+                    .iter()
+                    .rposition(|(n, _)| n.eq_ignore_ascii_case(&name));
+                match (op, at) {
+                    (TransactionOperation::Begin, _) => b.savepoints.push((name, mark)),
+                    (TransactionOperation::Release, Some(i)) => b.savepoints.truncate(i),
+                    (TransactionOperation::Rollback, Some(i)) => {
+                        let since = b.savepoints[i].1;
+                        b.pending.truncate(since);
+                        b.savepoints.truncate(i + 1);
+                    }
+                    _ => {}
+                }
             }
             if !b.unnamed {
                 return;
@@ -270,18 +302,27 @@ impl Capture {
         let mut b = self.buf();
         // A transaction never spans entries (a request's open one is rolled back).
         b.pending.clear();
+        b.savepoints.clear();
         std::mem::take(&mut b.committed)
     }
 }
 
 /// The table's columns as the pre-update hook numbers them (hidden and generated columns
-/// included, in table order).
+/// included, in table order). A VIRTUAL generated column is named `""`: it is computed when
+/// read, never stored, so the hook sees only NULL for it, and the events leave it out.
 fn column_names(conn: &Connection, table: &str) -> Arc<[String]> {
     let names = conn
-        .prepare_cached("SELECT name FROM pragma_table_xinfo(?1, 'main')")
+        .prepare_cached("SELECT name, hidden FROM pragma_table_xinfo(?1, 'main')")
         .and_then(|mut s| {
-            s.query_map([table], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<String>, _>>()
+            s.query_map([table], |r| {
+                let hidden: i64 = r.get(1)?;
+                Ok(if hidden == 2 {
+                    String::new()
+                } else {
+                    r.get(0)?
+                })
+            })?
+            .collect::<Result<Vec<String>, _>>()
         })
         .unwrap_or_default();
     Arc::from(names)
@@ -358,7 +399,7 @@ mod tests {
     fn run(c: &Connection, cap: &Capture, sql: &str) -> bool {
         let mark = cap.mark();
         let ok = c.execute_batch(sql).is_ok();
-        cap.statement_done(c, mark, !ok);
+        cap.statement_done(c, mark, !ok, None);
         ok
     }
 

@@ -2027,3 +2027,135 @@ fn settings_reset_and_checkpoints_leave_the_writer_unmarked() {
             .unwrap();
     assert_eq!(on, 0, "the setting outlived its request");
 }
+
+#[test]
+fn cached_statements_keep_every_check_and_follow_schema_changes() {
+    // The statement cache (db/exec.rs) serves repeated texts without preparing them again;
+    // what the authorizer decides at preparation must hold for every run.
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE c (id INTEGER PRIMARY KEY, v TEXT)")],
+    );
+    for i in 0..3 {
+        let r = execute(
+            &mut e,
+            vec![sp("INSERT INTO c(v) VALUES(?)", vec![pt("x")])],
+        );
+        assert_eq!(r, vec![ex(i + 1, 1)]);
+    }
+    // A cached SELECT * sees a column added after it was first prepared.
+    let q = || s("SELECT * FROM c WHERE id = 1");
+    assert_eq!(
+        query(&mut e, vec![q()]),
+        vec![rows(
+            &["id", "v"],
+            &["integer", "text"],
+            vec![vec![int(1), text("x")]]
+        )]
+    );
+    execute(
+        &mut e,
+        vec![s("ALTER TABLE c ADD COLUMN w INTEGER DEFAULT 7")],
+    );
+    assert_eq!(
+        query(&mut e, vec![q()]),
+        vec![rows(
+            &["id", "v", "w"],
+            &["integer", "text", "integer"],
+            vec![vec![int(1), text("x"), int(7)]]
+        )]
+    );
+    // A table made again with another declared type: the cached read reports the new one.
+    let v = || s("SELECT v FROM c WHERE id = 1");
+    assert_eq!(
+        query(&mut e, vec![v()]),
+        vec![rows(&["v"], &["text"], vec![vec![text("x")]])]
+    );
+    execute(
+        &mut e,
+        vec![
+            s("DROP TABLE c"),
+            s("CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER)"),
+            s("INSERT INTO c VALUES (1, 5), (2, 6), (3, 7)"),
+        ],
+    );
+    assert_eq!(
+        query(&mut e, vec![v()]),
+        vec![rows(&["v"], &["integer"], vec![vec![int(5)]])]
+    );
+    // A refused statement stays refused however often it is sent.
+    for _ in 0..2 {
+        let r = execute(&mut e, vec![s("ATTACH DATABASE '/tmp/x.db' AS x")]);
+        assert!(
+            matches!(&r[0], Outcome::Error(m) if m.contains("ATTACH")),
+            "{r:?}"
+        );
+    }
+    // A query endpoint still refuses a write it has seen before as a write.
+    for _ in 0..2 {
+        let r = query(&mut e, vec![s("DELETE FROM c")]);
+        assert!(matches!(&r[0], Outcome::Error(_)), "{r:?}");
+    }
+    assert_eq!(
+        query(&mut e, vec![s("SELECT COUNT(*) FROM c")]),
+        vec![rows(&["COUNT(*)"], &["integer"], vec![vec![int(3)]])]
+    );
+}
+
+#[test]
+fn captured_changes_are_exactly_what_savepoints_keep() {
+    use crate::db::capture::{Capture, CaptureRules, Op};
+    let mut e = engine();
+    e.capture_changes(Capture::new(CaptureRules::default()));
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")],
+    );
+    let r = execute(
+        &mut e,
+        vec![
+            s("SAVEPOINT sp1"),
+            s("INSERT INTO t VALUES (30, 'a')"),
+            s("SAVEPOINT sp2"),
+            s("INSERT INTO t VALUES (31, 'b')"),
+            s("UPDATE t SET name = 'a2' WHERE id = 30"),
+            s("ROLLBACK TO sp2"),
+            s("INSERT INTO t VALUES (32, 'c')"),
+            s("RELEASE sp1"),
+        ],
+    );
+    assert!(r.iter().all(|o| !matches!(o, Outcome::Error(_))), "{r:?}");
+    let got: Vec<(Op, Option<i64>)> = e
+        .take_changes()
+        .iter()
+        .map(|c| (c.op, c.new_row_id))
+        .collect();
+    assert_eq!(got, vec![(Op::Insert, Some(30)), (Op::Insert, Some(32))]);
+    // In a transaction=true request, a rolled-back delete is no event either.
+    let r = e.execute(&tx(vec![
+        s("INSERT INTO t VALUES (70, 'k')"),
+        s("SAVEPOINT s"),
+        s("DELETE FROM t WHERE id = 70"),
+        s("ROLLBACK TO s"),
+        s("RELEASE s"),
+    ]));
+    assert!(
+        r.iter().all(|o| !matches!(o.outcome, Outcome::Error(_))),
+        "{r:?}"
+    );
+    let got: Vec<(Op, Option<i64>)> = e
+        .take_changes()
+        .iter()
+        .map(|c| (c.op, c.new_row_id))
+        .collect();
+    assert_eq!(got, vec![(Op::Insert, Some(70))]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT id FROM t ORDER BY id")]),
+        vec![rows(
+            &["id"],
+            &["integer"],
+            vec![vec![int(30)], vec![int(32)], vec![int(70)]]
+        )]
+    );
+}

@@ -347,18 +347,52 @@ impl<'a> Args<'a> {
 
 fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome, Failure> {
     let conn = &sql.conn;
-    let mut shape = match mode {
+    let shape = match mode {
         Mode::Query => Shape::Query,
         _ if stmt.force_query => Shape::Query,
         Mode::Execute => Shape::Exec,
         Mode::Request => Shape::Query,
     };
-    let fail = |message: String, shape: Shape| Failure { message, shape };
-    let args = Args::new(stmt).map_err(|m| fail(m, shape))?;
+    let args = Args::new(stmt).map_err(|message| Failure { message, shape })?;
+    let mut run = Tail {
+        sql,
+        stmt,
+        mode,
+        args,
+        shape,
+        consumed: 0,
+        last: None,
+        first: true,
+    };
+    // One statement with no tail, whose preparation the authorizer passed without noting
+    // anything but row reads and writes, comes from the connection's statement cache. Anything
+    // else (several statements, comments, pragmas, DDL, transaction control, errors) takes the
+    // general path below, which prepares every time.
+    let text = stmt.sql.trim();
+    if !text.is_empty() && !text.contains("--") && !text.contains("/*") {
+        sql.guard().preparing(true);
+        let cached = conn.prepare_cached(text);
+        sql.guard().preparing(false);
+        if let Ok(mut s) = cached {
+            let keep = sql.guard().cacheable();
+            // A write answered with rows (RETURNING): its columns are read before it runs,
+            // and a cached statement's may be stale (see `Tail::one`); such a statement cannot
+            // be run twice, so it is always prepared afresh.
+            let read = is_read(&s);
+            let query_shaped =
+                !(mode == Mode::Request && !stmt.force_query && !read) && shape == Shape::Query;
+            if !(query_shaped && !read && mode != Mode::Query) {
+                let r = run.one(&mut s, true);
+                if !keep {
+                    s.discard();
+                }
+                r?;
+                return Ok(run.finish());
+            }
+            s.discard();
+        }
+    }
     let mut batch = Batch::new(conn, &stmt.sql);
-    let mut consumed = 0usize;
-    let mut last = None;
-    let mut first = true;
     loop {
         sql.guard().preparing(true);
         let next = batch.next();
@@ -366,36 +400,78 @@ fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome,
         let mut s = match next {
             Ok(Some(s)) => s,
             Ok(None) => break,
-            Err(e) => return Err(fail(message(&e), shape)),
+            Err(e) => return Err(run.fail(message(&e))),
         };
-        let read = is_read(&s);
-        if first && mode == Mode::Request && !stmt.force_query && !read {
-            // Like rqlite, the first statement of the string decides the shape.
-            shape = Shape::Exec;
-        }
-        first = false;
-        if mode == Mode::Query && !read {
-            return Err(fail(NOT_READ_ONLY.to_string(), shape));
-        }
-        consumed = bind(&mut s, &args, consumed, shape).map_err(|m| fail(m, shape))?;
-        let mark = sql.capture.as_ref().map(|c| c.mark());
-        let r = match shape {
-            Shape::Exec => exec(conn, &mut s),
-            Shape::Query => query(&mut s),
-        };
-        if let (Some(c), Some(mark)) = (&sql.capture, mark) {
-            c.statement_done(conn, mark, r.is_err());
-        }
-        last = Some(r.map_err(|m| fail(m, shape))?);
+        run.one(&mut s, false)?;
     }
-    Ok(last.unwrap_or(match shape {
-        // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
-        Shape::Exec => Outcome::Exec {
-            last_insert_id: 0,
-            rows_affected: 0,
-        },
-        Shape::Query => Outcome::Rows(Rows::default()),
-    }))
+    Ok(run.finish())
+}
+
+/// The statements of one statement string, run one after the other.
+struct Tail<'a> {
+    sql: &'a SqlConn,
+    stmt: &'a Statement,
+    mode: Mode,
+    args: Args<'a>,
+    shape: Shape,
+    consumed: usize,
+    last: Option<Outcome>,
+    first: bool,
+}
+
+impl Tail<'_> {
+    fn fail(&self, message: String) -> Failure {
+        Failure {
+            message,
+            shape: self.shape,
+        }
+    }
+
+    /// Runs one statement; `cached`: it came from the statement cache.
+    fn one(&mut self, s: &mut rusqlite::Statement<'_>, cached: bool) -> Result<(), Failure> {
+        let read = is_read(s);
+        if self.first && self.mode == Mode::Request && !self.stmt.force_query && !read {
+            // Like rqlite, the first statement of the string decides the shape.
+            self.shape = Shape::Exec;
+        }
+        self.first = false;
+        if self.mode == Mode::Query && !read {
+            return Err(self.fail(NOT_READ_ONLY.to_string()));
+        }
+        self.consumed = bind(s, &self.args, self.consumed, self.shape).map_err(|m| self.fail(m))?;
+        let capture = &self.sql.capture;
+        let savepoint = self.sql.guard().take_savepoint();
+        let mark = capture.as_ref().map(|c| c.mark());
+        let reprepared =
+            |s: &rusqlite::Statement<'_>| s.get_status(rusqlite::StatementStatus::RePrepare);
+        let before = reprepared(s);
+        let mut r = match self.shape {
+            Shape::Exec => exec(&self.sql.conn, s),
+            Shape::Query => query(s),
+        };
+        // The schema changed since a cached statement was prepared: SQLite prepared it again
+        // when it ran, after its columns had been read (`SELECT *` after `ALTER TABLE ADD
+        // COLUMN`). A read runs again with the new columns.
+        if cached && self.shape == Shape::Query && read && reprepared(s) != before {
+            r = query(s);
+        }
+        if let (Some(c), Some(mark)) = (capture, mark) {
+            c.statement_done(&self.sql.conn, mark, r.is_err(), savepoint);
+        }
+        self.last = Some(r.map_err(|m| self.fail(m))?);
+        Ok(())
+    }
+
+    fn finish(self) -> Outcome {
+        self.last.unwrap_or(match self.shape {
+            // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
+            Shape::Exec => Outcome::Exec {
+                last_insert_id: 0,
+                rows_affected: 0,
+            },
+            Shape::Query => Outcome::Rows(Rows::default()),
+        })
+    }
 }
 
 /// Binds this statement's share of the arguments; returns how many are now consumed.

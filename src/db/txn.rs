@@ -393,6 +393,14 @@ mod tests {
     #[test]
     fn transaction_control_inside_is_refused() {
         let mut e = engine();
+        // Run outside a transaction first: a statement cache must not let them skip the
+        // authorizer inside one.
+        for sql in ["BEGIN", "COMMIT", "SAVEPOINT x", "RELEASE x"] {
+            e.execute(&crate::command::Request {
+                statements: vec![Statement::new(sql)],
+                ..Default::default()
+            });
+        }
         let mut h = Vec::new();
         let r = step(&mut e, &mut h, "COMMIT", TxMode::Execute);
         assert!(matches!(&r[0].outcome, Outcome::Error(m) if m.contains("not allowed")));

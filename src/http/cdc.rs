@@ -7,7 +7,8 @@
 //! `"next"` (the `from` of the next call) and `"delivered"` (the cluster's delivered mark).
 //! Served by any node from its own queue: every voter captures the same events.
 //! 410 when `from` is at or below what this node has deleted (delivered and past `retain`);
-//! 404 when CDC is not configured.
+//! 503 while this node lacks some of them (after a snapshot install, until a peer filled
+//! them in); 404 when CDC is not configured.
 
 use std::time::Duration;
 
@@ -56,6 +57,11 @@ pub async fn cdc(st: &HttpState, call: Call) -> Result<Response, ApiError> {
                 "events up to index {} are no longer held on this node (delivered, and past \"retain\" in -cdc-config); ask from {}",
                 state.pruned,
                 state.pruned + 1
+            )));
+        }
+        if let Some((a, b)) = state.gap.filter(|(_, b)| *b >= from) {
+            return Err(ApiError::Unavailable(format!(
+                "this node lacks the events of entries {a} to {b} (it installed a snapshot instead of applying them) and is fetching them from a peer: retry, or ask another node"
             )));
         }
         let records = cdc
