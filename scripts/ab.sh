@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two sqlraftd builds side by side in one run: a 3-node cluster of each on free loopback
-# ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, RSS after.
+# ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, 100
+# statements per request at c=16, RSS after.
 #   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
 # (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
 set -uo pipefail
@@ -30,6 +31,7 @@ for round in 1 2; do
     $bench --url $url --mode insert -c 64 --seconds $secs
     $bench --url $url --mode select --level weak -c 64 --seconds $secs
     $bench --url $url --mode select --level none -c 64 --seconds $secs
+    $bench --url $url --mode stmts --batch 100 -c 16 --seconds $secs
     echo "rss: $(for p in "${pids[@]}"; do echo -n "$(( $(ps -o rss= -p $p) / 1024 ))MiB "; done)"
     stop
   done

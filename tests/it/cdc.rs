@@ -794,3 +794,61 @@ async fn get_cdc_on_a_follower_that_installed_a_snapshot_has_no_holes() {
     );
     assert_eq!(ids(&lc.get("/cdc?from=1&limit=10000").await.json()), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_retried_and_a_full_queue_drops_counts_and_never_blocks() {
+    // Steps: one node. The webhook answers 503 for a while: the batch is retried (with the
+    // same key) and arrives once it answers 200; /status names the failure meanwhile. Then,
+    // with the webhook down and a queue bound of 2 KB, writes go on: the events past the bound
+    // are dropped, counted in /debug/vars and /metrics, and every write is answered 200.
+    let r = Receiver::start().await;
+    r.b.failing.store(true, Ordering::Relaxed);
+    let cfg = cdc_json(&r.url(), json!({"queue_max_bytes": 2048}));
+    let c = TestCluster::start_with(1, with_cdc(&cfg)).await;
+    let n = c.client(0).clone();
+    n.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
+        .await;
+    n.execute_ok(r#"["INSERT INTO t VALUES (1, 0)"]"#).await;
+    wait_until(CLUSTER_WAIT, "/status to report the 503", || {
+        let n = n.clone();
+        async move {
+            let s = n.get("/status?key=cdc").await.json();
+            s["last_error"].as_str().is_some_and(|e| e.contains("503"))
+        }
+    })
+    .await;
+    assert!(r.posts().is_empty());
+    r.b.failing.store(false, Ordering::Relaxed);
+    let ev = wait_events(&r, 1, "the retried batch").await;
+    assert_eq!(ev[0].1["new_row_id"], 1);
+    let metrics = n.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sqlraft_cdc_send_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    r.b.failing.store(true, Ordering::Relaxed);
+    for id in 2..60 {
+        let w = n
+            .post_json(
+                "/db/execute",
+                &format!(r#"[["INSERT INTO t VALUES (?, 0)", {id}]]"#),
+            )
+            .await;
+        assert_eq!(w.status, 200, "{}", w.text());
+    }
+    wait_until(CLUSTER_WAIT, "dropped events to be counted", || {
+        let n = n.clone();
+        async move {
+            let v = n.get("/debug/vars?key=cdc").await.json();
+            let db = n.get("/debug/vars?key=db").await.json();
+            v["cdc"]["events_dropped"].as_u64().unwrap_or(0) > 0
+                && db["db"]["dropped_cdc_events"] == v["cdc"]["events_dropped"]
+        }
+    })
+    .await;
+    let s = n.get("/status?key=cdc").await.json();
+    assert!(s["events_dropped"].as_u64().unwrap() > 0, "{s}");
+}
