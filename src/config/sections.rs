@@ -236,7 +236,8 @@ pub struct Database {
     #[arg(id = "db-max-steps", long, default_value_t = 100_000_000)]
     pub max_steps: u64,
 
-    /// Read-only SQLite connections in use at most (reads beyond wait for one).
+    /// Read-only SQLite connections in use at most (reads beyond wait for one; 0 = no limit,
+    /// as in rqlite). Reads run on one thread per connection, at most 64.
     #[arg(id = "db-max-ro-conns", long, default_value_t = 16)]
     pub max_ro_conns: usize,
 

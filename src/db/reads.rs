@@ -1,8 +1,9 @@
 //! Reads on a pool of read-only connections.
 //!
 //! Owns: the read-only connections (opened on demand, at most `-db-max-ro-conns` in use at
-//! once), the time limit of a read statement (`db_timeout`, else `-db-timeout`), and
-//! cancelling a read whose caller went away. In WAL mode a reader sees the last committed
+//! once), the reader threads that run them (as many, fed by a channel), the time limit of a
+//! read statement (`db_timeout`, else `-db-timeout`), and cancelling a read whose caller went
+//! away. In WAL mode a reader sees the last committed
 //! write and never blocks the writer, so a slow or hostile read costs one connection and
 //! one CPU, never the node.
 //! Does not: write (the connections are opened read-only), or decide whether a read may be
@@ -32,6 +33,65 @@ pub struct ReadPool {
     default_timeout: Option<Duration>,
     /// Loaded into every reader (`-extensions-path`).
     extensions: Vec<PathBuf>,
+    /// The reader threads' queue (see [`Readers`]).
+    readers: Readers,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// What `-db-max-ro-conns 0` (no limit) allows.
+const NO_LIMIT: usize = 4096;
+/// Reader threads at most: past two cores' worth many times over, more threads only add
+/// memory; reads beyond them wait in the queue.
+const MAX_READER_THREADS: usize = 64;
+
+/// A fixed set of threads, one per permitted connection, that run reads. Not tokio's blocking
+/// pool: under load it started a thread whenever none was idle at that instant (~50 at c=64),
+/// each keeping allocator pages while it lived (issue 12's memory). Started on first use; they
+/// end when the pool is dropped.
+struct Readers {
+    count: usize,
+    queue: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl Readers {
+    fn new(count: usize) -> Self {
+        Self {
+            count,
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Runs `job` on a reader thread. A job waits only for a busy thread: the pool's permits
+    /// let at most `count` reads in at once.
+    fn run(&self, job: Job) -> Result<(), DbError> {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..self.count {
+                let rx = rx.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("sqlite-read-{i}"))
+                    .spawn(move || loop {
+                        // The lock is held only to take the next job.
+                        let next = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    });
+            }
+            Mutex::new(tx)
+        });
+        queue
+            .lock()
+            .map_err(|_| DbError::Closed)?
+            .send(job)
+            .map_err(|_| DbError::Closed)
+    }
 }
 
 /// Which endpoint's semantics a read has.
@@ -50,14 +110,17 @@ impl ReadPool {
         max_conns: usize,
         default_timeout: Option<Duration>,
     ) -> Self {
+        // 0: no limit, as in rqlite (connections are then bounded by the concurrent reads).
+        let max_conns = if max_conns == 0 { NO_LIMIT } else { max_conns };
         Self {
             path,
             fk,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_conns.max(1))),
-            max_conns: max_conns.max(1),
+            permits: Arc::new(Semaphore::new(max_conns)),
+            max_conns,
             default_timeout,
             extensions: Vec::new(),
+            readers: Readers::new(max_conns.min(MAX_READER_THREADS)),
         }
     }
 
@@ -135,13 +198,21 @@ impl ReadPool {
         let cancel = Arc::new(AtomicBool::new(false));
         let on_drop = CancelOnDrop(Some(cancel.clone()));
         let pool = self.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.readers.run(Box::new(move || {
             let _permit = permit;
-            pool.with_conn(cancel, f)
-        })
-        .await;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.with_conn(cancel, f)
+            }));
+            let _ = tx.send(r);
+        }))?;
+        let done = rx.await;
         on_drop.disarm();
-        joined.map_err(|e| DbError::Sqlite(format!("read failed: {e}")))?
+        match done {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(DbError::Sqlite("read failed: it panicked".into())),
+            Err(_) => Err(DbError::Closed),
+        }
     }
 
     /// [`ReadPool::run`] on the calling thread (tests and tools; it blocks).

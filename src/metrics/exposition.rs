@@ -432,6 +432,21 @@ impl Collector for Scraped {
             Some(&Unit::Bytes),
             mem.rss,
         )?;
+        let sql = super::process::sqlite_memory();
+        gauge(
+            e,
+            "sqlite_memory",
+            "Memory SQLite holds for all of the node's connections (page caches, schemas, statements)",
+            Some(&Unit::Bytes),
+            sql.used,
+        )?;
+        gauge(
+            e,
+            "sqlite_page_cache",
+            "Of that, the connections' page caches: database pages held in memory",
+            Some(&Unit::Bytes),
+            sql.page_cache,
+        )?;
 
         // Change data capture (zero without -cdc-config).
         let c = &m.cdc;
