@@ -852,3 +852,113 @@ async fn a_failing_webhook_is_retried_and_a_full_queue_drops_counts_and_never_bl
     let s = n.get("/status?key=cdc").await.json();
     assert!(s["events_dropped"].as_u64().unwrap() > 0, "{s}");
 }
+
+/// An HTTPS webhook on loopback with `server`'s certificate, recording into `b`.
+async fn https_receiver(server: &crate::tls::Issued, b: Arc<Behaviour>) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&server.cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&server.key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                b.posts.lock().unwrap().push(Post { key, body });
+                axum::http::StatusCode::OK
+            }
+        },
+    );
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_verified_against_tls_ca_cert_file() {
+    // Steps: an HTTPS receiver with a certificate from a test CA. A node trusting that CA
+    // (`tls.ca_cert_file`) delivers; a node trusting another CA never does, retries, and
+    // /status says why (the certificate), while its writes are answered.
+    let ca = crate::tls::Ca::new("webhook CA");
+    let server = ca.issue("webhook");
+    let b: Arc<Behaviour> = Arc::default();
+    let addr = https_receiver(&server, b.clone()).await;
+    let url = format!("https://127.0.0.1:{}/hook", addr.port());
+    let ca_path = ca.cert.to_string_lossy().to_string();
+    let good = cdc_json(&url, json!({"tls": {"ca_cert_file": ca_path}}));
+    let c = TestCluster::start_with(1, with_cdc(&good)).await;
+    c.client(0)
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (1)"]"#)
+        .await;
+    wait_until(CLUSTER_WAIT, "the event over HTTPS", || {
+        let n = b.posts.lock().unwrap().len();
+        async move { n > 0 }
+    })
+    .await;
+    assert_eq!(
+        b.posts.lock().unwrap()[0].body["payload"][0]["events"][0]["new_row_id"],
+        1
+    );
+
+    let other = crate::tls::Ca::new("another CA");
+    let other_path = other.cert.to_string_lossy().to_string();
+    let bad = cdc_json(&url, json!({"tls": {"ca_cert_file": other_path}}));
+    let before = b.posts.lock().unwrap().len();
+    let c2 = TestCluster::start_with(1, with_cdc(&bad)).await;
+    let n2 = c2.client(0).clone();
+    n2.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (2)"]"#)
+        .await;
+    wait_until(
+        CLUSTER_WAIT,
+        "/status to name the certificate failure",
+        || {
+            let n2 = n2.clone();
+            async move {
+                let s = n2.get("/status?key=cdc").await.json();
+                s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_lowercase().contains("certificate"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        b.posts.lock().unwrap().len(),
+        before,
+        "nothing reached the webhook"
+    );
+}
