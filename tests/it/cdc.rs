@@ -853,8 +853,13 @@ async fn a_failing_webhook_is_retried_and_a_full_queue_drops_counts_and_never_bl
     assert!(s["events_dropped"].as_u64().unwrap() > 0, "{s}");
 }
 
-/// An HTTPS webhook on loopback with `server`'s certificate, recording into `b`.
-async fn https_receiver(server: &crate::tls::Issued, b: Arc<Behaviour>) -> SocketAddr {
+/// An HTTPS webhook on loopback with `server`'s certificate, recording into `b`; with
+/// `clients`, it accepts only clients with a certificate from that CA.
+async fn https_receiver(
+    server: &crate::tls::Issued,
+    clients: Option<&crate::tls::Ca>,
+    b: Arc<Behaviour>,
+) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&server.cert)
@@ -862,14 +867,27 @@ async fn https_receiver(server: &crate::tls::Issued, b: Arc<Behaviour>) -> Socke
         .map(|c| c.unwrap())
         .collect();
     let key = PrivateKeyDer::from_pem_file(&server.key).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(&ca.cert).unwrap() {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let cfg = builder.with_single_cert(certs, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -916,7 +934,7 @@ async fn an_https_webhook_is_verified_against_tls_ca_cert_file() {
     let ca = crate::tls::Ca::new("webhook CA");
     let server = ca.issue("webhook");
     let b: Arc<Behaviour> = Arc::default();
-    let addr = https_receiver(&server, b.clone()).await;
+    let addr = https_receiver(&server, None, b.clone()).await;
     let url = format!("https://127.0.0.1:{}/hook", addr.port());
     let ca_path = ca.cert.to_string_lossy().to_string();
     let good = cdc_json(&url, json!({"tls": {"ca_cert_file": ca_path}}));
@@ -960,5 +978,57 @@ async fn an_https_webhook_is_verified_against_tls_ca_cert_file() {
         b.posts.lock().unwrap().len(),
         before,
         "nothing reached the webhook"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_that_demands_a_client_certificate_gets_the_configured_one() {
+    // Steps: an HTTPS receiver that accepts only clients with a certificate from its CA. A node
+    // with `tls.cert_file`/`key_file` from that CA delivers; one without is refused, and
+    // /status says so.
+    let ca = crate::tls::Ca::new("webhook CA");
+    let server = ca.issue("webhook");
+    let client = ca.issue("sqlraft-cdc");
+    let b: Arc<Behaviour> = Arc::default();
+    let addr = https_receiver(&server, Some(&ca), b.clone()).await;
+    let url = format!("https://127.0.0.1:{}/hook", addr.port());
+    let path = |p: &std::path::Path| p.to_string_lossy().to_string();
+    let with_cert = cdc_json(
+        &url,
+        json!({"tls": {"ca_cert_file": path(&ca.cert), "cert_file": path(&client.cert),
+                       "key_file": path(&client.key), "server_name": "localhost"}}),
+    );
+    let c = TestCluster::start_with(1, with_cdc(&with_cert)).await;
+    c.client(0)
+        .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (1)"]"#)
+        .await;
+    wait_until(CLUSTER_WAIT, "the event over mutual TLS", || {
+        let n = b.posts.lock().unwrap().len();
+        async move { n > 0 }
+    })
+    .await;
+
+    let without = cdc_json(&url, json!({"tls": {"ca_cert_file": path(&ca.cert)}}));
+    let before = b.posts.lock().unwrap().len();
+    let c2 = TestCluster::start_with(1, with_cdc(&without)).await;
+    let n2 = c2.client(0).clone();
+    n2.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (2)"]"#)
+        .await;
+    wait_until(
+        CLUSTER_WAIT,
+        "/status to report the refused connection",
+        || {
+            let n2 = n2.clone();
+            async move {
+                let s = n2.get("/status?key=cdc").await.json();
+                s["last_error"].as_str().is_some_and(|e| !e.is_empty())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        b.posts.lock().unwrap().len(),
+        before,
+        "nothing got through without a certificate"
     );
 }
