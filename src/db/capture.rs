@@ -312,7 +312,7 @@ impl Capture {
 /// read, never stored, so the hook sees only NULL for it, and the events leave it out.
 fn column_names(conn: &Connection, table: &str) -> Arc<[String]> {
     let names = conn
-        .prepare_cached("SELECT name, hidden FROM pragma_table_xinfo(?1, 'main')")
+        .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1, 'main')")
         .and_then(|mut s| {
             s.query_map([table], |r| {
                 let hidden: i64 = r.get(1)?;

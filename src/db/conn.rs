@@ -24,10 +24,6 @@ use super::DbError;
 /// checkpoints. rqlite uses the same value.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
-/// Prepared statements kept per connection (clients repeat a handful of statement texts;
-/// preparing was 17% of a point read and a per-node cost of every write).
-const STATEMENT_CACHE: usize = 64;
-
 /// A connection that runs clients' SQL.
 pub struct SqlConn {
     pub(crate) conn: Connection,
@@ -55,10 +51,6 @@ pub(crate) struct AuthGuard {
     /// Clients' statements are running inside an interactive transaction's wrapper: their
     /// own transaction control would commit or end it outside the log, so it is refused.
     in_client_tx: AtomicBool,
-    /// The statement being prepared did something besides reading and writing rows (a
-    /// pragma, transaction control, DDL, ATTACH): it must not be reused from the statement
-    /// cache, since a cached statement is not shown to the authorizer again.
-    uncacheable: AtomicBool,
     /// The savepoint operation of the statement just prepared (change capture must undo
     /// what a `ROLLBACK TO` undoes).
     savepoint: Mutex<Option<(rusqlite::hooks::TransactionOperation, String)>>,
@@ -74,20 +66,6 @@ impl AuthGuard {
 
     fn check(&self, ctx: AuthContext<'_>) -> Authorization {
         let preparing = self.preparing.load(Ordering::Relaxed);
-        if preparing
-            && !matches!(
-                ctx.action,
-                AuthAction::Select
-                    | AuthAction::Read { .. }
-                    | AuthAction::Insert { .. }
-                    | AuthAction::Update { .. }
-                    | AuthAction::Delete { .. }
-                    | AuthAction::Function { .. }
-                    | AuthAction::Recursive
-            )
-        {
-            self.uncacheable.store(true, Ordering::Relaxed);
-        }
         match ctx.action {
             // VACUUM attaches a temporary database (an empty file name) while it runs; a
             // client's ATTACH, and VACUUM INTO's attachment of its output file, name files.
@@ -136,12 +114,11 @@ impl AuthGuard {
     pub(crate) fn preparing(&self, on: bool) {
         self.preparing.store(on, Ordering::Relaxed);
         if on {
-            self.uncacheable.store(false, Ordering::Relaxed);
-            if let Ok(mut s) = self.savepoint.lock() {
-                *s = None;
-            }
             if let Ok(mut r) = self.refused.lock() {
                 *r = None;
+            }
+            if let Ok(mut s) = self.savepoint.lock() {
+                *s = None;
             }
         }
     }
@@ -149,11 +126,6 @@ impl AuthGuard {
     /// The savepoint operation of the statement just prepared, if it is one.
     pub(crate) fn take_savepoint(&self) -> Option<(rusqlite::hooks::TransactionOperation, String)> {
         self.savepoint.lock().ok().and_then(|mut s| s.take())
-    }
-
-    /// Whether the statement just prepared may be kept in the statement cache.
-    pub(crate) fn cacheable(&self) -> bool {
-        !self.uncacheable.load(Ordering::Relaxed)
     }
 
     /// Marks the span in which an interactive transaction's statements run.
@@ -293,7 +265,6 @@ impl SqlConn {
     fn new(conn: Connection, fk: bool, extensions: &[PathBuf]) -> Result<Self, DbError> {
         load_extensions(&conn, extensions)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // The bundled SQLite defaults foreign keys to ON; rqlite's default is OFF.
         conn.pragma_update(None, "foreign_keys", fk)?;
         let guard = Arc::new(AuthGuard::default());

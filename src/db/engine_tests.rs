@@ -2029,9 +2029,11 @@ fn settings_reset_and_checkpoints_leave_the_writer_unmarked() {
 }
 
 #[test]
-fn cached_statements_keep_every_check_and_follow_schema_changes() {
-    // The statement cache (db/exec.rs) serves repeated texts without preparing them again;
-    // what the authorizer decides at preparation must hold for every run.
+fn repeated_statements_follow_schema_changes_and_keep_every_check() {
+    // A reader connection that prepared a statement before an ALTER TABLE (or a DROP and
+    // CREATE) answers with the new columns and types: they are read after the first step,
+    // when SQLite has prepared the statement again. Refusals hold however often a statement
+    // is sent.
     let mut e = engine();
     execute(
         &mut e,
@@ -2158,4 +2160,42 @@ fn captured_changes_are_exactly_what_savepoints_keep() {
             vec![vec![int(30)], vec![int(32)], vec![int(70)]]
         )]
     );
+}
+
+#[test]
+fn change_capture_does_not_change_where_a_step_budget_stops_a_request() {
+    // The step budget must stop a request at the same point on every node, with or without
+    // -cdc-config, with column names already known or not: capture's own queries are not
+    // counted. For each budget, an engine with capture and one without give the same answers.
+    use crate::db::capture::{Capture, CaptureRules};
+    let setup = |capture: bool| {
+        let mut e = engine();
+        if capture {
+            e.capture_changes(Capture::new(CaptureRules::default()));
+        }
+        // Wide enough that naming its columns takes SQLite well over 1,000 steps.
+        let cols: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
+        let ddl = format!(
+            "CREATE TABLE w (id INTEGER PRIMARY KEY, a, b, {})",
+            cols.join(", ")
+        );
+        execute(&mut e, vec![s(&ddl)]);
+        e
+    };
+    let req = tx(vec![
+        s("INSERT INTO w(a) VALUES (1)"),
+        s("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n LIMIT 200) INSERT INTO w(a) SELECT x FROM n"),
+        s("UPDATE w SET b = a * 2"),
+        s("DELETE FROM w WHERE a % 3 = 0"),
+    ]);
+    for budget in (1..40).map(|k| k * 1000) {
+        let (mut plain, mut captured) = (setup(false), setup(true));
+        let a = plain.write(&req, Mode::Execute, budget).map(outcomes_of);
+        let b = captured.write(&req, Mode::Execute, budget).map(outcomes_of);
+        assert_eq!(a, b, "budget {budget}");
+    }
+}
+
+fn outcomes_of(r: Vec<StmtResult>) -> Vec<Outcome> {
+    r.into_iter().map(|r| r.outcome).collect()
 }

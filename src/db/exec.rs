@@ -77,6 +77,10 @@ struct Meter {
     base: Instant,
     cancel: Option<Arc<AtomicBool>>,
     tripped: AtomicU8,
+    /// Set while the node runs its own queries on the connection (change capture naming
+    /// columns): their steps are not the request's, and whether they run at all differs from
+    /// node to node, so they must not count toward a budget every node applies alike.
+    paused: AtomicBool,
 }
 
 impl Meter {
@@ -85,6 +89,9 @@ impl Meter {
     const EVERY: u64 = 1000;
 
     fn tick(&self) -> bool {
+        if self.paused.load(Ordering::Relaxed) {
+            return false;
+        }
         let req = self.request_steps.fetch_add(Self::EVERY, Ordering::Relaxed) + Self::EVERY;
         let stmt = self
             .statement_steps
@@ -165,6 +172,7 @@ impl<'c> Metered<'c> {
             base: Instant::now(),
             cancel,
             tripped: AtomicU8::new(TRIP_NONE),
+            paused: AtomicBool::new(false),
         });
         let m = meter.clone();
         conn.progress_handler(Meter::EVERY as i32, Some(move || m.tick()));
@@ -264,7 +272,7 @@ fn run_statement(
     limit: &Limit,
 ) -> StmtResult {
     let start = Instant::now();
-    let outcome = match run_tail_loop(conn, stmt, mode) {
+    let outcome = match run_tail_loop(conn, stmt, mode, meter) {
         Ok(outcome) => outcome,
         Err(Failure { message, shape }) => {
             // Right after the failing call, SQLite still holds its code: a failure of this
@@ -345,54 +353,25 @@ impl<'a> Args<'a> {
     }
 }
 
-fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome, Failure> {
+fn run_tail_loop(
+    sql: &SqlConn,
+    stmt: &Statement,
+    mode: Mode,
+    meter: &Meter,
+) -> Result<Outcome, Failure> {
     let conn = &sql.conn;
-    let shape = match mode {
+    let mut shape = match mode {
         Mode::Query => Shape::Query,
         _ if stmt.force_query => Shape::Query,
         Mode::Execute => Shape::Exec,
         Mode::Request => Shape::Query,
     };
-    let args = Args::new(stmt).map_err(|message| Failure { message, shape })?;
-    let mut run = Tail {
-        sql,
-        stmt,
-        mode,
-        args,
-        shape,
-        consumed: 0,
-        last: None,
-        first: true,
-    };
-    // One statement with no tail, whose preparation the authorizer passed without noting
-    // anything but row reads and writes, comes from the connection's statement cache. Anything
-    // else (several statements, comments, pragmas, DDL, transaction control, errors) takes the
-    // general path below, which prepares every time.
-    let text = stmt.sql.trim();
-    if !text.is_empty() && !text.contains("--") && !text.contains("/*") {
-        sql.guard().preparing(true);
-        let cached = conn.prepare_cached(text);
-        sql.guard().preparing(false);
-        if let Ok(mut s) = cached {
-            let keep = sql.guard().cacheable();
-            // A write answered with rows (RETURNING): its columns are read before it runs,
-            // and a cached statement's may be stale (see `Tail::one`); such a statement cannot
-            // be run twice, so it is always prepared afresh.
-            let read = is_read(&s);
-            let query_shaped =
-                !(mode == Mode::Request && !stmt.force_query && !read) && shape == Shape::Query;
-            if !(query_shaped && !read && mode != Mode::Query) {
-                let r = run.one(&mut s, true);
-                if !keep {
-                    s.discard();
-                }
-                r?;
-                return Ok(run.finish());
-            }
-            s.discard();
-        }
-    }
+    let fail = |message: String, shape: Shape| Failure { message, shape };
+    let args = Args::new(stmt).map_err(|m| fail(m, shape))?;
     let mut batch = Batch::new(conn, &stmt.sql);
+    let mut consumed = 0usize;
+    let mut last = None;
+    let mut first = true;
     loop {
         sql.guard().preparing(true);
         let next = batch.next();
@@ -400,78 +379,40 @@ fn run_tail_loop(sql: &SqlConn, stmt: &Statement, mode: Mode) -> Result<Outcome,
         let mut s = match next {
             Ok(Some(s)) => s,
             Ok(None) => break,
-            Err(e) => return Err(run.fail(message(&e))),
+            Err(e) => return Err(fail(message(&e), shape)),
         };
-        run.one(&mut s, false)?;
-    }
-    Ok(run.finish())
-}
-
-/// The statements of one statement string, run one after the other.
-struct Tail<'a> {
-    sql: &'a SqlConn,
-    stmt: &'a Statement,
-    mode: Mode,
-    args: Args<'a>,
-    shape: Shape,
-    consumed: usize,
-    last: Option<Outcome>,
-    first: bool,
-}
-
-impl Tail<'_> {
-    fn fail(&self, message: String) -> Failure {
-        Failure {
-            message,
-            shape: self.shape,
-        }
-    }
-
-    /// Runs one statement; `cached`: it came from the statement cache.
-    fn one(&mut self, s: &mut rusqlite::Statement<'_>, cached: bool) -> Result<(), Failure> {
-        let read = is_read(s);
-        if self.first && self.mode == Mode::Request && !self.stmt.force_query && !read {
+        let read = is_read(&s);
+        if first && mode == Mode::Request && !stmt.force_query && !read {
             // Like rqlite, the first statement of the string decides the shape.
-            self.shape = Shape::Exec;
+            shape = Shape::Exec;
         }
-        self.first = false;
-        if self.mode == Mode::Query && !read {
-            return Err(self.fail(NOT_READ_ONLY.to_string()));
+        first = false;
+        if mode == Mode::Query && !read {
+            return Err(fail(NOT_READ_ONLY.to_string(), shape));
         }
-        self.consumed = bind(s, &self.args, self.consumed, self.shape).map_err(|m| self.fail(m))?;
-        let capture = &self.sql.capture;
-        let savepoint = self.sql.guard().take_savepoint();
-        let mark = capture.as_ref().map(|c| c.mark());
-        let reprepared =
-            |s: &rusqlite::Statement<'_>| s.get_status(rusqlite::StatementStatus::RePrepare);
-        let before = reprepared(s);
-        let mut r = match self.shape {
-            Shape::Exec => exec(&self.sql.conn, s),
-            Shape::Query => query(s),
+        consumed = bind(&mut s, &args, consumed, shape).map_err(|m| fail(m, shape))?;
+        // Prepared just now: the authorizer saw whether it is a savepoint operation.
+        let savepoint = sql.guard().take_savepoint();
+        let mark = sql.capture.as_ref().map(|c| c.mark());
+        let r = match shape {
+            Shape::Exec => exec(conn, &mut s),
+            Shape::Query => query(&mut s),
         };
-        // The schema changed since a cached statement was prepared: SQLite prepared it again
-        // when it ran, after its columns had been read (`SELECT *` after `ALTER TABLE ADD
-        // COLUMN`). A read runs again with the new columns.
-        if cached && self.shape == Shape::Query && read && reprepared(s) != before {
-            r = query(s);
+        if let (Some(c), Some(mark)) = (&sql.capture, mark) {
+            meter.paused.store(true, Ordering::Relaxed);
+            c.statement_done(conn, mark, r.is_err(), savepoint);
+            meter.paused.store(false, Ordering::Relaxed);
         }
-        if let (Some(c), Some(mark)) = (capture, mark) {
-            c.statement_done(&self.sql.conn, mark, r.is_err(), savepoint);
-        }
-        self.last = Some(r.map_err(|m| self.fail(m))?);
-        Ok(())
+        last = Some(r.map_err(|m| fail(m, shape))?);
     }
-
-    fn finish(self) -> Outcome {
-        self.last.unwrap_or(match self.shape {
-            // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
-            Shape::Exec => Outcome::Exec {
-                last_insert_id: 0,
-                rows_affected: 0,
-            },
-            Shape::Query => Outcome::Rows(Rows::default()),
-        })
-    }
+    Ok(last.unwrap_or(match shape {
+        // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
+        Shape::Exec => Outcome::Exec {
+            last_insert_id: 0,
+            rows_affected: 0,
+        },
+        Shape::Query => Outcome::Rows(Rows::default()),
+    }))
 }
 
 /// Binds this statement's share of the arguments; returns how many are now consumed.
@@ -537,41 +478,77 @@ fn exec(conn: &Connection, s: &mut rusqlite::Statement<'_>) -> Result<Outcome, S
 }
 
 fn query(s: &mut rusqlite::Statement<'_>) -> Result<Outcome, String> {
-    let n = s.column_count();
-    let mut columns = Vec::with_capacity(n);
-    for i in 0..n {
-        columns.push(s.column_name(i).map_err(|e| message(&e))?.to_string());
-    }
-    let decls: Vec<String> = s
-        .columns()
-        .iter()
-        .map(|c| c.decl_type().unwrap_or("").to_lowercase())
-        .collect();
-    let tables: Vec<String> = s
-        .columns_with_metadata()
-        .iter()
-        .map(|c| c.table_name().unwrap_or("").to_string())
-        .collect();
+    // The columns are read once the statement has been stepped: if the schema changed since
+    // it was prepared (a connection that had not seen an ALTER TABLE yet), SQLite prepares
+    // it again in its first step, and only then are the names and types current.
     let mut values = Vec::new();
-    let mut rows = s.raw_query();
-    while let Some(row) = rows.next().map_err(|e| message(&e))? {
-        let mut out = Vec::with_capacity(n);
-        for (i, decl) in decls.iter().enumerate() {
-            out.push(values::convert(
-                row.get_ref(i).map_err(|e| message(&e))?,
-                decl,
-            )?);
+    let mut meta: Option<Columns> = None;
+    {
+        let mut rows = s.raw_query();
+        while let Some(row) = rows.next().map_err(|e| message(&e))? {
+            let m = match meta.take() {
+                Some(m) => m,
+                None => Columns::of(row.as_ref())?,
+            };
+            let mut out = Vec::with_capacity(m.decls.len());
+            for (i, decl) in m.decls.iter().enumerate() {
+                out.push(values::convert(
+                    row.get_ref(i).map_err(|e| message(&e))?,
+                    decl,
+                )?);
+            }
+            values.push(out);
+            meta = Some(m);
         }
-        values.push(out);
     }
+    let Columns {
+        names,
+        decls,
+        tables,
+    } = match meta {
+        Some(m) => m,
+        None => Columns::of(s)?,
+    };
     let mut types = decls;
     values::backfill_types(&mut types, values.first());
     Ok(Outcome::Rows(Rows {
-        columns,
+        columns: names,
         types,
         values,
         tables,
     }))
+}
+
+/// A result's columns: names, lower-cased declared types, source tables.
+struct Columns {
+    names: Vec<String>,
+    decls: Vec<String>,
+    tables: Vec<String>,
+}
+
+impl Columns {
+    fn of(s: &rusqlite::Statement<'_>) -> Result<Self, String> {
+        let n = s.column_count();
+        let mut names = Vec::with_capacity(n);
+        for i in 0..n {
+            names.push(s.column_name(i).map_err(|e| message(&e))?.to_string());
+        }
+        let decls = s
+            .columns()
+            .iter()
+            .map(|c| c.decl_type().unwrap_or("").to_lowercase())
+            .collect();
+        let tables = s
+            .columns_with_metadata()
+            .iter()
+            .map(|c| c.table_name().unwrap_or("").to_string())
+            .collect();
+        Ok(Self {
+            names,
+            decls,
+            tables,
+        })
+    }
 }
 
 /// SQLite's own message, without rusqlite's decorations.

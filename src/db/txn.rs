@@ -393,8 +393,7 @@ mod tests {
     #[test]
     fn transaction_control_inside_is_refused() {
         let mut e = engine();
-        // Run outside a transaction first: a statement cache must not let them skip the
-        // authorizer inside one.
+        // Run outside a transaction first: what is allowed there is still refused inside one.
         for sql in ["BEGIN", "COMMIT", "SAVEPOINT x", "RELEASE x"] {
             e.execute(&crate::command::Request {
                 statements: vec![Statement::new(sql)],

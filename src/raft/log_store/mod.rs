@@ -46,10 +46,11 @@ const KEY_PURGED: &str = "last_purged";
 /// 16 MiB it was full after a 3-second benchmark and stayed so: issue 12).
 const REDB_CACHE_BYTES: usize = 4 << 20;
 
-/// Durable entries kept in memory beyond those not yet flushed, in encoded bytes. Followers
-/// that keep up are a few batches behind at most; one that lags more reads from redb.
-/// (32 MiB before issue 12: resident on every node for no measured gain.)
-pub const CACHE_BYTES: usize = 8 << 20;
+/// Durable entries kept in memory beyond those not yet flushed, in encoded bytes (held
+/// decoded, so somewhat more). Followers that keep up are a batch or two behind at most; one
+/// that lags more reads from redb. (32 MiB before issue 12, then 8 MiB: resident on every
+/// node; 4 MiB measured the same speed with 7-17 MiB less RSS per node, `docs/BENCHMARKS.md`.)
+pub const CACHE_BYTES: usize = 4 << 20;
 
 /// Most bytes of entries openraft gets in one read for replication (at least one entry):
 /// bounds the size of one AppendEntries request, whatever the size of the entries.
