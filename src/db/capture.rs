@@ -8,7 +8,8 @@
 //! ([`Capture::take`]) and tags it with the entry's index.
 //!
 //! Only the `main` database's own tables: not `temp`, not `sqlite_*` (SQLite's bookkeeping
-//! such as `sqlite_sequence`), and only tables `table_filter` matches.
+//! such as `sqlite_sequence`), and only tables `table_filter` matches (each table left out is
+//! logged once, so that a filter matching nothing shows).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,6 +84,8 @@ struct Buf {
     schema_version: Option<i64>,
     /// Open savepoints, innermost last, each with where its changes begin in `pending`.
     savepoints: Vec<(String, usize)>,
+    /// Tables whose changes `table_filter` left out (each logged once).
+    filtered_out: std::collections::HashSet<String>,
 }
 
 impl Capture {
@@ -143,15 +146,23 @@ impl Capture {
         // SAFETY: SQLite passes NUL-terminated names valid for the callback.
         let (schema, table) = unsafe { (CStr::from_ptr(schema), CStr::from_ptr(table)) };
         let table = table.to_string_lossy();
-        if schema.to_bytes() != b"main"
-            || table.starts_with("sqlite_")
-            || !self
-                .rules
-                .table_filter
-                .as_ref()
-                .is_none_or(|re| re.is_match(&table))
-        {
+        if schema.to_bytes() != b"main" || table.starts_with("sqlite_") {
             return;
+        }
+        if let Some(re) = &self.rules.table_filter {
+            if !re.is_match(&table) {
+                // Said once per table, so that a filter that matches nothing is visible.
+                let mut b = self.buf();
+                if !b.filtered_out.contains(table.as_ref()) {
+                    b.filtered_out.insert(table.to_string());
+                    tracing::info!(
+                        table = %table,
+                        table_filter = re.as_str(),
+                        "CDC: changes to this table are not captured (table_filter does not match it)"
+                    );
+                }
+                return;
+            }
         }
         let images = !self.rules.row_ids_only;
         // SAFETY: inside the pre-update callback, these read the row being changed.
