@@ -224,13 +224,14 @@ impl Node {
         };
         // -cdc-config: the queue opens, and the endpoint's TLS files are read, before anything
         // is applied, so a bad setting stops the start.
+        let mut cdc_sink = None;
         let cdc = match cfg.cdc.clone() {
             None => None,
             Some(c) => {
-                if let crate::cdc::config::Endpoint::Http(_) = c.endpoint {
-                    crate::tls::webhook_client_config(&c.tls)
-                        .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?;
-                }
+                cdc_sink = Some(
+                    crate::cdc::deliver::Sink::build(&c)
+                        .map_err(|e| NodeError::Config(format!("-cdc-config: {e}")))?,
+                );
                 tracing::info!(
                     endpoint = ?c.endpoint,
                     table_filter = c.table_filter.as_ref().map_or("(all tables)", |r| r.as_str()),
@@ -315,10 +316,11 @@ impl Node {
             }
             (None, _) => {}
         }
-        if let Some(c) = &cdc {
+        if let (Some(c), Some(sink)) = (&cdc, cdc_sink) {
             tasks.push(tokio::spawn(crate::cdc::deliver::run(
                 c.clone(),
                 cluster.clone(),
+                sink,
                 cancel.child_token(),
             )));
         }

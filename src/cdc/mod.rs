@@ -303,7 +303,12 @@ impl Shared {
                         }
                         let json = envelope::payload_item(index, ts_ms, &changes);
                         pending_bytes += json.len() as u64 + 8;
-                        records.push(Record { index, ts_ms, json });
+                        records.push(Record {
+                            index,
+                            ts_ms,
+                            events: u32::try_from(changes.len()).unwrap_or(u32::MAX),
+                            json,
+                        });
                     }
                     Job::Flush(done) => flushes.push(done),
                     Job::Prune(d) => prune = Some(prune.map_or(d, |p: u64| p.max(d))),

@@ -31,8 +31,52 @@ pub struct Record {
     pub index: u64,
     /// Milliseconds since the epoch when this node applied the entry.
     pub ts_ms: u64,
+    /// How many row changes the item holds (for the counters).
+    pub events: u32,
     /// The payload item, `{"index":..,"commit_timestamp":..,"events":[..]}`.
     pub json: Vec<u8>,
+}
+
+/// A stored record: its commit time (8 bytes, little-endian), its event count (4 bytes),
+/// then its JSON.
+const HEADER: usize = 12;
+
+fn encode(r: &Record) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + r.json.len());
+    v.extend_from_slice(&r.ts_ms.to_le_bytes());
+    v.extend_from_slice(&r.events.to_le_bytes());
+    v.extend_from_slice(&r.json);
+    v
+}
+
+/// The commit time and event count of a stored record.
+fn header(index: u64, v: &[u8]) -> Result<(u64, u32), String> {
+    match (v.get(..8), v.get(8..HEADER)) {
+        (Some(ts), Some(n)) => {
+            let (mut t, mut c) = ([0u8; 8], [0u8; 4]);
+            t.copy_from_slice(ts);
+            c.copy_from_slice(n);
+            Ok((u64::from_le_bytes(t), u32::from_le_bytes(c)))
+        }
+        _ => Err(e("read", format!("record {index} is damaged"))),
+    }
+}
+
+fn decode(index: u64, v: &[u8]) -> Result<Record, String> {
+    let (ts_ms, events) = header(index, v)?;
+    Ok(Record {
+        index,
+        ts_ms,
+        events,
+        json: v[HEADER..].to_vec(),
+    })
+}
+
+/// A counter of the `meta` table (0 when never set).
+fn meta<T: ReadableTable<&'static str, u64>>(t: &T, key: &str) -> Result<u64, String> {
+    Ok(t.get(key)
+        .map_err(|err| e("read", err))?
+        .map_or(0, |v| v.value()))
 }
 
 /// Where the queue stands.
@@ -83,13 +127,8 @@ impl Queue {
 
     pub fn state(&self) -> Result<QueueState, String> {
         let r = self.db.begin_read().map_err(|err| e("read", err))?;
-        let meta = r.open_table(META).map_err(|err| e("read", err))?;
-        let get = |k: &str| -> Result<u64, String> {
-            Ok(meta
-                .get(k)
-                .map_err(|err| e("read", err))?
-                .map_or(0, |v| v.value()))
-        };
+        let m = r.open_table(META).map_err(|err| e("read", err))?;
+        let get = |k: &str| meta(&m, k);
         let events = r.open_table(EVENTS).map_err(|err| e("read", err))?;
         let (gap_from, gap_to) = (get(GAP_FROM)?, get(GAP_TO)?);
         Ok(QueueState {
@@ -108,22 +147,15 @@ impl Queue {
         w.set_durability(Durability::Immediate);
         let mut added = 0;
         {
-            let mut meta = w.open_table(META).map_err(|err| e("write", err))?;
+            let mut m = w.open_table(META).map_err(|err| e("write", err))?;
             let mut events = w.open_table(EVENTS).map_err(|err| e("write", err))?;
-            let get = |m: &redb::Table<&str, u64>, k: &str| -> Result<u64, String> {
-                Ok(m.get(k)
-                    .map_err(|err| e("read", err))?
-                    .map_or(0, |v| v.value()))
-            };
-            let mut enqueued = get(&meta, ENQUEUED)?;
-            let mut bytes = get(&meta, BYTES)?;
+            let mut enqueued = meta(&m, ENQUEUED)?;
+            let mut bytes = meta(&m, BYTES)?;
             for r in records {
                 if r.index <= enqueued {
                     continue;
                 }
-                let mut v = Vec::with_capacity(8 + r.json.len());
-                v.extend_from_slice(&r.ts_ms.to_le_bytes());
-                v.extend_from_slice(&r.json);
+                let v = encode(r);
                 events
                     .insert(r.index, v.as_slice())
                     .map_err(|err| e("write", err))?;
@@ -131,9 +163,9 @@ impl Queue {
                 bytes += v.len() as u64;
                 added += 1;
             }
-            meta.insert(ENQUEUED, enqueued)
+            m.insert(ENQUEUED, enqueued)
                 .map_err(|err| e("write", err))?;
-            meta.insert(BYTES, bytes).map_err(|err| e("write", err))?;
+            m.insert(BYTES, bytes).map_err(|err| e("write", err))?;
         }
         w.commit().map_err(|err| e("commit", err))?;
         Ok(added)
@@ -152,20 +184,11 @@ impl Queue {
             }
             let (k, v) = item.map_err(|err| e("read", err))?;
             let v = v.value();
-            if v.len() < 8 {
-                return Err(e("read", format!("record {} is damaged", k.value())));
-            }
-            size += v.len() - 8;
+            size += v.len().saturating_sub(HEADER);
             if !out.is_empty() && size > max_bytes {
                 break;
             }
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&v[..8]);
-            out.push(Record {
-                index: k.value(),
-                ts_ms: u64::from_le_bytes(ts),
-                json: v[8..].to_vec(),
-            });
+            out.push(decode(k.value(), v)?);
         }
         Ok(out)
     }
@@ -189,11 +212,10 @@ impl Queue {
             for item in events.range(..=delivered).map_err(|err| e("read", err))? {
                 let (k, v) = item.map_err(|err| e("read", err))?;
                 let v = v.value();
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&v[..8.min(v.len())]);
+                let (ts, _) = header(k.value(), v)?;
                 let len = v.len() as u64;
                 kept += len;
-                sizes.push((k.value(), u64::from_le_bytes(ts), len));
+                sizes.push((k.value(), ts, len));
             }
         }
         if sizes.is_empty() {
@@ -217,24 +239,17 @@ impl Queue {
         let mut n = 0;
         {
             let mut events = w.open_table(EVENTS).map_err(|err| e("write", err))?;
-            let mut meta = w.open_table(META).map_err(|err| e("write", err))?;
+            let mut m = w.open_table(META).map_err(|err| e("write", err))?;
             let mut freed = 0;
             for (index, _, len) in sizes.iter().take_while(|(i, _, _)| *i <= through) {
                 events.remove(index).map_err(|err| e("write", err))?;
                 freed += len;
                 n += 1;
             }
-            let bytes = meta
-                .get(BYTES)
-                .map_err(|err| e("read", err))?
-                .map_or(0, |v| v.value());
-            let pruned = meta
-                .get(PRUNED)
-                .map_err(|err| e("read", err))?
-                .map_or(0, |v| v.value());
-            meta.insert(BYTES, bytes.saturating_sub(freed))
+            let (bytes, pruned) = (meta(&m, BYTES)?, meta(&m, PRUNED)?);
+            m.insert(BYTES, bytes.saturating_sub(freed))
                 .map_err(|err| e("write", err))?;
-            meta.insert(PRUNED, pruned.max(through))
+            m.insert(PRUNED, pruned.max(through))
                 .map_err(|err| e("write", err))?;
         }
         w.commit().map_err(|err| e("commit", err))?;
@@ -247,29 +262,17 @@ impl Queue {
         let mut w = self.db.begin_write().map_err(|err| e("write", err))?;
         w.set_durability(Durability::Immediate);
         {
-            let mut meta = w.open_table(META).map_err(|err| e("write", err))?;
-            let enqueued = meta
-                .get(ENQUEUED)
-                .map_err(|err| e("read", err))?
-                .map_or(0, |v| v.value());
+            let mut m = w.open_table(META).map_err(|err| e("write", err))?;
+            let enqueued = meta(&m, ENQUEUED)?;
             if through > enqueued {
-                meta.insert(ENQUEUED, through)
-                    .map_err(|err| e("write", err))?;
-                let from = match meta
-                    .get(GAP_TO)
-                    .map_err(|err| e("read", err))?
-                    .map(|v| v.value())
-                {
-                    // An earlier gap not yet filled: one range covering both.
-                    Some(to) if to > 0 => meta
-                        .get(GAP_FROM)
-                        .map_err(|err| e("read", err))?
-                        .map_or(enqueued + 1, |v| v.value()),
-                    _ => enqueued + 1,
+                m.insert(ENQUEUED, through).map_err(|err| e("write", err))?;
+                // An earlier gap not yet filled: one range covering both.
+                let from = match meta(&m, GAP_TO)? {
+                    0 => enqueued + 1,
+                    _ => meta(&m, GAP_FROM)?,
                 };
-                meta.insert(GAP_FROM, from).map_err(|err| e("write", err))?;
-                meta.insert(GAP_TO, through)
-                    .map_err(|err| e("write", err))?;
+                m.insert(GAP_FROM, from).map_err(|err| e("write", err))?;
+                m.insert(GAP_TO, through).map_err(|err| e("write", err))?;
             }
         }
         w.commit().map_err(|err| e("commit", err))
@@ -283,28 +286,21 @@ impl Queue {
         let mut w = self.db.begin_write().map_err(|err| e("write", err))?;
         w.set_durability(Durability::Immediate);
         {
-            let mut meta = w.open_table(META).map_err(|err| e("write", err))?;
+            let mut m = w.open_table(META).map_err(|err| e("write", err))?;
             let mut events = w.open_table(EVENTS).map_err(|err| e("write", err))?;
-            let get = |m: &redb::Table<&str, u64>, k: &str| -> Result<u64, String> {
-                Ok(m.get(k)
-                    .map_err(|err| e("read", err))?
-                    .map_or(0, |v| v.value()))
-            };
-            let (gap_from, to) = (get(&meta, GAP_FROM)?, get(&meta, GAP_TO)?);
+            let (gap_from, to) = (meta(&m, GAP_FROM)?, meta(&m, GAP_TO)?);
             if to == 0 {
                 return Ok(());
             }
             if from > gap_from {
-                let pruned = get(&meta, PRUNED)?;
-                meta.insert(PRUNED, pruned.max(from - 1))
+                let pruned = meta(&m, PRUNED)?;
+                m.insert(PRUNED, pruned.max(from - 1))
                     .map_err(|err| e("write", err))?;
             }
             let from = from.max(gap_from);
-            let mut bytes = get(&meta, BYTES)?;
+            let mut bytes = meta(&m, BYTES)?;
             for r in records.iter().filter(|r| r.index >= from && r.index <= to) {
-                let mut v = Vec::with_capacity(8 + r.json.len());
-                v.extend_from_slice(&r.ts_ms.to_le_bytes());
-                v.extend_from_slice(&r.json);
+                let v = encode(r);
                 if events
                     .insert(r.index, v.as_slice())
                     .map_err(|err| e("write", err))?
@@ -313,12 +309,12 @@ impl Queue {
                     bytes += v.len() as u64;
                 }
             }
-            meta.insert(BYTES, bytes).map_err(|err| e("write", err))?;
+            m.insert(BYTES, bytes).map_err(|err| e("write", err))?;
             if through >= to {
-                meta.insert(GAP_FROM, 0).map_err(|err| e("write", err))?;
-                meta.insert(GAP_TO, 0).map_err(|err| e("write", err))?;
+                m.insert(GAP_FROM, 0).map_err(|err| e("write", err))?;
+                m.insert(GAP_TO, 0).map_err(|err| e("write", err))?;
             } else if through >= from {
-                meta.insert(GAP_FROM, through + 1)
+                m.insert(GAP_FROM, through + 1)
                     .map_err(|err| e("write", err))?;
             }
         }
@@ -334,6 +330,7 @@ mod tests {
         Record {
             index,
             ts_ms,
+            events: 1,
             json: format!("{{\"index\":{index}}}").into_bytes(),
         }
     }

@@ -122,5 +122,5 @@ pub enum ClusterResponse {
     CdcRecords(Option<(Vec<CdcRecord>, u64)>),
 }
 
-/// One CDC record on the wire: index, commit time (ms), payload item JSON.
-pub type CdcRecord = (u64, u64, serde_bytes::ByteBuf);
+/// One CDC record on the wire: index, commit time (ms), event count, payload item JSON.
+pub type CdcRecord = (u64, u64, u32, serde_bytes::ByteBuf);

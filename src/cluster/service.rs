@@ -264,7 +264,14 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             Ok(ClusterResponse::CdcRecords(held.map(|(rs, through)| {
                 let rs = rs
                     .into_iter()
-                    .map(|r| (r.index, r.ts_ms, serde_bytes::ByteBuf::from(r.json)))
+                    .map(|r| {
+                        (
+                            r.index,
+                            r.ts_ms,
+                            r.events,
+                            serde_bytes::ByteBuf::from(r.json),
+                        )
+                    })
                     .collect();
                 (rs, through)
             })))

@@ -263,20 +263,21 @@ impl Capture {
             if !b.unnamed {
                 return;
             }
-            let mut t: Vec<String> = b
-                .pending
+            let b = &mut *b;
+            let mut t: Vec<String> = unnamed(&mut b.pending)
                 .iter()
-                .chain(&b.committed)
-                .filter(|c| c.columns.is_none())
+                .chain(unnamed(&mut b.committed).iter())
                 .map(|c| c.table.clone())
                 .collect();
             t.sort();
             t.dedup();
             t
         };
-        // Queried without the lock held: nothing here fires the hooks, but keep it simple.
+        // Queried without the lock held. Run once per statement that changed rows: kept
+        // prepared (this statement never counts toward a request's step budget: `exec`).
         let version: Option<i64> = conn
-            .query_row("PRAGMA main.schema_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA main.schema_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .ok();
         let mut b = self.buf();
         if version.is_none() || b.schema_version != version {
@@ -295,15 +296,19 @@ impl Capture {
             names,
             ..
         } = &mut *b;
-        for c in pending.iter_mut().chain(committed.iter_mut()) {
-            if c.columns.is_none() {
-                let n = c.before.as_ref().or(c.after.as_ref()).map_or(0, Vec::len);
-                c.columns = names.get(&c.table).filter(|cols| cols.len() == n).cloned();
-                if c.columns.is_none() {
+        for c in unnamed(pending)
+            .iter_mut()
+            .chain(unnamed(committed).iter_mut())
+        {
+            let n = c.before.as_ref().or(c.after.as_ref()).map_or(0, Vec::len);
+            c.columns = Some(
+                names
+                    .get(&c.table)
+                    .filter(|cols| cols.len() == n)
+                    .cloned()
                     // Names that do not fit: an empty list marks the mismatch.
-                    c.columns = Some(Arc::from(Vec::new()));
-                }
-            }
+                    .unwrap_or_else(|| Arc::from(Vec::new())),
+            );
         }
         b.unnamed = false;
     }
@@ -316,6 +321,17 @@ impl Capture {
         b.savepoints.clear();
         std::mem::take(&mut b.committed)
     }
+}
+
+/// The changes not yet named: the tail after the last named one (every statement names its
+/// own changes when it ends, so only the last statement's are unnamed; walking just those
+/// keeps a request of many statements linear).
+fn unnamed(changes: &mut [RowChange]) -> &mut [RowChange] {
+    let start = changes
+        .iter()
+        .rposition(|c| c.columns.is_some())
+        .map_or(0, |i| i + 1);
+    &mut changes[start..]
 }
 
 /// The table's columns as the pre-update hook numbers them (hidden and generated columns

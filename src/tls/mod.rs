@@ -310,31 +310,15 @@ pub fn node_client_config(tls: &crate::config::Tls) -> Result<Option<Arc<ClientC
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err(format!("TLS setup: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if tls.node_no_verify {
-        Arc::new(NoVerify(provider()))
-    } else {
-        let roots = match &tls.node_ca_cert {
-            Some(ca) => load_roots(ca)?,
-            None => system_roots()?,
-        };
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| err(format!("node CA: {e}")))?;
-        match &tls.node_verify_server_name {
-            Some(name) => {
-                let name = ServerName::try_from(name.clone()).map_err(|e| {
-                    err(format!(
-                        "-node-verify-server-name {name:?}: not a valid name: {e}"
-                    ))
-                })?;
-                Arc::new(FixedName {
-                    inner: webpki,
-                    name,
-                })
-            }
-            None => webpki,
-        }
-    };
+    let verifier = server_verifier(
+        tls.node_no_verify,
+        || match &tls.node_ca_cert {
+            Some(ca) => load_roots(ca),
+            None => system_roots(),
+        },
+        tls.node_verify_server_name.as_deref(),
+        ("node CA", "-node-verify-server-name"),
+    )?;
     let resolver = ReloadingKey::load(cert, key)?;
     let mut c = builder
         .dangerous()
@@ -344,7 +328,35 @@ pub fn node_client_config(tls: &crate::config::Tls) -> Result<Option<Arc<ClientC
     Ok(Some(Arc::new(c)))
 }
 
-/// The CDC webhook client's TLS config (`-cdc-config`'s `tls`): the server verified against
+/// How a client checks a server's certificate: not at all (`no_verify`), or against `roots`,
+/// for `server_name` when given instead of the host it dialled. `names` say which settings
+/// to blame in errors (the CA's, the server name's).
+fn server_verifier(
+    no_verify: bool,
+    roots: impl FnOnce() -> Result<RootCertStore, TlsError>,
+    server_name: Option<&str>,
+    (ca_setting, name_setting): (&str, &str),
+) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    if no_verify {
+        return Ok(Arc::new(NoVerify(provider())));
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots()?), provider())
+        .build()
+        .map_err(|e| err(format!("{ca_setting}: {e}")))?;
+    Ok(match server_name {
+        Some(name) => {
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|e| err(format!("{name_setting} {name:?}: not a valid name: {e}")))?;
+            Arc::new(FixedName {
+                inner: webpki,
+                name,
+            })
+        }
+        None => webpki,
+    })
+}
+
+/// The CDC webhook client's TLS config for an `https://` endpoint (`-cdc-config`'s `tls`): the server verified against
 /// `ca_cert_file` (else the system's roots) unless `insecure_skip_verify`, checked for
 /// `server_name` when set instead of the URL's host; a client certificate when given.
 pub fn webhook_client_config(
@@ -353,32 +365,19 @@ pub fn webhook_client_config(
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| err(format!("TLS setup: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if t.insecure_skip_verify {
-        Arc::new(NoVerify(provider()))
-    } else {
-        let roots = match &t.ca_cert_file {
-            Some(ca) => load_roots(ca)?,
-            // An http:// endpoint needs none; an https:// one then fails with "unknown issuer".
-            None => system_roots().unwrap_or_else(|_| RootCertStore::empty()),
-        };
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| err(format!("CDC tls.ca_cert_file: {e}")))?;
-        match &t.server_name {
-            Some(name) => {
-                let name = ServerName::try_from(name.clone()).map_err(|e| {
-                    err(format!(
-                        "CDC tls.server_name {name:?}: not a valid name: {e}"
-                    ))
-                })?;
-                Arc::new(FixedName {
-                    inner: webpki,
-                    name,
-                })
-            }
-            None => webpki,
+    let verifier = server_verifier(
+        t.insecure_skip_verify,
+        || {
+            match &t.ca_cert_file {
+            Some(ca) => load_roots(ca),
+            None => system_roots().map_err(|_| {
+                err("CDC tls: no system CA certificates found: set tls.ca_cert_file (or insecure_skip_verify)")
+            }),
         }
-    };
+        },
+        t.server_name.as_deref(),
+        ("CDC tls.ca_cert_file", "CDC tls.server_name"),
+    )?;
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::harness::{
-    node_command, rebind, url_encode, wait_until, Client, ProcCluster, TestCluster, CLUSTER_WAIT,
+    insert, node_command, rebind, url_encode, wait_until, Client, ProcCluster, TestCluster,
+    WriteLog, CLUSTER_WAIT,
 };
 
 /// One POST the receiver got.
@@ -426,36 +427,15 @@ async fn a_node_without_cdc_answers_404_and_a_bad_config_stops_the_start() {
     }
 }
 
-/// Writers inserting `(id, w)` rows through every node until stopped; the ids acknowledged.
+/// `n` writers ([`insert`]) through every node until stopped.
 fn start_writers(
-    clients: Vec<Client>,
+    clients: &[Client],
     n: i64,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<BTreeSet<i64>>>,
+    stop: &Arc<AtomicBool>,
+    log: &Arc<Mutex<WriteLog>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..n)
-        .map(|w| {
-            let (clients, stop, acked) = (clients.clone(), stop.clone(), acked.clone());
-            tokio::spawn(async move {
-                let mut node = w as usize % clients.len();
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = w * 1_000_000 + i;
-                    let body = format!(r#"[["INSERT INTO t(id, w) VALUES(?, ?)", {id}, {w}]]"#);
-                    match clients[node].try_post_json("/db/execute", &body).await {
-                        Ok(r) if r.status == 200 && r.text().contains(r#""rows_affected":1"#) => {
-                            acked.lock().unwrap().insert(id);
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    node = (node + 1) % clients.len();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
+        .map(|w| tokio::spawn(insert(w, clients.to_vec(), log.clone(), stop.clone())))
         .collect()
 }
 
@@ -507,19 +487,19 @@ async fn leader_kill9_cluster_restart_and_compaction_deliver_each_change_once_in
         .map(|i| Client::with_timeout(pc.client(i).base.clone(), Duration::from_secs(5)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let log: Arc<Mutex<WriteLog>> = Arc::default();
     let more = |n: usize| {
-        let acked = acked.clone();
-        let target = acked.lock().unwrap().len() + n;
+        let log = log.clone();
+        let target = log.lock().unwrap().acked.len() + n;
         async move {
             wait_until(CLUSTER_WAIT, "writes to be acknowledged", || {
-                let now = acked.lock().unwrap().len();
+                let now = log.lock().unwrap().acked.len();
                 async move { now >= target }
             })
             .await
         }
     };
-    let writers = start_writers(clients.clone(), 6, stop.clone(), acked.clone());
+    let writers = start_writers(&clients, 6, &stop, &log);
     more(300).await;
     wait_until(CLUSTER_WAIT, "some events delivered", || {
         let n = r.posts().len();
@@ -536,7 +516,7 @@ async fn leader_kill9_cluster_restart_and_compaction_deliver_each_change_once_in
     }
     pc.restart_all().await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers(clients.clone(), 6, stop.clone(), acked.clone());
+    let writers = start_writers(&clients, 6, &stop, &log);
     more(200).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -544,7 +524,7 @@ async fn leader_kill9_cluster_restart_and_compaction_deliver_each_change_once_in
     }
     let l = pc.wait_for_leader().await;
     let present = rows(pc.client(l)).await;
-    let acked = acked.lock().unwrap().clone();
+    let acked = log.lock().unwrap().acked.clone();
     assert!(
         acked.is_subset(&present),
         "an acknowledged write is missing"
@@ -671,6 +651,27 @@ async fn a_webhook_down_for_30s_gets_everything_in_order_and_writes_never_wait()
     r.down().await;
 }
 
+/// 3 nodes with `cfg` snapshotting every 50 entries; a follower is stopped while rows `0..rows`
+/// are written to `t(id, w)` through the leader. Returns the cluster, the leader, the follower.
+async fn with_a_stopped_follower(cfg: &str, rows: i64) -> (TestCluster, usize, usize) {
+    let mut c = TestCluster::start_with(3, |i, conf| {
+        with_cdc(cfg)(i, conf);
+        conf.raft.snap = 50;
+        conf.raft.snap_int = Duration::from_millis(200);
+    })
+    .await;
+    let (l, f) = c.leader_and_follower().await;
+    let lc = c.client(l).clone();
+    lc.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
+        .await;
+    c.stop(f).await;
+    for id in 0..rows {
+        lc.execute_ok(&format!(r#"[["INSERT INTO t(id, w) VALUES(?, 0)", {id}]]"#))
+            .await;
+    }
+    (c, l, f)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_installed_a_snapshot_fills_its_queue_from_a_peer_before_it_sends() {
     // Steps: 3 nodes snapshotting every 50 entries; the webhook is down, so nothing is
@@ -681,21 +682,8 @@ async fn a_node_that_installed_a_snapshot_fills_its_queue_from_a_peer_before_it_
     let mut r = Receiver::start().await;
     r.down().await;
     let cfg = cdc_json(&r.url(), json!({}));
-    let mut c = TestCluster::start_with(3, |i, conf| {
-        with_cdc(&cfg)(i, conf);
-        conf.raft.snap = 50;
-        conf.raft.snap_int = Duration::from_millis(200);
-    })
-    .await;
-    let (l, f) = c.leader_and_follower().await;
+    let (mut c, l, f) = with_a_stopped_follower(&cfg, 300).await;
     let lc = c.client(l).clone();
-    lc.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
-        .await;
-    c.stop(f).await;
-    for id in 0..300 {
-        lc.execute_ok(&format!(r#"[["INSERT INTO t(id, w) VALUES(?, 0)", {id}]]"#))
-            .await;
-    }
     wait_until(CLUSTER_WAIT, "the leader to compact its log", || {
         let lc = lc.clone();
         async move {
@@ -758,21 +746,8 @@ async fn get_cdc_on_a_follower_that_installed_a_snapshot_has_no_holes() {
     // and GET /cdc on it returns every row's event, as the leader's does.
     let r = Receiver::start().await;
     let cfg = cdc_json(&r.url(), json!({"retain": {"max_age": "1h"}}));
-    let mut c = TestCluster::start_with(3, |i, conf| {
-        with_cdc(&cfg)(i, conf);
-        conf.raft.snap = 50;
-        conf.raft.snap_int = Duration::from_millis(200);
-    })
-    .await;
-    let (l, f) = c.leader_and_follower().await;
+    let (mut c, l, f) = with_a_stopped_follower(&cfg, 200).await;
     let lc = c.client(l).clone();
-    lc.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
-        .await;
-    c.stop(f).await;
-    for id in 0..200 {
-        lc.execute_ok(&format!(r#"[["INSERT INTO t(id, w) VALUES(?, 0)", {id}]]"#))
-            .await;
-    }
     wait_events(&r, 200, "the rows' events delivered").await;
     c.restart(f).await;
     let fc = c.client(f).clone();

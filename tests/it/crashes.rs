@@ -3,7 +3,6 @@
 //! reported as "not applied" when it was; bank transfers conserve money and strong reads stay
 //! linearizable across a leader crash.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,19 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    assert_no_acknowledged_write_lost, ids_of, query, url_encode, values, wait_until, Client,
-    ProcCluster, CLUSTER_WAIT,
+    assert_no_acknowledged_write_lost, ids_of, insert, query, url_encode, values, wait_until,
+    Client, ProcCluster, WriteLog, CLUSTER_WAIT,
 };
-
-/// What writers were told about their INSERTs.
-#[derive(Default)]
-struct WriteLog {
-    /// 200 with rows_affected 1: the row must exist afterwards.
-    acked: BTreeSet<i64>,
-    /// 503 "leader ... unreachable" from a node that tried to forward: the error that says
-    /// nothing was applied and the client may retry. Each with the body it came with.
-    refused: Vec<(i64, String)>,
-}
 
 /// Writers inserting rows `w * 1_000_000 + i` into `t(id, w)` through every node of a
 /// process cluster, moving to the next node on any failure, and recording what they were
@@ -70,30 +59,6 @@ impl Inserters {
             t.await.unwrap();
         }
         std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
-
-/// Writer `w` of [`Inserters`], until `stop`.
-async fn insert(w: i64, clients: Vec<Client>, log: Arc<Mutex<WriteLog>>, stop: Arc<AtomicBool>) {
-    let mut node = w as usize % clients.len();
-    for i in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let id = w * 1_000_000 + i;
-        let body = format!(r#"[["INSERT INTO t(id, w) VALUES(?, ?)", {id}, {w}]]"#);
-        match clients[node].try_post_json("/db/execute", &body).await {
-            Ok(r) if r.status == 200 && r.text().contains(r#""rows_affected":1"#) => {
-                log.lock().unwrap().acked.insert(id);
-                continue;
-            }
-            Ok(r) if r.status == 503 && r.text().contains("unreachable") => {
-                log.lock().unwrap().refused.push((id, r.text()));
-            }
-            _ => {}
-        }
-        node = (node + 1) % clients.len();
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

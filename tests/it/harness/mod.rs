@@ -8,10 +8,12 @@
 mod cluster;
 mod node;
 mod proc;
+mod writers;
 
 pub use cluster::*;
 pub use node::*;
 pub use proc::*;
+pub use writers::*;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
