@@ -28,6 +28,7 @@ for round in 1 2; do
   for v in old new; do
     bin=${!v}; cluster $bin
     echo "== round $round $v"
+    $bench --url $url --mode insert -c 1 --seconds $secs
     $bench --url $url --mode insert -c 64 --seconds $secs
     $bench --url $url --mode select --level weak -c 64 --seconds $secs
     $bench --url $url --mode select --level none -c 64 --seconds $secs

@@ -22,7 +22,7 @@ use super::DbError;
 /// How long a connection waits for a lock another one holds. In WAL mode readers never
 /// block the writer nor the writer the readers; this only covers WAL recovery and
 /// checkpoints. rqlite uses the same value.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// A connection that runs clients' SQL.
 pub struct SqlConn {

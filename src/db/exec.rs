@@ -56,6 +56,10 @@ pub(crate) enum Limit {
         default: Option<Duration>,
         cancel: Arc<AtomicBool>,
     },
+    /// A read tried on the caller's thread ([`super::reads`]): stopped after `max_steps` VM
+    /// steps for the whole request, its result then thrown away and the read run again
+    /// under [`Limit::Clock`] on a reader thread.
+    Trial { max_steps: u64 },
 }
 
 /// Why a statement was stopped.
@@ -131,6 +135,8 @@ impl Meter {
                 db_timeout_ms.saturating_mul(STEPS_PER_MS),
                 Ordering::Relaxed,
             ),
+            // Far below any timeout: a trial over budget is run again under the clock.
+            Limit::Trial { .. } => {}
             Limit::Clock { default, .. } => {
                 let timeout = match db_timeout_ms {
                     0 => *default,
@@ -160,7 +166,7 @@ struct Metered<'c> {
 impl<'c> Metered<'c> {
     fn install(conn: &'c Connection, limit: &Limit) -> Self {
         let (request_limit, cancel) = match limit {
-            Limit::Steps { max_steps } => (*max_steps, None),
+            Limit::Steps { max_steps } | Limit::Trial { max_steps } => (*max_steps, None),
             Limit::Clock { cancel, .. } => (0, Some(cancel.clone())),
         };
         let meter = Arc::new(Meter {
@@ -298,7 +304,7 @@ fn run_statement(
                     Limit::Steps { max_steps } => format!(
                     "request exceeded its budget of {max_steps} SQLite VM steps (-db-max-steps)"
                 ),
-                    Limit::Clock { .. } => message,
+                    Limit::Clock { .. } | Limit::Trial { .. } => message,
                 },
                 (TRIP_CANCELLED, _) => "query cancelled: the client went away".to_string(),
                 _ => conn

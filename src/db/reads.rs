@@ -1,9 +1,10 @@
 //! Reads on a pool of read-only connections.
 //!
 //! Owns: the read-only connections (opened on demand, at most `-db-max-ro-conns` in use at
-//! once), the reader threads that run them (as many, fed by a channel), the time limit of a
-//! read statement (`db_timeout`, else `-db-timeout`), and cancelling a read whose caller went
-//! away. In WAL mode a reader sees the last committed
+//! once), the reader threads that run them (as many, fed by a channel), running a small read
+//! on the caller's thread instead when it finishes within a few thousand steps, the time
+//! limit of a read statement (`db_timeout`, else `-db-timeout`), and cancelling a read whose
+//! caller went away. In WAL mode a reader sees the last committed
 //! write and never blocks the writer, so a slow or hostile read costs one connection and
 //! one CPU, never the node.
 //! Does not: write (the connections are opened read-only), or decide whether a read may be
@@ -21,7 +22,7 @@ use tokio::sync::Semaphore;
 use super::conn::{self, SqlConn};
 use super::exec::{self, Limit, Mode};
 use super::DbError;
-use crate::command::{Request, StmtResult};
+use crate::command::{Outcome, Request, StmtResult};
 
 /// The read-only connections and the limits reads run under.
 pub struct ReadPool {
@@ -45,6 +46,15 @@ const NO_LIMIT: usize = 4096;
 /// memory; reads beyond them wait in the queue.
 const MAX_READER_THREADS: usize = 64;
 
+/// SQLite VM steps a read may take on the caller's thread ([`ReadPool::here`]): a point read
+/// takes a few dozen; 10,000 are about a third of a millisecond
+/// ([`crate::command::STEPS_PER_MS`]).
+const TRIAL_STEPS: u64 = 10_000;
+/// Reads larger than this are not tried on the caller's thread: preparing is not counted in
+/// steps, and its time grows with the text.
+const TRIAL_MAX_STATEMENTS: usize = 16;
+const TRIAL_MAX_SQL_BYTES: usize = 16 << 10;
+
 /// A fixed set of threads, one per permitted connection, that run reads. Not tokio's blocking
 /// pool: under load it started a thread whenever none was idle at that instant (~50 at c=64),
 /// each keeping allocator pages while it lived (issue 12's memory). Started on first use; they
@@ -52,6 +62,8 @@ const MAX_READER_THREADS: usize = 64;
 struct Readers {
     count: usize,
     queue: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>>,
+    /// Jobs handed to the threads so far.
+    jobs: std::sync::atomic::AtomicU64,
 }
 
 impl Readers {
@@ -59,6 +71,7 @@ impl Readers {
         Self {
             count,
             queue: std::sync::OnceLock::new(),
+            jobs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -86,6 +99,7 @@ impl Readers {
             }
             Mutex::new(tx)
         });
+        self.jobs.fetch_add(1, Ordering::Relaxed);
         queue
             .lock()
             .map_err(|_| DbError::Closed)?
@@ -152,6 +166,11 @@ impl ReadPool {
         (idle + in_use, in_use)
     }
 
+    /// Reads (and read-only checks) handed to a reader thread so far.
+    pub fn thread_reads(&self) -> u64 {
+        self.readers.jobs.load(Ordering::Relaxed)
+    }
+
     /// The most connections reads may hold at once (`-db-max-ro-conns`).
     pub fn max_conns(&self) -> usize {
         self.max_conns
@@ -162,15 +181,55 @@ impl ReadPool {
         &self.path
     }
 
-    /// Runs a read request on a pooled connection, on a blocking thread. If the returned
-    /// future is dropped (the client went away), the statement is interrupted.
+    /// Runs a read request on a pooled connection: a small one first on the calling thread
+    /// within [`TRIAL_STEPS`], any other (or one that failed or went over) on a reader
+    /// thread. If the returned future is dropped (the client went away), a statement
+    /// running on a reader thread is interrupted.
     pub async fn read(
         self: &Arc<Self>,
         req: Request,
         kind: ReadKind,
     ) -> Result<Vec<StmtResult>, DbError> {
+        let here = self.here(&req, |c| {
+            let limit = Limit::Trial {
+                max_steps: TRIAL_STEPS,
+            };
+            let results = run_read(c, &req, kind, &limit);
+            // Over budget (or any other failure): run again, from the start, where the
+            // clock and cancelling apply. Reads change nothing, so the answer is the one
+            // that run gives, errors included.
+            let failed = results
+                .iter()
+                .any(|r| matches!(r.outcome, Outcome::Error(_)));
+            (!failed).then_some(results)
+        });
+        if let Some(results) = here {
+            return Ok(results);
+        }
         self.run(move |c, limit| run_read(c, &req, kind, limit))
             .await
+    }
+
+    /// Runs `f` on the calling thread, with an idle connection, if `req` is small, a
+    /// connection and a permit are free at once, and no extension is loaded (a function of
+    /// one may block); `None` otherwise or when `f` gives up. Handing a point read to a
+    /// reader thread and back cost two thread switches that bounded point reads on two
+    /// cores (issue 12: `docs/design/performance.md`). The connection's busy timeout is 0
+    /// meanwhile: a lock wait would block the async runtime, and the failure makes the read
+    /// run again on a reader thread.
+    fn here<R>(&self, req: &Request, f: impl FnOnce(&SqlConn) -> Option<R>) -> Option<R> {
+        let small = req.statements.len() <= TRIAL_MAX_STATEMENTS
+            && req.statements.iter().map(|s| s.sql.len()).sum::<usize>() <= TRIAL_MAX_SQL_BYTES;
+        if !small || !self.extensions.is_empty() {
+            return None;
+        }
+        let _permit = self.permits.try_acquire().ok()?;
+        let c = self.idle.lock().ok()?.pop()?;
+        let _ = c.conn.busy_timeout(Duration::ZERO);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c)));
+        let _ = c.conn.busy_timeout(conn::BUSY_TIMEOUT);
+        self.put_back(c);
+        r.ok().flatten()
     }
 
     /// True when every statement (every part of a multi-statement string too) is read-only
@@ -180,6 +239,10 @@ impl ReadPool {
     /// leader's (a table created a moment ago), so only the write path can answer it
     /// correctly, and a failing statement applied through the log changes nothing.
     pub async fn is_read_only(self: &Arc<Self>, req: Request) -> Result<bool, DbError> {
+        // Preparing only: bounded by the text's size, which `here` bounds.
+        if let Some(ro) = self.here(&req, |c| Some(read_only(c, &req))) {
+            return Ok(ro);
+        }
         self.run(move |c, _| read_only(c, &req)).await
     }
 
@@ -238,6 +301,12 @@ impl ReadPool {
             cancel,
         };
         let r = f(&c, &limit);
+        self.put_back(c);
+        Ok(r)
+    }
+
+    /// Returns a connection to the idle set after a read.
+    fn put_back(&self, c: SqlConn) {
         // A client's BEGIN (or an error half-way) must not pin an old view of the database.
         if !c.conn.is_autocommit() {
             let _ = c.conn.execute_batch("ROLLBACK");
@@ -248,7 +317,6 @@ impl ReadPool {
                 v.push(c);
             }
         }
-        Ok(r)
     }
 }
 
@@ -294,5 +362,70 @@ impl Drop for CancelOnDrop {
         if let Some(c) = &self.0 {
             c.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Statement, Value};
+    use crate::db::{DbConfig, Engine};
+
+    fn req(sql: &str) -> Request {
+        Request {
+            statements: vec![Statement::new(sql)],
+            ..Request::default()
+        }
+    }
+
+    /// Once a connection is open, a small read runs on the caller's thread; one over the
+    /// trial's budget and one that fails give the answer a reader thread gives.
+    #[tokio::test]
+    async fn small_reads_run_here_and_the_rest_on_reader_threads() {
+        let mut e = Engine::open(&DbConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        e.execute(&req("CREATE TABLE t (x); INSERT INTO t VALUES (7)"));
+        let pool = e.reads();
+        let one = |r: Result<Vec<StmtResult>, DbError>| match r.map(|mut v| v.remove(0).outcome) {
+            Ok(Outcome::Rows(rows)) => rows.values,
+            other => panic!("{other:?}"),
+        };
+        // The first read opens the connection, on a reader thread.
+        let first = one(pool.read(req("SELECT x FROM t"), ReadKind::Query).await);
+        assert_eq!(first, vec![vec![Value::Int(7)]]);
+        assert_eq!(pool.thread_reads(), 1);
+        for _ in 0..3 {
+            let again = one(pool.read(req("SELECT x FROM t"), ReadKind::Query).await);
+            assert_eq!(again, first);
+        }
+        assert!(pool
+            .is_read_only(req("SELECT x FROM t"))
+            .await
+            .unwrap_or(false));
+        assert_eq!(
+            pool.thread_reads(),
+            1,
+            "small reads ran on the caller's thread"
+        );
+
+        let count = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100000) \
+                     SELECT count(*) FROM c";
+        let big = one(pool.read(req(count), ReadKind::Query).await);
+        assert_eq!(big, vec![vec![Value::Int(100_000)]]);
+        assert_eq!(
+            pool.thread_reads(),
+            2,
+            "over the trial's budget: run on a thread"
+        );
+
+        let failed = pool.read(req("SELECT * FROM nope"), ReadKind::Query).await;
+        match failed.map(|mut v| v.remove(0).outcome) {
+            Ok(Outcome::Error(m)) => assert_eq!(m, "no such table: nope"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            pool.thread_reads(),
+            3,
+            "a failed trial runs again on a thread"
+        );
     }
 }

@@ -108,3 +108,26 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
     assert_eq!(s.last_log_id(), Some(log_id(1, 1, 9)));
     s.close();
 }
+
+/// The commit index is written with the next batch (or at close), never on its own.
+#[tokio::test]
+async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    let entry = |i: u64| Entry {
+        log_id: log_id(1, 1, i),
+        payload: openraft::EntryPayload::Blank,
+    };
+    {
+        let mut s = LogStore::open(&path).unwrap();
+        s.blocking_append((1..=3).map(entry)).await.unwrap();
+        s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
+        s.blocking_append((4..=5).map(entry)).await.unwrap();
+        s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
+        s.close();
+    }
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+    s.close();
+}

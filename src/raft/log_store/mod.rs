@@ -102,6 +102,9 @@ enum Op {
     /// Delete entries with index <= the given log id's, and remember it.
     Purge(LogId, Vec<u8>),
     Meta(&'static str, Vec<u8>),
+    /// The commit index openraft saved: written with the next batch that has other work, never
+    /// in a transaction (and an fsync) of its own.
+    Committed(Vec<u8>),
     /// Reply once everything queued before it is durable.
     Barrier(oneshot::Sender<Result<(), String>>),
     /// Commit what is queued, then close the database (releasing its file lock).
@@ -375,12 +378,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not fsynced on its own: it rides with the next batch. Losing it only means
-        // re-learning the commit index from the leader (or re-electing) after a crash.
+        // Not written on its own: it rides with the next batch that has other work (it cost a
+        // second fsync per write: issue 12). Losing it only means re-learning the commit index
+        // from the leader (or re-electing) after a crash.
         let bytes =
             encode(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.cache().committed = committed;
-        self.send(Op::Meta(KEY_COMMITTED, bytes), ErrorSubject::Store)
+        self.send(Op::Committed(bytes), ErrorSubject::Store)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redb::{Database, Durability};
 
-use super::{lock, open_db, Cache, Op, Shared, KEY_PURGED, LOGS, META};
+use super::{lock, open_db, Cache, Op, Shared, KEY_COMMITTED, KEY_PURGED, LOGS, META};
 use crate::health::Health;
 
 /// The writer thread's side.
@@ -27,11 +27,20 @@ impl Writer {
     /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
     pub(super) fn run(self, rx: mpsc::Receiver<Op>) {
         let mut closing = false;
+        // The newest commit index not yet written (see `Op::Committed`).
+        let mut committed: Option<Op> = None;
         while !closing {
             let Ok(first) = rx.recv() else { break };
             let mut batch = vec![first];
             while let Ok(op) = rx.try_recv() {
                 batch.push(op);
+            }
+            if batch.iter().all(|op| matches!(op, Op::Committed(_))) {
+                committed = batch.pop();
+                continue;
+            }
+            if let Some(op) = committed.take() {
+                batch.insert(0, op);
             }
             closing = batch.iter().any(|op| matches!(op, Op::Close));
             let result = self.commit(&batch);
@@ -60,7 +69,11 @@ impl Writer {
                     Op::Barrier(tx) => {
                         let _ = tx.send(result.clone());
                     }
-                    Op::Truncate(_) | Op::Purge(..) | Op::Meta(..) | Op::Close => {}
+                    Op::Truncate(_)
+                    | Op::Purge(..)
+                    | Op::Meta(..)
+                    | Op::Committed(_)
+                    | Op::Close => {}
                 }
             }
         }
@@ -133,6 +146,10 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
                 }
                 Op::Meta(key, value) => {
                     meta.insert(*key, value.as_slice()).map_err(|e| s(&e))?;
+                }
+                Op::Committed(value) => {
+                    meta.insert(KEY_COMMITTED, value.as_slice())
+                        .map_err(|e| s(&e))?;
                 }
                 Op::Barrier(_) | Op::Close => {}
             }
