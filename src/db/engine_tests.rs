@@ -2199,3 +2199,133 @@ fn change_capture_does_not_change_where_a_step_budget_stops_a_request() {
 fn outcomes_of(r: Vec<StmtResult>) -> Vec<Outcome> {
     r.into_iter().map(|r| r.outcome).collect()
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+    /// Issue 12: a request of plain row writes applied in one transaction has exactly the
+    /// outcome and the database it has statement by statement, whatever its conflicts,
+    /// `OR ROLLBACK`s, CHECK failures, deferred and immediate foreign keys and step budget.
+    #[test]
+    fn plain_writes_in_one_transaction_match_statement_by_statement(
+        picks in proptest::collection::vec((0usize..14, 0i64..6, 0i64..5), 2..7),
+        budget in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..400_000],
+        fk in proptest::bool::ANY,
+    ) {
+        let sql = |(kind, k, p): (usize, i64, i64)| match kind {
+            0 => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+            1 => format!("INSERT OR ROLLBACK INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+            2 => format!("INSERT OR FAIL INTO t(id, v, n) VALUES ({k}, 'w{k}', 1), ({p}, 'x{p}', 1)"),
+            3 => format!("INSERT OR IGNORE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+            4 => format!("REPLACE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+            5 => "UPDATE t SET n = n - 1".to_string(),
+            6 => "UPDATE OR ROLLBACK t SET n = n - 1 WHERE id > 1".to_string(),
+            7 => format!("DELETE FROM t WHERE id = {k}"),
+            8 => format!("INSERT INTO c VALUES ({k}, {p})"),
+            9 => format!("INSERT INTO d VALUES ({k}, {p})"),
+            10 => format!("DELETE FROM p WHERE id = {p}"),
+            11 => format!("INSERT INTO p VALUES ({p})"),
+            12 => format!(
+                "INSERT INTO t(id, v, n) SELECT x + 100, 'r' || x, x FROM \
+                 (WITH RECURSIVE q(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM q LIMIT {}) \
+                 SELECT x FROM q)",
+                (k + 1) * (p + 1) * 700
+            ),
+            _ => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', -1)"),
+        };
+        let request = Request {
+            statements: picks.iter().map(|&x| s(&sql(x))).collect(),
+            ..Request::default()
+        };
+        proptest::prop_assert!(super::super::exec::plain_writes(&request));
+        let setup = req(vec![s(
+            "CREATE TABLE p (id INTEGER PRIMARY KEY);
+             CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE, n INTEGER CHECK (n >= 0));
+             CREATE TABLE c (id INTEGER PRIMARY KEY,
+                             pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TABLE d (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));
+             INSERT INTO p VALUES (1), (2); INSERT INTO t VALUES (1, 'a', 1);
+             INSERT INTO c VALUES (9, 1); INSERT INTO d VALUES (9, 2);",
+        )]);
+        let open = || {
+            let mut e = Engine::open(&DbConfig { fk, ..DbConfig::default() })
+                .unwrap_or_else(|err| panic!("{err}"));
+            let r = e.execute(&setup);
+            assert!(matches!(r[0].outcome, Outcome::Exec { .. }), "{r:?}");
+            e
+        };
+        let mut grouped = open();
+        let got = outcomes(grouped.write(&request, Mode::Execute, budget).unwrap_or_default());
+        let mut each = open();
+        let want = outcomes(super::super::exec::run_each(
+            &each.rw,
+            &request,
+            Mode::Execute,
+            false,
+            &Limit::Steps { max_steps: budget },
+        ));
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert!(grouped.rw.conn.is_autocommit());
+        proptest::prop_assert_eq!(dump(&mut grouped, None), dump(&mut each, None));
+    }
+}
+
+/// Issue 12: the cases where one transaction would differ from statement by statement run
+/// statement by statement: a deferred foreign key one statement breaks and the next
+/// repairs, and `OR ROLLBACK` undoing the statements before it.
+#[test]
+fn grouped_plain_writes_keep_per_statement_semantics() {
+    let mut e = Engine::open(&DbConfig {
+        fk: true,
+        ..DbConfig::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE p (id INTEGER PRIMARY KEY);
+                CREATE TABLE c (id INTEGER PRIMARY KEY,
+                                pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);
+                CREATE TABLE t (id INTEGER PRIMARY KEY)")],
+    );
+    let fk = "FOREIGN KEY constraint failed".to_string();
+    assert_eq!(
+        execute(
+            &mut e,
+            vec![
+                s("INSERT INTO c VALUES (1, 3)"),
+                s("INSERT INTO p VALUES (3)"),
+                s("INSERT INTO c VALUES (2, 3)"),
+            ]
+        ),
+        vec![
+            Outcome::Error(fk),
+            Outcome::Exec {
+                last_insert_id: 3,
+                rows_affected: 1
+            },
+            Outcome::Exec {
+                last_insert_id: 2,
+                rows_affected: 1
+            },
+        ]
+    );
+    assert_eq!(
+        execute(
+            &mut e,
+            vec![
+                s("INSERT INTO t VALUES (1)"),
+                s("INSERT INTO t VALUES (2)"),
+                s("INSERT OR ROLLBACK INTO t VALUES (1)"),
+                s("INSERT INTO t VALUES (3)"),
+            ]
+        )[2],
+        Outcome::Error("UNIQUE constraint failed: t.id".into())
+    );
+    assert_eq!(
+        query(&mut e, vec![s("SELECT group_concat(id) AS ids FROM t")]),
+        vec![rows(
+            &["ids"],
+            &["text"],
+            vec![vec![Value::Text("1,2,3".into())]]
+        )]
+    );
+}

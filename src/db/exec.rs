@@ -202,6 +202,116 @@ pub(crate) fn run_request(
     use_tx: bool,
     limit: &Limit,
 ) -> Vec<StmtResult> {
+    if !use_tx && matches!(limit, Limit::Steps { .. }) && plain_writes(req) {
+        if let Some(results) = run_grouped(conn, req, mode, limit) {
+            return results;
+        }
+    }
+    run_each(conn, req, mode, use_tx, limit)
+}
+
+/// True for a request of two or more statements that are each one plain row write (its
+/// first word INSERT, REPLACE, UPDATE or DELETE): no transaction control, pragma, schema
+/// change or second statement in the same string, whose meaning could differ inside a
+/// transaction.
+pub(crate) fn plain_writes(req: &Request) -> bool {
+    req.statements.len() >= 2
+        && req.statements.iter().all(|stmt| {
+            let tokens = super::lexer::tokenize(&stmt.sql);
+            let first = tokens.first().is_some_and(|t| {
+                ["INSERT", "REPLACE", "UPDATE", "DELETE"]
+                    .iter()
+                    .any(|w| t.is_word(&stmt.sql, w))
+            });
+            // Trailing semicolons only: one statement per string.
+            let single = tokens
+                .iter()
+                .skip_while(|t| !t.is_punct(b';'))
+                .all(|t| t.is_punct(b';'));
+            // A second run (see `run_grouped`) restores last_insert_rowid() but cannot
+            // restore these counters.
+            let counters = tokens
+                .iter()
+                .any(|t| t.is_word(&stmt.sql, "changes") || t.is_word(&stmt.sql, "total_changes"));
+            first && single && !counters
+        })
+}
+
+/// Applies a request of plain row writes (see [`plain_writes`]) in one SQLite transaction
+/// instead of one per statement: each statement's own commit (WAL frames, shared-memory
+/// locks, a read transaction) was most of the writer's work for a 100-statement request
+/// (issue 12). The outcome is the same as statement by statement: a failing statement is
+/// backed out alone and the transaction goes on (SQLite's ABORT, FAIL, IGNORE and REPLACE
+/// act the same inside a transaction). Where it would not be, nothing is kept and `None`
+/// asks for the statement-by-statement run: a statement ended the whole transaction
+/// (`ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by the step budget, an I/O
+/// error), a deferred foreign key is left unresolved after a statement (in autocommit that
+/// statement fails), or the commit fails. The path depends only on the request and the
+/// database, so every node takes the same one.
+fn run_grouped(
+    conn: &SqlConn,
+    req: &Request,
+    mode: Mode,
+    limit: &Limit,
+) -> Option<Vec<StmtResult>> {
+    let db = &conn.conn;
+    if !db.is_autocommit() {
+        return None;
+    }
+    // A rollback keeps the row ids the statements set; the second run must start from this.
+    let rowid = db.last_insert_rowid();
+    db.execute_batch("BEGIN").ok()?;
+    let give_up = || {
+        if !db.is_autocommit() {
+            let _ = db.execute_batch("ROLLBACK");
+        }
+        // SAFETY: the handle is valid for the life of `db` and used on this thread only.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(db.handle(), rowid) };
+        None
+    };
+    let mut results = Vec::with_capacity(req.statements.len());
+    {
+        let metered = Metered::install(db, limit);
+        for stmt in &req.statements {
+            metered.meter.start_statement(limit, req.db_timeout_ms);
+            results.push(run_statement(conn, stmt, mode, &metered.meter, limit));
+            if db.is_autocommit() || deferred_fk_violations(db) {
+                return give_up();
+            }
+        }
+    }
+    if db.execute_batch("COMMIT").is_err() {
+        return give_up();
+    }
+    Some(results)
+}
+
+/// True while the open transaction has unresolved deferred foreign key violations.
+fn deferred_fk_violations(db: &Connection) -> bool {
+    let (mut cur, mut high) = (0, 0);
+    // SAFETY: the handle is valid for the life of `db`, used on this thread only; the call
+    // writes two ints.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            db.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+            &mut cur,
+            &mut high,
+            0,
+        )
+    };
+    // Unknown counts as violated: the statement-by-statement run decides.
+    rc != rusqlite::ffi::SQLITE_OK || cur > 0
+}
+
+/// [`run_request`] one statement at a time, each in its own transaction unless `use_tx`.
+pub(crate) fn run_each(
+    conn: &SqlConn,
+    req: &Request,
+    mode: Mode,
+    use_tx: bool,
+    limit: &Limit,
+) -> Vec<StmtResult> {
     let metered = Metered::install(&conn.conn, limit);
     let db = &conn.conn;
     let mut results = Vec::with_capacity(req.statements.len());
