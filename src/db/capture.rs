@@ -313,6 +313,18 @@ impl Capture {
         b.unnamed = false;
     }
 
+    /// How many committed changes are held: a point [`Capture::forget_committed_since`]
+    /// can go back to.
+    pub fn committed_mark(&self) -> usize {
+        self.buf().committed.len()
+    }
+
+    /// Drops the changes taken as committed after `mark` (their commit failed after the
+    /// commit hook ran).
+    pub fn forget_committed_since(&self, mark: usize) {
+        self.buf().committed.truncate(mark);
+    }
+
     /// The changes committed since the last call (those of one log entry), in order.
     pub fn take(&self) -> Vec<RowChange> {
         let mut b = self.buf();

@@ -2329,3 +2329,58 @@ fn grouped_plain_writes_keep_per_statement_semantics() {
         )]
     );
 }
+
+/// Issue 12: change capture sees the same events whether a request of plain writes ran in
+/// one transaction or, after a failure, statement by statement (`OR FAIL` keeps the rows it
+/// wrote before failing; they are committed and must be captured).
+#[test]
+fn captured_changes_of_grouped_plain_writes_match_statement_by_statement() {
+    use crate::db::capture::{Capture, CaptureRules, Op};
+    let mut e = engine();
+    e.capture_changes(Capture::new(CaptureRules::default()));
+    execute(
+        &mut e,
+        vec![s(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE u (id INTEGER PRIMARY KEY)",
+        )],
+    );
+    e.take_changes();
+    let ids = |e: &mut Engine| -> Vec<(String, Op, Option<i64>)> {
+        e.take_changes()
+            .iter()
+            .map(|c| (c.table.clone(), c.op, c.new_row_id.or(c.old_row_id)))
+            .collect()
+    };
+    let r = execute(
+        &mut e,
+        vec![
+            s("INSERT INTO t VALUES (1)"),
+            s("INSERT OR FAIL INTO u VALUES (5), (6), (5)"),
+            s("UPDATE t SET id = 2 WHERE id = 1"),
+        ],
+    );
+    assert!(matches!(r[1], Outcome::Error(_)), "{r:?}");
+    let t = || "t".to_string();
+    let u = || "u".to_string();
+    assert_eq!(
+        ids(&mut e),
+        vec![
+            (t(), Op::Insert, Some(1)),
+            (u(), Op::Insert, Some(5)),
+            (u(), Op::Insert, Some(6)),
+            (t(), Op::Update, Some(2)),
+        ]
+    );
+    let r = execute(
+        &mut e,
+        vec![
+            s("INSERT INTO t VALUES (3)"),
+            s("DELETE FROM u WHERE id = 5"),
+        ],
+    );
+    assert!(r.iter().all(|o| !matches!(o, Outcome::Error(_))), "{r:?}");
+    assert_eq!(
+        ids(&mut e),
+        vec![(t(), Op::Insert, Some(3)), (u(), Op::Delete, Some(5))]
+    );
+}

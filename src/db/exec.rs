@@ -242,11 +242,13 @@ pub(crate) fn plain_writes(req: &Request) -> bool {
 /// locks, a read transaction) was most of the writer's work for a 100-statement request
 /// (issue 12). The outcome is the same as statement by statement: a failing statement is
 /// backed out alone and the transaction goes on (SQLite's ABORT, FAIL, IGNORE and REPLACE
-/// act the same inside a transaction). Where it would not be, nothing is kept and `None`
-/// asks for the statement-by-statement run: a statement ended the whole transaction
-/// (`ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by the step budget, an I/O
-/// error), a deferred foreign key is left unresolved after a statement (in autocommit that
-/// statement fails), or the commit fails. The path depends only on the request and the
+/// act the same inside a transaction). Where it might not be, nothing is kept and `None`
+/// asks for the statement-by-statement run: a statement failed (which also covers one that
+/// ended the whole transaction: `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by
+/// the step budget, an I/O error), a deferred foreign key is left unresolved after a
+/// statement (in autocommit that statement fails), or the commit fails. So only requests
+/// whose every statement succeeds take this path; a trigger reading `changes()` in a
+/// request that runs twice sees the first run's counts (SQLite cannot restore them). The path depends only on the request and the
 /// database, so every node takes the same one.
 fn run_grouped(
     conn: &SqlConn,
@@ -260,6 +262,7 @@ fn run_grouped(
     }
     // A rollback keeps the row ids the statements set; the second run must start from this.
     let rowid = db.last_insert_rowid();
+    let captured = conn.capture.as_ref().map(|c| c.committed_mark());
     db.execute_batch("BEGIN").ok()?;
     let give_up = || {
         if !db.is_autocommit() {
@@ -274,13 +277,24 @@ fn run_grouped(
         let metered = Metered::install(db, limit);
         for stmt in &req.statements {
             metered.meter.start_statement(limit, req.db_timeout_ms);
-            results.push(run_statement(conn, stmt, mode, &metered.meter, limit));
-            if db.is_autocommit() || deferred_fk_violations(db) {
+            let r = run_statement(conn, stmt, mode, &metered.meter, limit);
+            // A failed statement: `OR FAIL` keeps what it changed before failing, which
+            // change capture (told the statement failed) would leave out; statement by
+            // statement it is committed, and captured, first.
+            if matches!(r.outcome, Outcome::Error(_))
+                || db.is_autocommit()
+                || deferred_fk_violations(db)
+            {
                 return give_up();
             }
+            results.push(r);
         }
     }
     if db.execute_batch("COMMIT").is_err() {
+        // The commit hook ran before the commit failed: what it took as committed is not.
+        if let (Some(c), Some(mark)) = (&conn.capture, captured) {
+            c.forget_committed_since(mark);
+        }
         return give_up();
     }
     Some(results)

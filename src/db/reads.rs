@@ -210,7 +210,7 @@ impl ReadPool {
             .await
     }
 
-    /// Runs `f` on the calling thread, with an idle connection, if `req` is small, a
+    /// Runs `f` on the calling thread, with an idle connection, if `req` is [`cheap`], a
     /// connection and a permit are free at once, and no extension is loaded (a function of
     /// one may block); `None` otherwise or when `f` gives up. Handing a point read to a
     /// reader thread and back cost two thread switches that bounded point reads on two
@@ -218,9 +218,7 @@ impl ReadPool {
     /// meanwhile: a lock wait would block the async runtime, and the failure makes the read
     /// run again on a reader thread.
     fn here<R>(&self, req: &Request, f: impl FnOnce(&SqlConn) -> Option<R>) -> Option<R> {
-        let small = req.statements.len() <= TRIAL_MAX_STATEMENTS
-            && req.statements.iter().map(|s| s.sql.len()).sum::<usize>() <= TRIAL_MAX_SQL_BYTES;
-        if !small || !self.extensions.is_empty() {
+        if !self.extensions.is_empty() || !cheap(req) {
             return None;
         }
         let _permit = self.permits.try_acquire().ok()?;
@@ -318,6 +316,58 @@ impl ReadPool {
             }
         }
     }
+}
+
+/// Words that may stand before `(` in a read [`cheap`] lets run on the caller's thread.
+const NOT_CALLS: [&str; 12] = [
+    "IN", "EXISTS", "AND", "OR", "NOT", "WHERE", "ON", "FROM", "JOIN", "SELECT", "AS", "BY",
+];
+
+/// True for a read whose time is bounded by its SQLite VM steps, which [`Limit::Trial`]
+/// counts: a few short statements, small parameters, no `db_timeout` of its own (the trial
+/// does not apply one), and no function call, `MATCH`, `LIKE`, `GLOB` or `REGEXP`, since one
+/// step of those can take as long as its arguments are large (`count(*)` walks a table in
+/// one step, `randomblob(1e9)` fills a GB, a virtual table's search runs inside one step).
+/// Everything else runs on a reader thread under the clock.
+fn cheap(req: &Request) -> bool {
+    let bytes = |p: &crate::command::Param| match p {
+        crate::command::Param::Text(t) => t.len(),
+        crate::command::Param::Blob(b) => b.len(),
+        _ => 8,
+    };
+    req.db_timeout_ms == 0
+        && req.statements.len() <= TRIAL_MAX_STATEMENTS
+        && req
+            .statements
+            .iter()
+            .map(|s| {
+                s.sql.len()
+                    + s.positional.iter().map(bytes).sum::<usize>()
+                    + s.named
+                        .iter()
+                        .map(|(n, p)| n.len() + bytes(p))
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            <= TRIAL_MAX_SQL_BYTES
+        && req.statements.iter().all(|s| {
+            let tokens = super::lexer::tokenize(&s.sql);
+            let word = |t: &super::lexer::Token, w: &str| t.is_word(&s.sql, w);
+            let call = tokens.windows(2).any(|w| {
+                w[1].is_punct(b'(')
+                    && matches!(
+                        w[0].kind,
+                        super::lexer::Kind::Word | super::lexer::Kind::QuotedIdent
+                    )
+                    && !NOT_CALLS.iter().any(|k| word(&w[0], k))
+            });
+            let slow_operator = tokens.iter().any(|t| {
+                ["MATCH", "LIKE", "GLOB", "REGEXP"]
+                    .iter()
+                    .any(|k| word(t, k))
+            });
+            !call && !slow_operator
+        })
 }
 
 fn run_read(c: &SqlConn, req: &Request, kind: ReadKind, limit: &Limit) -> Vec<StmtResult> {
@@ -427,5 +477,40 @@ mod tests {
             3,
             "a failed trial runs again on a thread"
         );
+
+        // One step of a function call can take any time: never on the caller's thread.
+        let calls = one(pool
+            .read(req("SELECT count(*) FROM t"), ReadKind::Query)
+            .await);
+        assert_eq!(calls, vec![vec![Value::Int(1)]]);
+        assert_eq!(pool.thread_reads(), 4);
+    }
+
+    #[test]
+    fn only_reads_bounded_by_their_steps_are_cheap() {
+        for sql in [
+            "SELECT x FROM t WHERE id = ?",
+            "SELECT a, b FROM t WHERE id IN (1, 2) AND (a > 1 OR b < 2)",
+            "SELECT * FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id)",
+            "SELECT x FROM (SELECT x FROM t) AS s ORDER BY x",
+        ] {
+            assert!(cheap(&req(sql)), "{sql}");
+        }
+        for sql in [
+            "SELECT count(*) FROM t",
+            "SELECT length(hex(randomblob(500000000)))",
+            "SELECT * FROM ft WHERE ft MATCH 'a*'",
+            "SELECT * FROM t WHERE name LIKE '%x%'",
+            "SELECT * FROM json_each('[1,2]')",
+            "SELECT \"f\"(x) FROM t",
+        ] {
+            assert!(!cheap(&req(sql)), "{sql}");
+        }
+        let mut big = req("SELECT ? = x FROM t");
+        big.statements[0].positional = vec![crate::command::Param::Text("x".repeat(20_000))];
+        assert!(!cheap(&big));
+        let mut timed = req("SELECT x FROM t");
+        timed.db_timeout_ms = 5;
+        assert!(!cheap(&timed));
     }
 }

@@ -77,6 +77,10 @@ impl Writer {
                 }
             }
         }
+        // The channel closed without `Close`: keep the last commit index anyway.
+        if let (false, Some(op)) = (closing, committed.take()) {
+            let _ = self.commit(&[op]);
+        }
         // Close the database (releasing its file lock).
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
