@@ -174,6 +174,35 @@ impl Engine {
     /// A statement that failed because of this node (disk full, I/O error) fails the whole
     /// apply instead ([`DbError::NodeFailure`]): the other nodes apply the entry without that
     /// failure, so it must not become this node's outcome.
+    /// The requests of one log entry's batch, each `/db/execute` of plain row writes with
+    /// its own budget, applied as [`Engine::write`] would apply them one after the other, but
+    /// in one SQLite transaction ([`exec::run_grouped`]). `Ok(None)`: nothing was kept; apply
+    /// them one by one.
+    pub(crate) fn write_grouped(
+        &mut self,
+        units: &[(&Request, u64)],
+    ) -> Result<Option<Vec<Vec<StmtResult>>>, DbError> {
+        let limits: Vec<Limit> = units
+            .iter()
+            .map(|(_, max_steps)| Limit::Steps {
+                max_steps: *max_steps,
+            })
+            .collect();
+        let pairs: Vec<(&Request, &Limit)> = units
+            .iter()
+            .zip(&limits)
+            .map(|((req, _), limit)| (*req, limit))
+            .collect();
+        let r = exec::run_grouped(&self.rw, &pairs, Mode::Execute);
+        if let Some(failure) = self.rw.guard().take_node_failure() {
+            return Err(DbError::NodeFailure(failure));
+        }
+        if r.is_some() {
+            self.maybe_checkpoint();
+        }
+        Ok(r)
+    }
+
     pub(crate) fn write(
         &mut self,
         req: &Request,

@@ -2200,6 +2200,50 @@ fn outcomes_of(r: Vec<StmtResult>) -> Vec<Outcome> {
     r.into_iter().map(|r| r.outcome).collect()
 }
 
+/// One plain row write of issue 12's property tests: conflicts, conflict clauses, CHECK
+/// failures, deferred and immediate foreign keys, and large `INSERT ... SELECT`s.
+fn plain_sql((kind, k, p): (usize, i64, i64)) -> String {
+    match kind {
+        0 => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+        1 => format!("INSERT OR ROLLBACK INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+        2 => format!("INSERT OR FAIL INTO t(id, v, n) VALUES ({k}, 'w{k}', 1), ({p}, 'x{p}', 1)"),
+        3 => format!("INSERT OR IGNORE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+        4 => format!("REPLACE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
+        5 => "UPDATE t SET n = n - 1".to_string(),
+        6 => "UPDATE OR ROLLBACK t SET n = n - 1 WHERE id > 1".to_string(),
+        7 => format!("DELETE FROM t WHERE id = {k}"),
+        8 => format!("INSERT INTO c VALUES ({k}, {p})"),
+        9 => format!("INSERT INTO d VALUES ({k}, {p})"),
+        10 => format!("DELETE FROM p WHERE id = {p}"),
+        11 => format!("INSERT INTO p VALUES ({p})"),
+        12 => format!(
+            "INSERT INTO t(id, v, n) SELECT x + 100, 'r' || x, x FROM \
+             (WITH RECURSIVE q(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM q LIMIT {}) \
+             SELECT x FROM q)",
+            (k + 1) * (p + 1) * 700
+        ),
+        _ => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', -1)"),
+    }
+}
+
+/// The database issue 12's property tests start from.
+fn plain_engine(fk: bool) -> Engine {
+    let mut e = Engine::open(&DbConfig {
+        fk,
+        ..DbConfig::default()
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let r = e.execute(&req(vec![s("CREATE TABLE p (id INTEGER PRIMARY KEY);
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE, n INTEGER CHECK (n >= 0));
+         CREATE TABLE c (id INTEGER PRIMARY KEY,
+                         pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TABLE d (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));
+         INSERT INTO p VALUES (1), (2); INSERT INTO t VALUES (1, 'a', 1);
+         INSERT INTO c VALUES (9, 1); INSERT INTO d VALUES (9, 2);")]));
+    assert!(matches!(r[0].outcome, Outcome::Exec { .. }), "{r:?}");
+    e
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
     /// Issue 12: a request of plain row writes applied in one transaction has exactly the
@@ -2211,51 +2255,14 @@ proptest::proptest! {
         budget in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..400_000],
         fk in proptest::bool::ANY,
     ) {
-        let sql = |(kind, k, p): (usize, i64, i64)| match kind {
-            0 => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
-            1 => format!("INSERT OR ROLLBACK INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
-            2 => format!("INSERT OR FAIL INTO t(id, v, n) VALUES ({k}, 'w{k}', 1), ({p}, 'x{p}', 1)"),
-            3 => format!("INSERT OR IGNORE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
-            4 => format!("REPLACE INTO t(id, v, n) VALUES ({k}, 'v{p}', {p})"),
-            5 => "UPDATE t SET n = n - 1".to_string(),
-            6 => "UPDATE OR ROLLBACK t SET n = n - 1 WHERE id > 1".to_string(),
-            7 => format!("DELETE FROM t WHERE id = {k}"),
-            8 => format!("INSERT INTO c VALUES ({k}, {p})"),
-            9 => format!("INSERT INTO d VALUES ({k}, {p})"),
-            10 => format!("DELETE FROM p WHERE id = {p}"),
-            11 => format!("INSERT INTO p VALUES ({p})"),
-            12 => format!(
-                "INSERT INTO t(id, v, n) SELECT x + 100, 'r' || x, x FROM \
-                 (WITH RECURSIVE q(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM q LIMIT {}) \
-                 SELECT x FROM q)",
-                (k + 1) * (p + 1) * 700
-            ),
-            _ => format!("INSERT INTO t(id, v, n) VALUES ({k}, 'v{p}', -1)"),
-        };
         let request = Request {
-            statements: picks.iter().map(|&x| s(&sql(x))).collect(),
+            statements: picks.iter().map(|&x| s(&plain_sql(x))).collect(),
             ..Request::default()
         };
         proptest::prop_assert!(super::super::exec::plain_writes(&request));
-        let setup = req(vec![s(
-            "CREATE TABLE p (id INTEGER PRIMARY KEY);
-             CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE, n INTEGER CHECK (n >= 0));
-             CREATE TABLE c (id INTEGER PRIMARY KEY,
-                             pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);
-             CREATE TABLE d (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));
-             INSERT INTO p VALUES (1), (2); INSERT INTO t VALUES (1, 'a', 1);
-             INSERT INTO c VALUES (9, 1); INSERT INTO d VALUES (9, 2);",
-        )]);
-        let open = || {
-            let mut e = Engine::open(&DbConfig { fk, ..DbConfig::default() })
-                .unwrap_or_else(|err| panic!("{err}"));
-            let r = e.execute(&setup);
-            assert!(matches!(r[0].outcome, Outcome::Exec { .. }), "{r:?}");
-            e
-        };
-        let mut grouped = open();
+        let mut grouped = plain_engine(fk);
         let got = outcomes(grouped.write(&request, Mode::Execute, budget).unwrap_or_default());
-        let mut each = open();
+        let mut each = plain_engine(fk);
         let want = outcomes(super::super::exec::run_each(
             &each.rw,
             &request,
@@ -2263,6 +2270,58 @@ proptest::proptest! {
             false,
             &Limit::Steps { max_steps: budget },
         ));
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert!(grouped.rw.conn.is_autocommit());
+        proptest::prop_assert_eq!(dump(&mut grouped, None), dump(&mut each, None));
+    }
+
+    /// Issue 12: the requests of one log entry's batch applied in one transaction have
+    /// exactly the outcomes and the database they have applied one by one, each with its
+    /// own budget.
+    #[test]
+    fn a_batch_of_plain_write_requests_in_one_transaction_matches_one_by_one(
+        units in proptest::collection::vec(
+            (
+                proptest::collection::vec((0usize..14, 0i64..6, 0i64..5), 1..4),
+                proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..400_000],
+            ),
+            2..6,
+        ),
+        fk in proptest::bool::ANY,
+    ) {
+        let requests: Vec<(Request, u64)> = units
+            .iter()
+            .map(|(picks, budget)| {
+                let r = Request {
+                    statements: picks.iter().map(|&x| s(&plain_sql(x))).collect(),
+                    ..Request::default()
+                };
+                (r, *budget)
+            })
+            .collect();
+        let mut grouped = plain_engine(fk);
+        let refs: Vec<(&Request, u64)> = requests.iter().map(|(r, b)| (r, *b)).collect();
+        let got: Vec<Vec<Outcome>> = match grouped.write_grouped(&refs) {
+            Ok(Some(all)) => all.into_iter().map(outcomes).collect(),
+            Ok(None) => requests
+                .iter()
+                .map(|(r, b)| outcomes(grouped.write(r, Mode::Execute, *b).unwrap_or_default()))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        };
+        let mut each = plain_engine(fk);
+        let want: Vec<Vec<Outcome>> = requests
+            .iter()
+            .map(|(r, b)| {
+                outcomes(super::super::exec::run_each(
+                    &each.rw,
+                    r,
+                    Mode::Execute,
+                    false,
+                    &Limit::Steps { max_steps: *b },
+                ))
+            })
+            .collect();
         proptest::prop_assert_eq!(got, want);
         proptest::prop_assert!(grouped.rw.conn.is_autocommit());
         proptest::prop_assert_eq!(dump(&mut grouped, None), dump(&mut each, None));

@@ -203,59 +203,60 @@ pub(crate) fn run_request(
     limit: &Limit,
 ) -> Vec<StmtResult> {
     if !use_tx && matches!(limit, Limit::Steps { .. }) && plain_writes(req) {
-        if let Some(results) = run_grouped(conn, req, mode, limit) {
-            return results;
+        if let Some(mut results) = run_grouped(conn, &[(req, limit)], mode) {
+            return results.pop().unwrap_or_default();
         }
     }
     run_each(conn, req, mode, use_tx, limit)
 }
 
-/// True for a request of two or more statements that are each one plain row write (its
-/// first word INSERT, REPLACE, UPDATE or DELETE): no transaction control, pragma, schema
-/// change or second statement in the same string, whose meaning could differ inside a
-/// transaction.
+/// True for a request of two or more statements that are each one [`plain_write`].
 pub(crate) fn plain_writes(req: &Request) -> bool {
-    req.statements.len() >= 2
-        && req.statements.iter().all(|stmt| {
-            let tokens = super::lexer::tokenize(&stmt.sql);
-            let first = tokens.first().is_some_and(|t| {
-                ["INSERT", "REPLACE", "UPDATE", "DELETE"]
-                    .iter()
-                    .any(|w| t.is_word(&stmt.sql, w))
-            });
-            // Trailing semicolons only: one statement per string.
-            let single = tokens
-                .iter()
-                .skip_while(|t| !t.is_punct(b';'))
-                .all(|t| t.is_punct(b';'));
-            // A second run (see `run_grouped`) restores last_insert_rowid() but cannot
-            // restore these counters.
-            let counters = tokens
-                .iter()
-                .any(|t| t.is_word(&stmt.sql, "changes") || t.is_word(&stmt.sql, "total_changes"));
-            first && single && !counters
-        })
+    req.statements.len() >= 2 && req.statements.iter().all(plain_write)
 }
 
-/// Applies a request of plain row writes (see [`plain_writes`]) in one SQLite transaction
-/// instead of one per statement: each statement's own commit (WAL frames, shared-memory
-/// locks, a read transaction) was most of the writer's work for a 100-statement request
-/// (issue 12). The outcome is the same as statement by statement: a failing statement is
-/// backed out alone and the transaction goes on (SQLite's ABORT, FAIL, IGNORE and REPLACE
-/// act the same inside a transaction). Where it might not be, nothing is kept and `None`
-/// asks for the statement-by-statement run: a statement failed (which also covers one that
-/// ended the whole transaction: `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by
-/// the step budget, an I/O error), a deferred foreign key is left unresolved after a
-/// statement (in autocommit that statement fails), or the commit fails. So only requests
-/// whose every statement succeeds take this path; a trigger reading `changes()` in a
-/// request that runs twice sees the first run's counts (SQLite cannot restore them). The path depends only on the request and the
-/// database, so every node takes the same one.
-fn run_grouped(
+/// True for a statement string that is one plain row write (its first word INSERT, REPLACE,
+/// UPDATE or DELETE): no transaction control, pragma, schema change or second statement in
+/// the same string, whose meaning could differ inside a transaction.
+pub(crate) fn plain_write(stmt: &Statement) -> bool {
+    let tokens = super::lexer::tokenize(&stmt.sql);
+    let first = tokens.first().is_some_and(|t| {
+        ["INSERT", "REPLACE", "UPDATE", "DELETE"]
+            .iter()
+            .any(|w| t.is_word(&stmt.sql, w))
+    });
+    // Trailing semicolons only: one statement per string.
+    let single = tokens
+        .iter()
+        .skip_while(|t| !t.is_punct(b';'))
+        .all(|t| t.is_punct(b';'));
+    // A second run (see `run_grouped`) restores last_insert_rowid() but cannot restore
+    // these counters.
+    let counters = tokens
+        .iter()
+        .any(|t| t.is_word(&stmt.sql, "changes") || t.is_word(&stmt.sql, "total_changes"));
+    first && single && !counters
+}
+
+/// Applies requests of plain row writes (see [`plain_write`]; the statements of one
+/// request, or the requests of one log entry's batch, each with its own limit) in one
+/// SQLite transaction instead of one per statement: each statement's own commit (WAL frames,
+/// shared-memory locks, a read transaction) was most of the writer's work for a
+/// 100-statement request (issue 12). The outcome is the same as statement by statement: a
+/// statement that succeeds inside a transaction does what it does in autocommit. Only a run
+/// where every statement succeeded is kept. Otherwise nothing is kept and `None` asks for
+/// the statement-by-statement run: a statement failed (which also covers one that ended the
+/// whole transaction: `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by the step
+/// budget, an I/O error; and `OR FAIL`, whose rows written before the failure change
+/// capture would miss), a deferred foreign key is left unresolved after a statement (in
+/// autocommit that statement fails), or the commit failed. A trigger reading `changes()` in
+/// a request that runs twice sees the first run's counts (SQLite cannot restore them). The
+/// path depends only on the requests and the database, so every node takes the same one.
+pub(crate) fn run_grouped(
     conn: &SqlConn,
-    req: &Request,
+    units: &[(&Request, &Limit)],
     mode: Mode,
-    limit: &Limit,
-) -> Option<Vec<StmtResult>> {
+) -> Option<Vec<Vec<StmtResult>>> {
     let db = &conn.conn;
     if !db.is_autocommit() {
         return None;
@@ -272,23 +273,23 @@ fn run_grouped(
         unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(db.handle(), rowid) };
         None
     };
-    let mut results = Vec::with_capacity(req.statements.len());
-    {
+    let mut all = Vec::with_capacity(units.len());
+    for (req, limit) in units {
         let metered = Metered::install(db, limit);
+        let mut results = Vec::with_capacity(req.statements.len());
         for stmt in &req.statements {
             metered.meter.start_statement(limit, req.db_timeout_ms);
             let r = run_statement(conn, stmt, mode, &metered.meter, limit);
-            // A failed statement: `OR FAIL` keeps what it changed before failing, which
-            // change capture (told the statement failed) would leave out; statement by
-            // statement it is committed, and captured, first.
             if matches!(r.outcome, Outcome::Error(_))
                 || db.is_autocommit()
                 || deferred_fk_violations(db)
             {
+                drop(metered);
                 return give_up();
             }
             results.push(r);
         }
+        all.push(results);
     }
     if db.execute_batch("COMMIT").is_err() {
         // The commit hook ran before the commit failed: what it took as committed is not.
@@ -297,7 +298,7 @@ fn run_grouped(
         }
         return give_up();
     }
-    Some(results)
+    Some(all)
 }
 
 /// True while the open transaction has unresolved deferred foreign key violations.

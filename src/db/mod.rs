@@ -31,7 +31,7 @@ pub mod txn;
 mod values;
 
 pub use engine::{Db, DbConfig, Engine, PinnedRead};
-pub(crate) use exec::Mode;
+pub(crate) use exec::{plain_write, Mode};
 pub use image::{validate_file, validate_image, SQLITE_HEADER};
 pub use reads::{ReadKind, ReadPool};
 

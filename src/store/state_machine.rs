@@ -171,10 +171,13 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
             Err(e) => failed(e),
         },
         Command::Batch(cmds) => Response {
-            parts: cmds
-                .into_iter()
-                .map(|c| apply_command(a, c, max_steps))
-                .collect::<Result<_, _>>()?,
+            parts: match apply_grouped(a, &cmds, max_steps)? {
+                Some(parts) => parts,
+                None => cmds
+                    .into_iter()
+                    .map(|c| apply_command(a, c, max_steps))
+                    .collect::<Result<_, _>>()?,
+            },
             ..Response::default()
         },
         Command::Bounded { budget, cmd } => apply_command(a, *cmd, budget.max_steps)?,
@@ -214,6 +217,62 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
             Response::default()
         }
     })
+}
+
+/// A batch of `/db/execute` requests (group commit put many clients' requests in one entry)
+/// whose statements are all plain row writes, applied in one SQLite transaction
+/// ([`crate::db::Engine::write_grouped`]) with the outcome of applying them one by one.
+/// `None` when the batch is not of that kind or the grouped run was not kept.
+fn apply_grouped(
+    a: &mut Applier<'_>,
+    cmds: &[Command],
+    max_steps: u64,
+) -> Result<Option<Vec<Response>>, String> {
+    let mut units = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        let (req, steps) = match cmd {
+            Command::Execute(req) => (req, max_steps),
+            Command::Bounded { budget, cmd } => match &**cmd {
+                Command::Execute(req) => (req, budget.max_steps),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let plain = !req.transaction
+            && !req.statements.is_empty()
+            && req.statements.iter().all(crate::db::plain_write);
+        if !plain {
+            return Ok(None);
+        }
+        units.push((req, steps));
+    }
+    if units.len() < 2 {
+        return Ok(None);
+    }
+    let Some(all) = a.engine.write_grouped(&units).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let db = a.db;
+    Ok(Some(
+        units
+            .iter()
+            .zip(all)
+            .map(|((req, _), results)| {
+                let c = [
+                    &db.executions,
+                    &db.execution_errors,
+                    &db.execute_transactions,
+                ];
+                count_sql(c, req, &results);
+                let forced = req.statements.iter().filter(|s| s.force_query).count();
+                db.executions_force_queries.add(forced as u64);
+                Response {
+                    results,
+                    ..Response::default()
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// Free space the data directory must have before entries are applied: SQLite must never
