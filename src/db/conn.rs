@@ -31,6 +31,8 @@ pub struct SqlConn {
     /// Change capture (the writer, with `-cdc-config`): told where each statement's changes
     /// begin and whether it failed.
     pub(crate) capture: Option<Arc<super::capture::Capture>>,
+    /// Extensions are loaded: a function of one may run any SQL, pragmas included.
+    pub(crate) extensions: bool,
 }
 
 /// What the authorizer shares with the code that runs statements: whether a statement is
@@ -274,6 +276,7 @@ impl SqlConn {
             conn,
             guard,
             capture: None,
+            extensions: !extensions.is_empty(),
         })
     }
 

@@ -160,24 +160,10 @@ impl Engine {
             .unwrap_or_else(|e| vec![error_result(e)])
     }
 
-    /// Runs a request on the writer, as applied from the log, within `max_steps` VM steps
-    /// (0 = unlimited): [`Mode::Execute`] for `/db/execute` (every statement execute-shaped
-    /// unless `force_query`), [`Mode::Request`] for `/db/request` (read-only and `force_query`
-    /// statements query-shaped, the rest execute-shaped, all on the writer so that reads see
-    /// the request's own writes). It enforces the rule that makes every log entry
-    /// self-contained: a request cannot leave a transaction open for the next one. Whatever
-    /// is still open when its statements end (a `BEGIN` without `COMMIT`, a `SAVEPOINT`
-    /// without `RELEASE`, an error inside the client's own transaction) is rolled back, as
-    /// SQLite does when a connection closes, and one more result says so. Every node applies
-    /// the same entry and reaches the same verdict.
-    ///
-    /// A statement that failed because of this node (disk full, I/O error) fails the whole
-    /// apply instead ([`DbError::NodeFailure`]): the other nodes apply the entry without that
-    /// failure, so it must not become this node's outcome.
     /// The requests of one log entry's batch, each `/db/execute` of plain row writes with
-    /// its own budget, applied as [`Engine::write`] would apply them one after the other, but
-    /// in one SQLite transaction ([`exec::run_grouped`]). `Ok(None)`: nothing was kept; apply
-    /// them one by one.
+    /// its own budget, applied as [`Engine::write`] would apply them one after the other,
+    /// but sharing SQLite transactions ([`exec::run_grouped`]). `Ok(None)`: nothing was run;
+    /// apply them one by one.
     pub(crate) fn write_grouped(
         &mut self,
         units: &[(&Request, u64)],
@@ -197,12 +183,24 @@ impl Engine {
         if let Some(failure) = self.rw.guard().take_node_failure() {
             return Err(DbError::NodeFailure(failure));
         }
-        if r.is_some() {
-            self.maybe_checkpoint();
-        }
+        self.maybe_checkpoint();
         Ok(r)
     }
 
+    /// Runs a request on the writer, as applied from the log, within `max_steps` VM steps
+    /// (0 = unlimited): [`Mode::Execute`] for `/db/execute` (every statement execute-shaped
+    /// unless `force_query`), [`Mode::Request`] for `/db/request` (read-only and `force_query`
+    /// statements query-shaped, the rest execute-shaped, all on the writer so that reads see
+    /// the request's own writes). It enforces the rule that makes every log entry
+    /// self-contained: a request cannot leave a transaction open for the next one. Whatever
+    /// is still open when its statements end (a `BEGIN` without `COMMIT`, a `SAVEPOINT`
+    /// without `RELEASE`, an error inside the client's own transaction) is rolled back, as
+    /// SQLite does when a connection closes, and one more result says so. Every node applies
+    /// the same entry and reaches the same verdict.
+    ///
+    /// A statement that failed because of this node (disk full, I/O error) fails the whole
+    /// apply instead ([`DbError::NodeFailure`]): the other nodes apply the entry without that
+    /// failure, so it must not become this node's outcome.
     pub(crate) fn write(
         &mut self,
         req: &Request,

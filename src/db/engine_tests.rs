@@ -2299,7 +2299,25 @@ proptest::proptest! {
                 (r, *budget)
             })
             .collect();
-        let mut grouped = plain_engine(fk);
+        let capturing = |mut e: Engine| {
+            use crate::db::capture::{Capture, CaptureRules};
+            e.capture_changes(Capture::new(CaptureRules::default()));
+            e
+        };
+        // Each change as the webhook would carry it.
+        let events = |e: &mut Engine| -> Vec<String> {
+            e.take_changes()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:?} {} {:?} {:?} {:?} {:?} {:?}",
+                        c.op, c.table, c.old_row_id, c.new_row_id, c.before, c.after, c.columns
+                    )
+                })
+                .collect()
+        };
+        let mut grouped = capturing(plain_engine(fk));
+        grouped.take_changes();
         let refs: Vec<(&Request, u64)> = requests.iter().map(|(r, b)| (r, *b)).collect();
         let got: Vec<Vec<Outcome>> = match grouped.write_grouped(&refs) {
             Ok(Some(all)) => all.into_iter().map(outcomes).collect(),
@@ -2309,7 +2327,8 @@ proptest::proptest! {
                 .collect(),
             Err(e) => panic!("{e}"),
         };
-        let mut each = plain_engine(fk);
+        let mut each = capturing(plain_engine(fk));
+        each.take_changes();
         let want: Vec<Vec<Outcome>> = requests
             .iter()
             .map(|(r, b)| {
@@ -2324,6 +2343,11 @@ proptest::proptest! {
             .collect();
         proptest::prop_assert_eq!(got, want);
         proptest::prop_assert!(grouped.rw.conn.is_autocommit());
+        proptest::prop_assert_eq!(
+            grouped.rw.conn.last_insert_rowid(),
+            each.rw.conn.last_insert_rowid()
+        );
+        proptest::prop_assert_eq!(events(&mut grouped), events(&mut each));
         proptest::prop_assert_eq!(dump(&mut grouped, None), dump(&mut each, None));
     }
 }

@@ -204,7 +204,9 @@ pub(crate) fn run_request(
 ) -> Vec<StmtResult> {
     if !use_tx && matches!(limit, Limit::Steps { .. }) && plain_writes(req) {
         if let Some(mut results) = run_grouped(conn, &[(req, limit)], mode) {
-            return results.pop().unwrap_or_default();
+            if let Some(results) = results.pop() {
+                return results;
+            }
         }
     }
     run_each(conn, req, mode, use_tx, limit)
@@ -243,38 +245,85 @@ pub(crate) fn plain_write(stmt: &Statement) -> bool {
 /// SQLite transaction instead of one per statement: each statement's own commit (WAL frames,
 /// shared-memory locks, a read transaction) was most of the writer's work for a
 /// 100-statement request (issue 12). The outcome is the same as statement by statement: a
-/// statement that succeeds inside a transaction does what it does in autocommit. Only a run
-/// where every statement succeeded is kept. Otherwise nothing is kept and `None` asks for
-/// the statement-by-statement run: a statement failed (which also covers one that ended the
-/// whole transaction: `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an interrupt by the step
-/// budget, an I/O error; and `OR FAIL`, whose rows written before the failure change
-/// capture would miss), a deferred foreign key is left unresolved after a statement (in
-/// autocommit that statement fails), or the commit failed. A trigger reading `changes()` in
-/// a request that runs twice sees the first run's counts (SQLite cannot restore them). The
-/// path depends only on the requests and the database, so every node takes the same one.
+/// statement that succeeds inside a transaction does what it does in autocommit, and only
+/// what succeeded is kept that way. When a request does not (a statement failed, which also
+/// covers one that ended the whole transaction: `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`,
+/// an interrupt by the step budget, an I/O error; `OR FAIL`, whose rows written before the
+/// failure change capture would miss; or a deferred foreign key left unresolved, which in
+/// autocommit fails its statement), everything since `BEGIN` is rolled back, the requests
+/// before it are applied again together (they succeed again: same database, same
+/// statements), that request is applied statement by statement ([`run_each`]), and the rest
+/// go on together. A failed commit applies its requests one by one. So each request runs at
+/// most twice, and the path depends only on the requests and the database: every node takes
+/// the same one. A trigger reading `changes()` in a request that runs twice sees the first
+/// run's counts (SQLite cannot restore them). `None`: nothing was run (an open transaction,
+/// or extensions loaded, whose functions may change settings).
 pub(crate) fn run_grouped(
     conn: &SqlConn,
     units: &[(&Request, &Limit)],
     mode: Mode,
 ) -> Option<Vec<Vec<StmtResult>>> {
-    let db = &conn.conn;
-    if !db.is_autocommit() {
+    if !conn.conn.is_autocommit() || conn.extensions {
         return None;
     }
-    // A rollback keeps the row ids the statements set; the second run must start from this.
+    let one_by_one = |range: std::ops::Range<usize>, all: &mut Vec<Vec<StmtResult>>| {
+        for (req, limit) in &units[range] {
+            all.push(run_each(conn, req, mode, false, limit));
+        }
+    };
+    let mut all = Vec::with_capacity(units.len());
+    // The next try covers `start..end`; `failed` is a request known not to succeed together.
+    let (mut start, mut end, mut failed) = (0, units.len(), None);
+    while start < units.len() {
+        if failed == Some(start) {
+            one_by_one(start..start + 1, &mut all);
+            (start, end, failed) = (start + 1, units.len(), None);
+            continue;
+        }
+        match attempt(conn, &units[start..end], mode) {
+            Ok(results) => {
+                all.extend(results);
+                (start, end) = (end, units.len());
+            }
+            // The requests before the one that failed go together again, then it alone.
+            Err(Some(i)) => (end, failed) = (start + i, Some(start + i)),
+            Err(None) => {
+                one_by_one(start..end, &mut all);
+                (start, end) = (end, units.len());
+            }
+        }
+    }
+    Some(all)
+}
+
+/// One try of [`run_grouped`]: every request in one transaction, committed if every
+/// statement succeeded. Otherwise nothing is kept (row id, change capture and node-failure
+/// report restored) and the error names the request that failed, or none if the commit did.
+fn attempt(
+    conn: &SqlConn,
+    units: &[(&Request, &Limit)],
+    mode: Mode,
+) -> Result<Vec<Vec<StmtResult>>, Option<usize>> {
+    let db = &conn.conn;
+    // A rollback keeps the row ids the statements set; what runs next must start from this.
     let rowid = db.last_insert_rowid();
     let captured = conn.capture.as_ref().map(|c| c.committed_mark());
-    db.execute_batch("BEGIN").ok()?;
-    let give_up = || {
+    if db.execute_batch("BEGIN").is_err() {
+        return Err(None);
+    }
+    let give_up = |failed: Option<usize>| {
         if !db.is_autocommit() {
             let _ = db.execute_batch("ROLLBACK");
         }
         // SAFETY: the handle is valid for the life of `db` and used on this thread only.
         unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(db.handle(), rowid) };
-        None
+        // What runs next reports a failure of this node again if there is one (a statement
+        // journal spilled to a full temporary directory is this try's alone).
+        conn.guard().take_node_failure();
+        Err(failed)
     };
     let mut all = Vec::with_capacity(units.len());
-    for (req, limit) in units {
+    for (i, (req, limit)) in units.iter().enumerate() {
         let metered = Metered::install(db, limit);
         let mut results = Vec::with_capacity(req.statements.len());
         for stmt in &req.statements {
@@ -285,7 +334,7 @@ pub(crate) fn run_grouped(
                 || deferred_fk_violations(db)
             {
                 drop(metered);
-                return give_up();
+                return give_up(Some(i));
             }
             results.push(r);
         }
@@ -296,9 +345,9 @@ pub(crate) fn run_grouped(
         if let (Some(c), Some(mark)) = (&conn.capture, captured) {
             c.forget_committed_since(mark);
         }
-        return give_up();
+        return give_up(None);
     }
-    Some(all)
+    Ok(all)
 }
 
 /// True while the open transaction has unresolved deferred foreign key violations.
