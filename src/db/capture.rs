@@ -228,9 +228,9 @@ impl Capture {
         self.buf().pending.len()
     }
 
-    /// A statement finished: a failed one's changes are dropped (SQLite undid them), a
-    /// `ROLLBACK TO` drops what was changed since its savepoint, and the columns of what the
-    /// statement changed are named from the schema as it is now. `savepoint`: the savepoint
+    /// A statement finished: the changes of one that failed and was undone (`failed`) are
+    /// dropped, a `ROLLBACK TO` drops what was changed since its savepoint, and the columns
+    /// of what the statement changed are named from the schema as it is now. `savepoint`: the savepoint
     /// operation the statement is (from the authorizer, when it was prepared).
     pub fn statement_done(
         &self,

@@ -2467,3 +2467,41 @@ fn captured_changes_of_grouped_plain_writes_match_statement_by_statement() {
         vec![(t(), Op::Insert, Some(3)), (u(), Op::Delete, Some(5))]
     );
 }
+
+/// A statement that fails with `OR FAIL` inside a client's transaction keeps the rows it
+/// wrote before failing; change capture keeps their events too (ABORT's are dropped).
+#[test]
+fn captured_changes_keep_what_or_fail_kept_inside_a_transaction() {
+    use crate::db::capture::{Capture, CaptureRules, Op};
+    let mut e = engine();
+    e.capture_changes(Capture::new(CaptureRules::default()));
+    execute(&mut e, vec![s("CREATE TABLE u (id INTEGER PRIMARY KEY)")]);
+    e.take_changes();
+    let r = execute(
+        &mut e,
+        vec![
+            s("BEGIN"),
+            s("INSERT OR FAIL INTO u VALUES (5), (6), (5)"),
+            s("INSERT INTO u VALUES (7), (7)"),
+            s("COMMIT"),
+        ],
+    );
+    assert!(
+        matches!(r[1], Outcome::Error(_)) && matches!(r[2], Outcome::Error(_)),
+        "{r:?}"
+    );
+    let got: Vec<(Op, Option<i64>)> = e
+        .take_changes()
+        .iter()
+        .map(|c| (c.op, c.new_row_id))
+        .collect();
+    assert_eq!(got, vec![(Op::Insert, Some(5)), (Op::Insert, Some(6))]);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT group_concat(id) AS ids FROM u")]),
+        vec![rows(
+            &["ids"],
+            &["text"],
+            vec![vec![Value::Text("5,6".into())]]
+        )]
+    );
+}

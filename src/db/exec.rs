@@ -573,14 +573,20 @@ fn run_tail_loop(
         consumed = bind(&mut s, &args, consumed, shape).map_err(|m| fail(m, shape))?;
         // Prepared just now: the authorizer saw whether it is a savepoint operation.
         let savepoint = sql.guard().take_savepoint();
-        let mark = sql.capture.as_ref().map(|c| c.mark());
+        let mark = sql
+            .capture
+            .as_ref()
+            .map(|c| (c.mark(), conn.total_changes()));
         let r = match shape {
             Shape::Exec => exec(conn, &mut s),
             Shape::Query => query(&mut s),
         };
-        if let (Some(c), Some(mark)) = (&sql.capture, mark) {
+        if let (Some(c), Some((mark, before))) = (&sql.capture, mark) {
+            // SQLite adds a failed statement's rows to the total only when it kept them
+            // (`OR FAIL` keeps the rows written before the failure; ABORT undoes them all).
+            let undone = r.is_err() && conn.total_changes() == before;
             meter.paused.store(true, Ordering::Relaxed);
-            c.statement_done(conn, mark, r.is_err(), savepoint);
+            c.statement_done(conn, mark, undone, savepoint);
             meter.paused.store(false, Ordering::Relaxed);
         }
         last = Some(r.map_err(|m| fail(m, shape))?);
