@@ -220,9 +220,9 @@ fn apply_command(a: &mut Applier<'_>, cmd: Command, max_steps: u64) -> Result<Re
 }
 
 /// A batch of `/db/execute` requests (group commit put many clients' requests in one entry)
-/// whose statements are all plain row writes, applied in one SQLite transaction
+/// whose statements are all plain row writes, applied sharing SQLite transactions
 /// ([`crate::db::Engine::write_grouped`]) with the outcome of applying them one by one.
-/// `None` when the batch is not of that kind or the grouped run was not kept.
+/// `None` when the batch is not of that kind or nothing was run (apply it one by one).
 fn apply_grouped(
     a: &mut Applier<'_>,
     cmds: &[Command],
