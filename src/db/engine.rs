@@ -168,18 +168,11 @@ impl Engine {
         &mut self,
         units: &[(&Request, u64)],
     ) -> Result<Option<Vec<Vec<StmtResult>>>, DbError> {
-        let limits: Vec<Limit> = units
+        let units: Vec<(&Request, Limit)> = units
             .iter()
-            .map(|(_, max_steps)| Limit::Steps {
-                max_steps: *max_steps,
-            })
+            .map(|&(req, max_steps)| (req, Limit::Steps { max_steps }))
             .collect();
-        let pairs: Vec<(&Request, &Limit)> = units
-            .iter()
-            .zip(&limits)
-            .map(|((req, _), limit)| (*req, limit))
-            .collect();
-        let r = exec::run_grouped(&self.rw, &pairs, Mode::Execute);
+        let r = exec::run_grouped(&self.rw, &units, Mode::Execute);
         if let Some(failure) = self.rw.guard().take_node_failure() {
             return Err(DbError::NodeFailure(failure));
         }

@@ -203,7 +203,7 @@ pub(crate) fn run_request(
     limit: &Limit,
 ) -> Vec<StmtResult> {
     if !use_tx && matches!(limit, Limit::Steps { .. }) && plain_writes(req) {
-        if let Some(mut results) = run_grouped(conn, &[(req, limit)], mode) {
+        if let Some(mut results) = run_grouped(conn, &[(req, limit.clone())], mode) {
             if let Some(results) = results.pop() {
                 return results;
             }
@@ -260,7 +260,7 @@ pub(crate) fn plain_write(stmt: &Statement) -> bool {
 /// or extensions loaded, whose functions may change settings).
 pub(crate) fn run_grouped(
     conn: &SqlConn,
-    units: &[(&Request, &Limit)],
+    units: &[(&Request, Limit)],
     mode: Mode,
 ) -> Option<Vec<Vec<StmtResult>>> {
     if !conn.conn.is_autocommit() || conn.extensions {
@@ -301,7 +301,7 @@ pub(crate) fn run_grouped(
 /// report restored) and the error names the request that failed, or none if the commit did.
 fn attempt(
     conn: &SqlConn,
-    units: &[(&Request, &Limit)],
+    units: &[(&Request, Limit)],
     mode: Mode,
 ) -> Result<Vec<Vec<StmtResult>>, Option<usize>> {
     let db = &conn.conn;

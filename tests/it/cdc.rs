@@ -939,30 +939,35 @@ async fn an_https_webhook_is_verified_against_tls_ca_cert_file() {
     let other = crate::tls::Ca::new("another CA");
     let other_path = other.cert.to_string_lossy().to_string();
     let bad = cdc_json(&url, json!({"tls": {"ca_cert_file": other_path}}));
-    let before = b.posts.lock().unwrap().len();
-    let c2 = TestCluster::start_with(1, with_cdc(&bad)).await;
-    let n2 = c2.client(0).clone();
-    n2.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (2)"]"#)
-        .await;
-    wait_until(
-        CLUSTER_WAIT,
-        "/status to name the certificate failure",
-        || {
-            let n2 = n2.clone();
-            async move {
-                let s = n2.get("/status?key=cdc").await.json();
-                s["last_error"]
-                    .as_str()
-                    .is_some_and(|e| e.to_lowercase().contains("certificate"))
-            }
-        },
-    )
+    refused_by_the_webhook(&b, &bad, "a certificate failure", |e| {
+        e.to_lowercase().contains("certificate")
+    })
     .await;
-    assert_eq!(
-        b.posts.lock().unwrap().len(),
-        before,
-        "nothing reached the webhook"
-    );
+}
+
+/// A node with CDC config `cfg` writes a row; its /status names a failure `is_failure`
+/// accepts, and nothing more reaches the receiver behind `b`.
+async fn refused_by_the_webhook(
+    b: &Behaviour,
+    cfg: &str,
+    what: &str,
+    is_failure: impl Fn(&str) -> bool,
+) {
+    let before = b.posts.lock().unwrap().len();
+    let c = TestCluster::start_with(1, with_cdc(cfg)).await;
+    let n = c.client(0).clone();
+    n.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (2)"]"#)
+        .await;
+    let is_failure = &is_failure;
+    wait_until(CLUSTER_WAIT, &format!("/status to report {what}"), || {
+        let n = n.clone();
+        async move {
+            let s = n.get("/status?key=cdc").await.json();
+            s["last_error"].as_str().is_some_and(is_failure)
+        }
+    })
+    .await;
+    assert_eq!(b.posts.lock().unwrap().len(), before, "nothing got through");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -993,26 +998,5 @@ async fn an_https_webhook_that_demands_a_client_certificate_gets_the_configured_
     .await;
 
     let without = cdc_json(&url, json!({"tls": {"ca_cert_file": path(&ca.cert)}}));
-    let before = b.posts.lock().unwrap().len();
-    let c2 = TestCluster::start_with(1, with_cdc(&without)).await;
-    let n2 = c2.client(0).clone();
-    n2.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (2)"]"#)
-        .await;
-    wait_until(
-        CLUSTER_WAIT,
-        "/status to report the refused connection",
-        || {
-            let n2 = n2.clone();
-            async move {
-                let s = n2.get("/status?key=cdc").await.json();
-                s["last_error"].as_str().is_some_and(|e| !e.is_empty())
-            }
-        },
-    )
-    .await;
-    assert_eq!(
-        b.posts.lock().unwrap().len(),
-        before,
-        "nothing got through without a certificate"
-    );
+    refused_by_the_webhook(&b, &without, "the refused connection", |e| !e.is_empty()).await;
 }

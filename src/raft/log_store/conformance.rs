@@ -36,20 +36,24 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
     Suite::test_all(Builder)
 }
 
+/// A blank entry of term 1 at `index`.
+fn blank(index: u64) -> Entry {
+    Entry {
+        log_id: openraft::testing::log_id(1, 1, index),
+        payload: openraft::EntryPayload::Blank,
+    }
+}
+
 /// What was appended and flushed is there after reopening; truncation and purge persist.
 #[tokio::test]
 async fn log_survives_reopen() {
     use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
-    let entry = |i: u64| Entry {
-        log_id: log_id(1, 1, i),
-        payload: openraft::EntryPayload::Blank,
-    };
     {
         let mut s = LogStore::open(&path).unwrap();
         // Returns only once the flush callback fired, i.e. the entries are durable.
-        s.blocking_append((1..=10).map(entry)).await.unwrap();
+        s.blocking_append((1..=10).map(blank)).await.unwrap();
         s.truncate(log_id(1, 1, 9)).await.unwrap();
         s.purge(log_id(1, 1, 3)).await.unwrap();
         s.save_vote(&Vote::new(2, 7)).await.unwrap();
@@ -115,15 +119,11 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
-    let entry = |i: u64| Entry {
-        log_id: log_id(1, 1, i),
-        payload: openraft::EntryPayload::Blank,
-    };
     {
         let mut s = LogStore::open(&path).unwrap();
-        s.blocking_append((1..=3).map(entry)).await.unwrap();
+        s.blocking_append((1..=3).map(blank)).await.unwrap();
         s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
-        s.blocking_append((4..=5).map(entry)).await.unwrap();
+        s.blocking_append((4..=5).map(blank)).await.unwrap();
         s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
         s.close();
     }
