@@ -33,6 +33,12 @@ pub struct SqlConn {
     pub(crate) capture: Option<Arc<super::capture::Capture>>,
     /// Extensions are loaded: a function of one may run any SQL, pragmas included.
     pub(crate) extensions: bool,
+    /// Keeps clients' plain row writes prepared between runs (the writer without
+    /// extensions; see `exec::cached_prepare`).
+    pub(crate) cache_statements: bool,
+    /// A statement that may have changed the schema, a setting or the planner's statistics
+    /// ran since the statement cache was last emptied (see [`SqlConn::settle_statements`]).
+    statements_unsettled: AtomicBool,
 }
 
 /// What the authorizer shares with the code that runs statements: whether a statement is
@@ -277,7 +283,35 @@ impl SqlConn {
             guard,
             capture: None,
             extensions: !extensions.is_empty(),
+            cache_statements: false,
+            statements_unsettled: AtomicBool::new(false),
         })
+    }
+
+    /// Empties the statement cache before a statement that may change what a cached one
+    /// would do (its schema, a setting, the planner's statistics), and marks the cache to be
+    /// emptied again once the request ends ([`SqlConn::settle_statements`]): statements
+    /// cached after it in the same request may be undone by a rollback.
+    pub(crate) fn unsettle_statements(&self) {
+        self.conn.flush_prepared_statement_cache();
+        self.statements_unsettled.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends a request on the writer: empties the statement cache if the request ran a
+    /// statement that may have changed the schema, a setting or the statistics. A cached
+    /// statement whose schema changed under it would be prepared again inside its run,
+    /// after a few VM steps that a freshly prepared one does not count, and the step budget
+    /// must trip at the same point on every node.
+    pub(crate) fn settle_statements(&self) {
+        if self.statements_unsettled.swap(false, Ordering::Relaxed) {
+            self.conn.flush_prepared_statement_cache();
+        }
+    }
+
+    /// Empties the statement cache (the database was replaced or rolled back by the node).
+    pub(crate) fn forget_statements(&self) {
+        self.statements_unsettled.store(false, Ordering::Relaxed);
+        self.conn.flush_prepared_statement_cache();
     }
 
     /// A placeholder connection to nothing (while the database file is being replaced).
@@ -349,7 +383,9 @@ fn open_writer_on(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbE
          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
          PRAGMA user_version = 0",
     )?;
-    SqlConn::new(conn, fk, ext)
+    let mut c = SqlConn::new(conn, fk, ext)?;
+    c.cache_statements = ext.is_empty();
+    Ok(c)
 }
 
 /// The settings of the writer, as `open_writer_on` and `reset_settings` give it between

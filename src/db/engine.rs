@@ -173,6 +173,7 @@ impl Engine {
             .map(|&(req, max_steps)| (req, Limit::Steps { max_steps }))
             .collect();
         let r = exec::run_grouped(&self.rw, &units, Mode::Execute);
+        self.rw.settle_statements();
         if let Some(failure) = self.rw.guard().take_node_failure() {
             return Err(DbError::NodeFailure(failure));
         }
@@ -226,6 +227,7 @@ impl Engine {
             // changed again, or every later request pays for another reset.
             self.rw.guard().take_changed_settings();
         }
+        self.rw.settle_statements();
         if let Some(failure) = self.rw.guard().take_node_failure() {
             return Err(DbError::NodeFailure(failure));
         }
@@ -296,6 +298,7 @@ impl Engine {
         if !self.rw.conn.is_autocommit() {
             let _ = self.rw.conn.execute_batch("ROLLBACK");
         }
+        self.rw.forget_statements();
         // A WAL database can only take pages of its own size: an image with another page
         // size is rewritten first (in memory), the same way on every node.
         let want: i64 = self
@@ -428,6 +431,7 @@ impl Engine {
         if !self.rw.conn.is_autocommit() {
             let _ = self.rw.conn.execute_batch("ROLLBACK");
         }
+        self.rw.forget_statements();
     }
 }
 

@@ -2505,3 +2505,134 @@ fn captured_changes_keep_what_or_fail_kept_inside_a_transaction() {
         )]
     );
 }
+
+/// How many statements are prepared on `c` (SQLite's own list, cached ones included).
+fn prepared_statements(c: &rusqlite::Connection) -> usize {
+    let mut n = 0;
+    // SAFETY: the handle is valid for the life of `c` and used on this thread only;
+    // sqlite3_next_stmt only walks the connection's list of statements.
+    unsafe {
+        let mut p = rusqlite::ffi::sqlite3_next_stmt(c.handle(), std::ptr::null_mut());
+        while !p.is_null() {
+            n += 1;
+            p = rusqlite::ffi::sqlite3_next_stmt(c.handle(), p);
+        }
+    }
+    n
+}
+
+/// A table of 3,000 rows, and a plain write that reads its rows up to a rowid and changes
+/// nothing.
+fn scanned_engine() -> Engine {
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![s(
+            "CREATE TABLE t AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 3000) SELECT x FROM c",
+        )],
+    );
+    e
+}
+
+fn scan(upto: i64) -> Request {
+    req(vec![sp(
+        "DELETE FROM t WHERE rowid <= ? AND x < 0",
+        vec![Param::Int(upto)],
+    )])
+}
+
+/// Whether the whole scan stops at `budget` on `e`.
+fn scan_trips(e: &mut Engine, budget: u64) -> bool {
+    let r = outcomes(
+        e.write(&scan(3000), Mode::Execute, budget)
+            .unwrap_or_default(),
+    );
+    match r.as_slice() {
+        [Outcome::Exec { .. }] => false,
+        [Outcome::Error(m)] if m.contains("budget") => true,
+        other => panic!("budget {budget}: {other:?}"),
+    }
+}
+
+/// Issue 12: the writer keeps clients' plain writes prepared between requests; a node that
+/// has run a statement before must stop it at its step budget exactly where a node that
+/// prepares it for the first time does (a restarted node, one restored from a snapshot),
+/// or their databases part.
+#[test]
+fn a_cached_statement_stops_at_its_budget_where_a_fresh_one_does() {
+    // The smallest budget a freshly prepared scan fits in (budgets are checked every
+    // 1,000 steps).
+    let fits = (1..100u64)
+        .map(|k| k * 1000)
+        .find(|&b| !scan_trips(&mut scanned_engine(), b));
+    let Some(fits) = fits else {
+        panic!("the scan never fits")
+    };
+    assert!(scan_trips(&mut scanned_engine(), fits - 1));
+    // A node that ran the same statement before, to the end, over other lengths.
+    let mut warm = scanned_engine();
+    for i in 0..60 {
+        let r = warm.write(&scan(i * 53 % 3000 + 1), Mode::Execute, 0);
+        assert!(matches!(r.as_deref(), Ok([_])), "{r:?}");
+        assert!(!scan_trips(&mut warm, fits), "run {i}");
+        assert!(scan_trips(&mut warm, fits - 1), "run {i}");
+    }
+    assert!(prepared_statements(&warm.rw.conn) > 0);
+}
+
+/// Issue 12: a statement that may change what a cached one does (the schema, a setting,
+/// the planner's statistics) empties the writer's statement cache, as does a restore; the
+/// cached writes then follow the new schema.
+#[test]
+fn schema_changes_and_restores_empty_the_statement_cache() {
+    let mut e = engine();
+    execute(
+        &mut e,
+        vec![s("CREATE TABLE c (id INTEGER PRIMARY KEY, v)")],
+    );
+    let insert = || sp("INSERT INTO c(v) VALUES (?)", vec![pt("x")]);
+    for changer in [
+        "ALTER TABLE c ADD COLUMN w DEFAULT 7",
+        "CREATE INDEX cv ON c(v)",
+        "ANALYZE",
+        "PRAGMA foreign_keys = 1",
+        "SELECT 1",
+    ] {
+        execute(&mut e, vec![insert(), insert()]);
+        assert!(prepared_statements(&e.rw.conn) > 0, "{changer}");
+        // The changer flushes before it runs, the request's end once more after it: a
+        // write cached after the change in the same request may be undone with it.
+        let r = execute(&mut e, vec![s(changer), insert()]);
+        assert!(
+            !r.iter().any(|o| matches!(o, Outcome::Error(_))),
+            "{changer}: {r:?}"
+        );
+        assert_eq!(prepared_statements(&e.rw.conn), 0, "{changer}");
+    }
+    // The column added above is filled in by the cached INSERT's new preparation.
+    assert_eq!(
+        execute(
+            &mut e,
+            vec![sp("INSERT INTO c VALUES (NULL, ?, 8)", vec![pt("y")])]
+        ),
+        vec![ex(16, 1)]
+    );
+    execute(&mut e, vec![insert(), insert()]);
+    assert!(prepared_statements(&e.rw.conn) > 0);
+    let image = match e.serialize() {
+        Ok(i) => i,
+        Err(err) => panic!("serialize: {err}"),
+    };
+    if let Err(err) = e.restore(&image) {
+        panic!("restore: {err}");
+    }
+    assert_eq!(prepared_statements(&e.rw.conn), 0);
+    assert_eq!(
+        query(&mut e, vec![s("SELECT count(*), sum(w) FROM c")]),
+        vec![rows(
+            &["count(*)", "sum(w)"],
+            &["integer", "integer"],
+            vec![vec![int(18), int(7 * 17 + 8)]]
+        )]
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Batch, Connection};
+use rusqlite::{Batch, CachedStatement, Connection, StatementStatus};
 
 use super::conn::SqlConn;
 use super::values;
@@ -221,23 +221,37 @@ pub(crate) fn plain_writes(req: &Request) -> bool {
 /// UPDATE or DELETE): no transaction control, pragma, schema change or second statement in
 /// the same string, whose meaning could differ inside a transaction.
 pub(crate) fn plain_write(stmt: &Statement) -> bool {
-    let tokens = super::lexer::tokenize(&stmt.sql);
-    let first = tokens.first().is_some_and(|t| {
+    let sql = stmt.sql.as_str();
+    let mut tokens = super::lexer::Tokens::new(sql);
+    let first = tokens.next().is_some_and(|t| {
         ["INSERT", "REPLACE", "UPDATE", "DELETE"]
             .iter()
-            .any(|w| t.is_word(&stmt.sql, w))
+            .any(|w| t.is_word(sql, w))
     });
-    // Trailing semicolons only: one statement per string.
-    let single = tokens
-        .iter()
-        .skip_while(|t| !t.is_punct(b';'))
-        .all(|t| t.is_punct(b';'));
-    // A second run (see `run_grouped`) restores last_insert_rowid() but cannot restore
-    // these counters.
-    let counters = tokens
-        .iter()
-        .any(|t| t.is_word(&stmt.sql, "changes") || t.is_word(&stmt.sql, "total_changes"));
-    first && single && !counters
+    if !first {
+        return false;
+    }
+    // Most texts have neither a semicolon nor the counters' name anywhere: no need to look
+    // at the rest token by token.
+    let bytes = sql.as_bytes();
+    if !bytes.contains(&b';') && !bytes.windows(7).any(|w| w.eq_ignore_ascii_case(b"changes")) {
+        return true;
+    }
+    let mut ended = false;
+    for t in tokens {
+        // Trailing semicolons only: one statement per string.
+        if t.is_punct(b';') {
+            ended = true;
+        } else if ended {
+            return false;
+        }
+        // A second run (see `run_grouped`) restores last_insert_rowid() but cannot restore
+        // these counters.
+        if t.is_word(sql, "changes") || t.is_word(sql, "total_changes") {
+            return false;
+        }
+    }
+    true
 }
 
 /// Applies requests of plain row writes (see [`plain_write`]; the statements of one
@@ -548,6 +562,14 @@ fn run_tail_loop(
     };
     let fail = |message: String, shape: Shape| Failure { message, shape };
     let args = Args::new(stmt).map_err(|m| fail(m, shape))?;
+    if sql.cache_statements {
+        if let Some(mut s) = cached_prepare(sql, stmt) {
+            let reshape = mode == Mode::Request && !stmt.force_query;
+            let (outcome, _) =
+                run_prepared(sql, &mut s, &args, 0, &mut shape, reshape, mode, meter)?;
+            return Ok(outcome);
+        }
+    }
     let mut batch = Batch::new(conn, &stmt.sql);
     let mut consumed = 0usize;
     let mut last = None;
@@ -561,35 +583,13 @@ fn run_tail_loop(
             Ok(None) => break,
             Err(e) => return Err(fail(message(&e), shape)),
         };
-        let read = is_read(&s);
-        if first && mode == Mode::Request && !stmt.force_query && !read {
-            // Like rqlite, the first statement of the string decides the shape.
-            shape = Shape::Exec;
-        }
+        let reshape = first && mode == Mode::Request && !stmt.force_query;
+        let (outcome, now) = run_prepared(
+            sql, &mut s, &args, consumed, &mut shape, reshape, mode, meter,
+        )?;
+        consumed = now;
         first = false;
-        if mode == Mode::Query && !read {
-            return Err(fail(NOT_READ_ONLY.to_string(), shape));
-        }
-        consumed = bind(&mut s, &args, consumed, shape).map_err(|m| fail(m, shape))?;
-        // Prepared just now: the authorizer saw whether it is a savepoint operation.
-        let savepoint = sql.guard().take_savepoint();
-        let mark = sql
-            .capture
-            .as_ref()
-            .map(|c| (c.mark(), conn.total_changes()));
-        let r = match shape {
-            Shape::Exec => exec(conn, &mut s),
-            Shape::Query => query(&mut s),
-        };
-        if let (Some(c), Some((mark, before))) = (&sql.capture, mark) {
-            // SQLite adds a failed statement's rows to the total only when it kept them
-            // (`OR FAIL` keeps the rows written before the failure; ABORT undoes them all).
-            let undone = r.is_err() && conn.total_changes() == before;
-            meter.paused.store(true, Ordering::Relaxed);
-            c.statement_done(conn, mark, undone, savepoint);
-            meter.paused.store(false, Ordering::Relaxed);
-        }
-        last = Some(r.map_err(|m| fail(m, shape))?);
+        last = Some(outcome);
     }
     Ok(last.unwrap_or(match shape {
         // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
@@ -599,6 +599,75 @@ fn run_tail_loop(
         },
         Shape::Query => Outcome::Rows(Rows::default()),
     }))
+}
+
+/// The statement from the writer's cache of prepared statements, for a [`plain_write`]
+/// (prepared on a miss); `None` for any other statement, which empties the cache first
+/// ([`SqlConn::unsettle_statements`]), or when preparing fails (the caller prepares it
+/// again its own way, for the error). Preparing each statement was a large part of the
+/// writer's work per row (issue 12). A cached statement runs exactly as a freshly prepared
+/// one: its VM-step count starts again from zero, because SQLite places the progress
+/// handler's calls, and so the step budget's checks, by that count.
+fn cached_prepare<'c>(sql: &'c SqlConn, stmt: &Statement) -> Option<CachedStatement<'c>> {
+    // The cache trims Unicode white space from the text; SQLite would refuse some of it.
+    let trimmed = stmt.sql.trim();
+    let ascii = stmt.sql.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.len() != ascii.len() || !plain_write(stmt) {
+        sql.unsettle_statements();
+        return None;
+    }
+    sql.guard().preparing(true);
+    let prepared = sql.conn.prepare_cached(trimmed);
+    sql.guard().preparing(false);
+    let s = prepared.ok()?;
+    s.reset_status(StatementStatus::VmStep);
+    Some(s)
+}
+
+/// Binds, runs and reports one prepared statement of a statement string (`reshape`: the
+/// string's first, in a `/db/request` without `force_query`); returns its outcome and how
+/// many arguments are now consumed.
+#[allow(clippy::too_many_arguments)]
+fn run_prepared(
+    sql: &SqlConn,
+    s: &mut rusqlite::Statement<'_>,
+    args: &Args<'_>,
+    consumed: usize,
+    shape: &mut Shape,
+    reshape: bool,
+    mode: Mode,
+    meter: &Meter,
+) -> Result<(Outcome, usize), Failure> {
+    let conn = &sql.conn;
+    let fail = |message: String, shape: Shape| Failure { message, shape };
+    let read = is_read(s);
+    if reshape && !read {
+        // Like rqlite, the first statement of the string decides the shape.
+        *shape = Shape::Exec;
+    }
+    if mode == Mode::Query && !read {
+        return Err(fail(NOT_READ_ONLY.to_string(), *shape));
+    }
+    let consumed = bind(s, args, consumed, *shape).map_err(|m| fail(m, *shape))?;
+    // Prepared just now: the authorizer saw whether it is a savepoint operation.
+    let savepoint = sql.guard().take_savepoint();
+    let mark = sql
+        .capture
+        .as_ref()
+        .map(|c| (c.mark(), conn.total_changes()));
+    let r = match *shape {
+        Shape::Exec => exec(conn, s),
+        Shape::Query => query(s),
+    };
+    if let (Some(c), Some((mark, before))) = (&sql.capture, mark) {
+        // SQLite adds a failed statement's rows to the total only when it kept them
+        // (`OR FAIL` keeps the rows written before the failure; ABORT undoes them all).
+        let undone = r.is_err() && conn.total_changes() == before;
+        meter.paused.store(true, Ordering::Relaxed);
+        c.statement_done(conn, mark, undone, savepoint);
+        meter.paused.store(false, Ordering::Relaxed);
+    }
+    Ok((r.map_err(|m| fail(m, *shape))?, consumed))
 }
 
 /// Binds this statement's share of the arguments; returns how many are now consumed.

@@ -83,90 +83,116 @@ fn is_ident_char(b: u8) -> bool {
 
 /// Splits `sql` into significant tokens (whitespace and comments dropped).
 pub(crate) fn tokenize(sql: &str) -> Vec<Token> {
-    let bytes = sql.as_bytes();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let start = i;
-        let kind = match b {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
-                i += 1;
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i = (i + 2).min(bytes.len());
-                continue;
-            }
-            b'\'' => {
-                i = skip_quoted(bytes, i, b'\'');
-                Kind::Str
-            }
-            b'"' | b'`' => {
-                i = skip_quoted(bytes, i, b);
-                Kind::QuotedIdent
-            }
-            b'[' => {
-                while i < bytes.len() && bytes[i] != b']' {
-                    i += 1;
-                }
-                i = (i + 1).min(bytes.len());
-                Kind::QuotedIdent
-            }
-            b'x' | b'X' if bytes.get(i + 1) == Some(&b'\'') => {
-                i = skip_quoted(bytes, i + 1, b'\'');
-                Kind::Blob
-            }
-            b'0'..=b'9' => {
-                i = skip_number(bytes, i);
-                Kind::Number
-            }
-            b'.' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                i = skip_number(bytes, i);
-                Kind::Number
-            }
-            b'?' => {
-                i += 1;
-                while i < bytes.len() && bytes[i].is_ascii_digit() {
-                    i += 1;
-                }
-                Kind::Variable
-            }
-            b':' | b'@' | b'$' if bytes.get(i + 1).is_some_and(|&c| is_ident_char(c)) => {
-                i += 1;
-                while i < bytes.len() && is_ident_char(bytes[i]) {
-                    i += 1;
-                }
-                Kind::Variable
-            }
-            _ if is_ident_start(b) => {
-                while i < bytes.len() && is_ident_char(bytes[i]) {
-                    i += 1;
-                }
-                Kind::Word
-            }
-            _ => {
-                i += 1;
-                Kind::Punct(b)
-            }
-        };
-        tokens.push(Token {
-            kind,
-            start,
-            end: i,
-        });
+    Tokens::new(sql).collect()
+}
+
+/// The tokens of `sql` one at a time (whitespace and comments skipped), for callers that
+/// look at a few and stop: no list is built.
+pub(crate) struct Tokens<'a> {
+    bytes: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Tokens<'a> {
+    pub(crate) fn new(sql: &'a str) -> Self {
+        Self {
+            bytes: sql.as_bytes(),
+            i: 0,
+        }
     }
-    tokens
+}
+
+impl Iterator for Tokens<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        let bytes = self.bytes;
+        let mut i = self.i;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let start = i;
+            let kind = match b {
+                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
+                    i += 1;
+                    continue;
+                }
+                b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                    continue;
+                }
+                b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                    i += 2;
+                    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/'))
+                    {
+                        i += 1;
+                    }
+                    i = (i + 2).min(bytes.len());
+                    continue;
+                }
+                b'\'' => {
+                    i = skip_quoted(bytes, i, b'\'');
+                    Kind::Str
+                }
+                b'"' | b'`' => {
+                    i = skip_quoted(bytes, i, b);
+                    Kind::QuotedIdent
+                }
+                b'[' => {
+                    while i < bytes.len() && bytes[i] != b']' {
+                        i += 1;
+                    }
+                    i = (i + 1).min(bytes.len());
+                    Kind::QuotedIdent
+                }
+                b'x' | b'X' if bytes.get(i + 1) == Some(&b'\'') => {
+                    i = skip_quoted(bytes, i + 1, b'\'');
+                    Kind::Blob
+                }
+                b'0'..=b'9' => {
+                    i = skip_number(bytes, i);
+                    Kind::Number
+                }
+                b'.' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                    i = skip_number(bytes, i);
+                    Kind::Number
+                }
+                b'?' => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    Kind::Variable
+                }
+                b':' | b'@' | b'$' if bytes.get(i + 1).is_some_and(|&c| is_ident_char(c)) => {
+                    i += 1;
+                    while i < bytes.len() && is_ident_char(bytes[i]) {
+                        i += 1;
+                    }
+                    Kind::Variable
+                }
+                _ if is_ident_start(b) => {
+                    while i < bytes.len() && is_ident_char(bytes[i]) {
+                        i += 1;
+                    }
+                    Kind::Word
+                }
+                _ => {
+                    i += 1;
+                    Kind::Punct(b)
+                }
+            };
+            self.i = i;
+            return Some(Token {
+                kind,
+                start,
+                end: i,
+            });
+        }
+        self.i = i;
+        None
+    }
 }
 
 /// Index just past a quoted run starting at `open` (doubled quotes stay inside).

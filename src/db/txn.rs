@@ -186,6 +186,7 @@ impl Engine {
     /// Puts back connection settings a statement changed, and turns a failure of this node
     /// into an error (as [`Engine::write`] does).
     fn settle<T>(&mut self, r: Result<T, DbError>) -> Result<T, DbError> {
+        self.rw.settle_statements();
         if self.rw.guard().take_changed_settings() {
             if let Err(e) = conn::reset_settings(&self.rw.conn, self.config.fk) {
                 tracing::error!(error = %e, "cannot reset the writer's settings");
