@@ -7,6 +7,7 @@
 //! Does not: execute SQL (`crate::db`), speak HTTP, or reach other nodes (a follower's
 //! caller forwards; see `crate::cluster`).
 
+mod barrier;
 mod catch_up;
 pub mod changes;
 pub mod error;
@@ -158,6 +159,8 @@ pub struct Store {
     proposals: mpsc::Sender<Proposal>,
     /// Shared leadership confirmations for `linearizable` reads.
     read_index: ReadIndex,
+    /// Shared log barriers for `strong` reads.
+    strong: barrier::StrongBarrier,
     /// Read-only connections: every local read runs here, never on the writer's thread.
     reads: Arc<ReadPool>,
     /// What is wrong with this node (a full disk, a failed apply).
@@ -290,6 +293,7 @@ impl Store {
             campaigns_held: Arc::default(),
             proposals,
             read_index,
+            strong: barrier::StrongBarrier::default(),
             reads,
             health,
             metrics,

@@ -133,9 +133,10 @@ impl Store {
     }
 
     /// A read at `level`: the level's check, then the read on a pooled connection. A strong
-    /// read first puts a barrier through the log (an empty entry) and reads once it is
-    /// applied here: the log orders it, but it never runs inside the apply loop, so a slow
-    /// read cannot hold up the cluster's writes or be replayed at every restart.
+    /// read first waits for a barrier through the log (an empty entry proposed after it
+    /// arrived, shared by the strong reads waiting then; see `barrier.rs`) and reads once it
+    /// is applied here: the log orders it, but it never runs inside the apply loop, so a
+    /// slow read cannot hold up the cluster's writes or be replayed at every restart.
     pub(super) async fn read(
         &self,
         req: Request,
@@ -144,16 +145,20 @@ impl Store {
     ) -> Result<Reply, StoreError> {
         let raft_index = if self.resolve_level(opts.level) == ReadLevel::Strong {
             // A barrier that did not commit only means the read did not happen.
-            let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
-                StoreError::OutcomeUnknown(_) => match self.leader() {
-                    Some(_) => StoreError::Timeout(
-                        "strong read: the leader could not commit its log barrier in time".into(),
-                    ),
-                    None => StoreError::NotLeader { leader: None },
-                },
-                e => e,
-            })?;
-            Some(index)
+            let barrier = || async {
+                let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
+                    StoreError::OutcomeUnknown(_) => match self.leader() {
+                        Some(_) => StoreError::Timeout(
+                            "strong read: the leader could not commit its log barrier in time"
+                                .into(),
+                        ),
+                        None => StoreError::NotLeader { leader: None },
+                    },
+                    e => e,
+                })?;
+                Ok(index)
+            };
+            Some(self.strong.pass(barrier).await?)
         } else {
             // rqlite does not translate `auto` on /db/request: a local read, no leader check.
             if !(kind == ReadKind::Request && opts.level == ReadLevel::Auto) {
