@@ -347,7 +347,11 @@ pub(crate) fn remove_db_files(path: &Path) -> Result<(), DbError> {
 /// it: WAL mode, never synced, no automatic checkpoints (the engine checkpoints itself).
 pub(crate) fn open_writer(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbError> {
     remove_db_files(path)?;
-    open_writer_on(path, fk, ext)
+    let c = open_writer_on(path, fk, ext)?;
+    // Writing page 1 now means even an empty database has a valid image (a copy, below,
+    // keeps its own header: the user_version a client set in it).
+    c.conn.execute_batch("PRAGMA user_version = 0")?;
+    Ok(c)
 }
 
 /// Makes `path` a copy of the database file `from` (replacing any old one) and opens the
@@ -377,11 +381,12 @@ fn open_writer_on(path: &Path, fk: bool, ext: &[PathBuf]) -> Result<SqlConn, DbE
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
     // Durability comes from the Raft log; this file is rebuilt from snapshot + log at start.
-    // Writing page 1 now means even an empty database has a valid image.
+    // The schema is read now, before any request's step budget counts: reading it takes VM
+    // steps that a node which has long had it loaded would not spend.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; \
          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
-         PRAGMA user_version = 0",
+         SELECT count(*) FROM sqlite_schema",
     )?;
     let mut c = SqlConn::new(conn, fk, ext)?;
     c.cache_statements = ext.is_empty();

@@ -563,7 +563,7 @@ fn run_tail_loop(
     let fail = |message: String, shape: Shape| Failure { message, shape };
     let args = Args::new(stmt).map_err(|m| fail(m, shape))?;
     if sql.cache_statements {
-        if let Some(mut s) = cached_prepare(sql, stmt) {
+        if let Some(mut s) = cached_prepare(sql, stmt, meter) {
             let reshape = mode == Mode::Request && !stmt.force_query;
             let (outcome, _) =
                 run_prepared(sql, &mut s, &args, 0, &mut shape, reshape, mode, meter)?;
@@ -575,9 +575,7 @@ fn run_tail_loop(
     let mut last = None;
     let mut first = true;
     loop {
-        sql.guard().preparing(true);
-        let next = batch.next();
-        sql.guard().preparing(false);
+        let next = prepare(sql, meter, || batch.next());
         let mut s = match next {
             Ok(Some(s)) => s,
             Ok(None) => break,
@@ -608,7 +606,11 @@ fn run_tail_loop(
 /// writer's work per row (issue 12). A cached statement runs exactly as a freshly prepared
 /// one: its VM-step count starts again from zero, because SQLite places the progress
 /// handler's calls, and so the step budget's checks, by that count.
-fn cached_prepare<'c>(sql: &'c SqlConn, stmt: &Statement) -> Option<CachedStatement<'c>> {
+fn cached_prepare<'c>(
+    sql: &'c SqlConn,
+    stmt: &Statement,
+    meter: &Meter,
+) -> Option<CachedStatement<'c>> {
     // The cache trims Unicode white space from the text; SQLite would refuse some of it.
     let trimmed = stmt.sql.trim();
     let ascii = stmt.sql.trim_matches(|c: char| c.is_ascii_whitespace());
@@ -616,12 +618,23 @@ fn cached_prepare<'c>(sql: &'c SqlConn, stmt: &Statement) -> Option<CachedStatem
         sql.unsettle_statements();
         return None;
     }
-    sql.guard().preparing(true);
-    let prepared = sql.conn.prepare_cached(trimmed);
-    sql.guard().preparing(false);
-    let s = prepared.ok()?;
+    let s = prepare(sql, meter, || sql.conn.prepare_cached(trimmed)).ok()?;
     s.reset_status(StatementStatus::VmStep);
     Some(s)
+}
+
+/// Prepares a client's statement: the authorizer knows it is preparing, and the step budget
+/// does not count. Preparing runs VM steps only to read the schema, which a node does when
+/// its schema was reset (after a restore, or a rolled-back schema change) and another node
+/// that has it loaded does not: counting them would let the same entry stop at different
+/// points on different nodes.
+fn prepare<T>(sql: &SqlConn, meter: &Meter, f: impl FnOnce() -> T) -> T {
+    sql.guard().preparing(true);
+    meter.paused.store(true, Ordering::Relaxed);
+    let r = f();
+    meter.paused.store(false, Ordering::Relaxed);
+    sql.guard().preparing(false);
+    r
 }
 
 /// Binds, runs and reports one prepared statement of a statement string (`reshape`: the

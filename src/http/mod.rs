@@ -289,7 +289,8 @@ impl Call {
                 // frames decide what is read.
                 let want = declared
                     .unwrap_or(0)
-                    .clamp(len, limit.min(BODY_PRESIZE_MAX));
+                    .min(limit.min(BODY_PRESIZE_MAX))
+                    .max(len);
                 buf.reserve_exact(want);
                 buf.extend_from_slice(&f);
             }

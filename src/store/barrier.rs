@@ -50,7 +50,8 @@ impl StrongBarrier {
                 return r;
             }
             tokio::select! {
-                // Fair: waiting reads take the turn in arrival order.
+                // The mutex queues waiting reads in order; one woken by a barrier that does
+                // not cover it queues again, and the next barrier covers it.
                 _turn = self.turn.lock() => {
                     // A barrier may have covered this read while it waited for the turn.
                     if let Some(r) = covered(&done, ticket) {
