@@ -2743,3 +2743,29 @@ fn a_snapshot_file_keeps_its_user_version() {
         );
     }
 }
+
+/// Which statement texts are plain writes (grouped in one transaction, kept prepared).
+#[test]
+fn plain_writes_are_single_row_writes_without_the_change_counters() {
+    let cases = [
+        ("INSERT INTO t VALUES (1)", true),
+        ("  replace into t values (1);  ", true),
+        ("UPDATE t SET x = 1;;", true),
+        ("DELETE FROM t -- a comment; DROP TABLE t", true),
+        ("INSERT INTO t VALUES ('a;b')", true),
+        ("INSERT INTO t VALUES ('changes()')", true),
+        ("INSERT INTO t SELECT x FROM \"changes\"", false),
+        ("SELECT 1", false),
+        ("CREATE TABLE t (x)", false),
+        ("INSERT INTO t VALUES (1); DROP TABLE t", false),
+        ("INSERT INTO t VALUES (changes())", false),
+        ("INSERT INTO t VALUES (TOTAL_CHANGES())", false),
+        ("INSERT INTO t VALUES (\"changes\"())", false),
+        ("INSERT INTO t VALUES (`total_changes`())", false),
+        ("INSERT INTO t VALUES ([changes]())", false),
+        ("", false),
+    ];
+    for (sql, plain) in cases {
+        assert_eq!(crate::db::plain_write(&s(sql)), plain, "{sql:?}");
+    }
+}

@@ -247,7 +247,14 @@ pub(crate) fn plain_write(stmt: &Statement) -> bool {
         }
         // A second run (see `run_grouped`) restores last_insert_rowid() but cannot restore
         // these counters.
-        if t.is_word(sql, "changes") || t.is_word(sql, "total_changes") {
+        // Also quoted: SQLite calls `"changes"()` the same function.
+        let name = match t.kind {
+            super::lexer::Kind::Word | super::lexer::Kind::QuotedIdent => t.name(sql),
+            _ => None,
+        };
+        if name.is_some_and(|n| {
+            n.eq_ignore_ascii_case("changes") || n.eq_ignore_ascii_case("total_changes")
+        }) {
             return false;
         }
     }

@@ -141,6 +141,13 @@ async fn the_leader_backs_up_changes_and_a_fresh_node_restores_them() {
         }
     })
     .await;
+    // The rows are readable once the load is applied; the restore counts itself when the
+    // load's answer reaches it, a moment later.
+    wait_until(Duration::from_secs(20), "the restore counted", || {
+        let c = b.client.clone();
+        async move { c.get("/debug/vars").await.json()["store"]["num_auto_restores"] == 1 }
+    })
+    .await;
     let vars = b.client.get("/debug/vars").await.json();
     assert_eq!(vars["store"]["num_auto_restores"], 1, "{}", vars["store"]);
     assert_eq!(vars["downloader"]["num_downloads_ok"], 1);
