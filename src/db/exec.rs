@@ -248,13 +248,15 @@ pub(crate) fn plain_write(stmt: &Statement) -> bool {
         // A second run (see `run_grouped`) restores last_insert_rowid() but cannot restore
         // these counters.
         // Also quoted: SQLite calls `"changes"()` the same function.
+        let text = t.text(sql);
         let name = match t.kind {
-            super::lexer::Kind::Word | super::lexer::Kind::QuotedIdent => t.name(sql),
-            _ => None,
+            super::lexer::Kind::Word => text,
+            super::lexer::Kind::QuotedIdent => {
+                text.get(1..text.len().saturating_sub(1)).unwrap_or("")
+            }
+            _ => "",
         };
-        if name.is_some_and(|n| {
-            n.eq_ignore_ascii_case("changes") || n.eq_ignore_ascii_case("total_changes")
-        }) {
+        if name.eq_ignore_ascii_case("changes") || name.eq_ignore_ascii_case("total_changes") {
             return false;
         }
     }
