@@ -12,6 +12,7 @@ pub mod discover;
 mod follower_reads;
 pub mod formation;
 pub mod forward;
+mod forward_batch;
 pub mod join;
 pub mod prevote;
 pub mod proto;
@@ -107,11 +108,14 @@ pub struct Cluster {
     node_creds: Option<Credentials>,
     /// ReadIndex calls to the leader shared by concurrent follower reads.
     shared_read_index: follower_reads::SharedReadIndex,
+    /// Writes forwarded to the leader at the same time, sent in one call.
+    forward_batches: forward_batch::ForwardBatches,
 }
 
 impl Cluster {
     pub fn new(store: Arc<Store>, transport: Transport) -> Self {
         Self {
+            forward_batches: forward_batch::ForwardBatches::new(transport.clone(), store.clone()),
             store,
             transport,
             node_creds: None,
@@ -148,39 +152,7 @@ impl Cluster {
         timeout: Duration,
         idempotent: bool,
     ) -> Result<ClusterResponse, ClusterError> {
-        match self
-            .transport
-            .call::<_, ClusterResponse>(addr, PATH_CLUSTER, req, timeout)
-            .await
-        {
-            Ok(r) => Ok(r),
-            Err(TransportError::Unreachable { addr, msg }) => {
-                Err(ClusterError::LeaderUnreachable { addr, msg })
-            }
-            // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
-            // call simply failed.
-            Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
-                let c = &self.store.metrics().cluster;
-                match e {
-                    TransportError::Timeout { .. } => c.client_timeouts.inc(),
-                    // The pooled client drops a broken connection; the next call to this
-                    // peer dials a new one.
-                    _ => c.client_new_conns.inc(),
-                }
-                let (addr, msg) = (addr.to_string(), e.to_string());
-                if idempotent {
-                    Err(ClusterError::LeaderUnreachable { addr, msg })
-                } else {
-                    Err(ClusterError::OutcomeUnknown { addr, msg })
-                }
-            }
-            Err(TransportError::Refused { addr, status, msg }) => {
-                Err(ClusterError::Refused { addr, status, msg })
-            }
-            Err(TransportError::Protocol { addr, msg }) => {
-                Err(ClusterError::OutcomeUnknown { addr, msg })
-            }
-        }
+        call_peer(&self.transport, &self.store, addr, req, timeout, idempotent).await
     }
 
     /// Runs `local`; if this node is not the leader and forwarding is allowed, sends
@@ -237,10 +209,31 @@ impl Cluster {
         req: Request,
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
-        let r = req.clone();
-        let remote = |creds| ClusterRequest::Execute { req, creds };
-        self.local_or_leader(Op::Execute, route, false, || self.store.execute(r), remote)
-            .await
+        let timeout = route.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
+        let local = self.store.execute(req.clone());
+        forward::route(
+            &self.store.me().id,
+            route.forward,
+            local,
+            |leader: NodeInfo| {
+                // Sent with the writes other clients forward at the same time
+                // (`forward_batch.rs`).
+                let sent = self.forward_batches.execute(
+                    leader.raft_addr,
+                    route.creds.clone(),
+                    timeout,
+                    req.clone(),
+                );
+                async move {
+                    let hop = sent.await;
+                    // Each hop is counted; one that found the leader moved is not a failure.
+                    let ok = hop.is_ok();
+                    self.store.metrics().cluster.record_forward(Op::Execute, ok);
+                    hop
+                }
+            },
+        )
+        .await
     }
 
     /// A call on an interactive transaction, served by the leader. Never sent twice: a
@@ -571,6 +564,50 @@ impl Cluster {
             .call(addr, &ClusterRequest::Meta, timeout, true)
             .await?;
         NodeMeta::take(meta)
+    }
+}
+
+/// [`Cluster::call`], for callers that hold the transport and the store but not the
+/// `Cluster` (a forwarded batch sent by a task of its own).
+async fn call_peer(
+    transport: &Transport,
+    store: &Store,
+    addr: &str,
+    req: &ClusterRequest,
+    timeout: Duration,
+    idempotent: bool,
+) -> Result<ClusterResponse, ClusterError> {
+    match transport
+        .call::<_, ClusterResponse>(addr, PATH_CLUSTER, req, timeout)
+        .await
+    {
+        Ok(r) => Ok(r),
+        Err(TransportError::Unreachable { addr, msg }) => {
+            Err(ClusterError::LeaderUnreachable { addr, msg })
+        }
+        // Sent, maybe processed, no answer: a write's outcome is unknown; an idempotent
+        // call simply failed.
+        Err(e @ (TransportError::Timeout { .. } | TransportError::Interrupted { .. })) => {
+            let c = &store.metrics().cluster;
+            match e {
+                TransportError::Timeout { .. } => c.client_timeouts.inc(),
+                // The pooled client drops a broken connection; the next call to this
+                // peer dials a new one.
+                _ => c.client_new_conns.inc(),
+            }
+            let (addr, msg) = (addr.to_string(), e.to_string());
+            if idempotent {
+                Err(ClusterError::LeaderUnreachable { addr, msg })
+            } else {
+                Err(ClusterError::OutcomeUnknown { addr, msg })
+            }
+        }
+        Err(TransportError::Refused { addr, status, msg }) => {
+            Err(ClusterError::Refused { addr, status, msg })
+        }
+        Err(TransportError::Protocol { addr, msg }) => {
+            Err(ClusterError::OutcomeUnknown { addr, msg })
+        }
     }
 }
 

@@ -342,3 +342,73 @@ async fn without_a_leader_the_survivor_answers_503_leader_not_found() {
         assert_eq!(n.get("error").is_some(), i != s, "{nodes}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_a_follower_each_get_their_own_answer() {
+    // Issue 12: a follower sends the writes it forwards at the same time to the leader in one
+    // call. Steps: 60 clients write through a follower at once; every third request fails
+    // (a missing table), one with a multi-statement body; each client gets the answer to its
+    // own request (its row's id, or its own error), and the leader holds exactly the rows
+    // that were acknowledged.
+    let c = TestCluster::start(3).await;
+    let (l, f) = c.leader_and_follower().await;
+    let leader_raft = c.members[l].raft_adv();
+    c.client(l)
+        .post_json(
+            "/db/execute",
+            r#"["CREATE TABLE w (id INTEGER PRIMARY KEY, who INTEGER UNIQUE)"]"#,
+        )
+        .await;
+    let follower = c.client(f).clone();
+    let writes: Vec<_> = (0..60)
+        .map(|i| {
+            let client = follower.clone();
+            tokio::spawn(async move {
+                let body = if i % 3 == 2 {
+                    format!(r#"["INSERT INTO missing VALUES({i})"]"#)
+                } else {
+                    format!(r#"[["INSERT INTO w(who) VALUES(?)", {i}], "SELECT 1"]"#)
+                };
+                (i, client.post_json("/db/execute", &body).await)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashMap::new();
+    for w in writes {
+        let (i, r) = w.await.expect("write");
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+        assert_eq!(served_by(&r).as_deref(), Some(leader_raft.as_str()), "{i}");
+        let j = r.json();
+        if i % 3 == 2 {
+            assert_eq!(
+                j["results"][0]["error"], "no such table: missing",
+                "{i}: {j}"
+            );
+        } else {
+            assert_eq!(j["results"][0]["rows_affected"], 1, "{i}: {j}");
+            assert_eq!(j["results"].as_array().map(Vec::len), Some(2), "{i}: {j}");
+            let id = j["results"][0]["last_insert_id"].as_i64().expect("id");
+            ids.insert(id, i);
+        }
+    }
+    assert_eq!(ids.len(), 40, "every acknowledged row has its own id");
+    // Each id answered to a client is the row that client wrote.
+    let rows = c
+        .client(l)
+        .query_values("SELECT id, who FROM w ORDER BY id", "strong")
+        .await;
+    let stored: std::collections::HashMap<i64, i64> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r[0].as_i64().expect("id"), r[1].as_i64().expect("who")))
+        .collect();
+    assert_eq!(stored.len(), 40);
+    for (id, who) in ids {
+        assert_eq!(stored.get(&id), Some(&who), "row {id}");
+    }
+    // Fewer calls reached the leader than writes were forwarded: they shared calls.
+    let vars = c.client(l).get("/debug/vars").await.json();
+    let calls = vars["cluster"]["num_execute_req"].as_u64().expect("calls");
+    assert!((1..60).contains(&calls), "{calls} calls for 60 writes");
+}
