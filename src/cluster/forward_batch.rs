@@ -13,22 +13,24 @@
 //! (theirs would then have an unknown outcome).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use super::proto::{ClusterRequest, ClusterResponse, Credentials};
 use super::{call_peer, Answer, ClusterError, Hop};
 use crate::command::Request;
 use crate::raft::transport::Transport;
+use crate::store::parts::PART_BYTES;
 use crate::store::{Reply, Store, StoreError};
 
-/// Batches on their way to the leader at once.
+/// Calls on their way to the leader at once for one key (leader, credentials, timeout).
 const IN_FLIGHT: usize = 2;
-/// Most requests, and most bytes (SQL and parameters) besides the first request's, in one
-/// call: far inside the headroom the internode service allows above a client's body.
+/// Most requests, and most bytes (SQL and parameters, counted generously), in one call of
+/// two or more: well inside one log entry (a command over `PART_BYTES` travels as parts,
+/// one entry after another). A request larger than that goes alone, as it did before.
 const MAX_REQUESTS: usize = 256;
-const MAX_BYTES: usize = 1 << 20;
+const MAX_BYTES: usize = PART_BYTES / 4;
 
 type Answered = Result<Hop<Reply>, ClusterError>;
 
@@ -43,28 +45,113 @@ struct Key {
 struct Pending {
     key: Key,
     req: Request,
+    queued: Instant,
     answer: oneshot::Sender<Answered>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Pending>,
+    /// Calls in flight per key.
+    in_flight: Vec<(Key, usize)>,
+}
+
+impl State {
+    fn in_flight(&mut self, key: &Key) -> &mut usize {
+        let i = match self.in_flight.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                self.in_flight.push((key.clone(), 0));
+                self.in_flight.len() - 1
+            }
+        };
+        &mut self.in_flight[i].1
+    }
+
+    fn has_room(&self, key: &Key) -> bool {
+        self.in_flight
+            .iter()
+            .find(|(k, _)| k == key)
+            .is_none_or(|(_, n)| *n < IN_FLIGHT)
+    }
+
+    /// The oldest request whose key has a call to spare, with the requests queued after it
+    /// that share its key, within the limits; counted in flight. Requests whose client went
+    /// away are dropped unsent; those queued longer than their timeout are answered so.
+    fn take(&mut self) -> Option<(Key, Vec<Pending>)> {
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter(|p| !p.answer.is_closed())
+            .partition(|p| now.duration_since(p.queued) >= p.key.timeout);
+        self.queue = waiting;
+        for p in expired {
+            let msg = format!("not sent within the timeout ({:?})", p.key.timeout);
+            let addr = p.key.addr.clone();
+            let _ = p
+                .answer
+                .send(Err(ClusterError::LeaderUnreachable { addr, msg }));
+        }
+        let key = self
+            .queue
+            .iter()
+            .find(|p| self.has_room(&p.key))?
+            .key
+            .clone();
+        let (mut batch, mut rest, mut bytes) = (Vec::new(), Vec::new(), 0);
+        for p in std::mem::take(&mut self.queue) {
+            let size = approx_size(&p.req);
+            // The first request always goes; a large one goes alone.
+            let fits = batch.is_empty()
+                || (bytes <= MAX_BYTES && batch.len() < MAX_REQUESTS && bytes + size <= MAX_BYTES);
+            if p.key == key && fits {
+                bytes += size;
+                batch.push(p);
+            } else {
+                rest.push(p);
+            }
+        }
+        self.queue = rest;
+        *self.in_flight(&key) += 1;
+        Some((key, batch))
+    }
 }
 
 #[derive(Clone)]
 pub(super) struct ForwardBatches {
-    queue: Arc<Mutex<Vec<Pending>>>,
-    slots: Arc<Semaphore>,
+    state: Arc<Mutex<State>>,
     transport: Transport,
     store: Arc<Store>,
+}
+
+/// A call in flight: counted down, and the queue looked at again, however the call ends.
+struct Flight {
+    batches: ForwardBatches,
+    key: Key,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        {
+            let mut st = self.batches.lock();
+            let n = st.in_flight(&self.key);
+            *n = n.saturating_sub(1);
+        }
+        self.batches.kick();
+    }
 }
 
 impl ForwardBatches {
     pub(super) fn new(transport: Transport, store: Arc<Store>) -> Self {
         Self {
-            queue: Arc::default(),
-            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            state: Arc::default(),
             transport,
             store,
         }
     }
 
     /// Sends `req` to the leader at `addr`, with the requests forwarded at the same time.
+    /// `timeout` covers the wait in the queue and the call.
     pub(super) async fn execute(
         &self,
         addr: String,
@@ -82,65 +169,49 @@ impl ForwardBatches {
             creds,
             timeout,
         };
-        self.lock().push(Pending {
+        self.lock().queue.push(Pending {
             key,
             req,
+            queued: Instant::now(),
             answer: tx,
         });
         self.kick();
         rx.await.unwrap_or(Err(lost))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a sender if a slot is free; one that finishes starts the next itself.
+    /// Starts a call for every key that has requests waiting and a call to spare.
     fn kick(&self) {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        // Never outside the runtime (a call ending while it shuts down): what is queued is
+        // then dropped, and its clients told the outcome is unknown.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(batch) = me.take() {
-                me.send(batch).await;
-            }
-            drop(permit);
-            // A request queued between the last `take` and the release found no free slot.
-            if !me.lock().is_empty() {
-                me.kick();
-            }
-        });
-    }
-
-    /// The oldest queued request and those queued after it that share its key, within the
-    /// limits.
-    fn take(&self) -> Option<Vec<Pending>> {
-        let mut queue = self.lock();
-        if queue.is_empty() {
-            return None;
+        loop {
+            let Some((key, batch)) = self.lock().take() else {
+                return;
+            };
+            let flight = Flight {
+                batches: self.clone(),
+                key,
+            };
+            runtime.spawn(async move {
+                flight.batches.send(batch).await;
+                drop(flight);
+            });
         }
-        let key = queue[0].key.clone();
-        let (mut batch, mut rest, mut bytes) = (Vec::new(), Vec::new(), 0);
-        for p in queue.drain(..) {
-            let size = approx_size(&p.req);
-            let fits =
-                batch.is_empty() || (batch.len() < MAX_REQUESTS && bytes + size <= MAX_BYTES);
-            if p.key == key && fits {
-                bytes += size;
-                batch.push(p);
-            } else {
-                rest.push(p);
-            }
-        }
-        *queue = rest;
-        Some(batch)
     }
 
     async fn send(&self, mut batch: Vec<Pending>) {
-        let Some(key) = batch.first().map(|p| p.key.clone()) else {
+        let Some(first) = batch.first() else {
             return;
         };
+        let mut key = first.key.clone();
+        // The oldest request's client has waited longest: what is left of its timeout.
+        key.timeout = key.timeout.saturating_sub(first.queued.elapsed());
         if batch.len() == 1 {
             // Alone: the same call as before batching.
             let Some(p) = batch.pop() else { return };
@@ -183,9 +254,12 @@ impl ForwardBatches {
                 }
             }
             Ok(Hop::Done(_)) => {
-                let e = ClusterError::Store(StoreError::Raft(
-                    "the leader answered a forwarded batch with the wrong number of replies".into(),
-                ));
+                // The leader may have applied them: their outcome is unknown.
+                let e = ClusterError::OutcomeUnknown {
+                    addr: key.addr.clone(),
+                    msg: "the leader answered a forwarded batch with the wrong number of replies"
+                        .into(),
+                };
                 for answer in answers {
                     let _ = answer.send(Err(e.clone()));
                 }
@@ -222,20 +296,100 @@ impl<T: Answer> TakeOrHop for T {}
 fn approx_size(req: &Request) -> usize {
     use crate::command::Param;
     let param = |p: &Param| match p {
-        Param::Text(t) => t.len() + 8,
-        Param::Blob(b) => b.len() + 8,
+        Param::Text(t) => t.len() + 16,
+        Param::Blob(b) => b.len() + 16,
         _ => 16,
     };
-    req.statements
+    // bincode's own framing of a request and its budget, with room to spare.
+    64 + req
+        .statements
         .iter()
         .map(|s| {
             s.sql.len()
-                + 16
+                + 32
                 + s.positional.iter().map(param).sum::<usize>()
                 + s.named
                     .iter()
                     .map(|(n, p)| n.len() + param(p))
                     .sum::<usize>()
         })
-        .sum()
+        .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Statement;
+
+    fn key(addr: &str) -> Key {
+        Key {
+            addr: addr.into(),
+            creds: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn pending(key: Key, sql_len: usize) -> (Pending, oneshot::Receiver<Answered>) {
+        let (answer, rx) = oneshot::channel();
+        let req = Request {
+            statements: vec![Statement::new("x".repeat(sql_len))],
+            ..Request::default()
+        };
+        let queued = Instant::now();
+        (
+            Pending {
+                key,
+                req,
+                queued,
+                answer,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn batches_keep_to_one_key_its_calls_in_flight_and_one_entry() {
+        let mut st = State::default();
+        let mut waiting = Vec::new();
+        for (k, len) in [("a", 10), ("b", 10), ("a", 10), ("a", MAX_BYTES), ("a", 10)] {
+            let (p, rx) = pending(key(k), len);
+            st.queue.push(p);
+            waiting.push(rx);
+        }
+        // The oldest request's key, and the small requests of that key after it; the large
+        // one would pass the limit and waits for a call of its own.
+        let (k, batch) = st.take().expect("a batch");
+        assert_eq!(k.addr, "a");
+        assert_eq!(batch.len(), 3);
+        let (k, batch) = st.take().expect("a batch");
+        assert_eq!((k.addr.as_str(), batch.len()), ("b", 1));
+        // "a" has one call in flight: one more may go, alone because it is large.
+        let (k, batch) = st.take().expect("a batch");
+        assert_eq!((k.addr.as_str(), batch.len()), ("a", 1));
+        assert!(st.take().is_none(), "nothing left");
+        // Two calls in flight for "a": a new request waits until one ends.
+        let (p, _rx) = pending(key("a"), 10);
+        st.queue.push(p);
+        assert!(st.take().is_none(), "a has no call to spare");
+        *st.in_flight(&key("a")) -= 1;
+        assert_eq!(st.take().map(|(_, b)| b.len()), Some(1));
+    }
+
+    #[test]
+    fn requests_whose_client_left_are_not_sent_and_late_ones_are_answered() {
+        let mut st = State::default();
+        let (gone, rx) = pending(key("a"), 10);
+        drop(rx);
+        st.queue.push(gone);
+        let mut late_key = key("a");
+        late_key.timeout = Duration::ZERO;
+        let (late, mut late_rx) = pending(late_key, 10);
+        st.queue.push(late);
+        assert!(st.take().is_none());
+        assert!(st.queue.is_empty());
+        assert!(matches!(
+            late_rx.try_recv(),
+            Ok(Err(ClusterError::LeaderUnreachable { .. }))
+        ));
+    }
 }
