@@ -39,6 +39,27 @@ impl Statement {
             ..Self::default()
         }
     }
+
+    /// Bytes of SQL, parameter names and parameter values (8 for a number, null or bool).
+    pub fn payload_bytes(&self) -> usize {
+        let value = |p: &Param| match p {
+            Param::Text(t) => t.len(),
+            Param::Blob(b) => b.len(),
+            _ => 8,
+        };
+        self.sql.len()
+            + self.positional.iter().map(value).sum::<usize>()
+            + self
+                .named
+                .iter()
+                .map(|(n, p)| n.len() + value(p))
+                .sum::<usize>()
+    }
+
+    /// How many parameters it carries.
+    pub fn params(&self) -> usize {
+        self.positional.len() + self.named.len()
+    }
 }
 
 /// A batch of statements that is applied as one unit (one log entry).

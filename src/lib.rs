@@ -33,7 +33,8 @@
 //!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;
 //!   read only by the binaries), [`metrics`] (each node's counters, in one
 //!   [`metrics::Metrics`] handed to every component; `/metrics` and `/debug/vars` render it),
-//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], [`auto`] (automatic backups and
+//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], [`shared_call`] (one call for
+//!   every caller waiting: strong reads' log barrier, followers' ReadIndex), [`auto`] (automatic backups and
 //!   the restore at first start, run by `node`), [`cdc`] (change data capture: the queue and
 //!   the leader's delivery; the hooks are `db/capture.rs`), and [`shell`] (the `sqlraft` shell, a
 //!   client of the public API only).
@@ -56,6 +57,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod serve;
+pub mod shared_call;
 pub mod shell;
 pub mod store;
 pub mod tls;

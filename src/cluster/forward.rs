@@ -30,7 +30,7 @@ impl<T> Served<T> {
 }
 
 /// What a node that was forwarded a request answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Hop<T> {
     Done(T),
     /// It is not the leader either, and names who is.

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::proto::{ClusterRequest, ClusterResponse, Credentials};
+use super::proto::{ClusterRequest, Credentials};
 use super::{call_peer, Answer, ClusterError, Hop};
 use crate::command::Request;
 use crate::raft::transport::Transport;
 use crate::store::parts::PART_BYTES;
-use crate::store::{Reply, Store, StoreError};
+use crate::store::{Reply, Store};
 
 /// Calls on their way to the leader at once for one key (leader, credentials, timeout).
 const IN_FLIGHT: usize = 2;
@@ -136,6 +136,8 @@ impl Drop for Flight {
             let mut st = self.batches.lock();
             let n = st.in_flight(&self.key);
             *n = n.saturating_sub(1);
+            // Keys come and go (a client's own `timeout`): keep only those in flight.
+            st.in_flight.retain(|(_, n)| *n > 0);
         }
         self.batches.kick();
     }
@@ -205,40 +207,26 @@ impl ForwardBatches {
         }
     }
 
-    async fn send(&self, mut batch: Vec<Pending>) {
+    async fn send(&self, batch: Vec<Pending>) {
         let Some(first) = batch.first() else {
             return;
         };
         let mut key = first.key.clone();
         // The oldest request's client has waited longest: what is left of its timeout.
         key.timeout = key.timeout.saturating_sub(first.queued.elapsed());
-        if batch.len() == 1 {
-            // Alone: the same call as before batching.
-            let Some(p) = batch.pop() else { return };
-            let req = ClusterRequest::Execute {
-                req: p.req,
-                creds: key.creds,
-            };
-            let r = call_peer(
-                &self.transport,
-                &self.store,
-                &key.addr,
-                &req,
-                key.timeout,
-                false,
-            )
-            .await;
-            let _ = p.answer.send(r.and_then(Reply::take_or_hop));
-            return;
-        }
-        let (reqs, answers): (Vec<Request>, Vec<_>) =
+        let (mut reqs, answers): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|p| (p.req, p.answer)).unzip();
         let n = reqs.len();
-        let req = ClusterRequest::ExecuteEach {
-            reqs,
-            creds: key.creds,
+        let creds = key.creds.clone();
+        let req = match reqs.pop() {
+            // Alone: the same call as before batching.
+            Some(req) if n == 1 => ClusterRequest::Execute { req, creds },
+            last => {
+                reqs.extend(last);
+                ClusterRequest::ExecuteEach { reqs, creds }
+            }
         };
-        let r = call_peer(
+        let resp = call_peer(
             &self.transport,
             &self.store,
             &key.addr,
@@ -247,72 +235,37 @@ impl ForwardBatches {
             false,
         )
         .await;
-        match r.and_then(<Vec<Reply>>::take_or_hop) {
-            Ok(Hop::Done(replies)) if replies.len() == n => {
-                for (answer, reply) in answers.into_iter().zip(replies) {
-                    let _ = answer.send(Ok(Hop::Done(reply)));
+        let each = |a: Answered| std::iter::repeat_n(a, n).collect::<Vec<_>>();
+        let answered = match resp {
+            Ok(resp) if n == 1 => vec![Reply::take_or_hop(resp)],
+            Ok(resp) => match <Vec<Reply>>::take_or_hop(resp) {
+                Ok(Hop::Done(replies)) if replies.len() == n => {
+                    replies.into_iter().map(|r| Ok(Hop::Done(r))).collect()
                 }
-            }
-            Ok(Hop::Done(_)) => {
                 // The leader may have applied them: their outcome is unknown.
-                let e = ClusterError::OutcomeUnknown {
+                Ok(Hop::Done(_)) => each(Err(ClusterError::OutcomeUnknown {
                     addr: key.addr.clone(),
                     msg: "the leader answered a forwarded batch with the wrong number of replies"
                         .into(),
-                };
-                for answer in answers {
-                    let _ = answer.send(Err(e.clone()));
-                }
-            }
-            Ok(Hop::NotLeader(next)) => {
-                for answer in answers {
-                    let _ = answer.send(Ok(Hop::NotLeader(next.clone())));
-                }
-            }
-            Err(e) => {
-                for answer in answers {
-                    let _ = answer.send(Err(e.clone()));
-                }
-            }
+                })),
+                Ok(Hop::NotLeader(next)) => each(Ok(Hop::NotLeader(next))),
+                Err(e) => each(Err(e)),
+            },
+            Err(e) => each(Err(e)),
+        };
+        for (answer, a) in answers.into_iter().zip(answered) {
+            let _ = answer.send(a);
         }
     }
 }
 
-/// An answer, or the leader's "not me, try that one".
-trait TakeOrHop: Answer {
-    fn take_or_hop(resp: ClusterResponse) -> Result<Hop<Self>, ClusterError> {
-        match resp {
-            ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
-                leader: Some(next),
-            })) => Ok(Hop::NotLeader(next)),
-            resp => Self::take(resp).map(Hop::Done),
-        }
-    }
-}
-
-impl<T: Answer> TakeOrHop for T {}
-
-/// About how many bytes `req` takes on the wire: its SQL and its parameters.
+/// About how many bytes `req` takes on the wire, generously: its SQL and parameters, and
+/// room for bincode's framing of the request, each statement and each parameter.
 fn approx_size(req: &Request) -> usize {
-    use crate::command::Param;
-    let param = |p: &Param| match p {
-        Param::Text(t) => t.len() + 16,
-        Param::Blob(b) => b.len() + 16,
-        _ => 16,
-    };
-    // bincode's own framing of a request and its budget, with room to spare.
     64 + req
         .statements
         .iter()
-        .map(|s| {
-            s.sql.len()
-                + 32
-                + s.positional.iter().map(param).sum::<usize>()
-                + s.named
-                    .iter()
-                    .map(|(n, p)| n.len() + param(p))
-                    .sum::<usize>()
-        })
+        .map(|s| s.payload_bytes() + 32 + 16 * s.params())
         .sum::<usize>()
 }
 

@@ -72,6 +72,16 @@ const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 trait Answer: Sized {
     /// The value, or the error the node sent (any other answer is unexpected).
     fn take(resp: ClusterResponse) -> Result<Self, ClusterError>;
+
+    /// [`Answer::take`], or the node's "not me, try that one".
+    fn take_or_hop(resp: ClusterResponse) -> Result<Hop<Self>, ClusterError> {
+        match resp {
+            ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
+                leader: Some(next),
+            })) => Ok(Hop::NotLeader(next)),
+            resp => Self::take(resp).map(Hop::Done),
+        }
+    }
 }
 
 /// [`Answer`] for each value and the answer that carries it.
@@ -107,7 +117,7 @@ pub struct Cluster {
     /// batches, removing itself at shutdown).
     node_creds: Option<Credentials>,
     /// ReadIndex calls to the leader shared by concurrent follower reads.
-    shared_read_index: follower_reads::SharedReadIndex,
+    shared_read_index: crate::shared_call::SharedCall<u64, ClusterError>,
     /// Writes forwarded to the leader at the same time, sent in one call.
     forward_batches: forward_batch::ForwardBatches,
 }
@@ -186,13 +196,10 @@ impl Cluster {
                     let Some(r) = r else {
                         return Err(StoreError::NotLeader { leader: None }.into());
                     };
-                    let hop = match self.call(&leader.raft_addr, &r, timeout, idempotent).await {
-                        Ok(ClusterResponse::Err(ClusterError::Store(StoreError::NotLeader {
-                            leader: Some(next),
-                        }))) => Ok(Hop::NotLeader(next)),
-                        Ok(resp) => T::take(resp).map(Hop::Done),
-                        Err(e) => Err(e),
-                    };
+                    let hop = self
+                        .call(&leader.raft_addr, &r, timeout, idempotent)
+                        .await
+                        .and_then(T::take_or_hop);
                     // Each hop is counted; one that found the leader moved is not a failure.
                     let ok = hop.is_ok();
                     self.store.metrics().cluster.record_forward(op, ok);

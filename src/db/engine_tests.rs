@@ -107,6 +107,21 @@ fn engine() -> Engine {
     }
 }
 
+/// `e` capturing every table's row changes (default CDC rules).
+fn capturing(mut e: Engine) -> Engine {
+    use crate::db::capture::{Capture, CaptureRules};
+    e.capture_changes(Capture::new(CaptureRules::default()));
+    e
+}
+
+/// The value, or the test fails naming what could not be done.
+fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
 fn execute(e: &mut Engine, statements: Vec<Statement>) -> Vec<Outcome> {
     outcomes(e.execute(&req(statements)))
 }
@@ -2107,9 +2122,8 @@ fn repeated_statements_follow_schema_changes_and_keep_every_check() {
 
 #[test]
 fn captured_changes_are_exactly_what_savepoints_keep() {
-    use crate::db::capture::{Capture, CaptureRules, Op};
-    let mut e = engine();
-    e.capture_changes(Capture::new(CaptureRules::default()));
+    use crate::db::capture::Op;
+    let mut e = capturing(engine());
     execute(
         &mut e,
         vec![s("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")],
@@ -2167,11 +2181,10 @@ fn change_capture_does_not_change_where_a_step_budget_stops_a_request() {
     // The step budget must stop a request at the same point on every node, with or without
     // -cdc-config, with column names already known or not: capture's own queries are not
     // counted. For each budget, an engine with capture and one without give the same answers.
-    use crate::db::capture::{Capture, CaptureRules};
     let setup = |capture: bool| {
         let mut e = engine();
         if capture {
-            e.capture_changes(Capture::new(CaptureRules::default()));
+            e = capturing(e);
         }
         // Wide enough that naming its columns takes SQLite well over 1,000 steps.
         let cols: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
@@ -2299,11 +2312,6 @@ proptest::proptest! {
                 (r, *budget)
             })
             .collect();
-        let capturing = |mut e: Engine| {
-            use crate::db::capture::{Capture, CaptureRules};
-            e.capture_changes(Capture::new(CaptureRules::default()));
-            e
-        };
         // Each change as the webhook would carry it.
         let events = |e: &mut Engine| -> Vec<String> {
             e.take_changes()
@@ -2418,9 +2426,8 @@ fn grouped_plain_writes_keep_per_statement_semantics() {
 /// wrote before failing; they are committed and must be captured).
 #[test]
 fn captured_changes_of_grouped_plain_writes_match_statement_by_statement() {
-    use crate::db::capture::{Capture, CaptureRules, Op};
-    let mut e = engine();
-    e.capture_changes(Capture::new(CaptureRules::default()));
+    use crate::db::capture::Op;
+    let mut e = capturing(engine());
     execute(
         &mut e,
         vec![s(
@@ -2472,9 +2479,8 @@ fn captured_changes_of_grouped_plain_writes_match_statement_by_statement() {
 /// wrote before failing; change capture keeps their events too (ABORT's are dropped).
 #[test]
 fn captured_changes_keep_what_or_fail_kept_inside_a_transaction() {
-    use crate::db::capture::{Capture, CaptureRules, Op};
-    let mut e = engine();
-    e.capture_changes(Capture::new(CaptureRules::default()));
+    use crate::db::capture::Op;
+    let mut e = capturing(engine());
     execute(&mut e, vec![s("CREATE TABLE u (id INTEGER PRIMARY KEY)")]);
     e.take_changes();
     let r = execute(
@@ -2619,13 +2625,8 @@ fn schema_changes_and_restores_empty_the_statement_cache() {
     );
     execute(&mut e, vec![insert(), insert()]);
     assert!(prepared_statements(&e.rw.conn) > 0);
-    let image = match e.serialize() {
-        Ok(i) => i,
-        Err(err) => panic!("serialize: {err}"),
-    };
-    if let Err(err) = e.restore(&image) {
-        panic!("restore: {err}");
-    }
+    let image = must(e.serialize(), "serialize");
+    must(e.restore(&image), "restore");
     assert_eq!(prepared_statements(&e.rw.conn), 0);
     assert_eq!(
         query(&mut e, vec![s("SELECT count(*), sum(w) FROM c")]),
@@ -2664,34 +2665,20 @@ fn reading_the_schema_again_does_not_count_toward_a_step_budget() {
     let Some(fits) = fits else {
         panic!("the scan never fits")
     };
-    let image = match loaded.serialize() {
-        Ok(i) => i,
-        Err(err) => panic!("serialize: {err}"),
-    };
+    let image = must(loaded.serialize(), "serialize");
     // Restored into the live database: its schema is read at the next statement.
     let mut restored = engine();
-    if let Err(err) = restored.restore(&image) {
-        panic!("restore: {err}");
-    }
+    must(restored.restore(&image), "restore");
     assert!(!scan_trips(&mut restored, fits));
     let mut restored = engine();
-    if let Err(err) = restored.restore(&image) {
-        panic!("restore: {err}");
-    }
+    must(restored.restore(&image), "restore");
     assert!(scan_trips(&mut restored, fits - 1));
     // Restarted from a snapshot file: the database file is replaced and opened again.
-    let dir = match TempDir::new() {
-        Ok(d) => d,
-        Err(err) => panic!("temp dir: {err}"),
-    };
+    let dir = must(TempDir::new(), "temp dir");
     let file = dir.0.join("snapshot.sqlite");
-    if let Err(err) = std::fs::write(&file, &image) {
-        panic!("write: {err}");
-    }
+    must(std::fs::write(&file, &image), "write");
     let mut restarted = engine();
-    if let Err(err) = restarted.restore_file(&file) {
-        panic!("restore_file: {err}");
-    }
+    must(restarted.restore_file(&file), "restore_file");
     assert!(!scan_trips(&mut restarted, fits));
     // The leader alone runs an interactive transaction's steps, always rolled back: one that
     // made a table resets the schema, read again by the next entry the leader applies.
@@ -2714,18 +2701,10 @@ fn reading_the_schema_again_does_not_count_toward_a_step_budget() {
 fn a_snapshot_file_keeps_its_user_version() {
     let mut e = engine();
     execute(&mut e, vec![s("PRAGMA user_version = 42")]);
-    let image = match e.serialize() {
-        Ok(i) => i,
-        Err(err) => panic!("serialize: {err}"),
-    };
-    let dir = match TempDir::new() {
-        Ok(d) => d,
-        Err(err) => panic!("temp dir: {err}"),
-    };
+    let image = must(e.serialize(), "serialize");
+    let dir = must(TempDir::new(), "temp dir");
     let file = dir.0.join("snapshot.sqlite");
-    if let Err(err) = std::fs::write(&file, &image) {
-        panic!("write: {err}");
-    }
+    must(std::fs::write(&file, &image), "write");
     for live in [false, true] {
         let mut other = engine();
         let r = if live {

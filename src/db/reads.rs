@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use super::conn::{self, SqlConn};
 use super::exec::{self, Limit, Mode};
 use super::DbError;
-use crate::command::{Outcome, Request, StmtResult};
+use crate::command::{Outcome, Request, Statement, StmtResult};
 
 /// The read-only connections and the limits reads run under.
 pub struct ReadPool {
@@ -330,24 +330,12 @@ const NOT_CALLS: [&str; 12] = [
 /// one step, `randomblob(1e9)` fills a GB, a virtual table's search runs inside one step).
 /// Everything else runs on a reader thread under the clock.
 fn cheap(req: &Request) -> bool {
-    let bytes = |p: &crate::command::Param| match p {
-        crate::command::Param::Text(t) => t.len(),
-        crate::command::Param::Blob(b) => b.len(),
-        _ => 8,
-    };
     req.db_timeout_ms == 0
         && req.statements.len() <= TRIAL_MAX_STATEMENTS
         && req
             .statements
             .iter()
-            .map(|s| {
-                s.sql.len()
-                    + s.positional.iter().map(bytes).sum::<usize>()
-                    + s.named
-                        .iter()
-                        .map(|(n, p)| n.len() + bytes(p))
-                        .sum::<usize>()
-            })
+            .map(Statement::payload_bytes)
             .sum::<usize>()
             <= TRIAL_MAX_SQL_BYTES
         && req.statements.iter().all(|s| {
@@ -418,7 +406,7 @@ impl Drop for CancelOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Statement, Value};
+    use crate::command::Value;
     use crate::db::{DbConfig, Engine};
 
     fn req(sql: &str) -> Request {

@@ -7,7 +7,6 @@
 //! Does not: execute SQL (`crate::db`), speak HTTP, or reach other nodes (a follower's
 //! caller forwards; see `crate::cluster`).
 
-mod barrier;
 mod catch_up;
 pub mod changes;
 pub mod error;
@@ -160,7 +159,7 @@ pub struct Store {
     /// Shared leadership confirmations for `linearizable` reads.
     read_index: ReadIndex,
     /// Shared log barriers for `strong` reads.
-    strong: barrier::StrongBarrier,
+    strong: crate::shared_call::SharedCall<u64, StoreError>,
     /// Read-only connections: every local read runs here, never on the writer's thread.
     reads: Arc<ReadPool>,
     /// What is wrong with this node (a full disk, a failed apply).
@@ -293,7 +292,7 @@ impl Store {
             campaigns_held: Arc::default(),
             proposals,
             read_index,
-            strong: barrier::StrongBarrier::default(),
+            strong: Default::default(),
             reads,
             health,
             metrics,

@@ -134,7 +134,7 @@ impl Store {
 
     /// A read at `level`: the level's check, then the read on a pooled connection. A strong
     /// read first waits for a barrier through the log (an empty entry proposed after it
-    /// arrived, shared by the strong reads waiting then; see `barrier.rs`) and reads once it
+    /// arrived, shared by the strong reads waiting then; see `shared_call.rs`) and reads once it
     /// is applied here: the log orders it, but it never runs inside the apply loop, so a
     /// slow read cannot hold up the cluster's writes or be replayed at every restart.
     pub(super) async fn read(
@@ -158,7 +158,7 @@ impl Store {
                 })?;
                 Ok(index)
             };
-            Some(self.strong.pass(barrier).await?)
+            Some(self.strong.call(barrier).await?)
         } else {
             // rqlite does not translate `auto` on /db/request: a local read, no leader check.
             if !(kind == ReadKind::Request && opts.level == ReadLevel::Auto) {
