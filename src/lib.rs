@@ -22,9 +22,8 @@
 //!   `leadership.rs` (leader lease and the pre-vote grant rule), `membership.rs`,
 //!   `images.rs` (load, boot, backup), `state_machine.rs` and `snapshot.rs`, `recovery.rs`
 //!   (`peers.json`), `error.rs` (the error vocabulary every layer above maps).
-//! - [`raft`]: openraft's type configuration, the durable log (`log_store/`: raft-log's chunk
-//!   files behind one writer thread), the network client (`network.rs`) and the internode
-//!   wire (`transport.rs`).
+//! - [`raft`]: openraft's type configuration, the durable log (`log_store/`), the network
+//!   client (`network.rs`) and the internode wire (`transport.rs`).
 //! - [`db`]: SQLite with rqlite's semantics, knowing nothing of Raft. `engine.rs` (the one
 //!   writer thread), `reads.rs` (the reader pool), `exec.rs`, `values.rs`, `datetime.rs`,
 //!   `rewrite.rs`, `classify.rs`, `lexer.rs`, `dump.rs`, `conn.rs`, `stats.rs`, `image.rs`

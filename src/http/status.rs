@@ -200,7 +200,7 @@ async fn status_json(st: &HttpState) -> Json {
             s(duration::format(cfg.heartbeat_timeout)),
         ),
         ("leader", leader_obj),
-        // BoltDB's option; an append-only log has no free list to sync.
+        // BoltDB's option; redb has no free-list sync to skip.
         ("no_freelist_sync", Json::Bool(false)),
         ("node_id", s(&me.id)),
         ("nodes", Json::Arr(nodes)),

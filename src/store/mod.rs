@@ -52,8 +52,8 @@ pub use changes::{CdcProgress, ChangeSink};
 use snapshot::SnapshotStore;
 use state_machine::{AppliedState, StateMachine};
 
-/// The Raft log's directory (segment files), in the data directory.
-const LOG_FILE: &str = "raft-log";
+/// The Raft log's file, in the data directory.
+const LOG_FILE: &str = "raft-log.redb";
 
 /// rqlite's Raft log and stable store (BoltDB), in its data directory.
 const RQLITE_LOG_FILE: &str = "raft.db";
@@ -356,9 +356,9 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Bytes of the Raft log's segment files on disk.
+    /// Bytes of the Raft log's file on disk.
     pub fn log_disk_size(&self) -> u64 {
-        self.log.disk_bytes()
+        crate::db::stats::file_len(&self.cfg.data_dir.join(LOG_FILE))
     }
 
     pub fn log_len(&self) -> usize {

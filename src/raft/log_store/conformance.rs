@@ -14,7 +14,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let td = TempDir::new().expect("temp dir");
-        let log = LogStore::open(&td.path().join("raft-log"))?;
+        let log = LogStore::open(&td.path().join("raft-log.redb"))?;
         let engine = Engine::open(&DbConfig::default()).expect("engine");
         let snapshots = SnapshotStore::open(&td.path().join("snapshots")).expect("snapshots");
         let sm = StateMachine::open(
@@ -49,7 +49,7 @@ fn blank(index: u64) -> Entry {
 async fn log_survives_reopen() {
     use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
-    let path = td.path().join("raft-log");
+    let path = td.path().join("log.redb");
     {
         let mut s = LogStore::open(&path).unwrap();
         // Returns only once the flush callback fired, i.e. the entries are durable.
@@ -80,7 +80,7 @@ async fn log_survives_reopen() {
 async fn large_entries_leave_memory_and_are_read_from_disk() {
     use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
-    let mut s = LogStore::open(&td.path().join("raft-log")).unwrap();
+    let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
     let entry = |i: u64| Entry {
         log_id: log_id(1, 1, i),
         payload: openraft::EntryPayload::Normal(crate::command::Command::Load(vec![
@@ -118,7 +118,7 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
 async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
-    let path = td.path().join("raft-log");
+    let path = td.path().join("log.redb");
     {
         let mut s = LogStore::open(&path).unwrap();
         s.blocking_append((1..=3).map(blank)).await.unwrap();
@@ -129,218 +129,5 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     }
     let mut s = LogStore::open(&path).unwrap();
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
-    s.close();
-}
-
-/// An entry of `term` at `index`.
-fn at(term: u64, index: u64) -> Entry {
-    Entry {
-        log_id: openraft::testing::log_id(term, 1, index),
-        payload: openraft::EntryPayload::Blank,
-    }
-}
-
-async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
-    s.try_get_log_entries(0..u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| (e.log_id.leader_id.term, e.log_id.index))
-        .collect()
-}
-
-/// The newest chunk file (the open one).
-fn newest_chunk(dir: &Path) -> std::path::PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    v.sort();
-    v.pop().expect("a chunk file")
-}
-
-/// A crash in the middle of a write leaves the last record incomplete: the log ends before
-/// it, and appending carries on.
-#[tokio::test]
-async fn an_incomplete_last_record_is_cut_off_and_the_log_carries_on() {
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    {
-        let mut s = LogStore::open(&dir).unwrap();
-        s.blocking_append((1..=5).map(blank)).await.unwrap();
-        s.close();
-    }
-    // The last record written was entry 5's: cut it short.
-    let chunk = newest_chunk(&dir);
-    let len = std::fs::metadata(&chunk).unwrap().len();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&chunk)
-        .unwrap();
-    f.set_len(len - 3).unwrap();
-    drop(f);
-    let mut s = LogStore::open(&dir).unwrap();
-    assert_eq!(
-        ids(&mut s).await,
-        (1..=4).map(|i| (1, i)).collect::<Vec<_>>()
-    );
-    s.blocking_append((5..=6).map(blank)).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&dir).unwrap();
-    assert_eq!(
-        ids(&mut s).await,
-        (1..=6).map(|i| (1, i)).collect::<Vec<_>>()
-    );
-    s.close();
-}
-
-/// Entries removed by a truncation never come back, and their replacements are kept.
-#[tokio::test]
-async fn truncated_entries_never_come_back() {
-    use openraft::testing::log_id;
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    {
-        let mut s = LogStore::open(&dir).unwrap();
-        s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
-        s.truncate(log_id(1, 1, 4)).await.unwrap();
-        s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
-        s.close();
-    }
-    let mut s = LogStore::open(&dir).unwrap();
-    let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (2, 5)]).collect();
-    assert_eq!(ids(&mut s).await, want);
-    s.truncate(log_id(2, 1, 5)).await.unwrap();
-    s.blocking_append([at(3, 5)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&dir).unwrap();
-    let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (3, 5)]).collect();
-    assert_eq!(ids(&mut s).await, want);
-    let st = s.get_log_state().await.unwrap();
-    assert_eq!(st.last_log_id, Some(log_id(3, 1, 5)));
-    s.close();
-}
-
-/// A batch applied again after a failed flush (the writer reopens the files and applies it
-/// once more) leaves the log as applying it once does.
-#[test]
-fn a_batch_applied_twice_gives_the_same_log() {
-    use openraft::testing::log_id;
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    let enc = |e: &Entry| (e.log_id, bincode::serialize(e).unwrap());
-    let batch = vec![
-        Op::Vote(Vote::new(2, 1)),
-        Op::Append((1..=6).map(|i| enc(&at(1, i))).collect(), None),
-        Op::Truncate(5),
-        Op::Append(vec![enc(&at(2, 5))], None),
-        Op::Committed(Some(log_id(1, 1, 4))),
-        Op::Purge(log_id(1, 1, 2)),
-    ];
-    let (mut files, _) = Files::open(&dir).unwrap();
-    for op in &batch {
-        files.apply(op).unwrap();
-    }
-    files.flush().unwrap();
-    for op in &batch {
-        files.apply(op).unwrap();
-    }
-    files.flush().unwrap();
-    drop(files);
-    let (files, found) = Files::open(&dir).unwrap();
-    assert_eq!(found.last, Some(log_id(2, 1, 5)));
-    assert_eq!(found.last_purged, Some(log_id(1, 1, 2)));
-    assert_eq!(found.first, Some(3));
-    assert_eq!(found.committed, Some(log_id(1, 1, 4)));
-    assert_eq!(found.vote, Some(Vote::new(2, 1)));
-    let mut out = Vec::new();
-    files.read(0, 100, usize::MAX, &mut out).unwrap();
-    let got: Vec<(u64, u64)> = out
-        .iter()
-        .map(|e| (e.log_id.leader_id.term, e.log_id.index))
-        .collect();
-    assert_eq!(got, vec![(1, 3), (1, 4), (2, 5)]);
-}
-
-/// A purge is kept across restarts, and one past the end lets the log start again after it
-/// (a snapshot installed on a follower that lagged).
-#[tokio::test]
-async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
-    use openraft::testing::log_id;
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    let mut s = LogStore::open(&dir).unwrap();
-    s.blocking_append((1..=12).map(blank)).await.unwrap();
-    s.purge(log_id(1, 1, 7)).await.unwrap();
-    s.blocking_append([blank(13)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&dir).unwrap();
-    assert_eq!(
-        ids(&mut s).await,
-        (8..=13).map(|i| (1, i)).collect::<Vec<_>>()
-    );
-    s.purge(log_id(1, 1, 50)).await.unwrap();
-    s.blocking_append([blank(51), blank(52)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&dir).unwrap();
-    assert_eq!(ids(&mut s).await, vec![(1, 51), (1, 52)]);
-    let st = s.get_log_state().await.unwrap();
-    assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 50)));
-    s.close();
-}
-
-/// A second process on the same directory is refused, by name.
-#[tokio::test]
-async fn a_log_in_use_is_refused() {
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    let s = LogStore::open(&dir).unwrap();
-    let e = LogStore::open(&dir).err().expect("second open");
-    assert!(e.to_string().contains("another sqlraftd"), "{e}");
-    s.close();
-    LogStore::open(&dir).unwrap().close();
-}
-
-/// A log written by an older sqlraft (one redb file) is moved into raft-log's files on open.
-#[tokio::test]
-async fn an_older_redb_log_is_moved_into_raft_logs_files() {
-    use openraft::testing::log_id;
-    use redb::TableDefinition;
-    let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft-log");
-    {
-        let db = redb::Database::create(dir.with_extension("redb")).unwrap();
-        let w = db.begin_write().unwrap();
-        {
-            let mut logs = w
-                .open_table(TableDefinition::<u64, &[u8]>::new("logs"))
-                .unwrap();
-            for i in 4..=9 {
-                logs.insert(i, bincode::serialize(&blank(i)).unwrap().as_slice())
-                    .unwrap();
-            }
-            let mut meta = w
-                .open_table(TableDefinition::<&str, &[u8]>::new("meta"))
-                .unwrap();
-            let vote = bincode::serialize(&Vote::<NodeId>::new(3, 2)).unwrap();
-            let purged = bincode::serialize::<LogId>(&log_id(1, 1, 3)).unwrap();
-            let committed = bincode::serialize::<Option<LogId>>(&Some(log_id(1, 1, 8))).unwrap();
-            meta.insert("vote", vote.as_slice()).unwrap();
-            meta.insert("last_purged", purged.as_slice()).unwrap();
-            meta.insert("committed", committed.as_slice()).unwrap();
-        }
-        w.commit().unwrap();
-    }
-    let mut s = LogStore::open(&dir).unwrap();
-    assert!(!dir.with_extension("redb").exists());
-    assert_eq!(
-        ids(&mut s).await,
-        (4..=9).map(|i| (1, i)).collect::<Vec<_>>()
-    );
-    assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
-    assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 8)));
-    let st = s.get_log_state().await.unwrap();
-    assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
     s.close();
 }

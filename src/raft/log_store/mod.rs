@@ -1,17 +1,15 @@
-//! The durable Raft log: raft-log's append-only chunk files, the newest entries in memory, and
-//! group commit.
+//! The durable Raft log: redb on disk, the newest entries in memory, and group commit.
 //!
 //! Every mutation goes to one writer thread. The thread drains whatever has queued up while the
-//! previous batch was being fsynced and makes it all durable with one write and one
-//! `fdatasync` ([`files`]), so concurrent proposals share one fsync. openraft is told an
-//! append is durable (the `LogFlushed` callback) only after that returns.
+//! previous transaction was being fsynced and commits it all in one durable redb transaction, so
+//! concurrent proposals share one fsync. openraft is told an append is durable (the `LogFlushed`
+//! callback) only after that commit returns.
 //!
 //! Memory holds the newest entries (those not yet durable always; durable ones up to
 //! [`CACHE_BYTES`]), so replication to followers that keep up never touches the disk; older
-//! entries are read back from the files. Entries appended but not yet flushed are readable
-//! (openraft may replicate them before they are durable locally; it never counts them as
-//! durable before the callback). The memory a log costs is therefore bounded, however large
-//! its entries.
+//! entries are read back from redb. Entries appended but not yet flushed are readable (openraft
+//! may replicate them before they are durable locally; it never counts them as durable before
+//! the callback). The memory a log costs is therefore bounded, however large its entries.
 
 // openraft's trait signatures fix the error type; boxing it would only add conversions.
 #![allow(clippy::result_large_err)]
@@ -20,27 +18,37 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::health::Health;
-use files::Files;
 use writer::Writer;
 
 #[cfg(test)]
 mod conformance;
-mod files;
-mod legacy;
 mod writer;
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+
+/// redb's own page cache (its default is 1 GiB, which a large load fills: every node then
+/// held a GiB it never needed again). Recent entries are cached above it, decoded, so redb is
+/// read only for a follower that fell behind; 4 MiB holds its B-tree's upper levels (at
+/// 16 MiB it was full after a 3-second benchmark and stayed so: issue 12).
+const REDB_CACHE_BYTES: usize = 4 << 20;
 
 /// Durable entries kept in memory beyond those not yet flushed, in encoded bytes (held
 /// decoded, so somewhat more). Followers that keep up are a batch or two behind at most; one
-/// that lags more reads from disk. (32 MiB before issue 12, then 8 MiB: resident on every
+/// that lags more reads from redb. (32 MiB before issue 12, then 8 MiB: resident on every
 /// node; 4 MiB measured the same speed with 7-17 MiB less RSS per node, `docs/BENCHMARKS.md`.)
 pub const CACHE_BYTES: usize = 4 << 20;
 
@@ -92,26 +100,26 @@ enum Op {
     /// Delete entries with index >= the given one.
     Truncate(u64),
     /// Delete entries with index <= the given log id's, and remember it.
-    Purge(LogId),
-    Vote(Vote<NodeId>),
+    Purge(LogId, Vec<u8>),
+    Meta(&'static str, Vec<u8>),
     /// The commit index openraft saved: written with the next batch that has other work, never
-    /// in a write (and an fsync) of its own.
-    Committed(Option<LogId>),
+    /// in a transaction (and an fsync) of its own.
+    Committed(Vec<u8>),
     /// Reply once everything queued before it is durable.
     Barrier(oneshot::Sender<Result<(), String>>),
-    /// Make what is queued durable, then close the files (releasing the directory's lock).
+    /// Commit what is queued, then close the database (releasing its file lock).
     Close,
 }
 
-/// The files, shared by the writer thread and readers of entries no longer in memory; `None`
-/// once closed, and while the writer reopens them after a full disk.
-type Shared = Arc<Mutex<Option<Files>>>;
+/// The redb database, which the writer reopens after a failed write (redb refuses every
+/// operation after an I/O error until it is reopened); `None` only while it does.
+type Shared = Arc<RwLock<Option<Database>>>;
 
 /// The log store handed to openraft. Cheap to clone: all clones share one log.
 #[derive(Clone)]
 pub struct LogStore {
     cache: Arc<Mutex<Cache>>,
-    files: Shared,
+    db: Shared,
     ops: mpsc::Sender<Op>,
     writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
@@ -120,12 +128,16 @@ fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> S
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    bincode::serialize(v).map_err(|e| e.to_string())
+}
+
 fn read_err(e: &dyn std::fmt::Display) -> StorageError {
     io_err(ErrorSubject::Store, ErrorVerb::Read, e)
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in the directory `path` and starts its writer thread.
+    /// Opens (or creates) the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         Self::open_with(path, Arc::default())
     }
@@ -133,25 +145,61 @@ impl LogStore {
     /// [`LogStore::open`], reporting a full disk to `health` (the writer then retries every
     /// second instead of failing, so the node carries on once space is freed).
     pub fn open_with(path: &Path, health: Arc<Health>) -> Result<Self, StorageError> {
-        let fail = |e: &dyn std::fmt::Display| {
-            read_err(&format!("cannot open the Raft log {}: {e}", path.display()))
-        };
-        legacy::migrate(path).map_err(|e| fail(&e))?;
-        let (files, found) = Files::open(path).map_err(|e| fail(&e))?;
-        let cache = Cache {
-            first: found.first,
-            last: found.last,
-            last_purged: found.last_purged,
-            vote: found.vote,
-            committed: found.committed,
-            ..Cache::default()
-        };
-        let files: Shared = Arc::new(Mutex::new(Some(files)));
+        let db = open_db(path).map_err(|e| {
+            let why = match e {
+                // redb's lock on the file: the usual cause is a second node on the same
+                // directory, which would otherwise read as a cryptic lock error.
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "it is in use by another process (is another sqlraftd running on this data directory?)".to_string()
+                }
+                e => e.to_string(),
+            };
+            read_err(&format!("cannot open the Raft log {}: {why}", path.display()))
+        })?;
+        let mut cache = Cache::default();
+        {
+            // Create the tables so that later read transactions find them.
+            let mut w = db.begin_write().map_err(|e| read_err(&e))?;
+            w.set_durability(Durability::Immediate);
+            w.open_table(LOGS).map_err(|e| read_err(&e))?;
+            w.open_table(META).map_err(|e| read_err(&e))?;
+            w.commit().map_err(|e| read_err(&e))?;
+
+            let r = db.begin_read().map_err(|e| read_err(&e))?;
+            let meta = r.open_table(META).map_err(|e| read_err(&e))?;
+            let get = |k: &str| -> Result<Option<Vec<u8>>, StorageError> {
+                Ok(meta
+                    .get(k)
+                    .map_err(|e| read_err(&e))?
+                    .map(|v| v.value().to_vec()))
+            };
+            let decode_err = |e: bincode::Error| read_err(&e);
+            if let Some(v) = get(KEY_VOTE)? {
+                cache.vote = Some(bincode::deserialize(&v).map_err(decode_err)?);
+            }
+            if let Some(v) = get(KEY_COMMITTED)? {
+                cache.committed = bincode::deserialize(&v).map_err(decode_err)?;
+            }
+            if let Some(v) = get(KEY_PURGED)? {
+                cache.last_purged = Some(bincode::deserialize(&v).map_err(decode_err)?);
+            }
+            let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
+            cache.first = logs
+                .first()
+                .map_err(|e| read_err(&e))?
+                .map(|(k, _)| k.value());
+            let last = logs.last().map_err(|e| read_err(&e))?;
+            if let Some((_, v)) = last {
+                let entry: Entry = bincode::deserialize(v.value()).map_err(decode_err)?;
+                cache.last = Some(entry.log_id);
+            }
+        }
+        let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel();
         let cache = Arc::new(Mutex::new(cache));
         let writer = {
             let w = Writer {
-                files: files.clone(),
+                db: db.clone(),
                 path: path.to_path_buf(),
                 cache: cache.clone(),
                 health,
@@ -163,7 +211,7 @@ impl LogStore {
         };
         Ok(Self {
             cache,
-            files,
+            db,
             ops: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
         })
@@ -191,7 +239,7 @@ impl LogStore {
     }
 
     /// Entries `[start, end)` (clamped to what the log holds), at most `max_bytes` of them
-    /// (but at least one): memory first, the files for older ones.
+    /// (but at least one): memory first, redb for older ones.
     fn read(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
         let (from_disk, cached) = {
             let c = self.cache();
@@ -224,15 +272,19 @@ impl LogStore {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         if !from_disk.is_empty() {
-            let guard = lock(&self.files);
-            let files = guard
+            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+            let db = guard
                 .as_ref()
-                .ok_or_else(|| read_err(&"the Raft log is closed or being reopened"))?;
-            bytes = files
-                .read(from_disk.start, from_disk.end, max_bytes, &mut out)
-                .map_err(|e| read_err(&e))?;
-            if out.len() < (from_disk.end - from_disk.start) as usize {
-                return Ok(out);
+                .ok_or_else(|| read_err(&"the Raft log is being reopened"))?;
+            let r = db.begin_read().map_err(|e| read_err(&e))?;
+            let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
+            for item in logs.range(from_disk).map_err(|e| read_err(&e))? {
+                let (_, v) = item.map_err(|e| read_err(&e))?;
+                if !out.is_empty() && bytes + v.value().len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += v.value().len();
+                out.push(bincode::deserialize(v.value()).map_err(|e| read_err(&e))?);
             }
         }
         for (entry, size) in cached {
@@ -254,11 +306,16 @@ impl LogStore {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a panic while holding it; the data is still consistent: the
-    // cache's critical sections are a few map and field operations, and the files' state
-    // advances only after a flush succeeded.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(path)
+}
+
+fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
+    // A poisoned lock means a panic while holding it; the data is still consistent because
+    // every critical section is a few map and field operations.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
@@ -309,8 +366,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.cache().vote = Some(*vote);
-        self.send(Op::Vote(*vote), ErrorSubject::Vote)?;
+        self.send(Op::Meta(KEY_VOTE, bytes), ErrorSubject::Vote)?;
         // A vote must be durable before it is acted upon.
         self.barrier(ErrorSubject::Vote).await
     }
@@ -323,8 +381,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not written on its own: it rides with the next batch that has other work (it cost a
         // second fsync per write: issue 12). Losing it only means re-learning the commit index
         // from the leader (or re-electing) after a crash.
+        let bytes =
+            encode(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.cache().committed = committed;
-        self.send(Op::Committed(committed), ErrorSubject::Store)
+        self.send(Op::Committed(bytes), ErrorSubject::Store)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -363,6 +423,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes =
+            encode(&log_id).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         {
             let mut c = self.cache();
             let keep = c.recent.split_off(&(log_id.index + 1));
@@ -374,7 +436,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 c.last = None;
             }
         }
-        self.send(Op::Purge(log_id), ErrorSubject::Logs)
+        self.send(Op::Purge(log_id, bytes), ErrorSubject::Logs)
     }
 }
 
@@ -393,7 +455,7 @@ impl LogStore {
         {
             let mut c = self.cache();
             for entry in entries {
-                let bytes = bincode::serialize(&entry)
+                let bytes = encode(&entry)
                     .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
                 let id = entry.log_id;
                 let cached = Cached {
@@ -420,7 +482,7 @@ impl LogStore {
         self.barrier(ErrorSubject::Logs).await
     }
 
-    /// Flushes what is queued and closes the files; later writes fail.
+    /// Flushes what is queued and closes the database; later writes fail.
     pub fn close(&self) {
         let _ = self.ops.send(Op::Close);
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -451,11 +513,6 @@ impl LogStore {
     /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Bytes the log's chunk files hold.
-    pub fn disk_bytes(&self) -> u64 {
-        lock(&self.files).as_ref().map_or(0, |f| f.disk_bytes())
     }
 
     /// Bytes of entries held in memory.

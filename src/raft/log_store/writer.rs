@@ -1,33 +1,30 @@
-//! The writer thread: every mutation of the log, made durable in batches (one write and one
-//! fsync per batch); a write refused for lack of space is retried until space returns.
+//! The writer thread: every mutation of the log, committed in batches (one durable redb
+//! transaction, one fsync, per batch); a write refused for lack of space is retried until
+//! space returns.
 
-use std::io;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use super::{lock, Cache, Files, Op, Shared};
+use redb::{Database, Durability};
+
+use super::{lock, open_db, Cache, Op, Shared, KEY_COMMITTED, KEY_PURGED, LOGS, META};
 use crate::health::Health;
 
 /// The writer thread's side.
 pub(super) struct Writer {
-    pub(super) files: Shared,
+    pub(super) db: Shared,
     pub(super) path: std::path::PathBuf,
     pub(super) cache: Arc<Mutex<Cache>>,
     pub(super) health: Arc<Health>,
 }
 
-/// True for the errors that end when space is freed: ENOSPC, EDQUOT (raft-log's flush thread
-/// passes on the kind, not the OS error).
-fn out_of_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(28) | Some(122))
-        || matches!(
-            e.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+/// True for the errors that end when space is freed: ENOSPC, EDQUOT.
+fn out_of_space(msg: &str) -> bool {
+    msg.contains("os error 28") || msg.contains("os error 122")
 }
 
 impl Writer {
-    /// Makes queued operations durable in batches: one flush (one fsync) per batch.
+    /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
     pub(super) fn run(self, rx: mpsc::Receiver<Op>) {
         let mut closing = false;
         // The newest commit index not yet written (see `Op::Committed`).
@@ -74,7 +71,7 @@ impl Writer {
                     }
                     Op::Truncate(_)
                     | Op::Purge(..)
-                    | Op::Vote(..)
+                    | Op::Meta(..)
                     | Op::Committed(_)
                     | Op::Close => {}
                 }
@@ -84,32 +81,21 @@ impl Writer {
         if let (false, Some(op)) = (closing, committed.take()) {
             let _ = self.commit(&[op]);
         }
-        // Close the files (releasing the directory's lock).
-        lock(&self.files).take();
+        // Close the database (releasing its file lock).
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Makes one batch durable. A full disk is not an error: the node waits (reporting it)
-    /// and retries every second. raft-log stops at its first failed write, so each retry
-    /// reopens the files (which drops a record left incomplete) and applies the batch again
-    /// (what already holds is left alone), and the node carries on by itself once space is
-    /// freed. Any other failure is returned, and openraft stops.
+    /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
+    /// retries every second, with the database reopened (redb refuses to continue after an
+    /// I/O error otherwise), so it carries on by itself once space is freed. Any other
+    /// failure is returned, and openraft stops.
     fn commit(&self, batch: &[Op]) -> Result<(), String> {
         loop {
             let result = {
-                let mut guard = lock(&self.files);
-                if guard.is_none() {
-                    match Files::open(&self.path) {
-                        Ok((files, _)) => *guard = Some(files),
-                        Err(e) if out_of_space(&e) => {}
-                        Err(e) => return Err(self.failed(e)),
-                    }
-                }
-                match guard.as_mut() {
-                    Some(files) => batch
-                        .iter()
-                        .try_for_each(|op| files.apply(op))
-                        .and_then(|()| files.flush()),
-                    None => Err(io::Error::from(io::ErrorKind::StorageFull)),
+                let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+                match guard.as_ref() {
+                    Some(db) => commit_batch(db, batch),
+                    None => Err("the Raft log could not be reopened".to_string()),
                 }
             };
             match result {
@@ -117,7 +103,7 @@ impl Writer {
                     self.health.clear("raft-log");
                     return Ok(());
                 }
-                Err(e) if out_of_space(&e) => {
+                Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
                     self.health.set(
                         "raft-log",
                         format!(
@@ -125,16 +111,53 @@ impl Writer {
                             self.path.display()
                         ),
                     );
-                    lock(&self.files).take();
                     std::thread::sleep(Duration::from_secs(1));
+                    let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+                    guard.take();
+                    *guard = open_db(&self.path).ok();
                 }
-                Err(e) => return Err(self.failed(e)),
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
+                    return Err(e);
+                }
             }
         }
     }
+}
 
-    fn failed(&self, e: io::Error) -> String {
-        tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
-        e.to_string()
+fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let mut w = db.begin_write().map_err(|e| s(&e))?;
+    w.set_durability(Durability::Immediate);
+    {
+        let mut logs = w.open_table(LOGS).map_err(|e| s(&e))?;
+        let mut meta = w.open_table(META).map_err(|e| s(&e))?;
+        for op in batch {
+            match op {
+                Op::Append(entries, _) => {
+                    for (id, bytes) in entries {
+                        logs.insert(id.index, bytes.as_slice()).map_err(|e| s(&e))?;
+                    }
+                }
+                Op::Truncate(from) => {
+                    logs.retain_in(*from.., |_, _| false).map_err(|e| s(&e))?;
+                }
+                Op::Purge(upto, encoded) => {
+                    logs.retain_in(..=upto.index, |_, _| false)
+                        .map_err(|e| s(&e))?;
+                    meta.insert(KEY_PURGED, encoded.as_slice())
+                        .map_err(|e| s(&e))?;
+                }
+                Op::Meta(key, value) => {
+                    meta.insert(*key, value.as_slice()).map_err(|e| s(&e))?;
+                }
+                Op::Committed(value) => {
+                    meta.insert(KEY_COMMITTED, value.as_slice())
+                        .map_err(|e| s(&e))?;
+                }
+                Op::Barrier(_) | Op::Close => {}
+            }
+        }
     }
+    w.commit().map_err(|e| s(&e))
 }
