@@ -131,3 +131,89 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
     s.close();
 }
+
+/// An entry of `term` at `index`.
+fn at(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: openraft::testing::log_id(term, 1, index),
+        payload: openraft::EntryPayload::Blank,
+    }
+}
+
+async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
+    s.try_get_log_entries(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+        .collect()
+}
+
+/// Entries removed by a truncation never come back after a restart, and their replacements
+/// (of a newer term) are kept.
+#[tokio::test]
+async fn truncated_entries_never_come_back() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("raft-log.redb");
+    {
+        let mut s = LogStore::open(&path).unwrap();
+        s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
+        s.truncate(log_id(1, 1, 4)).await.unwrap();
+        s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
+        s.close();
+    }
+    let mut s = LogStore::open(&path).unwrap();
+    let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (2, 5)]).collect();
+    assert_eq!(ids(&mut s).await, want);
+    s.truncate(log_id(2, 1, 5)).await.unwrap();
+    s.blocking_append([at(3, 5)]).await.unwrap();
+    s.close();
+    let mut s = LogStore::open(&path).unwrap();
+    let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (3, 5)]).collect();
+    assert_eq!(ids(&mut s).await, want);
+    let st = s.get_log_state().await.unwrap();
+    assert_eq!(st.last_log_id, Some(log_id(3, 1, 5)));
+    s.close();
+}
+
+/// A purge is kept across restarts, and one past the end (a snapshot installed on a
+/// follower that lagged) lets the log resume right after it.
+#[tokio::test]
+async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("raft-log.redb");
+    let mut s = LogStore::open(&path).unwrap();
+    s.blocking_append((1..=12).map(blank)).await.unwrap();
+    s.purge(log_id(1, 1, 7)).await.unwrap();
+    s.blocking_append([blank(13)]).await.unwrap();
+    s.close();
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(
+        ids(&mut s).await,
+        (8..=13).map(|i| (1, i)).collect::<Vec<_>>()
+    );
+    s.purge(log_id(1, 1, 50)).await.unwrap();
+    s.blocking_append([blank(51), blank(52)]).await.unwrap();
+    s.close();
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(ids(&mut s).await, vec![(1, 51), (1, 52)]);
+    let st = s.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 50)));
+    assert_eq!(st.last_log_id, Some(log_id(1, 1, 52)));
+    s.close();
+}
+
+/// A second process (or a second store in this one) on the same log is refused, by name,
+/// and the log opens again once the first closes.
+#[tokio::test]
+async fn a_log_in_use_is_refused() {
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("raft-log.redb");
+    let s = LogStore::open(&path).unwrap();
+    let e = LogStore::open(&path).err().expect("second open");
+    assert!(e.to_string().contains("another sqlraftd"), "{e}");
+    s.close();
+    LogStore::open(&path).unwrap().close();
+}
