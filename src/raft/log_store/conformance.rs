@@ -113,7 +113,8 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
     s.close();
 }
 
-/// The commit index is written with the next batch (or at close), never on its own.
+/// The commit index is written with the next batch (or at close), never on its own, and
+/// survives truncations (it is kept in the log table, past every entry).
 #[tokio::test]
 async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     use openraft::testing::log_id;
@@ -123,12 +124,57 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
         let mut s = LogStore::open(&path).unwrap();
         s.blocking_append((1..=3).map(blank)).await.unwrap();
         s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
-        s.blocking_append((4..=5).map(blank)).await.unwrap();
+        s.blocking_append((4..=7).map(blank)).await.unwrap();
         s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
+        s.truncate(log_id(1, 1, 6)).await.unwrap();
         s.close();
     }
     let mut s = LogStore::open(&path).unwrap();
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
+    assert_eq!(
+        ids(&mut s).await,
+        (1..=5).map(|i| (1, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        s.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, 1, 5))
+    );
+    s.close();
+}
+
+/// A log written before the commit index moved to the log table still has it read from the
+/// meta table.
+#[tokio::test]
+async fn a_commit_index_in_the_meta_table_is_still_read() {
+    use openraft::testing::log_id;
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut logs = w.open_table(LOGS).unwrap();
+            for i in 1..=4 {
+                logs.insert(i, bincode::serialize(&blank(i)).unwrap().as_slice())
+                    .unwrap();
+            }
+            let mut meta = w.open_table(META).unwrap();
+            let committed = bincode::serialize::<Option<LogId>>(&Some(log_id(1, 1, 3))).unwrap();
+            meta.insert(KEY_COMMITTED, committed.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 3)));
+    assert_eq!(
+        ids(&mut s).await,
+        (1..=4).map(|i| (1, i)).collect::<Vec<_>>()
+    );
+    // Written from now on in the log table, which wins over the old key.
+    s.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
+    s.close();
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
     s.close();
 }
 

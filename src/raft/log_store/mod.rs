@@ -23,7 +23,7 @@ use std::thread;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -37,7 +37,13 @@ mod writer;
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
+/// Where the commit index was kept before issue 12's fifth session (read at open, never
+/// written now).
 const KEY_COMMITTED: &str = "committed";
+/// The commit index's key in the log table: past every entry, so it sits in the leaf the
+/// newest entries are appended to, which every batch rewrites anyway. In the meta table it
+/// added that table's pages to every commit (fix 15, `docs/design/performance.md`).
+const COMMITTED: u64 = u64::MAX;
 const KEY_PURGED: &str = "last_purged";
 
 /// redb's own page cache (its default is 1 GiB, which a large load fills: every node then
@@ -103,7 +109,7 @@ enum Op {
     Purge(LogId, Vec<u8>),
     Meta(&'static str, Vec<u8>),
     /// The commit index openraft saved: written with the next batch that has other work, never
-    /// in a transaction (and an fsync) of its own.
+    /// in a transaction (and an fsync) of its own; kept under [`COMMITTED`] in the log table.
     Committed(Vec<u8>),
     /// Reply once everything queued before it is durable.
     Barrier(oneshot::Sender<Result<(), String>>),
@@ -177,18 +183,27 @@ impl LogStore {
             if let Some(v) = get(KEY_VOTE)? {
                 cache.vote = Some(bincode::deserialize(&v).map_err(decode_err)?);
             }
-            if let Some(v) = get(KEY_COMMITTED)? {
-                cache.committed = bincode::deserialize(&v).map_err(decode_err)?;
-            }
             if let Some(v) = get(KEY_PURGED)? {
                 cache.last_purged = Some(bincode::deserialize(&v).map_err(decode_err)?);
             }
             let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
-            cache.first = logs
-                .first()
+            let committed = match logs.get(COMMITTED).map_err(|e| read_err(&e))? {
+                Some(v) => Some(v.value().to_vec()),
+                None => get(KEY_COMMITTED)?,
+            };
+            if let Some(v) = committed {
+                cache.committed = bincode::deserialize(&v).map_err(decode_err)?;
+            }
+            let entries = || logs.range(..COMMITTED).map_err(|e| read_err(&e));
+            cache.first = entries()?
+                .next()
+                .transpose()
                 .map_err(|e| read_err(&e))?
                 .map(|(k, _)| k.value());
-            let last = logs.last().map_err(|e| read_err(&e))?;
+            let last = entries()?
+                .next_back()
+                .transpose()
+                .map_err(|e| read_err(&e))?;
             if let Some((_, v)) = last {
                 let entry: Entry = bincode::deserialize(v.value()).map_err(decode_err)?;
                 cache.last = Some(entry.log_id);

@@ -5,9 +5,9 @@
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use redb::{Database, Durability};
+use redb::{Database, Durability, WriteTransaction};
 
-use super::{lock, open_db, Cache, Op, Shared, KEY_COMMITTED, KEY_PURGED, LOGS, META};
+use super::{lock, open_db, Cache, Op, Shared, COMMITTED, KEY_PURGED, LOGS, META};
 use crate::health::Health;
 
 /// The writer thread's side.
@@ -131,7 +131,8 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
     w.set_durability(Durability::Immediate);
     {
         let mut logs = w.open_table(LOGS).map_err(|e| s(&e))?;
-        let mut meta = w.open_table(META).map_err(|e| s(&e))?;
+        // Opened only when written: most batches are entries and the commit index alone.
+        let mut meta = None;
         for op in batch {
             match op {
                 Op::Append(entries, _) => {
@@ -140,19 +141,23 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
                     }
                 }
                 Op::Truncate(from) => {
-                    logs.retain_in(*from.., |_, _| false).map_err(|e| s(&e))?;
+                    logs.retain_in(*from..COMMITTED, |_, _| false)
+                        .map_err(|e| s(&e))?;
                 }
                 Op::Purge(upto, encoded) => {
                     logs.retain_in(..=upto.index, |_, _| false)
                         .map_err(|e| s(&e))?;
-                    meta.insert(KEY_PURGED, encoded.as_slice())
+                    meta_table(&w, &mut meta)?
+                        .insert(KEY_PURGED, encoded.as_slice())
                         .map_err(|e| s(&e))?;
                 }
                 Op::Meta(key, value) => {
-                    meta.insert(*key, value.as_slice()).map_err(|e| s(&e))?;
+                    meta_table(&w, &mut meta)?
+                        .insert(*key, value.as_slice())
+                        .map_err(|e| s(&e))?;
                 }
                 Op::Committed(value) => {
-                    meta.insert(KEY_COMMITTED, value.as_slice())
+                    logs.insert(COMMITTED, value.as_slice())
                         .map_err(|e| s(&e))?;
                 }
                 Op::Barrier(_) | Op::Close => {}
@@ -160,4 +165,16 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), String> {
         }
     }
     w.commit().map_err(|e| s(&e))
+}
+
+/// The meta table, opened on first use in this transaction.
+fn meta_table<'w, 't>(
+    w: &'w WriteTransaction,
+    meta: &'t mut Option<redb::Table<'w, &'static str, &'static [u8]>>,
+) -> Result<&'t mut redb::Table<'w, &'static str, &'static [u8]>, String> {
+    if meta.is_none() {
+        *meta = Some(w.open_table(META).map_err(|e| e.to_string())?);
+    }
+    meta.as_mut()
+        .ok_or_else(|| "the meta table did not open".to_string())
 }
