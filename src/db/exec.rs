@@ -562,43 +562,44 @@ fn run_tail_loop(
     mode: Mode,
     meter: &Meter,
 ) -> Result<Outcome, Failure> {
-    let conn = &sql.conn;
-    let mut shape = match mode {
+    let shape = match mode {
         Mode::Query => Shape::Query,
         _ if stmt.force_query => Shape::Query,
         Mode::Execute => Shape::Exec,
         Mode::Request => Shape::Query,
     };
-    let fail = |message: String, shape: Shape| Failure { message, shape };
-    let args = Args::new(stmt).map_err(|m| fail(m, shape))?;
+    let args = Args::new(stmt).map_err(|message| Failure { message, shape })?;
+    let mut run = StringRun {
+        sql,
+        args,
+        consumed: 0,
+        shape,
+        mode,
+        meter,
+    };
+    // `/db/request` without `force_query`: the string's first statement decides the shape.
+    let reshape = mode == Mode::Request && !stmt.force_query;
     if sql.cache_statements {
         if let Some(mut s) = cached_prepare(sql, stmt, meter) {
-            let reshape = mode == Mode::Request && !stmt.force_query;
-            let (outcome, _) =
-                run_prepared(sql, &mut s, &args, 0, &mut shape, reshape, mode, meter)?;
-            return Ok(outcome);
+            return run.statement(&mut s, reshape);
         }
     }
-    let mut batch = Batch::new(conn, &stmt.sql);
-    let mut consumed = 0usize;
+    let mut batch = Batch::new(&sql.conn, &stmt.sql);
     let mut last = None;
-    let mut first = true;
     loop {
-        let next = prepare(sql, meter, || batch.next());
-        let mut s = match next {
+        let mut s = match prepare(sql, meter, || batch.next()) {
             Ok(Some(s)) => s,
             Ok(None) => break,
-            Err(e) => return Err(fail(message(&e), shape)),
+            Err(e) => {
+                return Err(Failure {
+                    message: message(&e),
+                    shape: run.shape,
+                })
+            }
         };
-        let reshape = first && mode == Mode::Request && !stmt.force_query;
-        let (outcome, now) = run_prepared(
-            sql, &mut s, &args, consumed, &mut shape, reshape, mode, meter,
-        )?;
-        consumed = now;
-        first = false;
-        last = Some(outcome);
+        last = Some(run.statement(&mut s, reshape && last.is_none())?);
     }
-    Ok(last.unwrap_or(match shape {
+    Ok(last.unwrap_or(match run.shape {
         // Nothing but whitespace or comments: go-sqlite3 reports a zero result.
         Shape::Exec => Outcome::Exec {
             last_insert_id: 0,
@@ -606,6 +607,18 @@ fn run_tail_loop(
         },
         Shape::Query => Outcome::Rows(Rows::default()),
     }))
+}
+
+/// One statement string as it runs, prepared statement by prepared statement: the
+/// arguments it shares out, and the answer's shape so far.
+struct StringRun<'a> {
+    sql: &'a SqlConn,
+    args: Args<'a>,
+    /// Arguments bound by the statements run so far.
+    consumed: usize,
+    shape: Shape,
+    mode: Mode,
+    meter: &'a Meter,
 }
 
 /// The statement from the writer's cache of prepared statements, for a [`plain_write`]
@@ -646,50 +659,46 @@ fn prepare<T>(sql: &SqlConn, meter: &Meter, f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Binds, runs and reports one prepared statement of a statement string (`reshape`: the
-/// string's first, in a `/db/request` without `force_query`); returns its outcome and how
-/// many arguments are now consumed.
-#[allow(clippy::too_many_arguments)]
-fn run_prepared(
-    sql: &SqlConn,
-    s: &mut rusqlite::Statement<'_>,
-    args: &Args<'_>,
-    consumed: usize,
-    shape: &mut Shape,
-    reshape: bool,
-    mode: Mode,
-    meter: &Meter,
-) -> Result<(Outcome, usize), Failure> {
-    let conn = &sql.conn;
-    let fail = |message: String, shape: Shape| Failure { message, shape };
-    let read = is_read(s);
-    if reshape && !read {
-        // Like rqlite, the first statement of the string decides the shape.
-        *shape = Shape::Exec;
+impl StringRun<'_> {
+    /// Binds, runs and reports one prepared statement of the string (`reshape`: it is the
+    /// string's first, and may decide the shape).
+    fn statement(
+        &mut self,
+        s: &mut rusqlite::Statement<'_>,
+        reshape: bool,
+    ) -> Result<Outcome, Failure> {
+        let (sql, conn, meter) = (self.sql, &self.sql.conn, self.meter);
+        let read = is_read(s);
+        if reshape && !read {
+            // Like rqlite, the first statement of the string decides the shape.
+            self.shape = Shape::Exec;
+        }
+        let shape = self.shape;
+        let fail = |message: String| Failure { message, shape };
+        if self.mode == Mode::Query && !read {
+            return Err(fail(NOT_READ_ONLY.to_string()));
+        }
+        self.consumed = bind(s, &self.args, self.consumed, shape).map_err(fail)?;
+        // Prepared just now: the authorizer saw whether it is a savepoint operation.
+        let savepoint = sql.guard().take_savepoint();
+        let mark = sql
+            .capture
+            .as_ref()
+            .map(|c| (c.mark(), conn.total_changes()));
+        let r = match shape {
+            Shape::Exec => exec(conn, s),
+            Shape::Query => query(s),
+        };
+        if let (Some(c), Some((mark, before))) = (&sql.capture, mark) {
+            // SQLite adds a failed statement's rows to the total only when it kept them
+            // (`OR FAIL` keeps the rows written before the failure; ABORT undoes them all).
+            let undone = r.is_err() && conn.total_changes() == before;
+            meter.paused.store(true, Ordering::Relaxed);
+            c.statement_done(conn, mark, undone, savepoint);
+            meter.paused.store(false, Ordering::Relaxed);
+        }
+        r.map_err(fail)
     }
-    if mode == Mode::Query && !read {
-        return Err(fail(NOT_READ_ONLY.to_string(), *shape));
-    }
-    let consumed = bind(s, args, consumed, *shape).map_err(|m| fail(m, *shape))?;
-    // Prepared just now: the authorizer saw whether it is a savepoint operation.
-    let savepoint = sql.guard().take_savepoint();
-    let mark = sql
-        .capture
-        .as_ref()
-        .map(|c| (c.mark(), conn.total_changes()));
-    let r = match *shape {
-        Shape::Exec => exec(conn, s),
-        Shape::Query => query(s),
-    };
-    if let (Some(c), Some((mark, before))) = (&sql.capture, mark) {
-        // SQLite adds a failed statement's rows to the total only when it kept them
-        // (`OR FAIL` keeps the rows written before the failure; ABORT undoes them all).
-        let undone = r.is_err() && conn.total_changes() == before;
-        meter.paused.store(true, Ordering::Relaxed);
-        c.statement_done(conn, mark, undone, savepoint);
-        meter.paused.store(false, Ordering::Relaxed);
-    }
-    Ok((r.map_err(|m| fail(m, *shape))?, consumed))
 }
 
 /// Binds this statement's share of the arguments; returns how many are now consumed.

@@ -1,6 +1,7 @@
 //! openraft's storage conformance suite and this log's own durability tests.
 
 use openraft::storage::RaftLogStorageExt;
+use openraft::testing::log_id;
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
@@ -36,18 +37,22 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
     Suite::test_all(Builder)
 }
 
-/// A blank entry of term 1 at `index`.
-fn blank(index: u64) -> Entry {
+/// A blank entry of `term` at `index`.
+fn at(term: u64, index: u64) -> Entry {
     Entry {
-        log_id: openraft::testing::log_id(1, 1, index),
+        log_id: log_id(term, 1, index),
         payload: openraft::EntryPayload::Blank,
     }
+}
+
+/// A blank entry of term 1 at `index`.
+fn blank(index: u64) -> Entry {
+    at(1, index)
 }
 
 /// What was appended and flushed is there after reopening; truncation and purge persist.
 #[tokio::test]
 async fn log_survives_reopen() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
     {
@@ -60,14 +65,10 @@ async fn log_survives_reopen() {
         s.close();
     }
     let mut s = LogStore::open(&path).unwrap();
-    let got: Vec<u64> = s
-        .try_get_log_entries(0..100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.log_id.index)
-        .collect();
-    assert_eq!(got, vec![4, 5, 6, 7, 8]);
+    assert_eq!(
+        ids(&mut s).await,
+        (4..=8).map(|i| (1, i)).collect::<Vec<_>>()
+    );
     assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 7)));
     let st = s.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 3)));
@@ -78,7 +79,6 @@ async fn log_survives_reopen() {
 /// and are read back from disk; a replication read is capped in bytes.
 #[tokio::test]
 async fn large_entries_leave_memory_and_are_read_from_disk() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
     let entry = |i: u64| Entry {
@@ -117,7 +117,6 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
 /// survives truncations (it is kept in the log table, past every entry).
 #[tokio::test]
 async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
     {
@@ -146,7 +145,6 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
 /// meta table.
 #[tokio::test]
 async fn a_commit_index_in_the_meta_table_is_still_read() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
     {
@@ -178,14 +176,6 @@ async fn a_commit_index_in_the_meta_table_is_still_read() {
     s.close();
 }
 
-/// An entry of `term` at `index`.
-fn at(term: u64, index: u64) -> Entry {
-    Entry {
-        log_id: openraft::testing::log_id(term, 1, index),
-        payload: openraft::EntryPayload::Blank,
-    }
-}
-
 async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
     s.try_get_log_entries(0..u64::MAX)
         .await
@@ -199,7 +189,6 @@ async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
 /// (of a newer term) are kept.
 #[tokio::test]
 async fn truncated_entries_never_come_back() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("raft-log.redb");
     {
@@ -227,7 +216,6 @@ async fn truncated_entries_never_come_back() {
 /// follower that lagged) lets the log resume right after it.
 #[tokio::test]
 async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
-    use openraft::testing::log_id;
     let td = TempDir::new().unwrap();
     let path = td.path().join("raft-log.redb");
     let mut s = LogStore::open(&path).unwrap();

@@ -172,9 +172,9 @@ fn meta_table<'w, 't>(
     w: &'w WriteTransaction,
     meta: &'t mut Option<redb::Table<'w, &'static str, &'static [u8]>>,
 ) -> Result<&'t mut redb::Table<'w, &'static str, &'static [u8]>, String> {
-    if meta.is_none() {
-        *meta = Some(w.open_table(META).map_err(|e| e.to_string())?);
-    }
-    meta.as_mut()
-        .ok_or_else(|| "the meta table did not open".to_string())
+    let table = match meta.take() {
+        Some(table) => table,
+        None => w.open_table(META).map_err(|e| e.to_string())?,
+    };
+    Ok(meta.insert(table))
 }
