@@ -62,7 +62,8 @@ impl Proc {
     /// error if it exits before printing its startup line (e.g. the port is taken). Blocks
     /// until the line is printed, which for a `-join` node is after it joined.
     ///
-    /// Set `SQLRAFT_IT_STDERR=1` to see the nodes' logs.
+    /// Set `SQLRAFT_IT_STDERR=1` to see the nodes' logs; otherwise the end of a node's log
+    /// is part of the error when it does not start.
     pub fn try_spawn_node(
         dir: &Path,
         id: &str,
@@ -71,22 +72,37 @@ impl Proc {
         extra: &[&str],
     ) -> Result<Self, String> {
         let mut cmd = node_command(id, http_addr, raft_addr);
-        cmd.args(extra).arg(dir).stdout(Stdio::piped()).stderr(
-            if std::env::var_os("SQLRAFT_IT_STDERR").is_some() {
+        let inherit = std::env::var_os("SQLRAFT_IT_STDERR").is_some();
+        cmd.args(extra)
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(if inherit {
                 Stdio::inherit()
             } else {
-                Stdio::null()
-            },
-        );
+                Stdio::piped()
+            });
         let mut child = cmd.spawn().expect("spawn sqlraftd");
+        let mut stderr = child.stderr.take();
         let v = match startup_line(&mut child) {
             Ok(v) => v,
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait();
-                return Err(format!("node {id}: {e}: {status:?}"));
+                let mut said = String::new();
+                if let Some(err) = stderr.as_mut() {
+                    let _ = std::io::Read::read_to_string(err, &mut said);
+                }
+                let from = (said.len().saturating_sub(2000)..said.len())
+                    .find(|&i| said.is_char_boundary(i))
+                    .unwrap_or(said.len());
+                let tail = &said[from..];
+                return Err(format!("node {id}: {e}: {status:?}; its log ends: {tail}"));
             }
         };
+        // Drained for the node's life, so that its log never fills the pipe and blocks it.
+        if let Some(mut err) = stderr {
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        }
         let http_addr = v["http_addr"].as_str().expect("http_addr").to_string();
         let raft_addr = v["raft_addr"].as_str().expect("raft_addr").to_string();
         let client = Client::new(format!("http://{http_addr}"));
