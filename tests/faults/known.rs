@@ -298,6 +298,35 @@ pub async fn disk_full_follower(name: &str) {
         id += 1;
     }
     event("20 more writes done", t0);
+    // Until not even one more entry fits, so that the follower's Raft log fails to write
+    // (applying stopped long before, at 64 MiB free).
+    let mut more = 0;
+    while c.free_bytes(f) >= row as u64 && more < 100 {
+        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
+            problems.push(format!(
+                "majority stopped taking writes with one follower's disk full: {e}"
+            ));
+            break;
+        }
+        id += 1;
+        more += 1;
+    }
+    for _ in 0..5 {
+        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
+            problems.push(format!(
+                "majority stopped taking writes once the follower's log was full: {e}"
+            ));
+            break;
+        }
+        id += 1;
+    }
+    event(
+        &format!(
+            "{more} + 5 more writes; follower's disk has {} KiB free",
+            c.free_bytes(f) / 1024
+        ),
+        t0,
+    );
     // The full node says it is not ready.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last;
