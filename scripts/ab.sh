@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Two sqlraftd builds side by side in one run: a 3-node cluster of each on free loopback
 # ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, 100
-# statements per request at c=16, RSS after.
+# statements per request at c=16, RSS after. ROUNDS sets the rounds; POINTS, bench's
+# arguments for each point separated by ';', replaces the default points.
 #   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
+#   ROUNDS=3 POINTS='--mode insert -c 64;--mode select --level strong -c 64' scripts/ab.sh OLD NEW 5
 # (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 old=$1; new=$2; secs=${3:-6}
+rounds=${ROUNDS:-2}
+default='--mode insert -c 1;--mode insert -c 64;--mode select --level weak -c 64;--mode select --level none -c 64;--mode stmts --batch 100 -c 16'
+IFS=';' read -r -a points <<< "${POINTS:-$default}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet --example bench
 bench="$CARGO_TARGET_DIR/release/examples/bench"
@@ -24,15 +29,14 @@ cluster() { # bin -> sets pids, url
   done
 }
 stop() { kill "${pids[@]}"; wait 2>/dev/null; rm -rf "$work"; }
-for round in 1 2; do
+for round in $(seq "$rounds"); do
   for v in old new; do
     bin=${!v}; cluster $bin
     echo "== round $round $v"
-    $bench --url $url --mode insert -c 1 --seconds $secs
-    $bench --url $url --mode insert -c 64 --seconds $secs
-    $bench --url $url --mode select --level weak -c 64 --seconds $secs
-    $bench --url $url --mode select --level none -c 64 --seconds $secs
-    $bench --url $url --mode stmts --batch 100 -c 16 --seconds $secs
+    for p in "${points[@]}"; do
+      # shellcheck disable=SC2086 # each point is a list of arguments
+      $bench --url $url $p --seconds $secs
+    done
     echo "rss: $(for p in "${pids[@]}"; do echo -n "$(( $(ps -o rss= -p $p) / 1024 ))MiB "; done)"
     stop
   done
