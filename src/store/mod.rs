@@ -404,6 +404,8 @@ impl Store {
 
     /// Stops Raft and the database thread.
     pub async fn shutdown(&self) {
+        // Raft waits for a log write in progress; on a full disk that one would never end.
+        self.log.stop_waiting_for_space();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -239,10 +239,15 @@ pub async fn lagging_follower_catches_up(
 
 /// A follower's data dir is a 16 MiB tmpfs; writes of 48 KiB rows fill it. The majority
 /// must keep taking writes, the full node must say it is not ready, and once space is given
-/// back (and, if needed, after a restart) it must catch up.
-pub async fn disk_full_follower(name: &str) {
+/// back (and, if needed, after a restart) it must catch up. With `stop_while_full`, the full
+/// node is asked to stop (SIGTERM) before space comes back: it must exit within 10 s (its
+/// Raft log is waiting for space), then start again once the disk grows and catch up.
+pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
     let dir = report::scenario_dir(name);
-    let nemesis = "a follower's 16 MiB tmpfs data dir fills up, then grows to 256 MiB";
+    let nemesis = match stop_while_full {
+        false => "a follower's 16 MiB tmpfs data dir fills up, then grows to 256 MiB",
+        true => "a follower's 16 MiB tmpfs data dir fills up, it is stopped, the disk grows to 256 MiB, it starts again",
+    };
     println!("== {name} ({nemesis}), results in {}", dir.display());
     let t0 = Instant::now();
     let mut c = Cluster::new(3, &[], &dir);
@@ -359,6 +364,36 @@ pub async fn disk_full_follower(name: &str) {
         problems.push(format!(
             "the node with a full disk still reports ready after 15s (last /readyz: {last})"
         ));
+    }
+    if stop_while_full {
+        event("SIGTERM the full follower", t0);
+        match c.terminate(f, Duration::from_secs(10)).await {
+            Ok(d) => notes.push(format!(
+                "the full node exited {:.2}s after SIGTERM",
+                d.as_secs_f64()
+            )),
+            Err(d) => problems.push(format!(
+                "the full node did not exit within {}s of SIGTERM",
+                d.as_secs()
+            )),
+        }
+        c.resize_tmpfs(f, "256m");
+        event("grew the tmpfs; start the follower again", t0);
+        c.restart(f).await;
+        let l = c.wait_leader(Duration::from_secs(30)).await;
+        let want = fingerprint(&c, l, "strong")
+            .await
+            .expect("leader fingerprint");
+        match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+            Ok(d) => notes.push(format!(
+                "caught up {:.2}s after it started again",
+                d.as_secs_f64()
+            )),
+            Err(e) => problems.push(format!("after it started again with space: {e}")),
+        }
+        drop(c);
+        finish(name, nemesis, &dir, &problems, &notes);
+        return;
     }
     // Give the space back; it must catch up (after a restart, if it needs one).
     event("grow the follower's tmpfs to 256 MiB", t0);

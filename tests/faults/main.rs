@@ -148,7 +148,13 @@ fn lagging_follower_catches_up_by_a_5mb_snapshot() {
 /// Issue 13, input 2 (a regression test since fixed): disk full on a follower.
 #[test]
 fn full_disk_follower_reports_unready_and_recovers() {
-    scenario(|| known::disk_full_follower("issue13-disk-full-follower"));
+    scenario(|| known::disk_full_follower("issue13-disk-full-follower", false));
+}
+
+/// A node whose Raft log waits for space still stops when asked (it used to wait forever).
+#[test]
+fn full_disk_follower_stops_when_asked_and_catches_up_after() {
+    scenario(|| known::disk_full_follower("disk-full-follower-stopped", true));
 }
 
 /// For each fault cycle: its start, and where the next one starts (or the end of the run).

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 
@@ -128,6 +129,9 @@ pub struct LogStore {
     db: Shared,
     ops: mpsc::Sender<Op>,
     writer: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    /// Set once the node stops: a batch refused for lack of space is then failed instead of
+    /// retried, so that shutting down never waits for space.
+    stopping: Arc<AtomicBool>,
 }
 
 fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -211,6 +215,7 @@ impl LogStore {
         }
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
         let cache = Arc::new(Mutex::new(cache));
         let writer = {
             let w = Writer {
@@ -218,6 +223,7 @@ impl LogStore {
                 path: path.to_path_buf(),
                 cache: cache.clone(),
                 health,
+                stopping: stopping.clone(),
             };
             thread::Builder::new()
                 .name("raft-log-writer".into())
@@ -229,6 +235,7 @@ impl LogStore {
             db,
             ops: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
+            stopping,
         })
     }
 
@@ -497,8 +504,17 @@ impl LogStore {
         self.barrier(ErrorSubject::Logs).await
     }
 
-    /// Flushes what is queued and closes the database; later writes fail.
+    /// From now on a batch refused for lack of space fails instead of waiting for space
+    /// (its entries are not acknowledged). Called when the node stops, before Raft does: a
+    /// Raft that waits on such a batch could not stop otherwise.
+    pub fn stop_waiting_for_space(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Flushes what is queued and closes the database; later writes fail. Does not wait for
+    /// space on a full disk ([`LogStore::stop_waiting_for_space`]).
     pub fn close(&self) {
+        self.stop_waiting_for_space();
         let _ = self.ops.send(Op::Close);
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();

@@ -2,6 +2,7 @@
 //! transaction, one fsync, per batch); a write refused for lack of space is retried until
 //! space returns.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub(super) struct Writer {
     pub(super) path: std::path::PathBuf,
     pub(super) cache: Arc<Mutex<Cache>>,
     pub(super) health: Arc<Health>,
+    /// See [`super::LogStore::stop_waiting_for_space`].
+    pub(super) stopping: Arc<AtomicBool>,
 }
 
 /// True for the errors that end when space is freed: ENOSPC, EDQUOT.
@@ -87,7 +90,8 @@ impl Writer {
 
     /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
     /// retries every second, with the database reopened (redb refuses to continue after an
-    /// I/O error otherwise), so it carries on by itself once space is freed. Any other
+    /// I/O error otherwise), so it carries on by itself once space is freed; once the node
+    /// is stopping the batch fails instead (nothing of it is acknowledged). Any other
     /// failure is returned, and openraft stops.
     fn commit(&self, batch: &[Op]) -> Result<(), String> {
         loop {
@@ -104,6 +108,11 @@ impl Writer {
                     return Ok(());
                 }
                 Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
+                    if self.stopping.load(Ordering::SeqCst) {
+                        let e = format!("{e}; not retried: the node is stopping");
+                        tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
+                        return Err(e);
+                    }
                     self.health.set(
                         "raft-log",
                         format!(
@@ -111,7 +120,13 @@ impl Writer {
                             self.path.display()
                         ),
                     );
-                    std::thread::sleep(Duration::from_secs(1));
+                    // A second, in steps, so that a stop is seen at once.
+                    for _ in 0..10 {
+                        if self.stopping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
                     guard.take();
                     *guard = open_db(&self.path).ok();
