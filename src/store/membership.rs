@@ -79,9 +79,7 @@ impl Store {
             return;
         }
         tracing::warn!("this node was removed from the cluster: stopping Raft");
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
+        self.stop_raft().await;
     }
 
     /// Watches the configuration for this node's removal (see [`Store::removed`]).

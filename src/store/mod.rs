@@ -392,6 +392,15 @@ impl Store {
         self.started.elapsed()
     }
 
+    /// Stops Raft for good. Raft waits for the log write in progress, which on a full disk
+    /// would wait for space forever: the log is told to stop waiting first.
+    pub(super) async fn stop_raft(&self) {
+        self.log.stop_waiting_for_space();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
     /// The id of the last entry in this node's log.
     pub async fn last_log_id(&self) -> Option<LogId> {
         self.log.last_log_id()
@@ -404,11 +413,7 @@ impl Store {
 
     /// Stops Raft and the database thread.
     pub async fn shutdown(&self) {
-        // Raft waits for a log write in progress; on a full disk that one would never end.
-        self.log.stop_waiting_for_space();
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
+        self.stop_raft().await;
         let log = self.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }

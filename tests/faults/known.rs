@@ -237,6 +237,27 @@ pub async fn lagging_follower_catches_up(
     finish(name, &nemesis, &dir, &problems, &notes);
 }
 
+/// Up to `max` rows of `bytes` through `via`, numbered from `*id`, while `more` holds; how
+/// many were written, or the first failure.
+async fn write_rows(
+    c: &Cluster,
+    via: &[usize],
+    id: &mut i64,
+    bytes: usize,
+    max: usize,
+    more: impl Fn(&Cluster) -> bool,
+) -> Result<usize, String> {
+    let mut n = 0;
+    while n < max && more(c) {
+        write_big(c, via, *id, bytes, Duration::from_secs(10))
+            .await
+            .map_err(|e| format!("(write {n}) {e}"))?;
+        *id += 1;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A follower's data dir is a 16 MiB tmpfs; writes of 48 KiB rows fill it. The majority
 /// must keep taking writes, the full node must say it is not ready, and once space is given
 /// back (and, if needed, after a restart) it must catch up. With `stop_while_full`, the full
@@ -279,12 +300,12 @@ pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
     let row = 48 * 1024;
     let mut id = 0;
     // Fill the follower's disk (bounded: 16 MiB takes ~340 rows; stop at 800).
-    while c.free_bytes(f) > 1 << 20 && id < 800 {
-        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
-            problems.push(format!("while filling the follower's disk: {e}"));
-            break;
-        }
-        id += 1;
+    if let Err(e) = write_rows(&c, &healthy, &mut id, row, 800, |c| {
+        c.free_bytes(f) > 1 << 20
+    })
+    .await
+    {
+        problems.push(format!("while filling the follower's disk: {e}"));
     }
     event(
         &format!(
@@ -295,35 +316,31 @@ pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
     );
     notes.push(format!("{id} rows of 48 KiB filled the follower's disk"));
     // The majority keeps taking writes.
-    for k in 0..20 {
-        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
-            problems.push(format!("majority stopped taking writes with one follower's disk full (write {k} after full): {e}"));
-            break;
-        }
-        id += 1;
+    if let Err(e) = write_rows(&c, &healthy, &mut id, row, 20, |_| true).await {
+        problems.push(format!(
+            "majority stopped taking writes with one follower's disk full (after full): {e}"
+        ));
     }
     event("20 more writes done", t0);
     // Until not even one more entry fits, so that the follower's Raft log fails to write
-    // (applying stopped long before, at 64 MiB free).
-    let mut more = 0;
-    while c.free_bytes(f) >= row as u64 && more < 100 {
-        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
+    // (applying stopped long before, at 64 MiB free), and then some.
+    let more = match write_rows(&c, &healthy, &mut id, row, 100, |c| {
+        c.free_bytes(f) >= row as u64
+    })
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
             problems.push(format!(
                 "majority stopped taking writes with one follower's disk full: {e}"
             ));
-            break;
+            0
         }
-        id += 1;
-        more += 1;
-    }
-    for _ in 0..5 {
-        if let Err(e) = write_big(&c, &healthy, id, row, Duration::from_secs(10)).await {
-            problems.push(format!(
-                "majority stopped taking writes once the follower's log was full: {e}"
-            ));
-            break;
-        }
-        id += 1;
+    };
+    if let Err(e) = write_rows(&c, &healthy, &mut id, row, 5, |_| true).await {
+        problems.push(format!(
+            "majority stopped taking writes once the follower's log was full: {e}"
+        ));
     }
     event(
         &format!(
@@ -365,6 +382,8 @@ pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
             "the node with a full disk still reports ready after 15s (last /readyz: {last})"
         ));
     }
+    // Give the space back (stopping the node first, with `stop_while_full`); it must catch
+    // up (after a restart, if it needs one).
     if stop_while_full {
         event("SIGTERM the full follower", t0);
         match c.terminate(f, Duration::from_secs(10)).await {
@@ -377,36 +396,29 @@ pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
                 d.as_secs()
             )),
         }
-        c.resize_tmpfs(f, "256m");
-        event("grew the tmpfs; start the follower again", t0);
-        c.restart(f).await;
-        let l = c.wait_leader(Duration::from_secs(30)).await;
-        let want = fingerprint(&c, l, "strong")
-            .await
-            .expect("leader fingerprint");
-        match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
-            Ok(d) => notes.push(format!(
-                "caught up {:.2}s after it started again",
-                d.as_secs_f64()
-            )),
-            Err(e) => problems.push(format!("after it started again with space: {e}")),
-        }
-        drop(c);
-        finish(name, nemesis, &dir, &problems, &notes);
-        return;
     }
-    // Give the space back; it must catch up (after a restart, if it needs one).
     event("grow the follower's tmpfs to 256 MiB", t0);
     c.resize_tmpfs(f, "256m");
+    if stop_while_full {
+        c.restart(f).await;
+    }
     let l = c.wait_leader(Duration::from_secs(30)).await;
     let want = fingerprint(&c, l, "strong")
         .await
         .expect("leader fingerprint");
-    match wait_fingerprint(&c, f, want, Duration::from_secs(20)).await {
+    let within = Duration::from_secs(if stop_while_full { 30 } else { 20 });
+    match wait_fingerprint(&c, f, want, within).await {
+        Ok(d) if stop_while_full => notes.push(format!(
+            "caught up {:.2}s after it started again",
+            d.as_secs_f64()
+        )),
         Ok(d) => notes.push(format!(
             "caught up {:.2}s after space came back, without a restart",
             d.as_secs_f64()
         )),
+        Err(e) if stop_while_full => {
+            problems.push(format!("after it started again with space: {e}"))
+        }
         Err(e) => {
             notes.push(format!("not caught up without a restart ({e})"));
             event("restart the follower", t0);

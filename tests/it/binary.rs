@@ -115,3 +115,21 @@ async fn go_style_flags_and_config_file_are_accepted() {
     let fk = p.client.query_values("PRAGMA foreign_keys", "weak").await;
     assert_eq!(fk, serde_json::json!([[1]]));
 }
+
+/// A second node on a data directory in use does not start, says why, and the harness
+/// passes on the end of its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_a_data_directory_in_use_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Proc::spawn(tmp.path(), &[]);
+    first.wait_ready().await;
+    let dir = tmp.path().to_path_buf();
+    let e = tokio::task::spawn_blocking(move || {
+        Proc::try_spawn_node(&dir, "2", "127.0.0.1:0", "127.0.0.1:0", &[])
+    })
+    .await
+    .unwrap()
+    .err()
+    .expect("a second node on the same data directory");
+    assert!(e.contains("another sqlraftd"), "{e}");
+}

@@ -55,16 +55,13 @@ fn blank(index: u64) -> Entry {
 async fn log_survives_reopen() {
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
-    {
-        let mut s = LogStore::open(&path).unwrap();
-        // Returns only once the flush callback fired, i.e. the entries are durable.
-        s.blocking_append((1..=10).map(blank)).await.unwrap();
-        s.truncate(log_id(1, 1, 9)).await.unwrap();
-        s.purge(log_id(1, 1, 3)).await.unwrap();
-        s.save_vote(&Vote::new(2, 7)).await.unwrap();
-        s.close();
-    }
     let mut s = LogStore::open(&path).unwrap();
+    // Returns only once the flush callback fired, i.e. the entries are durable.
+    s.blocking_append((1..=10).map(blank)).await.unwrap();
+    s.truncate(log_id(1, 1, 9)).await.unwrap();
+    s.purge(log_id(1, 1, 3)).await.unwrap();
+    s.save_vote(&Vote::new(2, 7)).await.unwrap();
+    let mut s = reopen(s, &path);
     assert_eq!(
         ids(&mut s).await,
         (4..=8).map(|i| (1, i)).collect::<Vec<_>>()
@@ -119,16 +116,13 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
 async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     let td = TempDir::new().unwrap();
     let path = td.path().join("log.redb");
-    {
-        let mut s = LogStore::open(&path).unwrap();
-        s.blocking_append((1..=3).map(blank)).await.unwrap();
-        s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
-        s.blocking_append((4..=7).map(blank)).await.unwrap();
-        s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
-        s.truncate(log_id(1, 1, 6)).await.unwrap();
-        s.close();
-    }
     let mut s = LogStore::open(&path).unwrap();
+    s.blocking_append((1..=3).map(blank)).await.unwrap();
+    s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
+    s.blocking_append((4..=7).map(blank)).await.unwrap();
+    s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
+    s.truncate(log_id(1, 1, 6)).await.unwrap();
+    let mut s = reopen(s, &path);
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
     assert_eq!(
         ids(&mut s).await,
@@ -170,10 +164,15 @@ async fn a_commit_index_in_the_meta_table_is_still_read() {
     );
     // Written from now on in the log table, which wins over the old key.
     s.save_committed(Some(log_id(1, 1, 4))).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&path).unwrap();
+    let mut s = reopen(s, &path);
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 4)));
     s.close();
+}
+
+/// Closes the log and opens it again, as a restart does.
+fn reopen(s: LogStore, path: &Path) -> LogStore {
+    s.close();
+    LogStore::open(path).unwrap()
 }
 
 async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
@@ -191,20 +190,16 @@ async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
 async fn truncated_entries_never_come_back() {
     let td = TempDir::new().unwrap();
     let path = td.path().join("raft-log.redb");
-    {
-        let mut s = LogStore::open(&path).unwrap();
-        s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
-        s.truncate(log_id(1, 1, 4)).await.unwrap();
-        s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
-        s.close();
-    }
     let mut s = LogStore::open(&path).unwrap();
+    s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
+    s.truncate(log_id(1, 1, 4)).await.unwrap();
+    s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
+    let mut s = reopen(s, &path);
     let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (2, 5)]).collect();
     assert_eq!(ids(&mut s).await, want);
     s.truncate(log_id(2, 1, 5)).await.unwrap();
     s.blocking_append([at(3, 5)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&path).unwrap();
+    let mut s = reopen(s, &path);
     let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (3, 5)]).collect();
     assert_eq!(ids(&mut s).await, want);
     let st = s.get_log_state().await.unwrap();
@@ -222,16 +217,14 @@ async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
     s.blocking_append((1..=12).map(blank)).await.unwrap();
     s.purge(log_id(1, 1, 7)).await.unwrap();
     s.blocking_append([blank(13)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&path).unwrap();
+    let mut s = reopen(s, &path);
     assert_eq!(
         ids(&mut s).await,
         (8..=13).map(|i| (1, i)).collect::<Vec<_>>()
     );
     s.purge(log_id(1, 1, 50)).await.unwrap();
     s.blocking_append([blank(51), blank(52)]).await.unwrap();
-    s.close();
-    let mut s = LogStore::open(&path).unwrap();
+    let mut s = reopen(s, &path);
     assert_eq!(ids(&mut s).await, vec![(1, 51), (1, 52)]);
     let st = s.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 50)));

@@ -505,8 +505,8 @@ impl LogStore {
     }
 
     /// From now on a batch refused for lack of space fails instead of waiting for space
-    /// (its entries are not acknowledged). Called when the node stops, before Raft does: a
-    /// Raft that waits on such a batch could not stop otherwise.
+    /// (its entries are not acknowledged). Called before Raft is stopped for good
+    /// (`Store::stop_raft`): a Raft that waits on such a batch could not stop otherwise.
     pub fn stop_waiting_for_space(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }

@@ -88,6 +88,11 @@ impl Writer {
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// Whether the node is stopping (see [`super::LogStore::stop_waiting_for_space`]).
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Commits one batch. A full disk is not an error: the node waits (reporting it) and
     /// retries every second, with the database reopened (redb refuses to continue after an
     /// I/O error otherwise), so it carries on by itself once space is freed; once the node
@@ -108,7 +113,7 @@ impl Writer {
                     return Ok(());
                 }
                 Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
-                    if self.stopping.load(Ordering::SeqCst) {
+                    if self.stopping() {
                         let e = format!("{e}; not retried: the node is stopping");
                         tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
                         return Err(e);
@@ -122,7 +127,7 @@ impl Writer {
                     );
                     // A second, in steps, so that a stop is seen at once.
                     for _ in 0..10 {
-                        if self.stopping.load(Ordering::SeqCst) {
+                        if self.stopping() {
                             break;
                         }
                         std::thread::sleep(Duration::from_millis(100));

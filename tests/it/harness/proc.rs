@@ -82,27 +82,22 @@ impl Proc {
                 Stdio::piped()
             });
         let mut child = cmd.spawn().expect("spawn sqlraftd");
-        let mut stderr = child.stderr.take();
+        // Drained from the start and for the node's life, so that its log never fills the
+        // pipe and blocks it (before its startup line too); the end is kept for errors.
+        let log_end = child
+            .stderr
+            .take()
+            .map(|err| std::thread::spawn(move || keep_end(err)));
         let v = match startup_line(&mut child) {
             Ok(v) => v,
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait();
-                let mut said = String::new();
-                if let Some(err) = stderr.as_mut() {
-                    let _ = std::io::Read::read_to_string(err, &mut said);
-                }
-                let from = (said.len().saturating_sub(2000)..said.len())
-                    .find(|&i| said.is_char_boundary(i))
-                    .unwrap_or(said.len());
-                let tail = &said[from..];
-                return Err(format!("node {id}: {e}: {status:?}; its log ends: {tail}"));
+                let end = log_end.and_then(|t| t.join().ok()).unwrap_or_default();
+                let end = String::from_utf8_lossy(&end);
+                return Err(format!("node {id}: {e}: {status:?}; its log ends: {end}"));
             }
         };
-        // Drained for the node's life, so that its log never fills the pipe and blocks it.
-        if let Some(mut err) = stderr {
-            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        }
         let http_addr = v["http_addr"].as_str().expect("http_addr").to_string();
         let raft_addr = v["raft_addr"].as_str().expect("raft_addr").to_string();
         let client = Client::new(format!("http://{http_addr}"));
@@ -311,4 +306,23 @@ async fn spawn_blocking_proc(
     })
     .await
     .expect("spawn task")
+}
+
+/// Reads `r` to its end, keeping the last 2,000 bytes or so.
+fn keep_end(mut r: impl std::io::Read) -> Vec<u8> {
+    const KEEP: usize = 2000;
+    let (mut end, mut buf) = (Vec::new(), [0u8; 8192]);
+    loop {
+        match r.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                end.extend_from_slice(&buf[..n]);
+                if end.len() > 2 * KEEP {
+                    end.drain(..end.len() - KEEP);
+                }
+            }
+        }
+    }
+    end
 }
