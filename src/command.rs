@@ -105,6 +105,25 @@ pub enum Command {
     CdcProgress(CdcProgress),
 }
 
+/// A one-line summary for Raft's logs: the kind of command, never its statements.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Execute(r) => write!(f, "execute({} statements)", r.statements.len()),
+            Command::Query(r) => write!(f, "query({} statements)", r.statements.len()),
+            Command::ExecuteQuery(r) => write!(f, "request({} statements)", r.statements.len()),
+            Command::Load(b) => write!(f, "load({} bytes)", b.len()),
+            Command::Noop => f.write_str("noop"),
+            Command::Batch(cmds) => write!(f, "batch({} commands)", cmds.len()),
+            Command::Bounded { cmd, .. } => write!(f, "bounded({cmd})"),
+            Command::Part(_) => f.write_str("part"),
+            Command::PartAbort { id } => write!(f, "part-abort({id})"),
+            Command::TxCommit(t) => write!(f, "tx-commit({})", t.id),
+            Command::CdcProgress(p) => write!(f, "cdc-progress({})", p.delivered),
+        }
+    }
+}
+
 /// How far CDC delivery got, replicated so that a new leader resumes exactly there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdcProgress {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::join::{join_once, JoinOutcome};

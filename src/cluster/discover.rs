@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use sqlraft_discovery::{
     DiscoStatus, DiscoveryError, LeaderKey, LeaderRecord, Lookup, Peer, Versioned,
 };

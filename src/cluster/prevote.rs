@@ -1,6 +1,6 @@
 //! Elections with a pre-vote (Raft thesis §9.6).
 //!
-//! openraft 0.9 campaigns as soon as its election timer fires, bumping its term even when it
+//! openraft's election timer campaigns as soon as it fires, bumping its term even when it
 //! cannot win; a node that was cut off comes back with a higher term and forces a healthy
 //! leader to step down. So openraft's own timer is off (`enable_elect = false`) and this loop
 //! decides: a voter that has not heard from a leader for a randomized election timeout first
@@ -55,7 +55,7 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         if pre_vote(&cluster).await {
             tracing::info!("pre-vote won: starting an election");
             store.metrics().store.elections.inc();
-            if let Err(e) = store.raft().trigger().elect().await {
+            if let Err(e) = store.campaign().await {
                 tracing::warn!(error = %e, "could not start an election");
             }
         } else {

@@ -1,15 +1,19 @@
-//! The internode service on the Raft listener: openraft's RPCs and the cluster service
-//! (metadata, join, notify, remove, forwarded requests).
+//! The internode service on the Raft listener: openraft's RPCs, snapshots received in chunks,
+//! and the cluster service (metadata, join, notify, remove, forwarded requests).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use axum::{Extension, Router};
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::vote::RaftLeaderId;
+use tokio::io::AsyncWriteExt;
 
 use super::bootstrap::Bootstrapper;
 use super::proto::Credentials;
@@ -17,9 +21,11 @@ use super::proto::{ClusterRequest, ClusterResponse, NodeMeta, PATH_CLUSTER};
 use super::{Cluster, ClusterError, Forwarding};
 use crate::auth::{AuthStore, Perm};
 use crate::metrics::{ClusterCounters, Counter};
-use crate::raft::network::{Isolation, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::network::{
+    Isolation, SnapshotChunk, SnapshotReply, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE,
+};
 use crate::raft::transport::{decode, encode};
-use crate::raft::{NodeId, TypeConfig};
+use crate::raft::{NodeId, Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use crate::store::Store;
 
 /// What the internode handlers share.
@@ -43,7 +49,8 @@ impl ServiceState {
 /// Bytes an internode request may carry beyond the largest client request it may relay
 /// (a forwarded request, or a log entry holding one): framing, and the other entries of an
 /// AppendEntries batch (which the log store caps at
-/// [`REPLICATION_BATCH_BYTES`](crate::raft::log_store::REPLICATION_BATCH_BYTES)).
+/// [`REPLICATION_BATCH_BYTES`](crate::raft::log_store::REPLICATION_BATCH_BYTES)). A snapshot
+/// chunk is at most [`MAX_SNAPSHOT_CHUNK`](crate::raft::network::MAX_SNAPSHOT_CHUNK), within it.
 const INTERNODE_HEADROOM: usize = 64 << 20;
 
 /// The internode routes. `max_client_body` is the API's body limit (`-http-max-body`): a log
@@ -56,6 +63,8 @@ pub fn router(state: Arc<ServiceState>, max_client_body: usize) -> Router {
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_CLUSTER, post(cluster))
+        // This node's snapshot transfer in progress, across the requests carrying its chunks.
+        .layer(Extension(Arc::new(Inbox::default())))
         .layer(axum::extract::DefaultBodyLimit::max(
             max_client_body.saturating_add(INTERNODE_HEADROOM),
         ))
@@ -75,6 +84,8 @@ enum Refused {
     Isolated,
     /// The body is not the request the route takes.
     Malformed(String),
+    /// A snapshot that no leader could send with the vote it came with.
+    Inconsistent(String),
 }
 
 impl IntoResponse for Refused {
@@ -84,6 +95,7 @@ impl IntoResponse for Refused {
                 (StatusCode::SERVICE_UNAVAILABLE, "node is isolated").into_response()
             }
             Refused::Malformed(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+            Refused::Inconsistent(e) => (StatusCode::CONFLICT, e).into_response(),
         }
     }
 }
@@ -106,17 +118,180 @@ async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Resp
 }
 
 async fn vote(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
-    let req: VoteRequest<NodeId> = accept(&st, &body)?;
+    let req: VoteRequest<TypeConfig> = accept(&st, &body)?;
     Ok(reply(&st.store().raft().vote(req).await))
 }
 
-async fn snapshot(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
-    let req: InstallSnapshotRequest<TypeConfig> = accept(&st, &body)?;
-    let resp = st.store().raft().install_snapshot(req).await;
-    if resp.is_ok() {
-        st.store().leader_contact().record();
+/// The snapshot transfer this node is receiving. One at a time: the state machine receives
+/// into one file, and the last chunk installs whatever it holds.
+#[derive(Default)]
+struct Inbox(tokio::sync::Mutex<Option<Receiving>>);
+
+struct Receiving {
+    transfer: u64,
+    vote: Vote,
+    meta: SnapshotMeta,
+    /// Bytes written so far: where the next chunk must start.
+    next: u64,
+    file: SnapshotData,
+    /// When the last chunk arrived: an abandoned transfer gives way to any new one.
+    last: Instant,
+}
+
+/// One chunk of a snapshot ([`SnapshotChunk`]).
+async fn snapshot(
+    State(st): State<Arc<ServiceState>>,
+    Extension(inbox): Extension<Arc<Inbox>>,
+    body: Bytes,
+) -> Result<Response, Refused> {
+    let chunk: SnapshotChunk = accept(&st, &body)?;
+    // The chunk is decoded: do not hold it twice while it is written.
+    drop(body);
+    possible(st.store().node_id(), &chunk).map_err(Refused::Inconsistent)?;
+    Ok(reply(&receive(&st, &inbox, chunk).await))
+}
+
+/// Refuses, at every chunk, a snapshot no leader could send with this vote. Openraft's
+/// `install_full_snapshot` trusts its input (later 0.10 releases panic on one that ends beyond
+/// the leadership of its vote); a corrupt or forged request must not get that far. A leader's vote is also committed
+/// and names another node (one naming this node would make it leader), and its snapshot holds
+/// the membership entry it carries.
+fn possible(me: NodeId, c: &SnapshotChunk) -> Result<(), String> {
+    let vote = &c.vote;
+    if !vote.is_committed() || vote.leader_id().node_id == me {
+        return Err(format!(
+            "snapshot sent with vote {vote}, not another node's leadership"
+        ));
     }
-    Ok(reply(&resp))
+    let last = c.meta.last_log_id.as_ref();
+    if let Some(l) = last.filter(|l| *l.committed_leader_id() > vote.leader_id().to_committed()) {
+        return Err(format!(
+            "snapshot up to {l} cannot come from the leader of vote {vote}"
+        ));
+    }
+    if let Some(m) = c
+        .meta
+        .last_membership
+        .log_id()
+        .as_ref()
+        .filter(|m| last.is_none_or(|l| *m > l || m.index > l.index))
+    {
+        return Err(format!(
+            "snapshot up to {last:?} holds a membership from beyond it, at {m}"
+        ));
+    }
+    Ok(())
+}
+
+/// The other snapshots openraft's `install_full_snapshot` must not see: one past this node's
+/// committed log id that is not also at a greater index (it contradicts committed entries, and
+/// installing it would truncate the log after the committed index).
+/// `None` if `meta` is not one.
+async fn contradicts_committed(raft: &Raft, meta: &SnapshotMeta) -> Option<String> {
+    let last = meta.last_log_id?;
+    let committed = raft
+        .with_raft_state(|s| s.committed().copied())
+        .await
+        .ok()??;
+    (last > committed && last.index <= committed.index).then(|| {
+        format!("snapshot up to {last} contradicts this node's committed log (up to {committed})")
+    })
+}
+
+/// Writes a chunk into the transfer it continues (or starts), and installs the snapshot after
+/// the last one.
+async fn receive(st: &ServiceState, inbox: &Inbox, c: SnapshotChunk) -> SnapshotReply {
+    let store = st.store();
+    let raft = store.raft();
+    // A leader this node knows to be deposed learns it now, not after sending everything
+    // (openraft would refuse the snapshot at the end).
+    let current = raft.metrics().borrow_watched().vote;
+    if current > c.vote {
+        return SnapshotReply::Done(SnapshotResponse::new(current));
+    }
+    let mut slot = inbox.0.lock().await;
+    if c.offset == 0 {
+        // A transfer the sender gave up on (no chunk within its per-chunk timeout) gives way.
+        let idle = raft.config().install_snapshot_timeout();
+        if let Some(r) = slot.as_ref() {
+            if r.transfer != c.transfer && r.vote > c.vote && r.last.elapsed() < idle {
+                return SnapshotReply::Failed(format!(
+                    "receiving a snapshot from a newer leader (vote {})",
+                    r.vote
+                ));
+            }
+        }
+        *slot = None;
+        // No use receiving what openraft must not be given.
+        if let Some(why) = contradicts_committed(raft, &c.meta).await {
+            return SnapshotReply::Failed(why);
+        }
+        let file = match store.state_machine().begin_receiving_snapshot().await {
+            Ok(f) => f,
+            Err(e) => return SnapshotReply::Failed(format!("cannot receive a snapshot: {e}")),
+        };
+        *slot = Some(Receiving {
+            transfer: c.transfer,
+            vote: c.vote,
+            meta: c.meta.clone(),
+            next: 0,
+            file,
+            last: Instant::now(),
+        });
+    }
+    let mut r = match slot.take() {
+        Some(r) if r.transfer == c.transfer => r,
+        other => {
+            // Another transfer's, if any, stays.
+            *slot = other;
+            return SnapshotReply::Restart(format!(
+                "no snapshot transfer {:016x} in progress here (this node restarted, or another transfer replaced it)",
+                c.transfer
+            ));
+        }
+    };
+    // Anything else ends the transfer (`r` is dropped): the sender starts over.
+    if r.next != c.offset || r.vote != c.vote || r.meta != c.meta {
+        return SnapshotReply::Restart(format!(
+            "snapshot chunk at offset {} does not continue transfer {:016x} (at offset {})",
+            c.offset, c.transfer, r.next
+        ));
+    }
+    // Flushed: a write error (a full disk) is this chunk's, not a later one's.
+    let written = async {
+        r.file.write_all(&c.data).await?;
+        r.file.flush().await
+    };
+    if let Err(e) = written.await {
+        return SnapshotReply::Failed(format!("cannot write the snapshot: {e}"));
+    }
+    r.next += c.data.len() as u64;
+    r.last = Instant::now();
+    store.leader_contact().record();
+    if !c.done {
+        *slot = Some(r);
+        return SnapshotReply::Received;
+    }
+    // The lock stays held while Raft installs: no other transfer starts meanwhile.
+    install(raft, r).await
+}
+
+/// Hands a received snapshot to Raft.
+async fn install(raft: &Raft, r: Receiving) -> SnapshotReply {
+    // Checked again, with the committed log id as it is now: it may have grown during the
+    // transfer. It only grows, so only a snapshot forged to end among entries committed
+    // between here and Raft's own check could still fail that; no leader sends one.
+    if let Some(why) = contradicts_committed(raft, &r.meta).await {
+        return SnapshotReply::Failed(why);
+    }
+    let snapshot = Snapshot {
+        meta: r.meta,
+        snapshot: r.file,
+    };
+    match raft.install_full_snapshot(r.vote, snapshot).await {
+        Ok(resp) => SnapshotReply::Done(resp),
+        Err(fatal) => SnapshotReply::Failed(format!("Raft stopped: {fatal}")),
+    }
 }
 
 async fn cluster(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
@@ -204,7 +379,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
     };
     match req {
         ClusterRequest::Meta => {
-            let m = store.raft().metrics().borrow().clone();
+            let m = store.raft().metrics().borrow_watched().clone();
             c.get_node_api_resp.inc();
             Ok(ClusterResponse::Meta(NodeMeta {
                 node: store.me().clone(),
@@ -318,13 +493,57 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
         }
         ClusterRequest::Elect => {
             store.metrics().store.elections.inc();
-            store
-                .raft()
-                .trigger()
-                .elect()
-                .await
-                .map_err(|e| crate::store::StoreError::Raft(e.to_string()))?;
+            store.campaign().await?;
             Ok(ClusterResponse::Ok)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Membership, StoredMembership};
+
+    fn chunk(vote: Vote, last: Option<(u64, u64, u64)>, membership_at: u64) -> SnapshotChunk {
+        let log_id =
+            |(term, node, index)| openraft::testing::log_id::<TypeConfig>(term, node, index);
+        let nodes = std::collections::BTreeMap::from([(1, crate::raft::NodeInfo::default())]);
+        let membership = Membership::new(vec![[1].into()], nodes).unwrap();
+        SnapshotChunk {
+            vote,
+            meta: SnapshotMeta {
+                last_log_id: last.map(log_id),
+                last_membership: StoredMembership::new(
+                    Some(log_id((1, 1, membership_at))),
+                    membership,
+                ),
+                snapshot_id: String::new(),
+            },
+            transfer: 1,
+            offset: 0,
+            data: Vec::new(),
+            done: false,
+        }
+    }
+
+    #[test]
+    fn only_snapshots_a_leader_could_send_are_possible() {
+        let me = 3;
+        let ok = |c: &SnapshotChunk| possible(me, c).is_ok();
+        // A leader (term 5, node 2) sends what it or an earlier leader wrote.
+        assert!(ok(&chunk(Vote::new_committed(5, 2), Some((5, 2, 40)), 10)));
+        assert!(ok(&chunk(Vote::new_committed(5, 2), Some((4, 1, 40)), 40)));
+        // Log ids beyond the vote's leadership: no leader sends these.
+        assert!(!ok(&chunk(Vote::new_committed(5, 2), Some((6, 1, 40)), 10)));
+        assert!(!ok(&chunk(Vote::new_committed(5, 2), Some((5, 4, 40)), 10)));
+        // No leader's vote: a candidate's, or this node's own.
+        assert!(!ok(&chunk(Vote::new(5, 2), Some((5, 2, 40)), 10)));
+        assert!(!ok(&chunk(
+            Vote::new_committed(5, me),
+            Some((5, 1, 40)),
+            10
+        )));
+        // A membership from beyond the snapshot.
+        assert!(!ok(&chunk(Vote::new_committed(5, 2), Some((5, 2, 40)), 41)));
     }
 }

@@ -5,6 +5,7 @@
 //! queue's channel.
 //! Does not: count or name anything (`crate::metrics`).
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
@@ -34,7 +35,7 @@ impl Sampler for NodeSampler {
     fn sample(&self) -> Sample {
         let store = &self.store;
         // A copy: never hold openraft's metrics lock while asking the store anything else.
-        let m = store.raft().metrics().borrow().clone();
+        let m = store.raft().metrics().borrow_watched().clone();
         let applied_index = m.last_applied.map(|l| l.index).unwrap_or(0);
         Sample {
             term: m.current_term,

@@ -1,6 +1,7 @@
 //! Operations endpoints: `/status`, `/readyz`, `/snapshot` (the membership endpoints are
 //! `members.rs`, `/debug/vars` is `vars.rs`, `/metrics` is `scrape.rs`).
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -68,7 +69,7 @@ async fn status_json(st: &HttpState) -> Json {
             obj(vec![("error", s(e.to_string()))])
         }
     };
-    let m = store.raft().metrics().borrow().clone();
+    let m = store.raft().metrics().borrow_watched().clone();
     let me = store.me();
     let leader = store.leader();
     let applied = store.applied().lock().clone();

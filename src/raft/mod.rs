@@ -61,16 +61,24 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
-        // A SQLite database file, sent and received in chunks: never whole in memory.
-        SnapshotData = tokio::fs::File,
+        SnapshotData = SnapshotData,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+/// The state machine's snapshot data: a SQLite database file, sent and received in chunks,
+/// never whole in memory.
+pub type SnapshotData = tokio::fs::File;
+
+pub type Raft = openraft::Raft<TypeConfig, crate::store::state_machine::StateMachine>;
+pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+pub type Entry = openraft::alias::DefaultEntryOf<TypeConfig>;
+pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, NodeInfo>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig>;
 
 /// Maps an rqlite string id to openraft's numeric id (FNV-1a, 64 bit).
 ///

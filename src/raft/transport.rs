@@ -13,7 +13,9 @@ use serde::Serialize;
 /// The version of the internode encoding.
 /// 3: query results carry each column's table (`qualify_columns`).
 /// 4: reads carry `min_index`; followers ask the leader for a ReadIndex.
-pub const WIRE_VERSION: u16 = 4;
+/// 5: openraft 0.10's Raft messages (errors changed shape); snapshots travel as
+/// `SnapshotChunk`s.
+pub const WIRE_VERSION: u16 = 5;
 
 /// Why an internode call failed.
 #[derive(Debug, thiserror::Error)]

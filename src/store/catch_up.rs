@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
+
 use super::*;
 
 /// How long a read waits for `min_index` when the request names no `timeout`: a node that is
@@ -24,7 +26,7 @@ impl Store {
     pub fn applied_index(&self) -> u64 {
         self.raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map(|l| l.index)
             .unwrap_or(0)
@@ -46,7 +48,7 @@ impl Store {
         loop {
             // The borrow ends here: `leader()` reads the metrics again (see its note).
             let applied = metrics
-                .borrow_and_update()
+                .borrow_watched()
                 .last_applied
                 .map(|l| l.index)
                 .unwrap_or(0);

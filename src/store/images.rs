@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::command::Command;
 use crate::db::Engine;
-use crate::raft::{NodeId, NodeInfo};
+use crate::raft::{LogId, TypeConfig};
 
 /// An uploaded file, deleted when dropped.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ impl Store {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let (applied, snap) = applied_and_snapshot(&self.raft.metrics().borrow());
+            let (applied, snap) = applied_and_snapshot(&self.raft.metrics().borrow_watched());
             // After a load the log holds the whole database: a snapshot lets it go (rqlite
             // snapshots after a load too).
             let loads = self.sm.applied().lock().loads;
@@ -126,7 +127,7 @@ impl Store {
 
     /// `/boot` from a file: load into a single-node cluster and snapshot at once.
     pub async fn boot_file(&self, path: &std::path::Path) -> Result<(), StoreError> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         if m.membership_config.membership().nodes().count() > 1 {
             return Err(StoreError::NotSingleNode);
         }
@@ -203,10 +204,9 @@ impl Store {
     /// Takes a snapshot now and compacts the log behind it, keeping `trailing` entries
     /// (default: the configured trailing logs).
     pub(super) async fn take_snapshot(&self, trailing: Option<u64>) -> Result<(), StoreError> {
-        let (applied, _) = applied_and_snapshot(&self.raft.metrics().borrow());
-        let fatal = |e: openraft::error::Fatal<NodeId>| StoreError::Raft(e.to_string());
-        let reached =
-            |m: &openraft::RaftMetrics<NodeId, NodeInfo>| applied_and_snapshot(m).1 >= applied;
+        let (applied, _) = applied_and_snapshot(&self.raft.metrics().borrow_watched());
+        let fatal = |e: openraft::error::Fatal<TypeConfig>| StoreError::Raft(e.to_string());
+        let reached = |m: &openraft::RaftMetrics<TypeConfig>| applied_and_snapshot(m).1 >= applied;
         let deadline = Instant::now() + Duration::from_secs(60);
         // openraft ignores a trigger while a snapshot is being built; that build may stop short
         // of `applied`, so trigger again until a snapshot covers it.
@@ -227,7 +227,7 @@ impl Store {
             }
         }
         if let Some(t) = trailing {
-            let (_, snap) = applied_and_snapshot(&self.raft.metrics().borrow());
+            let (_, snap) = applied_and_snapshot(&self.raft.metrics().borrow_watched());
             if snap > t {
                 self.raft
                     .trigger()
@@ -241,7 +241,12 @@ impl Store {
 
     /// Waits until this node has applied every entry it has in its log (`/readyz?sync`).
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), StoreError> {
-        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let target = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0);
         self.raft
             .wait(Some(timeout))
             .metrics(
@@ -266,7 +271,7 @@ fn loaded((resp, index): (crate::raft::Response, u64)) -> Result<Reply, StoreErr
 }
 
 /// The last applied index and the last snapshot's index (0 for none).
-fn applied_and_snapshot(m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> (u64, u64) {
-    let index = |l: Option<openraft::LogId<NodeId>>| l.map(|l| l.index).unwrap_or(0);
+fn applied_and_snapshot(m: &openraft::RaftMetrics<TypeConfig>) -> (u64, u64) {
+    let index = |l: Option<LogId>| l.map(|l| l.index).unwrap_or(0);
     (index(m.last_applied), index(m.snapshot))
 }

@@ -6,6 +6,7 @@
 //! depends on both, and holding back this node's own elections (hand-overs, shutdown).
 //! Does not: campaign (`cluster::prevote` does, after a pre-vote) or forward anything.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,8 +98,29 @@ impl Store {
     /// quorum without knowing yet).
     pub(crate) fn raft_is_leader(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Starts an election (after a won pre-vote, or when the leader hands over). Not while
+    /// openraft still has this node as leader: openraft 0.10.0-alpha.17 keeps a leader's state
+    /// when it campaigns, beside the new term's vote (a debug assertion fails; a release build
+    /// keeps replicating with the old term). Such a leader, which lost its lease, sends a
+    /// heartbeat round instead: the followers take it back, or one answers with a higher term
+    /// and it steps down (and campaigns as a follower next time).
+    pub async fn campaign(&self) -> Result<(), StoreError> {
+        let trigger = self.raft.trigger();
+        let leading = self
+            .raft
+            .with_raft_state(|s| s.server_state == ServerState::Leader)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let sent = if leading {
+            trigger.heartbeat().await
+        } else {
+            trigger.elect().await
+        };
+        sent.map_err(|e| StoreError::Raft(e.to_string()))
     }
 
     /// Whether a quorum confirmed this node's leadership within the lease (the election
@@ -109,7 +131,7 @@ impl Store {
         let single = self
             .raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .membership_config
             .membership()
             .voter_ids()
@@ -125,8 +147,8 @@ impl Store {
     /// True if this node leads and its lease is valid. A leader cut off from the majority
     /// stops being one here once a new leader could have been elected elsewhere: it then
     /// refuses writes and `weak` reads and reports no leader, without starting an election
-    /// that would disrupt the majority when it comes back (openraft 0.9 has no step-down or
-    /// PreVote of its own).
+    /// that would disrupt the majority when it comes back (openraft has no step-down of its
+    /// own; sqlraft runs its own PreVote, `cluster::prevote`).
     pub fn is_leader(&self) -> bool {
         self.raft_is_leader() && self.lease_valid()
     }
@@ -139,7 +161,7 @@ impl Store {
         // first read: a deadlock that froze a node for good.
         let (leader, state, node) = {
             let m = self.raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             let leader = m.current_leader?;
             let node = m.membership_config.membership().get_node(&leader).cloned();
             (leader, m.state, node)
@@ -162,7 +184,7 @@ impl Store {
 
     /// The state `/status` reports: a leader whose lease lapsed is no longer acting as one.
     pub fn state_name(&self) -> &'static str {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         match m.state {
             ServerState::Leader if self.lease_valid() => "Leader",
             ServerState::Leader | ServerState::Follower | ServerState::Learner => "Follower",
@@ -198,7 +220,11 @@ impl Store {
         // timers no earlier than that, so no new leader can exist within the lease.
         let sent = Instant::now();
         let c = &self.metrics.store;
-        let confirmed = tokio::time::timeout(timeout, self.raft.get_read_log_id()).await;
+        let confirmed = tokio::time::timeout(
+            timeout,
+            self.raft.get_read_log_id(openraft::ReadPolicy::ReadIndex),
+        )
+        .await;
         c.verify_leader_duration.set_millis(sent.elapsed());
         if matches!(confirmed, Ok(Ok(_))) {
             c.verify_leader.inc();
@@ -210,9 +236,9 @@ impl Store {
                 self.lease.record_at(sent);
                 Ok(())
             }
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                _,
-            )))) => Err(self.not_leader()),
+            Ok(Err(RaftError::APIError(
+                openraft::error::LinearizableReadError::ForwardToLeader(_),
+            ))) => Err(self.not_leader()),
             // No quorum (or no answer in time): this node cannot prove it still leads.
             Ok(Err(_)) | Err(_) => Err(StoreError::NotLeader { leader: None }),
         }
@@ -236,7 +262,7 @@ impl Store {
                 changed = metrics.changed() => if changed.is_err() { return } else { false },
             };
             // Every new leader this node learns of (losing sight of one is not a change).
-            let now_leader = metrics.borrow().current_leader;
+            let now_leader = metrics.borrow_watched().current_leader;
             if now_leader.is_some() && now_leader != known_leader {
                 known_leader = now_leader;
                 self.metrics.store.leader_changes.inc();

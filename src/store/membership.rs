@@ -5,6 +5,7 @@
 //! node's own removal.
 //! Does not: find peers (discovery) or decide whether to form or join (`cluster::bootstrap`).
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ impl Store {
     /// All members (voters and learners) with whether each votes, sorted by id.
     pub fn members(&self) -> Vec<(NodeInfo, bool)> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let membership = m.membership_config.membership();
         let mut out: Vec<(NodeInfo, bool)> = membership
             .nodes()
@@ -61,7 +62,7 @@ impl Store {
     /// Whether this node is a voter in the current configuration.
     pub fn is_voter(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let voter = m
             .membership_config
             .membership()
@@ -88,7 +89,7 @@ impl Store {
         let mut was_member = false;
         loop {
             let member = metrics
-                .borrow()
+                .borrow_watched()
                 .membership_config
                 .membership()
                 .get_node(&self.id)
@@ -125,7 +126,7 @@ impl Store {
 
     /// The voter among `candidates` whose replicated log is longest (leader only).
     pub fn most_caught_up(&self, candidates: &[NodeInfo]) -> Option<NodeInfo> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let repl = m.replication.unwrap_or_default();
         candidates
             .iter()

@@ -5,7 +5,7 @@
 //! a file on every node as they are applied; the command is applied when its last part is.
 //! Does not: propose anything (the store does) or decide what a command means.
 //!
-//! Why: openraft 0.9 gives every AppendEntries a heartbeat interval to complete, so one entry
+//! Why: openraft gives every AppendEntries a heartbeat interval to complete, so one entry
 //! of tens of MB could never be replicated, and held whole in memory several times over.
 //! Parts keep every entry and every AppendEntries small and the memory bounded, whatever the
 //! size of the command.

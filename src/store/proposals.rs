@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::*;
 use crate::command::{Budget, Command};
-use crate::raft::{NodeId, NodeInfo, Raft};
+use crate::raft::{Raft, TypeConfig};
 
 /// Whether new proposals wait, and how many were admitted and are not settled yet. One value
 /// behind one lock, so "admit unless paused" and "pause, then wait for none admitted" cannot
@@ -66,7 +66,7 @@ pub(super) const MAX_BATCH: usize = 1024;
 /// Log entries in flight at once: one being made durable while the next one fills up.
 pub(super) const MAX_IN_FLIGHT: usize = 2;
 
-pub(super) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> StoreError {
+pub(super) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> StoreError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
             leader: f.leader_node,
@@ -75,10 +75,10 @@ pub(super) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo
     }
 }
 
-/// Group commit above Raft. openraft 0.9 makes each proposal durable before it takes the next
-/// one, so commands that arrive while an entry is being fsynced are combined into one
-/// `Command::Batch` entry: one append, one fsync, one replication round and one apply for all
-/// of them. With no concurrency every command still goes alone, with no added delay.
+/// Group commit above Raft. Commands that arrive while earlier entries are in flight are
+/// combined into one `Command::Batch` entry: one append, one fsync, one replication round and
+/// one apply for all of them. With no concurrency every command still goes alone, with no
+/// added delay.
 pub(super) async fn run_batcher(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {

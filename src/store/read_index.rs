@@ -72,7 +72,7 @@ pub(super) async fn run_read_index(
     wake: Arc<tokio::sync::Notify>,
     done: tokio::sync::watch::Sender<Round>,
 ) {
-    use openraft::error::CheckIsLeaderError;
+    use openraft::error::LinearizableReadError as CheckIsLeaderError;
     let mut covered = 0;
     loop {
         if requested.load(std::sync::atomic::Ordering::SeqCst) <= covered {
@@ -84,8 +84,13 @@ pub(super) async fn run_read_index(
         }
         // Everything requested so far arrived before this round starts.
         let epoch = requested.load(std::sync::atomic::Ordering::SeqCst);
-        let result = match tokio::time::timeout(round_timeout, raft.get_read_log_id()).await {
-            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+        let result = match tokio::time::timeout(
+            round_timeout,
+            raft.get_read_log_id(openraft::ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
             // Named by openraft; the caller re-checks what it knows of the leader.
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(StoreError::NotLeader {

@@ -18,13 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use openraft::storage::RaftLogStorage;
-use openraft::{CommittedLeaderId, EntryPayload, Membership, Vote};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+use openraft::vote::RaftLeaderId;
 use serde::Deserialize;
 
 use super::StoreError;
 use crate::raft::log_store::LogStore;
-use crate::raft::{node_id_of, Entry, LogId, NodeId, NodeInfo};
+use crate::raft::{
+    node_id_of, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, NodeId, NodeInfo, Vote,
+};
 
 /// One member as `peers.json` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -80,12 +82,13 @@ pub fn read_peers(file: &Path, me: &str) -> Result<Option<Vec<Peer>>, StoreError
 }
 
 /// The configuration entry and vote that make `peers` this node's membership, given the
-/// node's last log id and vote. Pure, so every survivor computes the same.
+/// node's last log id and vote. Pure, so every survivor computes the same. Fails when the
+/// peers make no valid membership (no voter), which [`read_peers`] rules out.
 pub fn recovery_entry(
     peers: &[Peer],
     last_log: Option<LogId>,
-    vote: Option<Vote<NodeId>>,
-) -> (Entry, Vote<NodeId>) {
+    vote: Option<Vote>,
+) -> Result<(Entry, Vote), StoreError> {
     let voters: BTreeSet<NodeId> = peers
         .iter()
         .filter(|p| !p.non_voter)
@@ -110,14 +113,16 @@ pub fn recovery_entry(
         .max(vote.map(|v| v.leader_id().term).unwrap_or(0));
     let term = seen + 1;
     let leader = voters.iter().next().copied().unwrap_or_default();
+    let membership = Membership::new(vec![voters], nodes)
+        .map_err(|e| StoreError::Io(format!("peers.json: not a valid membership: {e}")))?;
     let entry = Entry {
         log_id: LogId::new(
             CommittedLeaderId::new(term, leader),
             last_log.map(|l| l.index + 1).unwrap_or(0),
         ),
-        payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+        payload: EntryPayload::Membership(membership),
     };
-    (entry, Vote::new(term, leader))
+    Ok((entry, Vote::new(term, leader)))
 }
 
 /// Applies `<data>/raft/peers.json` if there is one (before Raft starts), then deletes it.
@@ -131,11 +136,19 @@ pub async fn recover(data_dir: &Path, me: &NodeInfo, log: &LogStore) -> Result<b
     let Some(peers) = read_peers(&file, &me.id)? else {
         return Ok(false);
     };
-    let storage = |e: openraft::StorageError<NodeId>| StoreError::Raft(e.to_string());
+    fn storage(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Raft(e.to_string())
+    }
+    // Through openraft's storage traits, as Raft itself reads and writes the log.
     let mut log = log.clone();
     let state = log.get_log_state().await.map_err(storage)?;
-    let vote = log.read_vote().await.map_err(storage)?;
-    let (entry, new_vote) = recovery_entry(&peers, state.last_log_id, vote);
+    let vote = log
+        .get_log_reader()
+        .await
+        .read_vote()
+        .await
+        .map_err(storage)?;
+    let (entry, new_vote) = recovery_entry(&peers, state.last_log_id, vote)?;
     tracing::warn!(
         file = %file.display(),
         members = ?peers.iter().map(|p| format!("{}@{}{}", p.id, p.address, if p.non_voter { " (non-voter)" } else { "" })).collect::<Vec<_>>(),
@@ -143,7 +156,8 @@ pub async fn recover(data_dir: &Path, me: &NodeInfo, log: &LogStore) -> Result<b
         "recovering the cluster: the membership is replaced by peers.json"
     );
     log.save_vote(&new_vote).await.map_err(storage)?;
-    log.append_now(vec![entry]).await.map_err(storage)?;
+    // Returns once the entry is durable.
+    log.blocking_append([entry]).await.map_err(storage)?;
     std::fs::remove_file(&file)
         .map_err(|e| StoreError::Io(format!("cannot delete {}: {e}", file.display())))?;
     Ok(true)
@@ -204,8 +218,8 @@ mod tests {
         let peers = [peer("1", true), peer("2", true), peer("3", false)];
         let last = Some(LogId::new(CommittedLeaderId::new(4, 77), 120));
         let vote = Some(Vote::new(5, 77));
-        let (a, va) = recovery_entry(&peers, last, vote);
-        let (b, vb) = recovery_entry(&peers, last, vote);
+        let (a, va) = recovery_entry(&peers, last, vote).unwrap();
+        let (b, vb) = recovery_entry(&peers, last, vote).unwrap();
         assert_eq!(a.log_id, b.log_id);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
         assert_eq!(va, vb);
@@ -230,11 +244,11 @@ mod tests {
         let peers = [peer("1", true), peer("2", true)];
         let short = Some(LogId::new(CommittedLeaderId::new(4, 77), 100));
         let long = Some(LogId::new(CommittedLeaderId::new(4, 77), 120));
-        let (a, _) = recovery_entry(&peers, short, Some(Vote::new(4, 77)));
-        let (b, _) = recovery_entry(&peers, long, Some(Vote::new(4, 77)));
+        let (a, _) = recovery_entry(&peers, short, Some(Vote::new(4, 77))).unwrap();
+        let (b, _) = recovery_entry(&peers, long, Some(Vote::new(4, 77))).unwrap();
         // Comparable (the same leader id) so elections can order them; the longer log wins.
         assert!(b.log_id > a.log_id);
-        let (c, _) = recovery_entry(&peers, short, Some(Vote::new(9, 1)));
+        let (c, _) = recovery_entry(&peers, short, Some(Vote::new(9, 1))).unwrap();
         assert!(c.log_id > b.log_id, "a higher term orders first");
     }
 }

@@ -5,6 +5,7 @@
 //! `weak`, `linearizable`, `strong` through a log barrier, `auto`) and `min_index`.
 //! Does not: execute SQL (`crate::db`) or forward (`crate::cluster`).
 
+use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
 use super::*;
@@ -259,7 +260,7 @@ impl Store {
             return Ok(());
         }
         if strict {
-            let m = self.raft.metrics().borrow().clone();
+            let m = self.raft.metrics().borrow_watched().clone();
             let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
             if applied < m.last_log_index.unwrap_or(0) {
                 return Err(StoreError::StaleRead);

@@ -2,7 +2,7 @@
 //! in memory.
 //!
 //! Each snapshot is a directory `<dir>/<snapshot id>/` holding `meta.bin` (bincode
-//! [`SnapshotMeta`]) and `db.sqlite` (a rollback-journal SQLite file). It is built in a
+//! [`StoredMeta`]) and `db.sqlite` (a rollback-journal SQLite file). It is built in a
 //! `tmp-*` directory, its files and the directory fsynced, then renamed into place and the
 //! parent fsynced, so a crash leaves either the old or the new snapshot, never a torn one.
 //! The current snapshot is the complete one with the highest log index; older ones are
@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::metrics::Metrics;
-use crate::raft::SnapshotMeta;
+use crate::raft::{LogId, SnapshotMeta, StoredMembership};
 
 const META: &str = "meta.bin";
 const DB: &str = "db.sqlite";
@@ -33,10 +35,41 @@ pub struct SnapshotStore {
     metrics: Arc<Metrics>,
 }
 
+/// A snapshot's metadata as `meta.bin` holds it: openraft's [`SnapshotMeta`] and the
+/// snapshot's id. sqlraft names snapshot directories by the id and carries CDC progress in it
+/// (`changes.rs`). Our own type, so that `meta.bin` keeps its layout whatever openraft's
+/// `SnapshotMeta` becomes (its later 0.10 releases drop the id): the fields are openraft 0.9's
+/// `SnapshotMeta`, in its order, so `meta.bin` files read and write as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMeta {
+    pub last_log_id: Option<LogId>,
+    pub last_membership: StoredMembership,
+    pub snapshot_id: String,
+}
+
+impl StoredMeta {
+    pub fn new(meta: &SnapshotMeta, snapshot_id: String) -> Self {
+        Self {
+            last_log_id: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            snapshot_id,
+        }
+    }
+
+    /// openraft's view of it.
+    pub fn raft(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_log_id,
+            last_membership: self.last_membership.clone(),
+            snapshot_id: self.snapshot_id.clone(),
+        }
+    }
+}
+
 /// The current snapshot: its metadata and the database file.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    pub meta: SnapshotMeta,
+    pub meta: StoredMeta,
     pub db: PathBuf,
 }
 
@@ -109,7 +142,7 @@ impl SnapshotStore {
 
     /// Writes `meta` into `build` (whose `db.sqlite` must be complete and synced), moves the
     /// directory into place, and deletes older snapshots. Returns the new current one.
-    pub fn commit(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+    pub fn commit(&self, build: &Path, meta: &StoredMeta) -> std::io::Result<Stored> {
         let started = Instant::now();
         let c = &self.metrics.snapshot;
         match self.commit_inner(build, meta) {
@@ -127,7 +160,7 @@ impl SnapshotStore {
         }
     }
 
-    fn commit_inner(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+    fn commit_inner(&self, build: &Path, meta: &StoredMeta) -> std::io::Result<Stored> {
         let bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
         let meta_path = build.join(META);
         {
@@ -163,7 +196,7 @@ impl SnapshotStore {
     }
 
     /// Moves a received database file into a new snapshot directory with `meta`.
-    pub fn commit_received(&self, file: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+    pub fn commit_received(&self, file: &Path, meta: &StoredMeta) -> std::io::Result<Stored> {
         File::open(file)
             .and_then(|f| f.sync_all())
             .map_err(|e| io(file, "cannot sync", e))?;
@@ -236,7 +269,7 @@ impl SnapshotStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&meta_path, "cannot read", e)),
             };
-            let meta: SnapshotMeta = bincode::deserialize(&bytes).map_err(|e| {
+            let meta: StoredMeta = bincode::deserialize(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!("{}: bad snapshot metadata: {e}", meta_path.display()),
@@ -275,7 +308,7 @@ impl SnapshotStore {
             .checked_add(meta_len)
             .filter(|e| *e <= buf.len())
             .ok_or_else(|| bad("truncated"))?;
-        let meta: SnapshotMeta =
+        let meta: StoredMeta =
             bincode::deserialize(&buf[16..meta_end]).map_err(|_| bad("bad metadata"))?;
         let build = self.build_dir()?;
         let db = Self::db_in(&build);
@@ -322,12 +355,30 @@ pub fn tree_size(p: &Path) -> u64 {
 mod tests {
     use super::*;
 
-    fn meta(id: &str, index: u64) -> SnapshotMeta {
-        SnapshotMeta {
+    fn meta(id: &str, index: u64) -> StoredMeta {
+        StoredMeta {
             snapshot_id: id.into(),
-            last_log_id: Some(openraft::testing::log_id(1, 1, index)),
+            last_log_id: Some(openraft::testing::log_id::<crate::raft::TypeConfig>(
+                1, 1, index,
+            )),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn meta_files_keep_openraft_0_9s_layout() {
+        let mut m = meta("", 7);
+        let nodes = std::collections::BTreeMap::from([(1, crate::raft::NodeInfo::default())]);
+        let membership = crate::raft::Membership::new(vec![[1].into()], nodes).unwrap();
+        m.last_membership = StoredMembership::new(m.last_log_id, membership);
+        // The same bytes as openraft's own metadata, with an id or without.
+        let ours = bincode::serialize(&m).unwrap();
+        assert_eq!(ours, bincode::serialize(&m.raft()).unwrap());
+        m.snapshot_id = "1-7-1700000000000-cdc-5".into();
+        let bytes = bincode::serialize(&m).unwrap();
+        let theirs: SnapshotMeta = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(theirs, m.raft());
+        assert_eq!(bincode::deserialize::<StoredMeta>(&bytes).unwrap(), m);
     }
 
     #[test]

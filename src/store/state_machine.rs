@@ -5,24 +5,25 @@
 //! changes the database, so a snapshot (also taken on that thread) always pairs an image with
 //! exactly the log position it reflects.
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
-};
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use super::changes::{CdcProgress, ChangeSink};
 use super::parts::{Assembled, Assembly};
-use super::snapshot::{SnapshotStore, Stored};
+use super::snapshot::{SnapshotStore, Stored, StoredMeta};
 use crate::command::Command;
 use crate::db::{Db, Engine, Mode};
 use crate::health::Health;
 use crate::metrics::{Counter, DbCounters, Metrics};
 use crate::raft::{
-    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, EntryPayload, LogId, Response, Snapshot, SnapshotData, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 
 /// The state machine's position in the log.
@@ -74,18 +75,37 @@ pub struct StateMachine {
     changes: Option<Arc<dyn ChangeSink>>,
 }
 
-fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        openraft::AnyError::error(e.to_string()),
-    )
-    .into()
+/// A failure of the state machine. openraft 0.10 takes `io::Error`s and adds what it was
+/// doing, and on which entry or snapshot, when it reports them.
+fn sm_err(e: impl ToString) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: impl ToString) -> StorageError {
-    let subject = ErrorSubject::Snapshot(meta.map(|m| m.signature()));
-    StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
+/// A snapshot failure, naming the snapshot (openraft does not for every operation).
+fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> io::Error {
+    match meta.and_then(|m| m.last_log_id) {
+        Some(l) => io::Error::other(format!("snapshot at index {}: {}", l.index, e.to_string())),
+        None => sm_err(e),
+    }
+}
+
+/// [`snap_err`] for the inherent methods, which return openraft's error.
+fn snap_storage_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: io::Error) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, e)
+}
+
+/// A new snapshot's id: `<term>-<index>-<millis>` and the CDC progress it carries
+/// (`changes.rs`).
+fn new_snapshot_id(last: Option<LogId>, cdc: &CdcProgress) -> String {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let cdc = super::changes::snapshot_suffix(cdc);
+    match last {
+        Some(l) => format!("{}-{}-{millis}{cdc}", l.leader_id.term, l.index),
+        None => format!("0-0-{millis}{cdc}"),
+    }
 }
 
 /// What applying a command works with: the database, the assembly of large commands, the
@@ -305,8 +325,9 @@ impl StateMachine {
         metrics: Arc<Metrics>,
         changes: Option<Arc<dyn ChangeSink>>,
     ) -> Result<Self, StorageError> {
-        let assembly =
-            Assembly::new(parts_dir).map_err(|e| sm_err(ErrorVerb::Write, e.to_string()))?;
+        let assembly = Assembly::new(parts_dir).map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, sm_err(e))
+        })?;
         let sm = Self {
             db,
             applied: AppliedState::default(),
@@ -320,13 +341,17 @@ impl StateMachine {
         };
         let current = {
             let s = sm.snapshots.clone();
+            let read = |e| snap_storage_err(None, ErrorVerb::Read, e);
             tokio::task::spawn_blocking(move || s.current())
                 .await
-                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
-                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
+                .map_err(|e| read(sm_err(e)))?
+                .map_err(read)?
         };
         if let Some(stored) = current {
-            sm.install(stored).await?;
+            let meta = stored.meta.raft();
+            sm.install(stored)
+                .await
+                .map_err(|e| snap_storage_err(Some(&meta), ErrorVerb::Write, e))?;
         }
         Ok(sm)
     }
@@ -345,7 +370,7 @@ impl StateMachine {
     }
 
     /// Replaces the database with a snapshot's and moves the applied position to its meta's.
-    async fn install(&self, stored: Stored) -> Result<(), StorageError> {
+    async fn install(&self, stored: Stored) -> Result<(), io::Error> {
         let r = self.install_inner(stored).await;
         match &r {
             Ok(()) => self.metrics.store.restores.inc(),
@@ -354,10 +379,11 @@ impl StateMachine {
         r
     }
 
-    async fn install_inner(&self, stored: Stored) -> Result<(), StorageError> {
+    async fn install_inner(&self, stored: Stored) -> Result<(), io::Error> {
         let applied = self.applied.clone();
-        let meta = stored.meta.clone();
+        let meta = stored.meta.raft();
         let m = meta.clone();
+        let cdc = super::changes::from_snapshot_id(&stored.meta.snapshot_id);
         self.db
             .call(move |engine| -> Result<(), String> {
                 engine.restore_file(&stored.db).map_err(|e| e.to_string())?;
@@ -366,42 +392,113 @@ impl StateMachine {
                 a.data_index = m.last_log_id.map_or(0, |l| l.index);
                 a.membership = m.last_membership.clone();
                 a.updated_at = Some(SystemTime::now());
-                a.cdc = super::changes::from_snapshot_id(&m.snapshot_id);
+                a.cdc = cdc;
                 a.snapshot = Some(m);
                 // Whatever the replaced database's last writes captured is not this state.
                 engine.take_changes();
                 Ok(())
             })
             .await
-            .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))
+            .map_err(|e| snap_err(Some(&meta), e))?
+            .map_err(|e| snap_err(Some(&meta), e))
+    }
+
+    /// A fresh file to receive a snapshot from the leader into; the previous one, if any, is
+    /// removed. The network writes the snapshot into it and hands it, complete, to Raft, which
+    /// passes it to [`RaftStateMachine::install_snapshot`].
+    pub async fn begin_receiving_snapshot(&self) -> Result<tokio::fs::File, StorageError> {
+        let path = self.snapshots.incoming_file();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| {
+                let e = io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+                snap_storage_err(None, ErrorVerb::Write, e)
+            })?;
+        let old = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(path);
+        if let Some(old) = old {
+            let _ = tokio::fs::remove_file(old).await;
+        }
+        Ok(file)
+    }
+
+    /// The path of `file` if it is the one [`StateMachine::begin_receiving_snapshot`] handed
+    /// out last (an earlier one was removed when it was replaced); a later call no longer
+    /// removes it then.
+    async fn take_receiving(&self, file: &tokio::fs::File) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let handed = file.metadata().await.ok()?;
+        let found = tokio::fs::metadata(&path).await.ok()?;
+        if (found.dev(), found.ino()) != (handed.dev(), handed.ino()) {
+            return None;
+        }
+        // Unless a new transfer replaced (and removed) it meanwhile.
+        self.receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_if(|p| *p == path)
+    }
+
+    /// Copies a snapshot that was not received through
+    /// [`StateMachine::begin_receiving_snapshot`] into a file of its own.
+    async fn copy_in(&self, mut from: tokio::fs::File) -> Result<PathBuf, io::Error> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let path = self.snapshots.incoming_file();
+        let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut to = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(at)?;
+        from.seek(io::SeekFrom::Start(0)).await?;
+        tokio::io::copy(&mut from, &mut to).await.map_err(at)?;
+        to.flush().await.map_err(at)?;
+        Ok(path)
     }
 }
 
 async fn open_file(
     path: &std::path::Path,
     meta: Option<&SnapshotMeta>,
-) -> Result<Box<tokio::fs::File>, StorageError> {
+) -> Result<tokio::fs::File, io::Error> {
     tokio::fs::File::open(path)
         .await
-        .map(Box::new)
-        .map_err(|e| snap_err(meta, ErrorVerb::Read, format!("{}: {e}", path.display())))
+        .map_err(|e| snap_err(meta, format!("{}: {e}", path.display())))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let a = self.applied.lock();
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        // The whole batch is read first, as openraft 0.9 handed it over: one trip to the
+        // database thread. A read error drops the responders read so far (those entries are
+        // not applied; their clients see Raft stop).
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        let (entries, responders): (Vec<Entry>, Vec<_>) = batch.into_iter().unzip();
         // Entries wait (durable in the log) while the disk is nearly full.
         loop {
             match free_bytes(self.snapshots.dir()) {
@@ -427,8 +524,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let assembly = self.assembly.clone();
         let metrics = self.metrics.clone();
         let sink = self.changes.clone();
-        // One trip to the database thread for the whole batch.
-        self.db
+        // One trip to the database thread for the whole batch. It answers the responses of
+        // the entries it applied, in order, and the entry it stopped at, if it did.
+        let (responses, failed) = self
+            .db
             .call(move |engine| {
                 let mut assembly = assembly.lock().unwrap_or_else(|p| p.into_inner());
                 let mut out = Vec::with_capacity(entries.len());
@@ -453,7 +552,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Ok(r) => r,
                             // Stop here: this entry is not applied on this node, which
                             // rebuilds from snapshot and log when it restarts.
-                            Err(e) => return Err((log_id, e)),
+                            Err(e) => return (out, Some((log_id, e))),
                         },
                         EntryPayload::Membership(m) => {
                             applied.lock().membership = StoredMembership::new(Some(log_id), m);
@@ -482,72 +581,72 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     a.updated_at = Some(SystemTime::now());
                     out.push(resp);
                 }
-                Ok(out)
+                (out, None)
             })
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?
-            .map_err(|(log_id, e)| {
+            .map_err(sm_err)?;
+        // Each applied entry's client gets its response, in log order; the responders of the
+        // entry that failed and of those after it are dropped (their clients see Raft stop).
+        for (resp, responder) in responses.into_iter().zip(responders) {
+            if let Some(responder) = responder {
+                responder.send(resp);
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some((log_id, e)) => {
                 self.health.set(
                     "database",
                     format!("could not apply entry {}: {e}; restart the node once the cause is fixed (it rebuilds its database from snapshot and log)", log_id.index),
                 );
-                sm_err(ErrorVerb::Write, e)
-            })
+                Err(sm_err(e))
+            }
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self.snapshots.incoming_file();
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+    async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, io::Error> {
+        StateMachine::begin_receiving_snapshot(self)
             .await
-            .map_err(|e| snap_err(None, ErrorVerb::Write, format!("{}: {e}", path.display())))?;
-        let old = self
-            .receiving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(path);
-        if let Some(old) = old {
-            let _ = tokio::fs::remove_file(old).await;
-        }
-        Ok(Box::new(file))
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         use tokio::io::AsyncWriteExt;
-        let mut file = snapshot;
-        file.flush()
-            .await
-            .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?;
-        drop(file);
-        let received = self
-            .receiving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| {
-                snap_err(
-                    Some(meta),
-                    ErrorVerb::Write,
-                    "no snapshot was being received",
-                )
-            })?;
+        // Normally the file received from the leader; otherwise (openraft restoring this
+        // node's own snapshot, a transfer that a newer one replaced meanwhile) a copy of what
+        // was handed over.
+        let received = match self.take_receiving(&snapshot).await {
+            Some(path) => {
+                let mut file = snapshot;
+                file.flush().await.map_err(|e| snap_err(Some(meta), e))?;
+                drop(file);
+                path
+            }
+            None => self
+                .copy_in(snapshot)
+                .await
+                .map_err(|e| snap_err(Some(meta), e))?,
+        };
+        // The leader's id carries its CDC progress (`changes.rs`), which this node takes over.
+        let id = if meta.snapshot_id.is_empty() {
+            new_snapshot_id(meta.last_log_id, &CdcProgress::default())
+        } else {
+            meta.snapshot_id.clone()
+        };
         let store = self.snapshots.clone();
-        let m = meta.clone();
+        let m = StoredMeta::new(meta, id);
         let stored = tokio::task::spawn_blocking(move || store.commit_received(&received, &m))
             .await
-            .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(Some(meta), ErrorVerb::Write, e))?;
+            .map_err(|e| snap_err(Some(meta), e))?
+            .map_err(|e| snap_err(Some(meta), e))?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.install(stored).await?;
         if let Some(sink) = &self.changes {
@@ -556,25 +655,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let store = self.snapshots.clone();
         let current = tokio::task::spawn_blocking(move || store.current())
             .await
-            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
-            .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+            .map_err(|e| snap_err(None, e))?
+            .map_err(|e| snap_err(None, e))?;
         let Some(stored) = current else {
             return Ok(None);
         };
-        let file = open_file(&stored.db, Some(&stored.meta)).await?;
+        let meta = stored.meta.raft();
+        let file = open_file(&stored.db, Some(&meta)).await?;
         Ok(Some(Snapshot {
-            meta: stored.meta,
+            meta,
             snapshot: file,
         }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
         let built = self.build().await;
         let c = &self.metrics.store;
@@ -593,7 +693,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
 impl StateMachine {
     /// Builds a snapshot of the database as it is now (see [`RaftSnapshotBuilder`]).
-    async fn build(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build(&mut self) -> Result<Snapshot, io::Error> {
         // The read is pinned and the position read in one database-thread job: they match
         // exactly. The copy itself runs on another thread while writes go on. Not while a
         // large command is half assembled: the snapshot would not hold its parts.
@@ -609,22 +709,14 @@ impl StateMachine {
                     engine.pin().map(|p| Some((p, applied.lock().clone())))
                 })
                 .await
-                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?
-                .map_err(|e| snap_err(None, ErrorVerb::Read, e))?;
+                .map_err(|e| snap_err(None, e))?
+                .map_err(|e| snap_err(None, e))?;
             match pinned {
                 Some(p) => break p,
                 None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         };
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let cdc = super::changes::snapshot_suffix(&a.cdc);
-        let snapshot_id = match a.last_applied {
-            Some(l) => format!("{}-{}-{millis}{cdc}", l.leader_id.term, l.index),
-            None => format!("0-0-{millis}{cdc}"),
-        };
+        let snapshot_id = new_snapshot_id(a.last_applied, &a.cdc);
         // The log up to this snapshot may go once it is stored: the changes its entries
         // captured must be durable in the CDC queue first.
         if let Some(sink) = &self.changes {
@@ -633,10 +725,10 @@ impl StateMachine {
         let meta = SnapshotMeta {
             last_log_id: a.last_applied,
             last_membership: a.membership,
-            snapshot_id,
+            snapshot_id: snapshot_id.clone(),
         };
         let store = self.snapshots.clone();
-        let m = meta.clone();
+        let m = StoredMeta::new(&meta, snapshot_id);
         let stored = tokio::task::spawn_blocking(move || -> Result<Stored, String> {
             let build = store.build_dir().map_err(|e| e.to_string())?;
             pinned
@@ -645,8 +737,8 @@ impl StateMachine {
             store.commit(&build, &m).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?
-        .map_err(|e| snap_err(Some(&meta), ErrorVerb::Write, e))?;
+        .map_err(|e| snap_err(Some(&meta), e))?
+        .map_err(|e| snap_err(Some(&meta), e))?;
         self.applied.lock().snapshot = Some(meta.clone());
         let file = open_file(&stored.db, Some(&meta)).await?;
         Ok(Snapshot {

@@ -2,6 +2,7 @@
 //! `-bootstrap-expect` nodes that start together form exactly one cluster; a whole cluster
 //! stopped and started again on its data dirs elects a leader and keeps every row.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 
 use serde_json::json;
@@ -44,7 +45,14 @@ async fn bootstrap_expect_forms_exactly_one_cluster() {
     let c = TestCluster::start_bootstrap_expect(3).await;
     let l = every_node_lists_the_three_voters(&c).await;
     let terms: BTreeSet<u64> = (0..3)
-        .map(|i| c.node(i).store().raft().metrics().borrow().current_term)
+        .map(|i| {
+            c.node(i)
+                .store()
+                .raft()
+                .metrics()
+                .borrow_watched()
+                .current_term
+        })
         .collect();
     assert_eq!(terms.len(), 1, "one cluster has one term: {terms:?}");
     let f = (l + 1) % 3;

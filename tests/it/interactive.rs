@@ -259,9 +259,22 @@ async fn follower_restored_from_snapshot_reaches_the_leaders_verdicts() {
         lc.execute_ok(&format!(r#"["UPDATE acct SET bal = {i} WHERE id = 3"]"#))
             .await;
     }
-    // A snapshot now, so the leader's log no longer holds what the follower lacks.
+    // A snapshot now, so the leader's log no longer holds what the follower lacks (the 40
+    // updates alone are more than the log keeps). openraft purges the log once no replication
+    // is reading it: the next time replication to the stopped follower fails.
     let r = lc.post_json("/snapshot", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        crate::harness::CLUSTER_WAIT,
+        "the leader's log compacted",
+        || async {
+            let st = lc.get("/status").await.json();
+            st["store"]["raft"]["log_entries"]
+                .as_u64()
+                .is_some_and(|n| n < 40)
+        },
+    )
+    .await;
     c.restart(f).await;
     c.wait_all_see(BALANCES, &json!([[100], [0], [39]])).await;
     let vars = c.client(f).get("/debug/vars").await.json();

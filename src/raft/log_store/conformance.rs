@@ -1,12 +1,15 @@
 //! openraft's storage conformance suite and this log's own durability tests.
 
+use std::time::Duration;
+
 use openraft::storage::RaftLogStorageExt;
-use openraft::testing::log_id;
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 use tempfile::TempDir;
 
 use super::*;
 use crate::db::{Db, DbConfig, Engine};
+use crate::raft::{EntryPayload, Membership, NodeId, NodeInfo, StoredMembership};
 use crate::store::snapshot::SnapshotStore;
 use crate::store::state_machine::StateMachine;
 
@@ -32,16 +35,21 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
 }
 
 /// openraft's storage conformance suite, against the real log store and state machine.
-#[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+#[tokio::test(flavor = "multi_thread")]
+async fn openraft_storage_suite() -> Result<(), StorageError> {
+    Suite::test_all(Builder).await
+}
+
+/// The log id of `index` in `term`, proposed by `node`.
+fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
+    openraft::testing::log_id::<TypeConfig>(term, node, index)
 }
 
 /// A blank entry of `term` at `index`.
 fn at(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, 1, index),
-        payload: openraft::EntryPayload::Blank,
+        payload: EntryPayload::Blank,
     }
 }
 
@@ -58,7 +66,7 @@ async fn log_survives_reopen() {
     let mut s = LogStore::open(&path).unwrap();
     // Returns only once the flush callback fired, i.e. the entries are durable.
     s.blocking_append((1..=10).map(blank)).await.unwrap();
-    s.truncate(log_id(1, 1, 9)).await.unwrap();
+    s.truncate_after(Some(log_id(1, 1, 8))).await.unwrap();
     s.purge(log_id(1, 1, 3)).await.unwrap();
     s.save_vote(&Vote::new(2, 7)).await.unwrap();
     let mut s = reopen(s, &path);
@@ -80,10 +88,7 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
     let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
     let entry = |i: u64| Entry {
         log_id: log_id(1, 1, i),
-        payload: openraft::EntryPayload::Normal(crate::command::Command::Load(vec![
-            i as u8;
-            1 << 20
-        ])),
+        payload: EntryPayload::Normal(crate::command::Command::Load(vec![i as u8; 1 << 20])),
     };
     s.blocking_append((1..=48).map(entry)).await.unwrap();
     assert!(
@@ -96,7 +101,7 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.log_id.index, i as u64 + 1);
         match &e.payload {
-            openraft::EntryPayload::Normal(crate::command::Command::Load(b)) => {
+            EntryPayload::Normal(crate::command::Command::Load(b)) => {
                 assert_eq!(b[0], (i + 1) as u8)
             }
             _ => panic!("payload"),
@@ -105,7 +110,7 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
     let some = s.limited_get_log_entries(1, 49).await.unwrap();
     assert!(!some.is_empty() && some.len() <= 2, "{}", some.len());
     assert_eq!(s.len(), 48);
-    s.truncate(log_id(1, 1, 10)).await.unwrap();
+    s.truncate_after(Some(log_id(1, 1, 9))).await.unwrap();
     assert_eq!(s.last_log_id(), Some(log_id(1, 1, 9)));
     s.close();
 }
@@ -121,7 +126,7 @@ async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
     s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
     s.blocking_append((4..=7).map(blank)).await.unwrap();
     s.save_committed(Some(log_id(1, 1, 5))).await.unwrap();
-    s.truncate(log_id(1, 1, 6)).await.unwrap();
+    s.truncate_after(Some(log_id(1, 1, 5))).await.unwrap();
     let mut s = reopen(s, &path);
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(1, 1, 5)));
     assert_eq!(
@@ -192,12 +197,12 @@ async fn truncated_entries_never_come_back() {
     let path = td.path().join("raft-log.redb");
     let mut s = LogStore::open(&path).unwrap();
     s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
-    s.truncate(log_id(1, 1, 4)).await.unwrap();
+    s.truncate_after(Some(log_id(1, 1, 3))).await.unwrap();
     s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
     let mut s = reopen(s, &path);
     let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (2, 5)]).collect();
     assert_eq!(ids(&mut s).await, want);
-    s.truncate(log_id(2, 1, 5)).await.unwrap();
+    s.truncate_after(Some(log_id(2, 1, 4))).await.unwrap();
     s.blocking_append([at(3, 5)]).await.unwrap();
     let mut s = reopen(s, &path);
     let want: Vec<(u64, u64)> = (1..=3).map(|i| (1, i)).chain([(2, 4), (3, 5)]).collect();
@@ -243,4 +248,205 @@ async fn a_log_in_use_is_refused() {
     assert!(e.to_string().contains("another sqlraftd"), "{e}");
     s.close();
     LogStore::open(&path).unwrap().close();
+}
+
+/// Entries are readable, and counted in the log state, as soon as `append` returns, while
+/// their flush is still pending: openraft 0.10 replicates them from the log reader before
+/// they are durable. The callback fires only once they are.
+#[tokio::test]
+// The stalling guard is held across awaits on purpose (the writer is another thread).
+#[allow(clippy::await_holding_lock)]
+async fn appended_entries_are_readable_before_they_are_flushed() {
+    let td = TempDir::new().unwrap();
+    let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
+    s.blocking_append((1..=3).map(blank)).await.unwrap();
+    let mut reader = s.get_log_reader().await;
+    // The writer commits with the database read-locked: holding it for writing stalls the
+    // flush, as a slow disk would.
+    let db = s.db.clone();
+    let stall = db.write().unwrap();
+    let (tx, flushed) = TypeConfig::oneshot();
+    tokio::pin!(flushed);
+    s.append((4..=6).map(blank), IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    let got: Vec<u64> = reader
+        .try_get_log_entries(1..=6)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(got, (1..=6).collect::<Vec<_>>());
+    let some = reader.limited_get_log_entries(4, 7).await.unwrap();
+    assert_eq!(some.first().map(|e| e.log_id.index), Some(4));
+    let st = s.get_log_state().await.unwrap();
+    assert_eq!(st.last_log_id, Some(log_id(1, 1, 6)));
+    let early = tokio::time::timeout(Duration::from_millis(50), flushed.as_mut()).await;
+    assert!(early.is_err(), "flushed while the write was stalled");
+    drop(stall);
+    assert!(flushed.await.unwrap().is_ok());
+    s.close();
+}
+
+/// `truncate_after` keeps the given entry and removes the later ones (all for `None`); past
+/// the end it removes nothing.
+#[tokio::test]
+async fn truncate_after_keeps_the_given_entry() {
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    let mut s = LogStore::open(&path).unwrap();
+    s.blocking_append((1..=6).map(blank)).await.unwrap();
+    s.truncate_after(Some(log_id(1, 1, 9))).await.unwrap();
+    assert_eq!(s.last_log_id(), Some(log_id(1, 1, 6)));
+    s.truncate_after(Some(log_id(1, 1, 4))).await.unwrap();
+    assert_eq!(s.last_log_id(), Some(log_id(1, 1, 4)));
+    let mut s = reopen(s, &path);
+    assert_eq!(
+        ids(&mut s).await,
+        (1..=4).map(|i| (1, i)).collect::<Vec<_>>()
+    );
+    s.truncate_after(None).await.unwrap();
+    let mut s = reopen(s, &path);
+    assert!(ids(&mut s).await.is_empty());
+    assert_eq!(s.get_log_state().await.unwrap().last_log_id, None);
+    s.close();
+}
+
+/// Bytes written by openraft 0.9.25 (bincode 1, as this store writes them; produced by a
+/// program built against 0.9.25) for log id (term 3, node 7, index 42), a committed vote of
+/// term 5 by node 9, entries and a membership.
+mod openraft_0_9 {
+    pub const LOG_ID: &str = "030000000000000007000000000000002a00000000000000";
+    pub const SOME_LOG_ID: &str = "01030000000000000007000000000000002a00000000000000";
+    pub const VOTE: &str = "0500000000000000090000000000000001";
+    pub const BLANK: &str = "030000000000000007000000000000002a0000000000000000000000";
+    /// Configs `[{7}]`, nodes 7 (`n1`, `a:1`, `b:2`, https) and 8 (default).
+    const MEMBERSHIP: &str = "0100000000000000010000000000000007000000000000000200000000000000\
+        070000000000000002000000000000006e310300000000000000613a31030000\
+        0000000000623a32010800000000000000000000000000000000000000000000\
+        00000000000000000000";
+
+    pub fn membership_entry() -> String {
+        format!("{LOG_ID}02000000{MEMBERSHIP}")
+    }
+
+    pub fn stored_membership() -> String {
+        format!("{SOME_LOG_ID}{MEMBERSHIP}")
+    }
+
+    pub fn bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
+
+fn golden_membership() -> Membership {
+    let nodes = [
+        (
+            7,
+            NodeInfo {
+                id: "n1".into(),
+                raft_addr: "a:1".into(),
+                api_addr: "b:2".into(),
+                api_https: true,
+            },
+        ),
+        (8, NodeInfo::default()),
+    ];
+    Membership::new(
+        vec![[7].into()],
+        nodes.into_iter().collect::<BTreeMap<_, _>>(),
+    )
+    .unwrap()
+}
+
+/// The serde shapes this log stores are those of openraft 0.9: its bytes decode to the same
+/// values and re-encode to the same bytes.
+#[test]
+fn openraft_0_9_encodings_are_unchanged() {
+    use openraft_0_9::*;
+    fn same<T>(hex: &str, want: T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + Debug,
+    {
+        let got: T = bincode::deserialize(&bytes(hex)).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(bincode::serialize(&want).unwrap(), bytes(hex));
+    }
+    let id = log_id(3, 7, 42);
+    same(LOG_ID, id);
+    same(SOME_LOG_ID, Some(id));
+    same(VOTE, Vote::new_committed(5, 9));
+    same(
+        BLANK,
+        Entry {
+            log_id: id,
+            payload: EntryPayload::Blank,
+        },
+    );
+    same(
+        &membership_entry(),
+        Entry {
+            log_id: id,
+            payload: EntryPayload::Membership(golden_membership()),
+        },
+    );
+    same(
+        &stored_membership(),
+        StoredMembership::new(Some(id), golden_membership()),
+    );
+}
+
+/// A log whose records were written by openraft 0.9 opens, with its vote, purge point,
+/// commit index and entries.
+#[tokio::test]
+async fn logs_written_by_openraft_0_9_load() {
+    use openraft_0_9::*;
+    /// The golden bytes with the index 42 of their (first) log id changed.
+    fn reindexed(hex: &str, index: u8) -> Vec<u8> {
+        bytes(&hex.replacen("2a00000000000000", &format!("{index:02x}00000000000000"), 1))
+    }
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut logs = w.open_table(LOGS).unwrap();
+            logs.insert(43, reindexed(BLANK, 43).as_slice()).unwrap();
+            logs.insert(44, reindexed(&membership_entry(), 44).as_slice())
+                .unwrap();
+            logs.insert(COMMITTED, reindexed(SOME_LOG_ID, 43).as_slice())
+                .unwrap();
+            let mut meta = w.open_table(META).unwrap();
+            meta.insert(KEY_VOTE, bytes(VOTE).as_slice()).unwrap();
+            meta.insert(KEY_PURGED, bytes(LOG_ID).as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let mut s = LogStore::open(&path).unwrap();
+    assert_eq!(
+        s.read_vote().await.unwrap(),
+        Some(Vote::new_committed(5, 9))
+    );
+    assert_eq!(s.read_committed().await.unwrap(), Some(log_id(3, 7, 43)));
+    let st = s.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(3, 7, 42)));
+    assert_eq!(st.last_log_id, Some(log_id(3, 7, 44)));
+    let got = s.try_get_log_entries(..).await.unwrap();
+    let want = vec![
+        Entry {
+            log_id: log_id(3, 7, 43),
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            log_id: log_id(3, 7, 44),
+            payload: EntryPayload::Membership(golden_membership()),
+        },
+    ];
+    assert_eq!(got, want);
+    s.close();
 }

@@ -2,32 +2,39 @@
 //!
 //! Every mutation goes to one writer thread. The thread drains whatever has queued up while the
 //! previous transaction was being fsynced and commits it all in one durable redb transaction, so
-//! concurrent proposals share one fsync. openraft is told an append is durable (the `LogFlushed`
+//! concurrent proposals share one fsync. openraft is told an append is durable (the `IOFlushed`
 //! callback) only after that commit returns.
 //!
 //! Memory holds the newest entries (those not yet durable always; durable ones up to
 //! [`CACHE_BYTES`]), so replication to followers that keep up never touches the disk; older
-//! entries are read back from redb. Entries appended but not yet flushed are readable (openraft
-//! may replicate them before they are durable locally; it never counts them as durable before
-//! the callback). The memory a log costs is therefore bounded, however large its entries.
-
-// openraft's trait signatures fix the error type; boxing it would only add conversions.
-#![allow(clippy::result_large_err)]
+//! entries are read back from redb. Entries appended but not yet flushed are readable as soon as
+//! `append` returns: openraft 0.10 replicates (and applies, once a quorum has them) entries it
+//! has only submitted, before they are durable locally; it never counts them as durable before
+//! the callback. The memory a log costs is therefore bounded, however large its entries.
+//!
+//! On-disk format: bincode (1.x, default options) of openraft's serde types. `LogId`, `Vote`,
+//! `Entry`, `EntryPayload`, `Membership` and `StoredMembership` have the same fields, order and
+//! variants in openraft 0.9.25 and 0.10.0-alpha.17 (with the default advanced leader id, whose
+//! committed form is `{term, node_id}` as 0.9's), so logs written by 0.9 load unchanged (test
+//! `logs_written_by_openraft_0_9_load`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use openraft::alias::ErrorSourceOf;
+use openraft::error::ErrorSource;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use redb::{Database, Durability, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::health::Health;
 use writer::Writer;
 
@@ -81,8 +88,10 @@ struct Cache {
     /// The first index the log holds (older ones were purged).
     first: Option<u64>,
     last_purged: Option<LogId>,
-    vote: Option<Vote<NodeId>>,
+    vote: Option<Vote>,
     committed: Option<LogId>,
+    /// Counts truncations, so that a read can tell one happened while it read redb.
+    truncations: u64,
 }
 
 impl Cache {
@@ -103,7 +112,7 @@ impl Cache {
 
 enum Op {
     /// Entries, and openraft's callback (none for entries written before Raft starts).
-    Append(Vec<(LogId, Vec<u8>)>, Option<LogFlushed<TypeConfig>>),
+    Append(Vec<(LogId, Vec<u8>)>, Option<IOFlushed<TypeConfig>>),
     /// Delete entries with index >= the given one.
     Truncate(u64),
     /// Delete entries with index <= the given log id's, and remember it.
@@ -134,8 +143,14 @@ pub struct LogStore {
     stopping: Arc<AtomicBool>,
 }
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
-    StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
+/// An error of the API sqlraft calls itself ([`LogStore::open`], [`LogStore::append_now`]).
+fn sto_err(subject: ErrorSubject<TypeConfig>, verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::new(subject, verb, ErrorSourceOf::<TypeConfig>::from_string(e))
+}
+
+/// An error of openraft's storage traits, which take `io::Error` (openraft adds the subject).
+fn io_err(e: impl ToString) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
@@ -143,7 +158,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
 }
 
 fn read_err(e: &dyn std::fmt::Display) -> StorageError {
-    io_err(ErrorSubject::Store, ErrorVerb::Read, e)
+    sto_err(ErrorSubject::Store, ErrorVerb::Read, e)
 }
 
 impl LogStore {
@@ -228,7 +243,7 @@ impl LogStore {
             thread::Builder::new()
                 .name("raft-log-writer".into())
                 .spawn(move || w.run(rx))
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?
+                .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?
         };
         Ok(Self {
             cache,
@@ -243,84 +258,109 @@ impl LogStore {
         lock(&self.cache)
     }
 
-    fn send(&self, op: Op, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.ops
-            .send(op)
-            .map_err(|_| io_err(subject, ErrorVerb::Write, "log writer stopped"))
+    fn send(&self, op: Op) -> io::Result<()> {
+        self.ops.send(op).map_err(|_| io_err("log writer stopped"))
     }
 
     /// Waits until every mutation queued so far is durable.
-    async fn barrier(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+    async fn barrier(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send(Op::Barrier(tx), subject.clone())?;
+        self.send(Op::Barrier(tx))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_err(subject, ErrorVerb::Write, e)),
-            Err(_) => Err(io_err(subject, ErrorVerb::Write, "log writer stopped")),
+            Ok(Err(e)) => Err(io_err(e)),
+            Err(_) => Err(io_err("log writer stopped")),
         }
     }
 
     /// Entries `[start, end)` (clamped to what the log holds), at most `max_bytes` of them
     /// (but at least one): memory first, redb for older ones.
-    fn read(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
-        let (from_disk, cached) = {
-            let c = self.cache();
-            let Some(last) = c.last else {
-                return Ok(Vec::new());
+    ///
+    /// Sees every entry appended, flushed or not: the entries, `last` and the memory/disk split
+    /// are taken under one lock, and entries leave memory only once durable (see
+    /// [`Cache::evict`]), so every entry up to `last` is either in the copy taken here or
+    /// already in redb. A truncation while redb is read could mix old and new entries: the
+    /// read is then done again.
+    fn read(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
+        loop {
+            let (truncations, from_disk, cached) = {
+                let c = self.cache();
+                let Some(last) = c.last else {
+                    return Ok(Vec::new());
+                };
+                let first = c
+                    .first
+                    .unwrap_or(0)
+                    .max(c.last_purged.map(|l| l.index + 1).unwrap_or(0));
+                let start = start.max(first);
+                let end = end.min(last.index + 1);
+                if start >= end {
+                    return Ok(Vec::new());
+                }
+                let cache_from = c
+                    .recent
+                    .keys()
+                    .next()
+                    .copied()
+                    .unwrap_or(end)
+                    .clamp(start, end);
+                let cached: Vec<(Entry, usize)> = c
+                    .recent
+                    .range(cache_from..end)
+                    .map(|(_, e)| (e.entry.clone(), e.bytes))
+                    .collect();
+                (c.truncations, start..cache_from, cached)
             };
-            let first = c
-                .first
-                .unwrap_or(0)
-                .max(c.last_purged.map(|l| l.index + 1).unwrap_or(0));
-            let start = start.max(first);
-            let end = end.min(last.index + 1);
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            let cache_from = c
-                .recent
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(end)
-                .clamp(start, end);
-            let cached: Vec<(Entry, usize)> = c
-                .recent
-                .range(cache_from..end)
-                .map(|(_, e)| (e.entry.clone(), e.bytes))
-                .collect();
-            (start..cache_from, cached)
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        if !from_disk.is_empty() {
-            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-            let db = guard
-                .as_ref()
-                .ok_or_else(|| read_err(&"the Raft log is being reopened"))?;
-            let r = db.begin_read().map_err(|e| read_err(&e))?;
-            let logs = r.open_table(LOGS).map_err(|e| read_err(&e))?;
-            for item in logs.range(from_disk).map_err(|e| read_err(&e))? {
-                let (_, v) = item.map_err(|e| read_err(&e))?;
-                if !out.is_empty() && bytes + v.value().len() > max_bytes {
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            if !from_disk.is_empty() {
+                let full = self.read_disk(from_disk, max_bytes, &mut out, &mut bytes)?;
+                if self.cache().truncations != truncations {
+                    continue;
+                }
+                if full {
                     return Ok(out);
                 }
-                bytes += v.value().len();
-                out.push(bincode::deserialize(v.value()).map_err(|e| read_err(&e))?);
             }
-        }
-        for (entry, size) in cached {
-            if !out.is_empty() && bytes + size > max_bytes {
-                break;
+            for (entry, size) in cached {
+                if !out.is_empty() && bytes + size > max_bytes {
+                    break;
+                }
+                bytes += size;
+                out.push(entry);
             }
-            bytes += size;
-            out.push(entry);
+            return Ok(out);
         }
-        Ok(out)
+    }
+
+    /// Appends the entries of `range` held in redb to `out` while within `max_bytes` (counted
+    /// in `bytes`); true if it stopped for the limit.
+    fn read_disk(
+        &self,
+        range: std::ops::Range<u64>,
+        max_bytes: usize,
+        out: &mut Vec<Entry>,
+        bytes: &mut usize,
+    ) -> io::Result<bool> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| io_err("the Raft log is being reopened"))?;
+        let r = db.begin_read().map_err(io_err)?;
+        let logs = r.open_table(LOGS).map_err(io_err)?;
+        for item in logs.range(range).map_err(io_err)? {
+            let (_, v) = item.map_err(io_err)?;
+            if !out.is_empty() && *bytes + v.value().len() > max_bytes {
+                return Ok(true);
+            }
+            *bytes += v.value().len();
+            out.push(bincode::deserialize(v.value()).map_err(io_err)?);
+        }
+        Ok(false)
     }
 
     /// The log id of the entry at `index`, wherever it is held.
-    fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
+    fn log_id_at(&self, index: u64) -> io::Result<Option<LogId>> {
         Ok(self
             .read(index, index + 1, usize::MAX)?
             .first()
@@ -358,16 +398,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         let (start, end) = bounds(&range);
         self.read(start, end, usize::MAX)
     }
 
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
+    /// The vote as last saved, durable or about to be: openraft 0.10's readers check it
+    /// around reads to detect a leader change, for which the newest vote is the safe answer.
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.cache().vote)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         self.read(start, end, REPLICATION_BATCH_BYTES)
     }
 }
@@ -375,7 +417,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    /// `last_log_id` is the last entry appended, flushed or not (what readers return), else
+    /// the last purged one: openraft 0.10's "last present entry".
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let c = self.cache();
         Ok(LogState {
             last_purged_log_id: c.last_purged,
@@ -387,37 +431,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let bytes = encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let bytes = encode(vote).map_err(io_err)?;
         self.cache().vote = Some(*vote);
-        self.send(Op::Meta(KEY_VOTE, bytes), ErrorSubject::Vote)?;
+        self.send(Op::Meta(KEY_VOTE, bytes))?;
         // A vote must be durable before it is acted upon.
-        self.barrier(ErrorSubject::Vote).await
+        self.barrier().await
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self.cache().vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         // Not written on its own: it rides with the next batch that has other work (it cost a
         // second fsync per write: issue 12). Losing it only means re-learning the commit index
         // from the leader (or re-electing) after a crash.
-        let bytes =
-            encode(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let bytes = encode(&committed).map_err(io_err)?;
         self.cache().committed = committed;
-        self.send(Op::Committed(bytes), ErrorSubject::Store)
+        self.send(Op::Committed(bytes))
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
         Ok(self.cache().committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -425,28 +460,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.queue_append(entries, Some(callback))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let before = match log_id.index.checked_sub(1) {
-            Some(i) => self.log_id_at(i)?,
+    /// Removes the entries after `last_log_id` (all of them for `None`); `last_log_id` itself
+    /// is kept.
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        // The first index removed.
+        let from = last_log_id.map_or(0, |l| l.index.saturating_add(1));
+        let kept = match last_log_id {
+            Some(l) => self.log_id_at(l.index)?,
             None => None,
         };
         {
             let mut c = self.cache();
-            let dropped = c.recent.split_off(&log_id.index);
-            c.recent_bytes -= dropped.values().map(|e| e.bytes).sum::<usize>();
-            c.last = before
-                .or(c.last_purged)
-                .filter(|l| Some(l.index) >= c.first);
-            if c.last.is_none() {
-                c.first = None;
+            // Past the end (openraft may ask): nothing to remove, and `last` stays.
+            if c.last.is_some_and(|l| l.index >= from) {
+                c.truncations += 1;
+                let dropped = c.recent.split_off(&from);
+                c.recent_bytes -= dropped.values().map(|e| e.bytes).sum::<usize>();
+                c.last = kept.or(c.last_purged).filter(|l| Some(l.index) >= c.first);
+                if c.last.is_none() {
+                    c.first = None;
+                }
             }
         }
-        self.send(Op::Truncate(log_id.index), ErrorSubject::Logs)
+        self.send(Op::Truncate(from))
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let bytes =
-            encode(&log_id).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let bytes = encode(&log_id).map_err(io_err)?;
         {
             let mut c = self.cache();
             let keep = c.recent.split_off(&(log_id.index + 1));
@@ -458,18 +498,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 c.last = None;
             }
         }
-        self.send(Op::Purge(log_id, bytes), ErrorSubject::Logs)
+        self.send(Op::Purge(log_id, bytes))
     }
 }
 
 impl LogStore {
     /// Caches entries and queues them for the writer, which calls `callback` once they are
-    /// durable.
-    fn queue_append<I>(
-        &self,
-        entries: I,
-        callback: Option<LogFlushed<TypeConfig>>,
-    ) -> Result<(), StorageError>
+    /// durable. The entries are readable when this returns: they are in the cache, and `last`
+    /// covers them, before the lock is released.
+    fn queue_append<I>(&self, entries: I, callback: Option<IOFlushed<TypeConfig>>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry>,
     {
@@ -477,8 +514,7 @@ impl LogStore {
         {
             let mut c = self.cache();
             for entry in entries {
-                let bytes = encode(&entry)
-                    .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+                let bytes = encode(&entry).map_err(io_err)?;
                 let id = entry.log_id;
                 let cached = Cached {
                     entry,
@@ -494,14 +530,15 @@ impl LogStore {
                 encoded.push((id, bytes));
             }
         }
-        self.send(Op::Append(encoded, callback), ErrorSubject::Logs)
+        self.send(Op::Append(encoded, callback))
     }
 
     /// Appends entries and returns once they are durable: for the node's own use before
     /// Raft starts (cluster recovery), never while openraft owns the log.
     pub async fn append_now(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
-        self.queue_append(entries, None)?;
-        self.barrier(ErrorSubject::Logs).await
+        let write_err = |e: io::Error| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e);
+        self.queue_append(entries, None).map_err(write_err)?;
+        self.barrier().await.map_err(write_err)
     }
 
     /// From now on a batch refused for lack of space fails instead of waiting for space

@@ -66,7 +66,7 @@ impl Writer {
             for op in batch {
                 match op {
                     Op::Append(_, Some(cb)) => {
-                        cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+                        cb.io_completed(result.clone().map_err(std::io::Error::other))
                     }
                     Op::Append(_, None) => {}
                     Op::Barrier(tx) => {

@@ -3,6 +3,7 @@
 //! replication, and a new store brought up to date from a snapshot once the log it would
 //! need was compacted away.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 
 use sqlraft::command::{Outcome, Value};
@@ -43,7 +44,7 @@ async fn three_stores_bootstrapped_together_elect_exactly_one_leader() {
     let terms: BTreeSet<u64> = c
         .stores
         .iter()
-        .map(|s| s.store.raft().metrics().borrow().current_term)
+        .map(|s| s.store.raft().metrics().borrow_watched().current_term)
         .collect();
     assert_eq!(terms.len(), 1, "one cluster has one term: {terms:?}");
     let all: Vec<&TestStore> = c.stores.iter().collect();
@@ -169,7 +170,7 @@ async fn a_removed_store_stops_receiving_entries() {
         .store
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .last_log_index
         .unwrap_or(0);
     assert!(
@@ -212,7 +213,7 @@ async fn a_new_store_catches_up_from_a_snapshot_after_log_compaction() {
         .store
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .snapshot
         .map(|s| s.index)
         .unwrap_or(0);
@@ -225,7 +226,7 @@ async fn a_new_store_catches_up_from_a_snapshot_after_log_compaction() {
             .store
             .raft()
             .metrics()
-            .borrow()
+            .borrow_watched()
             .purged
             .map(|p| p.index);
         async move { purged >= Some(snap) }
@@ -245,7 +246,7 @@ async fn a_new_store_catches_up_from_a_snapshot_after_log_compaction() {
         .store
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .snapshot
         .map(|s| s.index);
     assert!(

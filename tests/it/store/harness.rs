@@ -5,6 +5,7 @@
 //! loops. Those take a `Cluster` handle, but nothing here forwards, joins or serves HTTP.
 //! [`StoreCluster`] is several stores formed by bootstrapping together.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,7 +137,7 @@ impl TestStore {
 
     /// The index of the last entry this store applied.
     pub fn applied_index(&self) -> u64 {
-        let m = self.store.raft().metrics().borrow().clone();
+        let m = self.store.raft().metrics().borrow_watched().clone();
         m.last_applied.map(|l| l.index).unwrap_or(0)
     }
 
