@@ -244,8 +244,8 @@ impl PeerClient {
                         resp.vote
                     )))
                 }
-                SnapshotReply::Restart(why) => return Err(network_error(why)),
-                SnapshotReply::Failed(why) => {
+                // Backed off like an unreachable peer: openraft retries a network error at once.
+                SnapshotReply::Restart(why) | SnapshotReply::Failed(why) => {
                     return Err(StreamingError::Unreachable(Unreachable::from_string(
                         format!("{}: {why}", self.target),
                     )))

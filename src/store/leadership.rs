@@ -107,20 +107,43 @@ impl Store {
     /// when it campaigns, beside the new term's vote (a debug assertion fails; a release build
     /// keeps replicating with the old term). Such a leader, which lost its lease, sends a
     /// heartbeat round instead: the followers take it back, or one answers with a higher term
-    /// and it steps down (and campaigns as a follower next time).
+    /// and it steps down (and campaigns as a follower next time). One election at a time, each
+    /// given an election timeout to end: the check and the election are two messages to
+    /// openraft, and a vote arriving between them must not make this node leader first.
     pub async fn campaign(&self) -> Result<(), StoreError> {
+        let one = self.campaigning.clone().lock_owned().await;
         let trigger = self.raft.trigger();
         let leading = self
             .raft
             .with_raft_state(|s| s.server_state == ServerState::Leader)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let sent = if leading {
-            trigger.heartbeat().await
-        } else {
-            trigger.elect().await
-        };
-        sent.map_err(|e| StoreError::Raft(e.to_string()))
+        if leading {
+            return trigger
+                .heartbeat()
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()));
+        }
+        let term = self.raft.metrics().borrow_watched().current_term;
+        trigger
+            .elect()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        // The next campaign waits until this one is won, lost to a higher term, or still
+        // undecided after an election timeout; the caller does not.
+        let raft = self.raft.clone();
+        let timeout = self.cfg.election_timeout;
+        tokio::spawn(async move {
+            let _one = one;
+            let _ = raft
+                .wait(Some(timeout))
+                .metrics(
+                    |m| m.current_term > term && m.state != ServerState::Candidate,
+                    "election ended",
+                )
+                .await;
+        });
+        Ok(())
     }
 
     /// Whether a quorum confirmed this node's leadership within the lease (the election

@@ -154,6 +154,8 @@ pub struct Store {
     write_gate: tokio::sync::watch::Sender<proposals::WriteGate>,
     /// Hand-overs in progress, and a shutdown: this node must not start elections.
     campaigns_held: Arc<std::sync::atomic::AtomicUsize>,
+    /// One election at a time (see [`Store::campaign`]).
+    campaigning: Arc<tokio::sync::Mutex<()>>,
     /// Commands on their way into the log (see [`run_batcher`]).
     proposals: mpsc::Sender<Proposal>,
     /// Shared leadership confirmations for `linearizable` reads.
@@ -290,6 +292,7 @@ impl Store {
             leader_since: LeaderContact::default(),
             write_gate: tokio::sync::watch::Sender::new(Default::default()),
             campaigns_held: Arc::default(),
+            campaigning: Default::default(),
             proposals,
             read_index,
             strong: Default::default(),
