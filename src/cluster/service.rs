@@ -226,7 +226,7 @@ async fn receive(st: &ServiceState, inbox: &Inbox, c: SnapshotChunk) -> Snapshot
         if let Some(why) = contradicts_committed(raft, &c.meta).await {
             return SnapshotReply::Failed(why);
         }
-        let file = match store.state_machine().begin_receiving_snapshot().await {
+        let file = match raft.begin_receiving_snapshot().await {
             Ok(f) => f,
             Err(e) => return SnapshotReply::Failed(format!("cannot receive a snapshot: {e}")),
         };

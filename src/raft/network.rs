@@ -266,19 +266,11 @@ fn read_error(meta: &SnapshotMeta, e: &std::io::Error) -> StreamingError<TypeCon
     ))
 }
 
-/// The next `size` bytes of `file`, fewer only at its end. Exactly one buffer of `size`: this
-/// bounds what a transfer holds in memory.
+/// The next `size` bytes of `file`, fewer only at its end. One buffer of `size`: this bounds
+/// what a transfer holds in memory.
 async fn read_chunk(file: &mut SnapshotData, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size];
-    let mut filled = 0;
-    while filled < size {
-        let n = file.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
+    let mut buf = Vec::with_capacity(size);
+    file.take(size as u64).read_to_end(&mut buf).await?;
     Ok(buf)
 }
 

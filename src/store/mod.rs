@@ -334,11 +334,6 @@ impl Store {
         self.sm.applied()
     }
 
-    /// The state machine (the cluster service receives snapshots into its files).
-    pub fn state_machine(&self) -> &StateMachine {
-        &self.sm
-    }
-
     pub fn snapshot_dir(&self) -> PathBuf {
         self.sm.snapshots().dir().to_path_buf()
     }

@@ -72,7 +72,7 @@ pub(super) async fn run_read_index(
     wake: Arc<tokio::sync::Notify>,
     done: tokio::sync::watch::Sender<Round>,
 ) {
-    use openraft::error::LinearizableReadError as CheckIsLeaderError;
+    use openraft::error::LinearizableReadError;
     let mut covered = 0;
     loop {
         if requested.load(std::sync::atomic::Ordering::SeqCst) <= covered {
@@ -92,13 +92,13 @@ pub(super) async fn run_read_index(
         {
             Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
             // Named by openraft; the caller re-checks what it knows of the leader.
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(StoreError::NotLeader {
                     leader: f.leader_node.filter(|l| l.id != me.id),
                 })
             }
             // Cut off from the majority (or no answer): this node cannot prove it still leads.
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) | Err(_) => {
                 Err(StoreError::NotLeader { leader: None })
             }
             Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),

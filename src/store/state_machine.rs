@@ -16,7 +16,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use super::changes::{CdcProgress, ChangeSink};
 use super::parts::{Assembled, Assembly};
-use super::snapshot::{SnapshotStore, Stored, StoredMeta};
+use super::snapshot::{SnapshotStore, Stored};
 use crate::command::Command;
 use crate::db::{Db, Engine, Mode};
 use crate::health::Health;
@@ -89,23 +89,9 @@ fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> io::Error {
     }
 }
 
-/// [`snap_err`] for the inherent methods, which return openraft's error.
+/// A snapshot failure as openraft's error, for [`StateMachine::open`].
 fn snap_storage_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb, e: io::Error) -> StorageError {
     StorageError::from_io_error(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, e)
-}
-
-/// A new snapshot's id: `<term>-<index>-<millis>` and the CDC progress it carries
-/// (`changes.rs`).
-fn new_snapshot_id(last: Option<LogId>, cdc: &CdcProgress) -> String {
-    let millis = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let cdc = super::changes::snapshot_suffix(cdc);
-    match last {
-        Some(l) => format!("{}-{}-{millis}{cdc}", l.leader_id.term, l.index),
-        None => format!("0-0-{millis}{cdc}"),
-    }
 }
 
 /// What applying a command works with: the database, the assembly of large commands, the
@@ -348,7 +334,7 @@ impl StateMachine {
                 .map_err(read)?
         };
         if let Some(stored) = current {
-            let meta = stored.meta.raft();
+            let meta = stored.meta.clone();
             sm.install(stored)
                 .await
                 .map_err(|e| snap_storage_err(Some(&meta), ErrorVerb::Write, e))?;
@@ -381,9 +367,8 @@ impl StateMachine {
 
     async fn install_inner(&self, stored: Stored) -> Result<(), io::Error> {
         let applied = self.applied.clone();
-        let meta = stored.meta.raft();
+        let meta = stored.meta.clone();
         let m = meta.clone();
-        let cdc = super::changes::from_snapshot_id(&stored.meta.snapshot_id);
         self.db
             .call(move |engine| -> Result<(), String> {
                 engine.restore_file(&stored.db).map_err(|e| e.to_string())?;
@@ -392,7 +377,7 @@ impl StateMachine {
                 a.data_index = m.last_log_id.map_or(0, |l| l.index);
                 a.membership = m.last_membership.clone();
                 a.updated_at = Some(SystemTime::now());
-                a.cdc = cdc;
+                a.cdc = super::changes::from_snapshot_id(&m.snapshot_id);
                 a.snapshot = Some(m);
                 // Whatever the replaced database's last writes captured is not this state.
                 engine.take_changes();
@@ -403,33 +388,7 @@ impl StateMachine {
             .map_err(|e| snap_err(Some(&meta), e))
     }
 
-    /// A fresh file to receive a snapshot from the leader into; the previous one, if any, is
-    /// removed. The network writes the snapshot into it and hands it, complete, to Raft, which
-    /// passes it to [`RaftStateMachine::install_snapshot`].
-    pub async fn begin_receiving_snapshot(&self) -> Result<tokio::fs::File, StorageError> {
-        let path = self.snapshots.incoming_file();
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|e| {
-                let e = io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-                snap_storage_err(None, ErrorVerb::Write, e)
-            })?;
-        let old = self
-            .receiving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(path);
-        if let Some(old) = old {
-            let _ = tokio::fs::remove_file(old).await;
-        }
-        Ok(file)
-    }
-
-    /// The path of `file` if it is the one [`StateMachine::begin_receiving_snapshot`] handed
+    /// The path of `file` if it is the one [`RaftStateMachine::begin_receiving_snapshot`] handed
     /// out last (an earlier one was removed when it was replaced); a later call no longer
     /// removes it then.
     async fn take_receiving(&self, file: &tokio::fs::File) -> Option<PathBuf> {
@@ -452,7 +411,7 @@ impl StateMachine {
     }
 
     /// Copies a snapshot that was not received through
-    /// [`StateMachine::begin_receiving_snapshot`] into a file of its own.
+    /// [`RaftStateMachine::begin_receiving_snapshot`] into a file of its own.
     async fn copy_in(&self, mut from: tokio::fs::File) -> Result<PathBuf, io::Error> {
         use tokio::io::{AsyncSeekExt, AsyncWriteExt};
         let path = self.snapshots.incoming_file();
@@ -608,10 +567,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
+    /// A fresh file to receive a snapshot from the leader into; the previous one, if any, is
+    /// removed. The cluster service writes the snapshot into it and hands it, complete, to
+    /// Raft, which passes it to [`RaftStateMachine::install_snapshot`].
     async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, io::Error> {
-        StateMachine::begin_receiving_snapshot(self)
+        let path = self.snapshots.incoming_file();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .await
-            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let old = self
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(path);
+        if let Some(old) = old {
+            let _ = tokio::fs::remove_file(old).await;
+        }
+        Ok(file)
     }
 
     async fn install_snapshot(
@@ -635,14 +611,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| snap_err(Some(meta), e))?,
         };
-        // The leader's id carries its CDC progress (`changes.rs`), which this node takes over.
-        let id = if meta.snapshot_id.is_empty() {
-            new_snapshot_id(meta.last_log_id, &CdcProgress::default())
-        } else {
-            meta.snapshot_id.clone()
-        };
+        // Its id carries the leader's CDC progress (`changes.rs`), which this node takes over.
         let store = self.snapshots.clone();
-        let m = StoredMeta::new(meta, id);
+        let m = meta.clone();
         let stored = tokio::task::spawn_blocking(move || store.commit_received(&received, &m))
             .await
             .map_err(|e| snap_err(Some(meta), e))?
@@ -664,10 +635,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(stored) = current else {
             return Ok(None);
         };
-        let meta = stored.meta.raft();
-        let file = open_file(&stored.db, Some(&meta)).await?;
+        let file = open_file(&stored.db, Some(&stored.meta)).await?;
         Ok(Some(Snapshot {
-            meta,
+            meta: stored.meta,
             snapshot: file,
         }))
     }
@@ -716,7 +686,15 @@ impl StateMachine {
                 None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         };
-        let snapshot_id = new_snapshot_id(a.last_applied, &a.cdc);
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let cdc = super::changes::snapshot_suffix(&a.cdc);
+        let snapshot_id = match a.last_applied {
+            Some(l) => format!("{}-{}-{millis}{cdc}", l.leader_id.term, l.index),
+            None => format!("0-0-{millis}{cdc}"),
+        };
         // The log up to this snapshot may go once it is stored: the changes its entries
         // captured must be durable in the CDC queue first.
         if let Some(sink) = &self.changes {
@@ -725,10 +703,10 @@ impl StateMachine {
         let meta = SnapshotMeta {
             last_log_id: a.last_applied,
             last_membership: a.membership,
-            snapshot_id: snapshot_id.clone(),
+            snapshot_id,
         };
         let store = self.snapshots.clone();
-        let m = StoredMeta::new(&meta, snapshot_id);
+        let m = meta.clone();
         let stored = tokio::task::spawn_blocking(move || -> Result<Stored, String> {
             let build = store.build_dir().map_err(|e| e.to_string())?;
             pinned

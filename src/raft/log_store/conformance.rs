@@ -61,9 +61,7 @@ fn blank(index: u64) -> Entry {
 /// What was appended and flushed is there after reopening; truncation and purge persist.
 #[tokio::test]
 async fn log_survives_reopen() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("log.redb");
-    let mut s = LogStore::open(&path).unwrap();
+    let (_td, path, mut s) = fresh();
     // Returns only once the flush callback fired, i.e. the entries are durable.
     s.blocking_append((1..=10).map(blank)).await.unwrap();
     s.truncate_after(Some(log_id(1, 1, 8))).await.unwrap();
@@ -84,8 +82,7 @@ async fn log_survives_reopen() {
 /// and are read back from disk; a replication read is capped in bytes.
 #[tokio::test]
 async fn large_entries_leave_memory_and_are_read_from_disk() {
-    let td = TempDir::new().unwrap();
-    let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
+    let (_td, _, mut s) = fresh();
     let entry = |i: u64| Entry {
         log_id: log_id(1, 1, i),
         payload: EntryPayload::Normal(crate::command::Command::Load(vec![i as u8; 1 << 20])),
@@ -119,9 +116,7 @@ async fn large_entries_leave_memory_and_are_read_from_disk() {
 /// survives truncations (it is kept in the log table, past every entry).
 #[tokio::test]
 async fn the_commit_index_rides_with_the_next_batch_and_is_kept_at_close() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("log.redb");
-    let mut s = LogStore::open(&path).unwrap();
+    let (_td, path, mut s) = fresh();
     s.blocking_append((1..=3).map(blank)).await.unwrap();
     s.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
     s.blocking_append((4..=7).map(blank)).await.unwrap();
@@ -175,6 +170,14 @@ async fn a_commit_index_in_the_meta_table_is_still_read() {
 }
 
 /// Closes the log and opens it again, as a restart does.
+/// A new, empty log in a temporary directory (kept alive by the returned `TempDir`).
+fn fresh() -> (TempDir, std::path::PathBuf, LogStore) {
+    let td = TempDir::new().unwrap();
+    let path = td.path().join("log.redb");
+    let s = LogStore::open(&path).unwrap();
+    (td, path, s)
+}
+
 fn reopen(s: LogStore, path: &Path) -> LogStore {
     s.close();
     LogStore::open(path).unwrap()
@@ -193,9 +196,7 @@ async fn ids(s: &mut LogStore) -> Vec<(u64, u64)> {
 /// (of a newer term) are kept.
 #[tokio::test]
 async fn truncated_entries_never_come_back() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("raft-log.redb");
-    let mut s = LogStore::open(&path).unwrap();
+    let (_td, path, mut s) = fresh();
     s.blocking_append((1..=12).map(|i| at(1, i))).await.unwrap();
     s.truncate_after(Some(log_id(1, 1, 3))).await.unwrap();
     s.blocking_append((4..=5).map(|i| at(2, i))).await.unwrap();
@@ -216,9 +217,7 @@ async fn truncated_entries_never_come_back() {
 /// follower that lagged) lets the log resume right after it.
 #[tokio::test]
 async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("raft-log.redb");
-    let mut s = LogStore::open(&path).unwrap();
+    let (_td, path, mut s) = fresh();
     s.blocking_append((1..=12).map(blank)).await.unwrap();
     s.purge(log_id(1, 1, 7)).await.unwrap();
     s.blocking_append([blank(13)]).await.unwrap();
@@ -241,9 +240,7 @@ async fn purges_persist_and_the_log_resumes_after_one_past_its_end() {
 /// and the log opens again once the first closes.
 #[tokio::test]
 async fn a_log_in_use_is_refused() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("raft-log.redb");
-    let s = LogStore::open(&path).unwrap();
+    let (_td, path, s) = fresh();
     let e = LogStore::open(&path).err().expect("second open");
     assert!(e.to_string().contains("another sqlraftd"), "{e}");
     s.close();
@@ -257,8 +254,7 @@ async fn a_log_in_use_is_refused() {
 // The stalling guard is held across awaits on purpose (the writer is another thread).
 #[allow(clippy::await_holding_lock)]
 async fn appended_entries_are_readable_before_they_are_flushed() {
-    let td = TempDir::new().unwrap();
-    let mut s = LogStore::open(&td.path().join("log.redb")).unwrap();
+    let (_td, _, mut s) = fresh();
     s.blocking_append((1..=3).map(blank)).await.unwrap();
     let mut reader = s.get_log_reader().await;
     // The writer commits with the database read-locked: holding it for writing stalls the
@@ -293,9 +289,7 @@ async fn appended_entries_are_readable_before_they_are_flushed() {
 /// the end it removes nothing.
 #[tokio::test]
 async fn truncate_after_keeps_the_given_entry() {
-    let td = TempDir::new().unwrap();
-    let path = td.path().join("log.redb");
-    let mut s = LogStore::open(&path).unwrap();
+    let (_td, path, mut s) = fresh();
     s.blocking_append((1..=6).map(blank)).await.unwrap();
     s.truncate_after(Some(log_id(1, 1, 9))).await.unwrap();
     assert_eq!(s.last_log_id(), Some(log_id(1, 1, 6)));

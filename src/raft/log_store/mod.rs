@@ -111,8 +111,8 @@ impl Cache {
 }
 
 enum Op {
-    /// Entries, and openraft's callback (none for entries written before Raft starts).
-    Append(Vec<(LogId, Vec<u8>)>, Option<IOFlushed<TypeConfig>>),
+    /// Entries, and openraft's callback.
+    Append(Vec<(LogId, Vec<u8>)>, IOFlushed<TypeConfig>),
     /// Delete entries with index >= the given one.
     Truncate(u64),
     /// Delete entries with index <= the given log id's, and remember it.
@@ -143,7 +143,7 @@ pub struct LogStore {
     stopping: Arc<AtomicBool>,
 }
 
-/// An error of the API sqlraft calls itself ([`LogStore::open`], [`LogStore::append_now`]).
+/// An error of the API sqlraft calls itself ([`LogStore::open`]).
 fn sto_err(subject: ErrorSubject<TypeConfig>, verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageError::new(subject, verb, ErrorSourceOf::<TypeConfig>::from_string(e))
 }
@@ -457,7 +457,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.queue_append(entries, Some(callback))
+        self.queue_append(entries, callback)
     }
 
     /// Removes the entries after `last_log_id` (all of them for `None`); `last_log_id` itself
@@ -506,7 +506,7 @@ impl LogStore {
     /// Caches entries and queues them for the writer, which calls `callback` once they are
     /// durable. The entries are readable when this returns: they are in the cache, and `last`
     /// covers them, before the lock is released.
-    fn queue_append<I>(&self, entries: I, callback: Option<IOFlushed<TypeConfig>>) -> io::Result<()>
+    fn queue_append<I>(&self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry>,
     {
@@ -531,14 +531,6 @@ impl LogStore {
             }
         }
         self.send(Op::Append(encoded, callback))
-    }
-
-    /// Appends entries and returns once they are durable: for the node's own use before
-    /// Raft starts (cluster recovery), never while openraft owns the log.
-    pub async fn append_now(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
-        let write_err = |e: io::Error| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e);
-        self.queue_append(entries, None).map_err(write_err)?;
-        self.barrier().await.map_err(write_err)
     }
 
     /// From now on a batch refused for lack of space fails instead of waiting for space

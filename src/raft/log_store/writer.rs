@@ -65,10 +65,9 @@ impl Writer {
             }
             for op in batch {
                 match op {
-                    Op::Append(_, Some(cb)) => {
+                    Op::Append(_, cb) => {
                         cb.io_completed(result.clone().map_err(std::io::Error::other))
                     }
-                    Op::Append(_, None) => {}
                     Op::Barrier(tx) => {
                         let _ = tx.send(result.clone());
                     }
