@@ -274,80 +274,7 @@ impl Shared {
                     Err(_) => break,
                 }
             }
-            let mut records = Vec::new();
-            let mut flushes = Vec::new();
-            let mut prune = None;
-            let mut skip = None;
-            let mut fills = Vec::new();
-            let limit = self
-                .cfg
-                .queue_max_bytes
-                .saturating_add(self.cfg.retain.max_bytes);
-            let mut pending_bytes = 0u64;
-            for j in jobs {
-                match j {
-                    Job::Changes {
-                        index,
-                        ts_ms,
-                        changes,
-                    } => {
-                        if current.bytes + pending_bytes > limit {
-                            self.dropped(
-                                changes.len(),
-                                &format!(
-                                    "the queue holds {} bytes, over queue_max_bytes ({}); is the endpoint down?",
-                                    current.bytes, self.cfg.queue_max_bytes
-                                ),
-                            );
-                            continue;
-                        }
-                        let json = envelope::payload_item(index, ts_ms, &changes);
-                        pending_bytes += json.len() as u64 + 8;
-                        records.push(Record {
-                            index,
-                            ts_ms,
-                            events: u32::try_from(changes.len()).unwrap_or(u32::MAX),
-                            json,
-                        });
-                    }
-                    Job::Flush(done) => flushes.push(done),
-                    Job::Prune(d) => prune = Some(prune.map_or(d, |p: u64| p.max(d))),
-                    Job::Skip(i) => skip = Some(i),
-                    Job::Fill(r, from, through, done) => fills.push((r, from, through, done)),
-                }
-            }
-            let mut failed = None;
-            if !records.is_empty() {
-                if let Err(e) = queue.append(&records) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(i) = skip {
-                if let Err(e) = queue.skip_to(i) {
-                    failed = Some(e);
-                }
-            }
-            for (r, from, through, done) in fills {
-                if let Err(e) = queue.fill(&r, from, through) {
-                    failed = Some(e);
-                }
-                flushes.push(done);
-            }
-            if let Some(d) = prune {
-                let now = now_ms();
-                let r = &self.cfg.retain;
-                if let Err(e) = queue.prune(d, now, r.max_age.as_millis() as u64, r.max_bytes) {
-                    failed = Some(e);
-                }
-            }
-            if let Some(e) = failed {
-                let n = records.iter().map(|_| 1).sum::<usize>();
-                tracing::error!(error = %e, entries = n, "CDC queue write failed");
-                self.set_delivery(|d| {
-                    d.last_error = Some(e.clone());
-                    d.last_error_at = Some(SystemTime::now());
-                });
-            }
+            let flushes = self.write_batch(queue, jobs, current);
             if let Ok(s) = queue.state() {
                 current = s;
                 self.publish(&s);
@@ -357,6 +284,97 @@ impl Shared {
                 let _ = f.send(());
             }
         }
+    }
+
+    /// Writes one batch of jobs, `current` being the queue before it; returns the flushes to
+    /// answer once the new state is published. Records and skips are written in the order
+    /// they came: a skip must see the records of entries applied before the install, and not
+    /// the records of entries applied after it (they would hide the gap it opens).
+    fn write_batch(
+        &self,
+        queue: &Queue,
+        jobs: Vec<Job>,
+        current: QueueState,
+    ) -> Vec<oneshot::Sender<()>> {
+        let mut records = Vec::new();
+        let mut flushes = Vec::new();
+        let mut prune = None;
+        let mut fills = Vec::new();
+        let mut failed = None;
+        let mut written = 0usize;
+        let mut append = |records: &mut Vec<Record>, failed: &mut Option<String>| {
+            if !records.is_empty() {
+                written += records.len();
+                if let Err(e) = queue.append(records) {
+                    *failed = Some(e);
+                }
+                records.clear();
+            }
+        };
+        let limit = self
+            .cfg
+            .queue_max_bytes
+            .saturating_add(self.cfg.retain.max_bytes);
+        let mut pending_bytes = 0u64;
+        for j in jobs {
+            match j {
+                Job::Changes {
+                    index,
+                    ts_ms,
+                    changes,
+                } => {
+                    if current.bytes + pending_bytes > limit {
+                        self.dropped(
+                            changes.len(),
+                            &format!(
+                                "the queue holds {} bytes, over queue_max_bytes ({}); is the endpoint down?",
+                                current.bytes, self.cfg.queue_max_bytes
+                            ),
+                        );
+                        continue;
+                    }
+                    let json = envelope::payload_item(index, ts_ms, &changes);
+                    pending_bytes += json.len() as u64 + 8;
+                    records.push(Record {
+                        index,
+                        ts_ms,
+                        events: u32::try_from(changes.len()).unwrap_or(u32::MAX),
+                        json,
+                    });
+                }
+                Job::Flush(done) => flushes.push(done),
+                Job::Prune(d) => prune = Some(prune.map_or(d, |p: u64| p.max(d))),
+                Job::Skip(i) => {
+                    append(&mut records, &mut failed);
+                    if let Err(e) = queue.skip_to(i) {
+                        failed = Some(e);
+                    }
+                }
+                Job::Fill(r, from, through, done) => fills.push((r, from, through, done)),
+            }
+        }
+        append(&mut records, &mut failed);
+        for (r, from, through, done) in fills {
+            if let Err(e) = queue.fill(&r, from, through) {
+                failed = Some(e);
+            }
+            flushes.push(done);
+        }
+        if let Some(d) = prune {
+            let now = now_ms();
+            let r = &self.cfg.retain;
+            if let Err(e) = queue.prune(d, now, r.max_age.as_millis() as u64, r.max_bytes) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            tracing::error!(error = %e, entries = written, "CDC queue write failed");
+            self.set_delivery(|d| {
+                d.last_error = Some(e.clone());
+                d.last_error_at = Some(SystemTime::now());
+            });
+        }
+        flushes
     }
 }
 
@@ -400,5 +418,48 @@ impl crate::store::ChangeSink for Cdc {
     fn skipped_to(&self, index: u64) {
         // Must not be lost: waits if the hand-off is full (rare, and only at an install).
         let _ = self.jobs.send(Job::Skip(index));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            cfg: CdcConfig::parse_json(r#"{"endpoint": "http://127.0.0.1:9/hook"}"#).unwrap(),
+            metrics: Arc::default(),
+            delivery: Mutex::default(),
+            dropped_logged: Mutex::default(),
+        }
+    }
+
+    fn changes(index: u64) -> Job {
+        Job::Changes {
+            index,
+            ts_ms: 1,
+            changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_skip_in_one_batch_with_later_records_keeps_its_gap() {
+        // An install of a snapshot through 10 and the first entry applied after it reach
+        // the writer together: the records before the install go in, the gap 4..=10 opens,
+        // and the record of 11 does not hide it.
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q.redb")).unwrap();
+        let s = shared();
+        let jobs = vec![changes(2), changes(3), Job::Skip(10), changes(11)];
+        s.write_batch(&q, jobs, q.state().unwrap());
+        let st = q.state().unwrap();
+        assert_eq!((st.enqueued, st.gap, st.records), (11, Some((4, 10)), 3));
+        let held: Vec<u64> = q
+            .read(0, 100, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.index)
+            .collect();
+        assert_eq!(held, [2, 3, 11]);
     }
 }
