@@ -131,6 +131,12 @@ impl Receiver {
                 continue;
             }
             let items = p.body["payload"].as_array().expect("payload").clone();
+            assert!(
+                !items.is_empty(),
+                "an empty batch, key {}, from node {}",
+                p.key,
+                p.body["node_id"]
+            );
             let (first, last) = (
                 items[0]["index"].as_u64(),
                 items.last().unwrap()["index"].as_u64(),
@@ -665,10 +671,13 @@ async fn with_a_stopped_follower(cfg: &str, rows: i64) -> (TestCluster, usize, u
     lc.execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER)"]"#)
         .await;
     c.stop(f).await;
+    let behind = c.last_log_index(l).await;
     for id in 0..rows {
         lc.execute_ok(&format!(r#"[["INSERT INTO t(id, w) VALUES(?, 0)", {id}]]"#))
             .await;
     }
+    // The follower can then catch up only by a snapshot.
+    c.wait_log_compacted_past(l, behind).await;
     (c, l, f)
 }
 
@@ -684,14 +693,6 @@ async fn a_node_that_installed_a_snapshot_fills_its_queue_from_a_peer_before_it_
     let cfg = cdc_json(&r.url(), json!({}));
     let (mut c, l, f) = with_a_stopped_follower(&cfg, 300).await;
     let lc = c.client(l).clone();
-    wait_until(CLUSTER_WAIT, "the leader to compact its log", || {
-        let lc = lc.clone();
-        async move {
-            let raft = lc.get("/status?key=store.raft").await.json();
-            raft["last_snapshot_index"].as_u64().unwrap_or(0) > 250
-        }
-    })
-    .await;
     c.restart(f).await;
     let fc = c.client(f).clone();
     wait_until(

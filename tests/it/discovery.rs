@@ -93,9 +93,7 @@ async fn dns_listeners(i: u8, raft_port: u16) -> (TcpListener, TcpListener) {
 /// A Raft port free on 127.0.0.1-127.0.0.4.
 async fn common_free_port() -> u16 {
     for _ in 0..50 {
-        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = probe.local_addr().expect("addr").port();
-        drop(probe);
+        let port = crate::harness::unused_port();
         let mut ok = true;
         for i in 1..=4u8 {
             if std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, i), port)).is_err() {
@@ -316,12 +314,7 @@ async fn rqlite_disco_dns_hosts_stands_in_for_the_dns_answer() {
     // Steps: three real processes with -disco-mode dns, no -disco-config (rqlite's default
     // name) and RQLITE_DISCO_DNS_HOSTS listing their Raft addresses, as rqlite's own tests
     // run it; they form one cluster of three voters that takes a write.
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| crate::harness::unused_port()).collect();
     let hosts = ports
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))

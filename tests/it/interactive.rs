@@ -240,6 +240,7 @@ async fn follower_restored_from_snapshot_reaches_the_leaders_verdicts() {
     let l = bank(&c).await;
     let f = c.followers().await[0];
     c.stop(f).await;
+    let behind = c.last_log_index(l).await;
     let lc = c.client(l).clone();
     let read1 = r#"["SELECT bal FROM acct WHERE id = 1"]"#;
     let (t2, _) = open(&lc).await;
@@ -260,21 +261,10 @@ async fn follower_restored_from_snapshot_reaches_the_leaders_verdicts() {
             .await;
     }
     // A snapshot now, so the leader's log no longer holds what the follower lacks (the 40
-    // updates alone are more than the log keeps). openraft purges the log once no replication
-    // is reading it: the next time replication to the stopped follower fails.
+    // updates alone are more than the log keeps).
     let r = lc.post_json("/snapshot", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    wait_until(
-        crate::harness::CLUSTER_WAIT,
-        "the leader's log compacted",
-        || async {
-            let st = lc.get("/status").await.json();
-            st["store"]["raft"]["log_entries"]
-                .as_u64()
-                .is_some_and(|n| n < 40)
-        },
-    )
-    .await;
+    c.wait_log_compacted_past(l, behind).await;
     c.restart(f).await;
     c.wait_all_see(BALANCES, &json!([[100], [0], [39]])).await;
     let vars = c.client(f).get("/debug/vars").await.json();

@@ -4,13 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{wait_for, Proc, CLUSTER_WAIT};
-
-/// A loopback port nothing listens on now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use crate::harness::{unused_port, wait_for, Proc, CLUSTER_WAIT};
 
 fn start(dir: &Path, id: &str, raft_addr: &str, join: Option<&str>) -> Proc {
     let mut extra = vec!["-join-interval", "200ms", "-join-attempts", "100"];
@@ -110,7 +104,7 @@ async fn the_last_survivor_recovers_alone_with_its_data_and_takes_writes() {
     let survivor = dirs.next().unwrap();
     drop(dirs);
 
-    let raft = format!("127.0.0.1:{}", free_port());
+    let raft = format!("127.0.0.1:{}", unused_port());
     write_peers(survivor.path(), &[("1", &raft)]);
     let n1 = start(survivor.path(), "1", &raft, None);
     n1.wait_ready().await;
@@ -152,7 +146,7 @@ async fn a_whole_cluster_moved_to_new_addresses_recovers_with_peers_json() {
     // and /nodes shows every node at its new API address.
     let dirs = three_killed_with_data().await;
     let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .map(|_| format!("127.0.0.1:{}", unused_port()))
         .collect();
     let peers: Vec<(&str, &str)> = ["1", "2", "3"]
         .into_iter()

@@ -49,6 +49,7 @@ async fn a_follower_catches_up_from_a_multi_megabyte_snapshot() {
         .execute_ok(r#"["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]"#)
         .await;
     c.stop(f).await;
+    let behind = c.last_log_index(l).await;
     for i in 0..100 {
         c.client(l)
             .execute_ok(&format!(
@@ -61,19 +62,7 @@ async fn a_follower_catches_up_from_a_multi_megabyte_snapshot() {
             .execute_ok(&format!(r#"["INSERT INTO t(id, v) VALUES({i}, x'00')"]"#))
             .await;
     }
-    let lc = c.client(l).clone();
-    wait_until(
-        Duration::from_secs(20),
-        "the leader to compact its log",
-        || {
-            let lc = lc.clone();
-            async move {
-                let raft = lc.get("/status?key=store.raft").await.json();
-                raft["last_snapshot_index"].as_u64().unwrap_or(0) > 300
-            }
-        },
-    )
-    .await;
+    c.wait_log_compacted_past(l, behind).await;
     c.restart(f).await;
     wait_rows(&c, f, 600, Duration::from_secs(60)).await;
     let raft = c.client(f).get("/status?key=store.raft").await.json();

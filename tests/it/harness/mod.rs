@@ -18,6 +18,24 @@ pub use writers::*;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A loopback port free now, for a process that must be told its port before it binds (a
+/// peers.json, a shared -join list). Chosen below the kernel's ephemeral range, so no
+/// `bind(0)` or outgoing connection of a concurrent test takes it before the process does.
+pub fn unused_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(10_001);
+    for _ in 0..1000 {
+        let port = fastrand::u16(10_000..low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 10000..{low}");
+}
+
 /// Polls `f` until it returns true or `within` passes; panics with `what` on timeout.
 pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut f: F)
 where
