@@ -6,14 +6,16 @@
 //! `tmp-*` directory, its files and the directory fsynced, then renamed into place and the
 //! parent fsynced, so a crash leaves either the old or the new snapshot, never a torn one.
 //! The current snapshot is the complete one with the highest log index; older ones are
-//! deleted once a newer one is in place. Followers receive a snapshot in chunks into an
+//! deleted once a newer one is in place. A commit never deletes the newest: openraft builds a
+//! snapshot in a task of its own while its state machine may install a newer one from the
+//! leader, and the log behind that newer one may already be purged. Followers receive a snapshot in chunks into an
 //! `incoming-*` file, which is then moved into a snapshot directory the same way.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::metrics::Metrics;
@@ -31,6 +33,9 @@ pub struct SnapshotStore {
     dir: PathBuf,
     /// The node's counters (this store counts into `snapshot`).
     metrics: Arc<Metrics>,
+    /// Held by a commit from its rename to its clean-up: one commit's clean-up never sees
+    /// another's directory before that one has its file open.
+    commits: Arc<Mutex<()>>,
 }
 
 /// The current snapshot: its metadata and the database file.
@@ -63,6 +68,7 @@ impl SnapshotStore {
         let s = Self {
             dir: dir.to_path_buf(),
             metrics,
+            commits: Arc::default(),
         };
         for entry in fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))? {
             let entry = entry.map_err(|e| io(dir, "cannot read", e))?;
@@ -108,17 +114,18 @@ impl SnapshotStore {
     }
 
     /// Writes `meta` into `build` (whose `db.sqlite` must be complete and synced), moves the
-    /// directory into place, and deletes older snapshots. Returns the new current one.
-    pub fn commit(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+    /// directory into place, and deletes the snapshots older than it. Returns it, with its
+    /// database file open (a later commit may delete it if it is not the newest).
+    pub fn commit(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<(Stored, File)> {
         let started = Instant::now();
         let c = &self.metrics.snapshot;
         match self.commit_inner(build, meta) {
-            Ok(stored) => {
+            Ok((stored, file)) => {
                 c.persists.inc();
                 c.latest_persist_duration.set_millis(started.elapsed());
                 c.latest_persist_size
-                    .set(fs::metadata(&stored.db).map(|m| m.len()).unwrap_or(0));
-                Ok(stored)
+                    .set(file.metadata().map(|m| m.len()).unwrap_or(0));
+                Ok((stored, file))
             }
             Err(e) => {
                 c.persists_failed.inc();
@@ -127,7 +134,7 @@ impl SnapshotStore {
         }
     }
 
-    fn commit_inner(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<Stored> {
+    fn commit_inner(&self, build: &Path, meta: &SnapshotMeta) -> std::io::Result<(Stored, File)> {
         let bytes = bincode::serialize(meta).map_err(std::io::Error::other)?;
         let meta_path = build.join(META);
         {
@@ -149,6 +156,7 @@ impl SnapshotStore {
             })
             .collect();
         let dest = self.dir.join(format!("snap-{name}"));
+        let _one = self.commits.lock().unwrap_or_else(|p| p.into_inner());
         if dest.exists() {
             fs::remove_dir_all(&dest).map_err(|e| io(&dest, "cannot replace", e))?;
         }
@@ -158,8 +166,9 @@ impl SnapshotStore {
             meta: meta.clone(),
             db: dest.join(DB),
         };
-        self.remove_all_but(&dest);
-        Ok(stored)
+        let file = File::open(&stored.db).map_err(|e| io(&stored.db, "cannot open", e))?;
+        self.remove_older(&dest);
+        Ok((stored, file))
     }
 
     /// Moves a received database file into a new snapshot directory with `meta`.
@@ -170,17 +179,29 @@ impl SnapshotStore {
         let build = self.build_dir()?;
         let db = Self::db_in(&build);
         fs::rename(file, &db).map_err(|e| io(&db, "cannot move", e))?;
-        self.commit(&build, meta)
+        Ok(self.commit(&build, meta)?.0)
     }
 
-    fn remove_all_but(&self, keep: &Path) {
+    /// Deletes every snapshot but `keep` and the newest (normally the same one). A build that
+    /// finished after a newer snapshot was installed is left until the next commit or reap.
+    fn remove_older(&self, keep: &Path) {
+        let newest = match self.list() {
+            Ok(mut all) => all.pop().map(|s| s.db),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the snapshots; older ones are kept");
+                return;
+            }
+        };
+        let Some(newest) = newest.as_deref().and_then(Path::parent) else {
+            return;
+        };
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in rd.flatten() {
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
-            if p != keep && name.starts_with("snap-") {
+            if p != keep && p != newest && name.starts_with("snap-") {
                 match fs::remove_dir_all(&p) {
                     Ok(()) => self.metrics.snapshot.reaped.inc(),
                     Err(e) => {
@@ -195,6 +216,7 @@ impl SnapshotStore {
     /// Deletes every complete snapshot but the current one (normally none is left: an old
     /// one stays only when deleting it after a commit failed). Returns how many went.
     pub fn reap(&self) -> std::io::Result<usize> {
+        let _one = self.commits.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.list()?;
         all.pop();
         let mut reaped = 0;
@@ -378,6 +400,45 @@ mod tests {
             counted.snapshot.latest_persist_size.get(),
             "image 1-9".len() as u64
         );
+    }
+
+    #[test]
+    fn a_build_that_ends_after_a_newer_install_never_deletes_it() {
+        // openraft builds in a task of its own while the state machine installs a newer
+        // snapshot from the leader (and the log behind that one is purged): the late build
+        // must not leave the older snapshot as the only one.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(dir.path()).unwrap();
+        let commit = |id: &str, index: u64| {
+            let b = s.build_dir().unwrap();
+            fs::write(SnapshotStore::db_in(&b), format!("image {id}")).unwrap();
+            s.commit(&b, &meta(id, index)).unwrap()
+        };
+        commit("2-349", 349);
+        let (late, mut file) = commit("2-238", 238);
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!(read, "image 2-238", "the late build's own file, open");
+        assert_eq!(late.meta.snapshot_id, "2-238");
+        assert_eq!(s.current().unwrap().unwrap().meta.snapshot_id, "2-349");
+        // The next newer snapshot, or a reap, removes both older ones.
+        commit("2-400", 400);
+        let ids: Vec<_> = s
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|x| x.meta.snapshot_id)
+            .collect();
+        assert_eq!(ids, ["2-400"]);
+        commit("2-390", 390);
+        assert_eq!(s.reap().unwrap(), 1);
+        let ids: Vec<_> = s
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|x| x.meta.snapshot_id)
+            .collect();
+        assert_eq!(ids, ["2-400"]);
     }
 
     #[test]

@@ -707,21 +707,30 @@ impl StateMachine {
         };
         let store = self.snapshots.clone();
         let m = meta.clone();
-        let stored = tokio::task::spawn_blocking(move || -> Result<Stored, String> {
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, String> {
             let build = store.build_dir().map_err(|e| e.to_string())?;
             pinned
                 .copy_to(&SnapshotStore::db_in(&build))
                 .map_err(|e| e.to_string())?;
-            store.commit(&build, &m).map_err(|e| e.to_string())
+            Ok(store.commit(&build, &m).map_err(|e| e.to_string())?.1)
         })
         .await
         .map_err(|e| snap_err(Some(&meta), e))?
         .map_err(|e| snap_err(Some(&meta), e))?;
-        self.applied.lock().snapshot = Some(meta.clone());
-        let file = open_file(&stored.db, Some(&meta)).await?;
+        {
+            // A snapshot from the leader installed while this one was built is newer: it
+            // stays the current one (openraft ignores this build too).
+            let mut a = self.applied.lock();
+            if a.snapshot
+                .as_ref()
+                .is_none_or(|s| s.last_log_id <= meta.last_log_id)
+            {
+                a.snapshot = Some(meta.clone());
+            }
+        }
         Ok(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: tokio::fs::File::from_std(file),
         })
     }
 }
