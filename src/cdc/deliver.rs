@@ -138,6 +138,9 @@ pub async fn run(cdc: Arc<Cdc>, cluster: Arc<Cluster>, sink: Sink, stop: Cancell
 
 /// Sends until this node stops leading.
 async fn lead(cdc: &Cdc, store: &Store, sink: &Sink, stop: &CancellationToken) {
+    // A snapshot this node installed as a follower may have opened a gap the queue's writer
+    // has not written yet: the gap check below must see it. A leader installs none.
+    crate::store::ChangeSink::flush(cdc).await;
     let cfg = cdc.config();
     let p = store.cdc_progress();
     let mut delivered = p.delivered;

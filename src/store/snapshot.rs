@@ -155,10 +155,12 @@ impl SnapshotStore {
                 }
             })
             .collect();
-        let dest = self.dir.join(format!("snap-{name}"));
         let _one = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dest = self.dir.join(format!("snap-{name}"));
+        // The same id again (built twice in one millisecond): a name of its own, never a
+        // delete before the rename (a crash between the two would leave neither).
         if dest.exists() {
-            fs::remove_dir_all(&dest).map_err(|e| io(&dest, "cannot replace", e))?;
+            dest = self.fresh(&format!("snap-{name}"));
         }
         fs::rename(build, &dest).map_err(|e| io(&dest, "cannot move into place", e))?;
         sync_dir(&self.dir)?;
@@ -202,7 +204,7 @@ impl SnapshotStore {
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
             if p != keep && p != newest && name.starts_with("snap-") {
-                match fs::remove_dir_all(&p) {
+                match self.delete(&p) {
                     Ok(()) => self.metrics.snapshot.reaped.inc(),
                     Err(e) => {
                         self.metrics.snapshot.reaped_failed.inc();
@@ -224,7 +226,7 @@ impl SnapshotStore {
             let Some(dir) = old.db.parent() else {
                 continue;
             };
-            match fs::remove_dir_all(dir) {
+            match self.delete(dir) {
                 Ok(()) => reaped += 1,
                 // Gone meanwhile: a commit's own clean-up got there first.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -237,9 +239,29 @@ impl SnapshotStore {
         Ok(reaped)
     }
 
+    /// Deletes a snapshot directory: renamed out of the `snap-` names first, so a crash
+    /// halfway through never leaves a snapshot without its database file (what is left is
+    /// removed at the next open).
+    fn delete(&self, dir: &Path) -> std::io::Result<()> {
+        let doomed = self.fresh("tmp");
+        fs::rename(dir, &doomed)?;
+        fs::remove_dir_all(&doomed)
+    }
+
     /// The current snapshot, if there is one.
     pub fn current(&self) -> std::io::Result<Option<Stored>> {
         Ok(self.list()?.pop())
+    }
+
+    /// The current snapshot with its database file open: no commit or reap deletes it
+    /// between the two (openraft sends it to a follower while new ones are built).
+    pub fn current_open(&self) -> std::io::Result<Option<(Stored, File)>> {
+        let _one = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(stored) = self.current()? else {
+            return Ok(None);
+        };
+        let file = File::open(&stored.db).map_err(|e| io(&stored.db, "cannot open", e))?;
+        Ok(Some((stored, file)))
     }
 
     /// Every complete snapshot on disk, oldest first (one, except for a moment after a new
@@ -269,7 +291,14 @@ impl SnapshotStore {
                 db: dir.join(DB),
             });
         }
-        all.sort_by_key(|s| s.meta.last_log_id.map(|l| l.index));
+        // Two with the same index hold the same state; the order between them is fixed only
+        // so that every call picks the same one.
+        all.sort_by(|a, b| {
+            let key = |s: &Stored| s.meta.last_log_id.map(|l| l.index);
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.meta.snapshot_id.cmp(&b.meta.snapshot_id))
+        });
         Ok(all)
     }
 
@@ -439,6 +468,27 @@ mod tests {
             .map(|x| x.meta.snapshot_id)
             .collect();
         assert_eq!(ids, ["2-400"]);
+    }
+
+    #[test]
+    fn the_same_id_committed_again_never_leaves_a_torn_snapshot() {
+        // Built twice in one millisecond: the second goes in under a name of its own (a
+        // delete before the rename could leave neither after a crash); one stays current,
+        // whole, and reopening keeps it.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open(dir.path()).unwrap();
+        for _ in 0..2 {
+            let b = s.build_dir().unwrap();
+            fs::write(SnapshotStore::db_in(&b), "image 3-7").unwrap();
+            s.commit(&b, &meta("3-7", 7)).unwrap();
+        }
+        let s = SnapshotStore::open(dir.path()).unwrap();
+        let (cur, mut file) = s.current_open().unwrap().unwrap();
+        assert_eq!(cur.meta.snapshot_id, "3-7");
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!(read, "image 3-7");
+        assert!(s.list().unwrap().len() <= 2);
     }
 
     #[test]

@@ -429,15 +429,6 @@ impl StateMachine {
     }
 }
 
-async fn open_file(
-    path: &std::path::Path,
-    meta: Option<&SnapshotMeta>,
-) -> Result<tokio::fs::File, io::Error> {
-    tokio::fs::File::open(path)
-        .await
-        .map_err(|e| snap_err(meta, format!("{}: {e}", path.display())))
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
@@ -611,6 +602,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| snap_err(Some(meta), e))?,
         };
+        // The CDC queue records the entries it will never see as missing, durably, before the
+        // snapshot is: a kill -9 between the two must not lose the gap, and a peer asking
+        // for records once this node's applied index moved must find it. A gap recorded for
+        // an install that then fails is filled from a peer, harmlessly.
+        if let Some(sink) = &self.changes {
+            sink.skipped_to(meta.last_log_id.map_or(0, |l| l.index));
+            sink.flush().await;
+        }
         // Its id carries the leader's CDC progress (`changes.rs`), which this node takes over.
         let store = self.snapshots.clone();
         let m = meta.clone();
@@ -618,27 +617,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| snap_err(Some(meta), e))?
             .map_err(|e| snap_err(Some(meta), e))?;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        self.install(stored).await?;
-        if let Some(sink) = &self.changes {
-            sink.skipped_to(index);
-        }
-        Ok(())
+        self.install(stored).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let store = self.snapshots.clone();
-        let current = tokio::task::spawn_blocking(move || store.current())
+        let current = tokio::task::spawn_blocking(move || store.current_open())
             .await
             .map_err(|e| snap_err(None, e))?
             .map_err(|e| snap_err(None, e))?;
-        let Some(stored) = current else {
-            return Ok(None);
-        };
-        let file = open_file(&stored.db, Some(&stored.meta)).await?;
-        Ok(Some(Snapshot {
+        Ok(current.map(|(stored, file)| Snapshot {
             meta: stored.meta,
-            snapshot: file,
+            snapshot: tokio::fs::File::from_std(file),
         }))
     }
 }
