@@ -33,8 +33,6 @@ pub struct Applied {
     pub membership: StoredMembership,
     /// Wall-clock time of the last applied entry (`fsm_update_time` in `/status`).
     pub updated_at: Option<SystemTime>,
-    /// Metadata of the newest snapshot taken or installed.
-    pub snapshot: Option<SnapshotMeta>,
     /// Database images loaded from the log so far (each calls for a snapshot, so that the
     /// log can let the image's entries go).
     pub loads: u64,
@@ -378,7 +376,6 @@ impl StateMachine {
                 a.membership = m.last_membership.clone();
                 a.updated_at = Some(SystemTime::now());
                 a.cdc = super::changes::from_snapshot_id(&m.snapshot_id);
-                a.snapshot = Some(m);
                 // Whatever the replaced database's last writes captured is not this state.
                 engine.take_changes();
                 Ok(())
@@ -707,17 +704,6 @@ impl StateMachine {
         .await
         .map_err(|e| snap_err(Some(&meta), e))?
         .map_err(|e| snap_err(Some(&meta), e))?;
-        {
-            // A snapshot from the leader installed while this one was built is newer: it
-            // stays the current one (openraft ignores this build too).
-            let mut a = self.applied.lock();
-            if a.snapshot
-                .as_ref()
-                .is_none_or(|s| s.last_log_id <= meta.last_log_id)
-            {
-                a.snapshot = Some(meta.clone());
-            }
-        }
         Ok(Snapshot {
             meta,
             snapshot: tokio::fs::File::from_std(file),
