@@ -169,7 +169,9 @@ impl SnapshotStore {
             db: dest.join(DB),
         };
         let file = File::open(&stored.db).map_err(|e| io(&stored.db, "cannot open", e))?;
-        self.remove_older(&dest);
+        if let Err(e) = self.delete_older(Some(&dest)) {
+            tracing::warn!(error = %e, "cannot delete an old snapshot");
+        }
         Ok((stored, file))
     }
 
@@ -184,59 +186,41 @@ impl SnapshotStore {
         Ok(self.commit(&build, meta)?.0)
     }
 
-    /// Deletes every snapshot but `keep` and the newest (normally the same one). A build that
-    /// finished after a newer snapshot was installed is left until the next commit or reap.
-    fn remove_older(&self, keep: &Path) {
-        let newest = match self.list() {
-            Ok(mut all) => all.pop().map(|s| s.db),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list the snapshots; older ones are kept");
-                return;
-            }
-        };
-        let Some(newest) = newest.as_deref().and_then(Path::parent) else {
-            return;
-        };
-        let Ok(rd) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in rd.flatten() {
-            let p = entry.path();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if p != keep && p != newest && name.starts_with("snap-") {
-                match self.delete(&p) {
-                    Ok(()) => self.metrics.snapshot.reaped.inc(),
-                    Err(e) => {
-                        self.metrics.snapshot.reaped_failed.inc();
-                        tracing::warn!(path = %p.display(), error = %e, "cannot delete an old snapshot");
-                    }
-                }
-            }
-        }
-    }
-
     /// Deletes every complete snapshot but the current one (normally none is left: an old
     /// one stays only when deleting it after a commit failed). Returns how many went.
     pub fn reap(&self) -> std::io::Result<usize> {
         let _one = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        self.delete_older(None)
+    }
+
+    /// Deletes every snapshot but the newest and `keep` (normally the newest too: a build
+    /// that finished after a newer snapshot was installed stays until the next commit or
+    /// reap). Tries them all; returns how many went, or the first error. The caller holds
+    /// `commits`.
+    fn delete_older(&self, keep: Option<&Path>) -> std::io::Result<usize> {
         let mut all = self.list()?;
         all.pop();
-        let mut reaped = 0;
-        for old in all {
-            let Some(dir) = old.db.parent() else {
+        let (mut deleted, mut first_error) = (0, None);
+        for old in &all {
+            let Some(dir) = old.db.parent().filter(|d| Some(*d) != keep) else {
                 continue;
             };
             match self.delete(dir) {
-                Ok(()) => reaped += 1,
-                // Gone meanwhile: a commit's own clean-up got there first.
+                Ok(()) => {
+                    deleted += 1;
+                    self.metrics.snapshot.reaped.inc();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(dir, "cannot delete", e)),
+                Err(e) => {
+                    self.metrics.snapshot.reaped_failed.inc();
+                    first_error.get_or_insert(io(dir, "cannot delete", e));
+                }
             }
         }
-        if reaped > 0 {
+        if deleted > 0 {
             sync_dir(&self.dir)?;
         }
-        Ok(reaped)
+        first_error.map_or(Ok(deleted), Err)
     }
 
     /// Deletes a snapshot directory: renamed out of the `snap-` names first, so a crash
@@ -443,6 +427,10 @@ mod tests {
             fs::write(SnapshotStore::db_in(&b), format!("image {id}")).unwrap();
             s.commit(&b, &meta(id, index)).unwrap()
         };
+        let ids = || -> Vec<String> {
+            let all = s.list().unwrap();
+            all.into_iter().map(|x| x.meta.snapshot_id).collect()
+        };
         commit("2-349", 349);
         let (late, mut file) = commit("2-238", 238);
         let mut read = String::new();
@@ -452,22 +440,10 @@ mod tests {
         assert_eq!(s.current().unwrap().unwrap().meta.snapshot_id, "2-349");
         // The next newer snapshot, or a reap, removes both older ones.
         commit("2-400", 400);
-        let ids: Vec<_> = s
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|x| x.meta.snapshot_id)
-            .collect();
-        assert_eq!(ids, ["2-400"]);
+        assert_eq!(ids(), ["2-400"]);
         commit("2-390", 390);
         assert_eq!(s.reap().unwrap(), 1);
-        let ids: Vec<_> = s
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|x| x.meta.snapshot_id)
-            .collect();
-        assert_eq!(ids, ["2-400"]);
+        assert_eq!(ids(), ["2-400"]);
     }
 
     #[test]
