@@ -10,7 +10,6 @@ use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
@@ -243,27 +242,22 @@ impl Store {
         // timers no earlier than that, so no new leader can exist within the lease.
         let sent = Instant::now();
         let c = &self.metrics.store;
-        let confirmed = tokio::time::timeout(
-            timeout,
-            self.raft.get_read_log_id(openraft::ReadPolicy::ReadIndex),
-        )
-        .await;
+        let confirmed = super::read_index::read_index_round(&self.raft, &self.me, timeout).await;
         c.verify_leader_duration.set_millis(sent.elapsed());
-        if matches!(confirmed, Ok(Ok(_))) {
-            c.verify_leader.inc();
-        } else {
-            c.verify_leader_failed.inc();
-        }
         match confirmed {
-            Ok(Ok(_)) => {
+            Ok(_) => {
+                c.verify_leader.inc();
                 self.lease.record_at(sent);
                 Ok(())
             }
-            Ok(Err(RaftError::APIError(
-                openraft::error::LinearizableReadError::ForwardToLeader(_),
-            ))) => Err(self.not_leader()),
-            // No quorum (or no answer in time): this node cannot prove it still leads.
-            Ok(Err(_)) | Err(_) => Err(StoreError::NotLeader { leader: None }),
+            Err(e) => {
+                c.verify_leader_failed.inc();
+                match e {
+                    // Openraft knows of another leader: name the one this node knows.
+                    StoreError::NotLeader { leader: Some(_) } => Err(self.not_leader()),
+                    _ => Err(StoreError::NotLeader { leader: None }),
+                }
+            }
         }
     }
 

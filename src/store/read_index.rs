@@ -72,7 +72,6 @@ pub(super) async fn run_read_index(
     wake: Arc<tokio::sync::Notify>,
     done: tokio::sync::watch::Sender<Round>,
 ) {
-    use openraft::error::LinearizableReadError;
     let mut covered = 0;
     loop {
         if requested.load(std::sync::atomic::Ordering::SeqCst) <= covered {
@@ -84,29 +83,36 @@ pub(super) async fn run_read_index(
         }
         // Everything requested so far arrived before this round starts.
         let epoch = requested.load(std::sync::atomic::Ordering::SeqCst);
-        let result = match tokio::time::timeout(
-            round_timeout,
-            raft.get_read_log_id(openraft::ReadPolicy::ReadIndex),
-        )
-        .await
-        {
-            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
-            // Named by openraft; the caller re-checks what it knows of the leader.
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_node.filter(|l| l.id != me.id),
-                })
-            }
-            // Cut off from the majority (or no answer): this node cannot prove it still leads.
-            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) | Err(_) => {
-                Err(StoreError::NotLeader { leader: None })
-            }
-            Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
-        };
+        let result = read_index_round(&raft, &me, round_timeout).await;
         covered = epoch;
         if done.send((epoch, result)).is_err() {
             return;
         }
+    }
+}
+
+/// One ReadIndex round (openraft's: a heartbeat round to a quorum), within `timeout`: the
+/// index a read may be served at once applied here, or why this node cannot prove it leads.
+pub(super) async fn read_index_round(
+    raft: &Raft,
+    me: &NodeInfo,
+    timeout: Duration,
+) -> Result<u64, StoreError> {
+    use openraft::error::LinearizableReadError;
+    let round = raft.get_read_log_id(openraft::ReadPolicy::ReadIndex);
+    match tokio::time::timeout(timeout, round).await {
+        Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
+        // Named by openraft; the caller re-checks what it knows of the leader.
+        Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+            Err(StoreError::NotLeader {
+                leader: f.leader_node.filter(|l| l.id != me.id),
+            })
+        }
+        // Cut off from the majority (or no answer): this node cannot prove it still leads.
+        Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) | Err(_) => {
+            Err(StoreError::NotLeader { leader: None })
+        }
+        Ok(Err(e)) => Err(StoreError::Raft(e.to_string())),
     }
 }
 
