@@ -345,6 +345,10 @@ impl Node {
             cluster.clone(),
             cancel.child_token(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::full_disk::run(
+            cluster.clone(),
+            cancel.child_token(),
+        )));
         if !(cfg.raft.reap_node_timeout.is_zero() && cfg.raft.reap_read_only_node_timeout.is_zero())
         {
             tasks.push(tokio::spawn(crate::cluster::reap::run(

@@ -2,8 +2,8 @@
 //!
 //! Owns: "local, else leader, else redirect" for every operation (`Cluster`), the internode
 //! service that answers peers (`service.rs`), the join loop (`join.rs`), keeping this node's
-//! API address current in the membership (`announce.rs`) and the cluster service's messages
-//! (`proto.rs`).
+//! API address current in the membership (`announce.rs`), handing leadership away from a
+//! full disk (`full_disk.rs`) and the cluster service's messages (`proto.rs`).
 //! Does not: pick HTTP status codes (`http/error.rs`) or apply anything (`store`).
 
 pub mod announce;
@@ -13,6 +13,7 @@ mod follower_reads;
 pub mod formation;
 pub mod forward;
 mod forward_batch;
+pub mod full_disk;
 pub mod join;
 pub mod prevote;
 pub mod proto;

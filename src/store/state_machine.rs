@@ -451,7 +451,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match free_bytes(self.snapshots.dir()) {
                 Some(free) if free < MIN_FREE_BYTES => {
                     self.health.set(
-                        "disk",
+                        crate::health::DISK,
                         format!(
                             "{} has {} MiB free: applying entries waits until at least {} MiB are",
                             self.snapshots.dir().display(),
@@ -462,7 +462,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
                 _ => {
-                    self.health.clear("disk");
+                    self.health.clear(crate::health::DISK);
                     break;
                 }
             }

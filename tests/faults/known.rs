@@ -258,6 +258,105 @@ async fn write_rows(
     Ok(n)
 }
 
+/// The leader's data dir (a 256 MiB tmpfs) shrinks to 16 MiB, below the 64 MiB a node needs
+/// free to apply entries. The other two voters still commit every write, but a leader that
+/// cannot apply answers none of them: it must hand leadership over, so that writes through the
+/// healthy nodes are accepted again within seconds; the full node must say it is not ready,
+/// and catch up once its disk grows back.
+pub async fn disk_full_leader(name: &str) {
+    let dir = report::scenario_dir(name);
+    let nemesis = "the leader's tmpfs data dir shrinks to 16 MiB, then grows to 256 MiB";
+    println!("== {name} ({nemesis}), results in {}", dir.display());
+    let t0 = Instant::now();
+    let mut c = Cluster::new(3, &[], &dir);
+    let f = 2;
+    c.mount_tmpfs(f, "256m");
+    c.start_all().await;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    execute_until_ok(
+        &c,
+        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    // Node 3 must lead before its disk shrinks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.wait_leader(Duration::from_secs(30)).await != f {
+        let _ = c
+            .http
+            .post(format!("{}/leader", c.nodes[0].base()))
+            .header("Content-Type", "application/json")
+            .body(r#"{"id":"3"}"#)
+            .send()
+            .await;
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never took the leadership"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let healthy = [0usize, 1];
+    let mut id = 0;
+    if let Err(e) = write_rows(&c, &healthy, &mut id, 1024, 10, |_| true).await {
+        problems.push(format!("before the leader's disk shrank: {e}"));
+    }
+    event("shrink the leader's tmpfs to 16 MiB", t0);
+    c.resize_tmpfs(f, "16m");
+    let shrunk = Instant::now();
+    // The first write finds the leader unable to apply; writes are accepted again once the
+    // leadership has moved.
+    match write_big(&c, &healthy, id, 1024, Duration::from_secs(30)).await {
+        Ok(()) => notes.push(format!(
+            "first write after the shrink accepted {:.2}s after it",
+            shrunk.elapsed().as_secs_f64()
+        )),
+        Err(e) => problems.push(format!(
+            "no write accepted within 30s of the leader's disk filling: {e}"
+        )),
+    }
+    id += 1;
+    if let Err(e) = write_rows(&c, &healthy, &mut id, 1024, 20, |_| true).await {
+        problems.push(format!("writes after the hand-over: {e}"));
+    }
+    event(&format!("{id} rows written"), t0);
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    if l == f {
+        problems.push("the node with the full disk still leads".to_string());
+    } else {
+        notes.push(format!("node {} leads", l + 1));
+    }
+    match c
+        .http
+        .get(format!("{}/readyz", c.nodes[f].base()))
+        .send()
+        .await
+    {
+        Ok(r) if !r.status().is_success() => {
+            notes.push(format!("full node's /readyz: HTTP {}", r.status()))
+        }
+        Ok(r) => problems.push(format!(
+            "the node with a full disk reports ready (HTTP {})",
+            r.status()
+        )),
+        Err(e) => problems.push(format!("the node with a full disk did not answer: {e}")),
+    }
+    event("grow the full node's tmpfs to 256 MiB", t0);
+    c.resize_tmpfs(f, "256m");
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
+    match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+        Ok(d) => notes.push(format!(
+            "caught up {:.2}s after space came back",
+            d.as_secs_f64()
+        )),
+        Err(e) => problems.push(format!("after space came back: {e}")),
+    }
+    drop(c);
+    finish(name, nemesis, &dir, &problems, &notes);
+}
+
 /// A follower's data dir is a 16 MiB tmpfs; writes of 48 KiB rows fill it. The majority
 /// must keep taking writes, the full node must say it is not ready, and once space is given
 /// back (and, if needed, after a restart) it must catch up. With `stop_while_full`, the full

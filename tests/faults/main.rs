@@ -157,6 +157,12 @@ fn full_disk_follower_stops_when_asked_and_catches_up_after() {
     scenario(|| known::disk_full_follower("disk-full-follower-stopped", true));
 }
 
+/// A leader whose disk fills hands leadership over, so the healthy majority takes writes.
+#[test]
+fn full_disk_leader_hands_over_and_catches_up() {
+    scenario(|| known::disk_full_leader("disk-full-leader"));
+}
+
 /// For each fault cycle: its start, and where the next one starts (or the end of the run).
 fn cycles(d: &RunData) -> Vec<(u64, u64)> {
     let faults = d.marks("fault");

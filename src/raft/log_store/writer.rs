@@ -108,7 +108,7 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
-                    self.health.clear("raft-log");
+                    self.health.clear(crate::health::RAFT_LOG);
                     return Ok(());
                 }
                 Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
@@ -118,7 +118,7 @@ impl Writer {
                         return Err(e);
                     }
                     self.health.set(
-                        "raft-log",
+                        crate::health::RAFT_LOG,
                         format!(
                             "cannot write the Raft log {}: {e}; retrying every second until space is freed",
                             self.path.display()
