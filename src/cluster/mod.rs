@@ -121,6 +121,9 @@ pub struct Cluster {
     shared_read_index: crate::shared_call::SharedCall<u64, ClusterError>,
     /// Writes forwarded to the leader at the same time, sent in one call.
     forward_batches: forward_batch::ForwardBatches,
+    /// Held by the leadership transfer in progress: one at a time (`POST /leader`, the
+    /// step-down at shutdown and `full_disk.rs` would otherwise undo each other's pause).
+    transferring: tokio::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -131,6 +134,7 @@ impl Cluster {
             transport,
             node_creds: None,
             shared_read_index: Default::default(),
+            transferring: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -417,6 +421,11 @@ impl Cluster {
     /// election; its log is at least as long as any other's, so it can win.
     pub async fn transfer_leadership(&self, id: Option<String>) -> Result<(), ClusterError> {
         self.store.ensure_leader().await?;
+        let Ok(_one) = self.transferring.try_lock() else {
+            return Err(
+                StoreError::Raft("a leadership transfer is already in progress".into()).into(),
+            );
+        };
         let me = self.store.me().id.clone();
         let voters: Vec<NodeInfo> = self
             .store

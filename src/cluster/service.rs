@@ -492,6 +492,13 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
             Ok(ClusterResponse::Ok)
         }
         ClusterRequest::Elect => {
+            // A node that cannot apply entries would answer no write as leader.
+            if let Some(problem) = store.health().problem_of(&[crate::health::DISK]) {
+                return Err(crate::store::StoreError::Raft(format!(
+                    "this node cannot lead: {problem}"
+                ))
+                .into());
+            }
             store.metrics().store.elections.inc();
             store.campaign().await?;
             Ok(ClusterResponse::Ok)

@@ -262,15 +262,25 @@ async fn write_rows(
 /// free to apply entries. The other two voters still commit every write, but a leader that
 /// cannot apply answers none of them: it must hand leadership over, so that writes through the
 /// healthy nodes are accepted again within seconds; the full node must say it is not ready,
-/// and catch up once its disk grows back.
-pub async fn disk_full_leader(name: &str) {
+/// and catch up once its disk grows back. With `follower_too`, a follower's disk shrinks as
+/// well (and is the one the leader would pick first when both are level): leadership must go
+/// to the one healthy node.
+pub async fn disk_full_leader(name: &str, follower_too: bool) {
     let dir = report::scenario_dir(name);
-    let nemesis = "the leader's tmpfs data dir shrinks to 16 MiB, then grows to 256 MiB";
+    let nemesis = match follower_too {
+        false => "the leader's tmpfs data dir shrinks to 16 MiB, then grows to 256 MiB",
+        true => {
+            "the leader's and a follower's tmpfs data dirs shrink to 16 MiB, then grow to 256 MiB"
+        }
+    };
     println!("== {name} ({nemesis}), results in {}", dir.display());
     let t0 = Instant::now();
     let mut c = Cluster::new(3, &[], &dir);
     let f = 2;
-    c.mount_tmpfs(f, "256m");
+    let full: &[usize] = if follower_too { &[1, f] } else { &[f] };
+    for &i in full {
+        c.mount_tmpfs(i, "256m");
+    }
     c.start_all().await;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -301,8 +311,10 @@ pub async fn disk_full_leader(name: &str) {
     if let Err(e) = write_rows(&c, &healthy, &mut id, 1024, 10, |_| true).await {
         problems.push(format!("before the leader's disk shrank: {e}"));
     }
-    event("shrink the leader's tmpfs to 16 MiB", t0);
-    c.resize_tmpfs(f, "16m");
+    event("shrink the full nodes' tmpfs to 16 MiB", t0);
+    for &i in full {
+        c.resize_tmpfs(i, "16m");
+    }
     let shrunk = Instant::now();
     // The first write finds the leader unable to apply; writes are accepted again once the
     // leadership has moved.
@@ -321,8 +333,8 @@ pub async fn disk_full_leader(name: &str) {
     }
     event(&format!("{id} rows written"), t0);
     let l = c.wait_leader(Duration::from_secs(30)).await;
-    if l == f {
-        problems.push("the node with the full disk still leads".to_string());
+    if full.contains(&l) {
+        problems.push(format!("node {}, whose disk is full, leads", l + 1));
     } else {
         notes.push(format!("node {} leads", l + 1));
     }
@@ -341,8 +353,10 @@ pub async fn disk_full_leader(name: &str) {
         )),
         Err(e) => problems.push(format!("the node with a full disk did not answer: {e}")),
     }
-    event("grow the full node's tmpfs to 256 MiB", t0);
-    c.resize_tmpfs(f, "256m");
+    event("grow the full nodes' tmpfs to 256 MiB", t0);
+    for &i in full {
+        c.resize_tmpfs(i, "256m");
+    }
     let want = fingerprint(&c, l, "strong")
         .await
         .expect("leader fingerprint");

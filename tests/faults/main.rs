@@ -160,7 +160,13 @@ fn full_disk_follower_stops_when_asked_and_catches_up_after() {
 /// A leader whose disk fills hands leadership over, so the healthy majority takes writes.
 #[test]
 fn full_disk_leader_hands_over_and_catches_up() {
-    scenario(|| known::disk_full_leader("disk-full-leader"));
+    scenario(|| known::disk_full_leader("disk-full-leader", false));
+}
+
+/// ... to a voter whose disk is not full too, even when that one is not the most caught up.
+#[test]
+fn full_disk_leader_and_follower_hand_over_to_the_healthy_node() {
+    scenario(|| known::disk_full_leader("disk-full-leader-and-follower", true));
 }
 
 /// For each fault cycle: its start, and where the next one starts (or the end of the run).
