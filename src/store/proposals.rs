@@ -291,10 +291,10 @@ impl Store {
                 Err(_) => Err(StoreError::Closed),
             },
             _ = tokio::time::sleep(apply_timeout) => Err(StoreError::OutcomeUnknown(
-                "outcome unknown: not committed within the apply timeout (-raft-apply-timeout)".into(),
+                "outcome unknown: not applied within the apply timeout (-raft-apply-timeout); it may still be committed and applied".into(),
             )),
             _ = deposed => Err(StoreError::OutcomeUnknown(
-                "outcome unknown: this node lost its leadership (or its quorum) before the write was committed".into(),
+                "outcome unknown: this node lost its leadership (or its quorum) before the write was applied; it may still be committed and applied".into(),
             )),
         }
     }
