@@ -415,9 +415,13 @@ impl crate::store::ChangeSink for Cdc {
         })
     }
 
-    fn skipped_to(&self, index: u64) {
-        // Must not be lost: waits if the hand-off is full (rare, and only at an install).
-        let _ = self.jobs.send(Job::Skip(index));
+    fn skipped_to(&self, index: u64) -> BoxFuture<'static, ()> {
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            // Must not be lost: waits if the hand-off is full (rare, and only at an install),
+            // off the async runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || jobs.send(Job::Skip(index))).await;
+        })
     }
 }
 

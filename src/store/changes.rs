@@ -22,8 +22,9 @@ pub trait ChangeSink: Send + Sync {
     /// Resolves once everything handed over so far is durable.
     fn flush(&self) -> BoxFuture<'static, ()>;
     /// A snapshot from the leader replaced the database: entries up to `index` were never
-    /// applied here, so their changes are not in this node's queue.
-    fn skipped_to(&self, index: u64);
+    /// applied here, so their changes are not in this node's queue. Resolves once handed
+    /// over (not yet durable: see `flush`).
+    fn skipped_to(&self, index: u64) -> BoxFuture<'static, ()>;
 }
 
 impl super::Store {

@@ -604,7 +604,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // for records once this node's applied index moved must find it. A gap recorded for
         // an install that then fails is filled from a peer, harmlessly.
         if let Some(sink) = &self.changes {
-            sink.skipped_to(meta.last_log_id.map_or(0, |l| l.index));
+            sink.skipped_to(meta.last_log_id.map_or(0, |l| l.index))
+                .await;
             sink.flush().await;
         }
         // Its id carries the leader's CDC progress (`changes.rs`), which this node takes over.
