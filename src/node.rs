@@ -511,7 +511,9 @@ impl Node {
             }
         } else if self.shutdown_stepdown && self.store.is_leader() && self.store.members().len() > 1
         {
-            if let Err(e) = self.cluster.transfer_leadership(None).await {
+            // A transfer already in progress (`POST /leader`, a full disk) ends first.
+            let within = self.store.config().election_timeout * 8;
+            if let Err(e) = self.cluster.step_down(within).await {
                 tracing::warn!(error = %e, "leadership transfer at shutdown failed");
             }
         }

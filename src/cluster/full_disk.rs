@@ -1,7 +1,7 @@
 //! A leader whose disk is full hands leadership to another voter.
 //!
 //! A leader that cannot apply entries (its data directory has less free space than applying
-//! needs: `health::DISK`) still gets entries committed by the other voters, but answers none
+//! needs: `Store::disk_too_full`) still gets entries committed by the other voters, but answers none
 //! of them: every write then times out, so one node's disk stops the whole cluster. Handing
 //! leadership over (the transfer of `POST /leader`) lets a healthy majority carry on, as it
 //! does when any one node fails; the full node catches up once space returns. A voter whose
@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
-use crate::health::DISK;
 
 /// How often the leader looks at its disk's health.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -36,9 +35,14 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         if !store.is_leader() {
             continue;
         }
-        let Some(problem) = store.health().problem_of(&[DISK]) else {
+        let Some(problem) = store.disk_too_full() else {
             continue;
         };
+        // Someone else's transfer (`POST /leader`) may move leadership anyway: look again
+        // once it has ended.
+        if cluster.transfer_in_progress() {
+            continue;
+        }
         let me = store.me().id.clone();
         let mut voters: Vec<_> = store
             .members()
@@ -60,6 +64,8 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
                         tracing::warn!(to = %target.id, "leadership handed over: this node's disk is full");
                         break;
                     }
+                    // Another transfer started meanwhile: look again once it has ended.
+                    Err(_) if cluster.transfer_in_progress() => break,
                     Err(e) => tracing::error!(to = %target.id, error = %e, "could not hand leadership over"),
                 },
             }

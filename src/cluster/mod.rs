@@ -418,14 +418,44 @@ impl Cluster {
     }
 
     /// On the leader: asks a voter (the one named, else the most up to date) to start an
-    /// election; its log is at least as long as any other's, so it can win.
+    /// election; its log is at least as long as any other's, so it can win. Refused while
+    /// another transfer is in progress.
     pub async fn transfer_leadership(&self, id: Option<String>) -> Result<(), ClusterError> {
         self.store.ensure_leader().await?;
-        let Ok(_one) = self.transferring.try_lock() else {
+        let Ok(one) = self.transferring.try_lock() else {
             return Err(
                 StoreError::Raft("a leadership transfer is already in progress".into()).into(),
             );
         };
+        self.transfer_holding(id, one).await
+    }
+
+    /// The step-down at shutdown: waits up to `within` for a transfer in progress to end,
+    /// then hands leadership to the most up-to-date voter if this node still leads.
+    pub async fn step_down(&self, within: Duration) -> Result<(), ClusterError> {
+        let Ok(one) = tokio::time::timeout(within, self.transferring.lock()).await else {
+            return Err(StoreError::Timeout(
+                "a leadership transfer in progress did not end in time".into(),
+            )
+            .into());
+        };
+        if !self.store.is_leader() {
+            return Ok(());
+        }
+        self.store.ensure_leader().await?;
+        self.transfer_holding(None, one).await
+    }
+
+    /// Whether a leadership transfer is in progress on this node.
+    pub fn transfer_in_progress(&self) -> bool {
+        self.transferring.try_lock().is_err()
+    }
+
+    async fn transfer_holding(
+        &self,
+        id: Option<String>,
+        _one: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), ClusterError> {
         let me = self.store.me().id.clone();
         let voters: Vec<NodeInfo> = self
             .store
@@ -458,16 +488,10 @@ impl Cluster {
         let paused = self.store.pause_writes();
         // This node must not campaign meanwhile: it is handing leadership over.
         let _quiet = self.store.hold_campaigns();
-        let raft = self.store.raft();
         let many = self.store.members().iter().filter(|(_, v)| *v).count() > 3;
-        if many {
-            raft.runtime_config().heartbeat(false);
-        }
-        let result = self.hand_over(&target, &paused).await;
-        if many || result.is_err() {
-            raft.runtime_config().heartbeat(true);
-        }
-        result
+        // Back on when this ends, however it ends (a transfer dropped at shutdown too).
+        let _heartbeats = many.then(|| HeartbeatsOff::new(self.store.raft().clone()));
+        self.hand_over(&target, &paused).await
     }
 
     async fn hand_over(
@@ -634,5 +658,22 @@ fn unexpected(r: ClusterResponse) -> ClusterError {
         other => ClusterError::Store(StoreError::Raft(format!(
             "unexpected answer from leader: {other:?}"
         ))),
+    }
+}
+
+/// Openraft's heartbeats, off while this lives (a leadership transfer in a cluster of more
+/// than three voters, so that the other voters' leases run out for the target's election).
+struct HeartbeatsOff(crate::raft::Raft);
+
+impl HeartbeatsOff {
+    fn new(raft: crate::raft::Raft) -> Self {
+        raft.runtime_config().heartbeat(false);
+        Self(raft)
+    }
+}
+
+impl Drop for HeartbeatsOff {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
     }
 }

@@ -493,7 +493,7 @@ async fn handle(st: &ServiceState, req: ClusterRequest) -> Result<ClusterRespons
         }
         ClusterRequest::Elect => {
             // A node that cannot apply entries would answer no write as leader.
-            if let Some(problem) = store.health().problem_of(&[crate::health::DISK]) {
+            if let Some(problem) = store.disk_too_full() {
                 return Err(crate::store::StoreError::Raft(format!(
                     "this node cannot lead: {problem}"
                 ))

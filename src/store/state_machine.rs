@@ -283,6 +283,19 @@ fn apply_grouped(
 /// run out of it in the middle of an entry (see [`apply_command`]).
 const MIN_FREE_BYTES: u64 = 64 << 20;
 
+/// Why entries cannot be applied now for lack of space in `dir`, if they cannot.
+pub(super) fn too_full(dir: &std::path::Path) -> Option<String> {
+    let free = free_bytes(dir)?;
+    (free < MIN_FREE_BYTES).then(|| {
+        format!(
+            "{} has {} MiB free: applying entries waits until at least {} MiB are",
+            dir.display(),
+            free >> 20,
+            MIN_FREE_BYTES >> 20
+        )
+    })
+}
+
 /// Bytes available to this process on the filesystem holding `dir`.
 fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -447,26 +460,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let (entries, responders): (Vec<Entry>, Vec<_>) = batch.into_iter().unzip();
         // Entries wait (durable in the log) while the disk is nearly full.
-        loop {
-            match free_bytes(self.snapshots.dir()) {
-                Some(free) if free < MIN_FREE_BYTES => {
-                    self.health.set(
-                        crate::health::DISK,
-                        format!(
-                            "{} has {} MiB free: applying entries waits until at least {} MiB are",
-                            self.snapshots.dir().display(),
-                            free >> 20,
-                            MIN_FREE_BYTES >> 20
-                        ),
-                    );
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                _ => {
-                    self.health.clear(crate::health::DISK);
-                    break;
-                }
-            }
+        while let Some(problem) = too_full(self.snapshots.dir()) {
+            self.health.set(crate::health::DISK, problem);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
+        self.health.clear(crate::health::DISK);
         let applied = self.applied.clone();
         let assembly = self.assembly.clone();
         let metrics = self.metrics.clone();
