@@ -512,7 +512,8 @@ impl Node {
         } else if self.shutdown_stepdown && self.store.is_leader() && self.store.members().len() > 1
         {
             // A transfer already in progress (`POST /leader`, a full disk) ends first.
-            let within = self.store.config().election_timeout * 8;
+            // (A transfer takes at most about ten election timeouts.)
+            let within = self.store.config().election_timeout * 12;
             if let Err(e) = self.cluster.step_down(within).await {
                 tracing::warn!(error = %e, "leadership transfer at shutdown failed");
             }

@@ -55,6 +55,7 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         }
         tracing::warn!(%problem, "this leader's disk is full: handing leadership to another voter");
         // The most caught-up voter first; one whose disk is full too refuses.
+        let mut interrupted = false;
         while let Some(target) = store.most_caught_up(&voters) {
             voters.retain(|n| n.id != target.id);
             tokio::select! {
@@ -65,13 +66,19 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
                         break;
                     }
                     // Another transfer started meanwhile: look again once it has ended.
-                    Err(_) if cluster.transfer_in_progress() => break,
+                    Err(_) if cluster.transfer_in_progress() => {
+                        interrupted = true;
+                        break;
+                    }
                     Err(e) => tracing::error!(to = %target.id, error = %e, "could not hand leadership over"),
                 },
             }
             if !store.is_leader() {
                 break;
             }
+        }
+        if interrupted {
+            continue;
         }
         tokio::select! {
             _ = stop.cancelled() => return,

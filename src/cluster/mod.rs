@@ -504,8 +504,10 @@ impl Cluster {
         // levelled with it: one appended after the target's election starts makes this
         // node's log longer, so it refuses its vote and nobody leads (seen in CI).
         // A leader whose disk is too full to apply never sees them settle (they are answered
-        // once applied); they reach the log within milliseconds of admission, and the loop
-        // below waits for the log to stop growing anyway.
+        // once applied), so it does not wait for them. The loop below levels the target with
+        // whatever the log holds; an entry that still lands after the election starts was
+        // never acknowledged (nothing is applied here), and at worst this transfer fails and
+        // the next round tries again.
         let settle = match self.store.disk_too_full() {
             Some(_) => round / 4,
             None => round * 2,
