@@ -10,6 +10,8 @@
 //! at least as up to date as its own. A voter that says yes then waits an election timeout
 //! before campaigning itself, so that two nodes that lost the same leader at the same moment
 //! do not both campaign and split the vote (a SIGSTOPped leader took several elections).
+//! A voter whose disk is too full to apply entries waits two election timeouts longer, so
+//! that a healthy voter leads if one can (`full_disk.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,12 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             .min(since_attempt)
             .min(since_granted);
         if silence < threshold {
+            continue;
+        }
+        // A node whose disk is too full to apply would answer no write as leader: it lets
+        // the others campaign first, but still campaigns if none has after two more
+        // election timeouts (reads need a leader too).
+        if silence < threshold + timeout * 2 && store.disk_too_full().is_some() {
             continue;
         }
         last_attempt = Some(Instant::now());

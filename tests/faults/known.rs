@@ -258,6 +258,101 @@ async fn write_rows(
     Ok(n)
 }
 
+/// A follower's data dir (a 256 MiB tmpfs) shrinks to 16 MiB, too full to apply; the leader
+/// is killed (kill -9), three times. The two survivors must elect the healthy one: the full
+/// node lets it campaign first (a full node that won would have to hand leadership on, which
+/// costs writes another second or more).
+pub async fn disk_full_follower_after_a_leader_crash(name: &str) {
+    let dir = report::scenario_dir(name);
+    let nemesis = "a follower's tmpfs data dir shrinks to 16 MiB; the leader is killed three times";
+    println!("== {name} ({nemesis}), results in {}", dir.display());
+    let t0 = Instant::now();
+    let mut c = Cluster::new(3, &[], &dir);
+    let f = 2;
+    c.mount_tmpfs(f, "256m");
+    c.start_all().await;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    execute_until_ok(
+        &c,
+        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    event("shrink node 3's tmpfs to 16 MiB", t0);
+    c.resize_tmpfs(f, "16m");
+    let mut id = 0;
+    for round in 0..3 {
+        // Node 1 leads before it is killed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.wait_leader(Duration::from_secs(30)).await != 0 {
+            let _ = c
+                .http
+                .post(format!("{}/leader", c.nodes[1].base()))
+                .header("Content-Type", "application/json")
+                .body(r#"{"id":"1"}"#)
+                .send()
+                .await;
+            assert!(
+                Instant::now() < deadline,
+                "node 1 never took the leadership"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Err(e) = write_rows(&c, &[0, 1], &mut id, 1024, 5, |_| true).await {
+            problems.push(format!("round {round}, before the kill: {e}"));
+        }
+        event(&format!("round {round}: kill -9 node 1"), t0);
+        c.kill9(0);
+        let killed = Instant::now();
+        // Until node 2 leads: node 3 must never say it leads meanwhile.
+        let deadline = killed + Duration::from_secs(20);
+        loop {
+            let st = c.store_status(f).await;
+            if st.as_ref().and_then(|s| s["raft"]["state"].as_str()) == Some("Leader") {
+                problems.push(format!(
+                    "round {round}: node 3, whose disk is full, became leader {:.2}s after the kill",
+                    killed.elapsed().as_secs_f64()
+                ));
+                break;
+            }
+            let st = c.store_status(1).await;
+            if st.as_ref().and_then(|s| s["raft"]["state"].as_str()) == Some("Leader") {
+                notes.push(format!(
+                    "round {round}: node 2 led {:.2}s after the kill",
+                    killed.elapsed().as_secs_f64()
+                ));
+                break;
+            }
+            if Instant::now() >= deadline {
+                problems.push(format!("round {round}: no leader 20s after the kill"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = write_big(&c, &[1], id, 1024, Duration::from_secs(20)).await {
+            problems.push(format!("round {round}, after the kill: {e}"));
+        }
+        id += 1;
+        c.restart(0).await;
+    }
+    event("grow node 3's tmpfs to 256 MiB", t0);
+    c.resize_tmpfs(f, "256m");
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let want = fingerprint(&c, l, "strong")
+        .await
+        .expect("leader fingerprint");
+    match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+        Ok(d) => notes.push(format!(
+            "node 3 caught up {:.2}s after space came back",
+            d.as_secs_f64()
+        )),
+        Err(e) => problems.push(format!("after space came back: {e}")),
+    }
+    drop(c);
+    finish(name, nemesis, &dir, &problems, &notes);
+}
+
 /// The leader's data dir (a 256 MiB tmpfs) shrinks to 16 MiB, below the 64 MiB a node needs
 /// free to apply entries. The other two voters still commit every write, but a leader that
 /// cannot apply answers none of them: it must hand leadership over, so that writes through the

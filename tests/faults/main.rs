@@ -169,6 +169,13 @@ fn full_disk_leader_and_follower_hand_over_to_the_healthy_node() {
     scenario(|| known::disk_full_leader("disk-full-leader-and-follower", true));
 }
 
+/// A follower too full to apply lets the healthy survivor win the election after a leader
+/// crash.
+#[test]
+fn full_disk_follower_lets_the_healthy_survivor_lead_after_a_leader_crash() {
+    scenario(|| known::disk_full_follower_after_a_leader_crash("disk-full-follower-leader-crash"));
+}
+
 /// For each fault cycle: its start, and where the next one starts (or the end of the run).
 fn cycles(d: &RunData) -> Vec<(u64, u64)> {
     let faults = d.marks("fault");
