@@ -302,6 +302,26 @@ pub async fn disk_full_follower_after_a_leader_crash(name: &str) {
         if let Err(e) = write_rows(&c, &[0, 1], &mut id, 1024, 5, |_| true).await {
             problems.push(format!("round {round}, before the kill: {e}"));
         }
+        // Node 2 must hold every entry node 3 holds (node 3's log is on tmpfs, so it may
+        // acknowledge first), or node 3 rightly refuses node 2 its vote.
+        let level = Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = |s: Option<Value>| {
+                s.and_then(|s| s["raft"]["last_log_index"].as_u64())
+                    .unwrap_or(0)
+            };
+            let (two, three) = (last(c.store_status(1).await), last(c.store_status(f).await));
+            if two > 0 && two >= three {
+                break;
+            }
+            if Instant::now() >= level {
+                problems.push(format!(
+                    "round {round}: node 2's log ({two}) behind node 3's ({three}) after 10s"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         event(&format!("round {round}: kill -9 node 1"), t0);
         c.kill9(0);
         let killed = Instant::now();
