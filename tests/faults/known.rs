@@ -88,6 +88,49 @@ async fn wait_fingerprint(
     ))
 }
 
+/// The table the storage scenarios write (retried until a leader takes it).
+async fn create_big(c: &Cluster) {
+    execute_until_ok(
+        c,
+        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// Moves the leadership to node `i` (`POST /leader` to the current leader, retried).
+async fn lead_with(c: &Cluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = c.wait_leader(Duration::from_secs(30)).await;
+        if l == i {
+            return;
+        }
+        let _ = c
+            .http
+            .post(format!("{}/leader", c.nodes[l].base()))
+            .header("Content-Type", "application/json")
+            .body(json!({ "id": c.nodes[i].id }).to_string())
+            .send()
+            .await;
+        assert!(
+            Instant::now() < deadline,
+            "node {} never took the leadership",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (30 s) until node `i` holds what the leader holds; returns how long it took.
+async fn caught_up(c: &Cluster, i: usize) -> Result<Duration, String> {
+    let l = c.wait_leader(Duration::from_secs(30)).await;
+    let want = fingerprint(c, l, "strong")
+        .await
+        .expect("leader fingerprint");
+    wait_fingerprint(c, i, want, Duration::from_secs(30)).await
+}
+
 async fn status_num(c: &Cluster, i: usize, key: &str) -> i64 {
     let s = c.store_status(i).await.unwrap_or(Value::Null);
     s["raft"][key].as_i64().unwrap_or(0)
@@ -155,12 +198,7 @@ pub async fn lagging_follower_catches_up(
     let t0 = Instant::now();
     let mut c = Cluster::new(3, &["-raft-snap", "200", "-raft-snap-int", "1s"], &dir);
     c.start_all().await;
-    execute_until_ok(
-        &c,
-        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    create_big(&c).await;
     let l = c.wait_leader(Duration::from_secs(30)).await;
     let f = (l + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|&i| i != f).collect();
@@ -273,32 +311,13 @@ pub async fn disk_full_follower_after_a_leader_crash(name: &str) {
     c.start_all().await;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
-    execute_until_ok(
-        &c,
-        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    create_big(&c).await;
     event("shrink node 3's tmpfs to 16 MiB", t0);
     c.resize_tmpfs(f, "16m");
     let mut id = 0;
     for round in 0..3 {
         // Node 1 leads before it is killed.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.wait_leader(Duration::from_secs(30)).await != 0 {
-            let _ = c
-                .http
-                .post(format!("{}/leader", c.nodes[1].base()))
-                .header("Content-Type", "application/json")
-                .body(r#"{"id":"1"}"#)
-                .send()
-                .await;
-            assert!(
-                Instant::now() < deadline,
-                "node 1 never took the leadership"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        lead_with(&c, 0).await;
         if let Err(e) = write_rows(&c, &[0, 1], &mut id, 1024, 5, |_| true).await {
             problems.push(format!("round {round}, before the kill: {e}"));
         }
@@ -358,11 +377,7 @@ pub async fn disk_full_follower_after_a_leader_crash(name: &str) {
     }
     event("grow node 3's tmpfs to 256 MiB", t0);
     c.resize_tmpfs(f, "256m");
-    let l = c.wait_leader(Duration::from_secs(30)).await;
-    let want = fingerprint(&c, l, "strong")
-        .await
-        .expect("leader fingerprint");
-    match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+    match caught_up(&c, f).await {
         Ok(d) => notes.push(format!(
             "node 3 caught up {:.2}s after space came back",
             d.as_secs_f64()
@@ -399,28 +414,9 @@ pub async fn disk_full_leader(name: &str, follower_too: bool) {
     c.start_all().await;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
-    execute_until_ok(
-        &c,
-        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    create_big(&c).await;
     // Node 3 must lead before its disk shrinks.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.wait_leader(Duration::from_secs(30)).await != f {
-        let _ = c
-            .http
-            .post(format!("{}/leader", c.nodes[0].base()))
-            .header("Content-Type", "application/json")
-            .body(r#"{"id":"3"}"#)
-            .send()
-            .await;
-        assert!(
-            Instant::now() < deadline,
-            "node 3 never took the leadership"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lead_with(&c, f).await;
     let healthy = [0usize, 1];
     let mut id = 0;
     if let Err(e) = write_rows(&c, &healthy, &mut id, 1024, 10, |_| true).await {
@@ -472,10 +468,7 @@ pub async fn disk_full_leader(name: &str, follower_too: bool) {
     for &i in full {
         c.resize_tmpfs(i, "256m");
     }
-    let want = fingerprint(&c, l, "strong")
-        .await
-        .expect("leader fingerprint");
-    match wait_fingerprint(&c, f, want, Duration::from_secs(30)).await {
+    match caught_up(&c, f).await {
         Ok(d) => notes.push(format!(
             "caught up {:.2}s after space came back",
             d.as_secs_f64()
@@ -518,12 +511,7 @@ pub async fn disk_full_follower(name: &str, stop_while_full: bool) {
         assert!(Instant::now() < deadline, "node 3 keeps the leadership");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    execute_until_ok(
-        &c,
-        &json!(["CREATE TABLE IF NOT EXISTS big (id INTEGER PRIMARY KEY, pad TEXT)"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    create_big(&c).await;
     let healthy = [0usize, 1];
     let row = 48 * 1024;
     let mut id = 0;
