@@ -48,44 +48,10 @@ impl Health {
             .collect()
     }
 
-    /// The problem of the first of `components` that has one.
-    pub fn problem_of(&self, components: &[&'static str]) -> Option<String> {
-        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        components
-            .iter()
-            .find_map(|c| p.get(c).map(|m| format!("{c}: {m}")))
-    }
-
     pub fn is_healthy(&self) -> bool {
         self.problems
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn problem_of_names_the_first_listed_component_with_a_problem() {
-        let h = Health::default();
-        assert_eq!(h.problem_of(&[RAFT_LOG, DISK]), None);
-        h.set("other", "x");
-        assert_eq!(h.problem_of(&[RAFT_LOG, DISK]), None);
-        h.set(DISK, "15 MiB free");
-        assert_eq!(
-            h.problem_of(&[RAFT_LOG, DISK]).as_deref(),
-            Some("disk: 15 MiB free")
-        );
-        h.set(RAFT_LOG, "full");
-        assert_eq!(
-            h.problem_of(&[RAFT_LOG, DISK]).as_deref(),
-            Some("raft-log: full")
-        );
-        h.clear(RAFT_LOG);
-        h.clear(DISK);
-        assert_eq!(h.problem_of(&[RAFT_LOG, DISK]), None);
     }
 }

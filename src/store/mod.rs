@@ -334,12 +334,11 @@ impl Store {
         self.sm.applied()
     }
 
-    /// Why this node cannot apply entries for lack of disk space (as a leader it would then
-    /// answer no write): what its apply reported, or its data dir's free space now.
+    /// Why this node cannot apply entries for lack of disk space now (as a leader it would
+    /// then answer no write). Read from the disk each time: the health flag its apply sets
+    /// stays until the next apply, after space may have come back.
     pub fn disk_too_full(&self) -> Option<String> {
-        self.health.problem_of(&[crate::health::DISK]).or_else(|| {
-            state_machine::too_full(self.sm.snapshots().dir()).map(|m| format!("disk: {m}"))
-        })
+        state_machine::too_full(self.sm.snapshots().dir()).map(|m| format!("disk: {m}"))
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
