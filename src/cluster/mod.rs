@@ -467,7 +467,7 @@ impl Cluster {
         let target = match &id {
             Some(id) if *id == me => {
                 return Err(
-                    StoreError::Raft("cannot step down to the current Leader".into()).into(),
+                    StoreError::StepDown("cannot step down to the current Leader".into()).into(),
                 );
             }
             Some(id) => voters.into_iter().find(|n| &n.id == id),
@@ -476,7 +476,7 @@ impl Cluster {
         let Some(target) = target else {
             // A single voter has nobody to hand leadership to; rqlite answers success.
             return match id {
-                Some(id) => Err(StoreError::Raft(format!("no voter with id {id}")).into()),
+                Some(id) => Err(StoreError::StepDown(format!("no voter with id {id}")).into()),
                 None => Ok(()),
             };
         };

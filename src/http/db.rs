@@ -308,7 +308,7 @@ pub async fn query(st: &HttpState, mut call: Call) -> Result<Response, ApiError>
 
 /// `POST /db/request`: reads and writes in one request.
 pub async fn request(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
-    require_method(&call, &[Method::POST], false)?;
+    require_method(&call, &[Method::POST], true)?;
     let started = Instant::now();
     let stmts = statements(st, &mut call, false).await?;
     st.metrics.http.request_stmts_rx.add(stmts.len() as u64);

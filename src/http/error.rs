@@ -1,7 +1,8 @@
 //! Responses and the one place that picks HTTP status codes.
 //!
-//! rqlite reports SQL errors per statement and some store errors as a top-level `error`, both
-//! inside a 200 JSON body; everything else is a status code with a plain-text body.
+//! SQL errors are reported per statement inside a 200 JSON body, as rqlite does; everything
+//! else is a status code with a plain-text body (rqlite's top-level `error` in a 200, for
+//! `disallowed pragma` and `stale read`, becomes a 400 and a 503 here).
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -122,7 +123,10 @@ pub fn api_error(e: ClusterError) -> ApiError {
             | StoreError::Raft(_) => ApiError::Unavailable(e.to_string()),
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::NotCaughtUp { .. } => ApiError::NotCaughtUp(e.to_string()),
-            StoreError::Sqlite(_) | StoreError::Io(_) => ApiError::Internal(e.to_string()),
+            // A transfer that cannot succeed as asked: rqlite's 500, and no retry invited.
+            StoreError::Sqlite(_) | StoreError::Io(_) | StoreError::StepDown(_) => {
+                ApiError::Internal(e.to_string())
+            }
             StoreError::TxNotFound(m) => ApiError::Gone(m),
             // Both mean: nothing of the transaction was applied; run it again from the start.
             StoreError::TxConflict(m) | StoreError::TxAborted(m) => ApiError::Conflict(m),
@@ -226,6 +230,7 @@ mod tests {
             ),
             (s(StoreError::Sqlite("x".into())), 500),
             (s(StoreError::Io("x".into())), 500),
+            (s(StoreError::StepDown("x".into())), 500),
             (s(StoreError::TxNotFound("x".into())), 404),
             (s(StoreError::TxConflict("x".into())), 409),
             (s(StoreError::TxAborted("x".into())), 409),

@@ -11,41 +11,53 @@ use super::error::{self, ApiError};
 use super::json::Json;
 use super::status::s;
 use super::{require_method, Call, HttpState, VERSION};
+use crate::cluster::ClusterError;
 use crate::duration;
 use crate::raft::NodeInfo;
 
 /// One node as `/nodes` and `/leader` describe it.
-fn node_json(n: &NodeInfo, voter: bool, leader: bool, reachable: Result<Duration, String>) -> Json {
+fn node_json(n: &NodeInfo, voter: bool, leader: bool, probe: Probe) -> Json {
+    let reachable = probe.error.is_none();
     let mut f: Vec<(String, Json)> = vec![("id".into(), s(&n.id))];
-    if reachable.is_ok() {
+    if reachable {
         f.push(("api_addr".into(), s(n.api_url())));
     }
     f.push(("addr".into(), s(&n.raft_addr)));
-    f.push((
-        "version".into(),
-        s(if reachable.is_ok() { VERSION } else { "" }),
-    ));
+    f.push(("version".into(), s(if reachable { VERSION } else { "" })));
     f.push(("voter".into(), Json::Bool(voter)));
-    f.push(("reachable".into(), Json::Bool(reachable.is_ok())));
+    f.push(("reachable".into(), Json::Bool(reachable)));
     f.push(("leader".into(), Json::Bool(leader)));
-    let t = reachable.as_ref().map(|d| *d).unwrap_or_default();
-    f.push(("time".into(), Json::Float(t.as_secs_f64())));
-    f.push(("time_s".into(), s(duration::format(t))));
-    if let Err(e) = reachable {
+    f.push(("time".into(), Json::Float(probe.took.as_secs_f64())));
+    f.push(("time_s".into(), s(duration::format(probe.took))));
+    if let Some(e) = probe.error {
         f.push(("error".into(), s(e)));
     }
     Json::Obj(f)
 }
 
-/// Whether a member answers its metadata call, and how long that took; this node always does.
-async fn probe(st: &HttpState, n: &NodeInfo, timeout: Duration) -> Result<Duration, String> {
+/// How a member answered its metadata call: how long the call took, answered or not (as
+/// rqlite reports it), and why it failed.
+struct Probe {
+    took: Duration,
+    error: Option<String>,
+}
+
+/// Asks a member for its metadata; this node always answers.
+async fn probe(st: &HttpState, n: &NodeInfo, timeout: Duration) -> Probe {
     let t = Instant::now();
-    if n.id == st.store.me().id {
-        return Ok(t.elapsed());
-    }
-    match st.cluster.meta(&n.raft_addr, timeout).await {
-        Ok(_) => Ok(t.elapsed()),
-        Err(e) => Err(e.to_string()),
+    let error = if n.id == st.store.me().id {
+        None
+    } else {
+        match st.cluster.meta(&n.raft_addr, timeout).await {
+            Ok(_) => None,
+            // The peer's own failure, not "leader ... unreachable": any member is probed.
+            Err(ClusterError::LeaderUnreachable { msg, .. }) => Some(msg),
+            Err(e) => Some(e.to_string()),
+        }
+    };
+    Probe {
+        took: t.elapsed(),
+        error,
     }
 }
 

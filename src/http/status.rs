@@ -296,7 +296,10 @@ async fn status_json(st: &HttpState) -> Json {
             "cluster",
             obj(vec![
                 ("local_node_addr", s(&me.raft_addr)),
-                ("timeout", s(duration::format(cfg.apply_timeout))),
+                (
+                    "timeout",
+                    s(duration::format(st.cluster.transport().connect_timeout())),
+                ),
             ]),
         ),
         ("queue", queue),

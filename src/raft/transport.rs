@@ -5,7 +5,7 @@
 //! Every body starts with a 2-byte little-endian wire version; a peer refuses versions it does
 //! not know instead of misreading them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,9 +28,10 @@ pub enum TransportError {
     /// the outcome of the call is unknown.
     #[error("{addr}: connection lost before an answer: {msg}")]
     Interrupted { addr: String, msg: String },
-    /// No answer within the deadline: the outcome of the call is unknown.
-    #[error("{addr}: no answer within {timeout:?}")]
-    Timeout { addr: String, timeout: Duration },
+    /// No answer in time: the call's deadline passed, or the connection's keep-alive found
+    /// the peer silent first (a paused process). The outcome of the call is unknown.
+    #[error("{addr}: no answer after {:.1}s", .waited.as_secs_f64())]
+    Timeout { addr: String, waited: Duration },
     /// The peer answered something we cannot decode, or failed unexpectedly.
     #[error("{addr}: {msg}")]
     Protocol { addr: String, msg: String },
@@ -69,6 +70,8 @@ pub struct Transport {
     http: reqwest::Client,
     /// "http" or "https".
     scheme: &'static str,
+    /// How long a connection to a peer may take (`-cluster-connect-timeout`).
+    connect_timeout: Duration,
 }
 
 impl Transport {
@@ -93,7 +96,16 @@ impl Transport {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { http, scheme })
+        Ok(Self {
+            http,
+            scheme,
+            connect_timeout,
+        })
+    }
+
+    /// `-cluster-connect-timeout`, as `/status` reports it (rqlite's `http.cluster.timeout`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// "https" when internode traffic is TLS, else "http".
@@ -114,6 +126,7 @@ impl Transport {
             msg,
         };
         let body = encode(req).map_err(proto)?;
+        let started = Instant::now();
         let sent = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
@@ -125,7 +138,10 @@ impl Transport {
         let lost = |e: reqwest::Error| -> TransportError {
             let addr = addr.to_string();
             if e.is_timeout() {
-                TransportError::Timeout { addr, timeout }
+                TransportError::Timeout {
+                    addr,
+                    waited: started.elapsed(),
+                }
             } else if e.is_connect() {
                 TransportError::Unreachable {
                     addr,
@@ -173,4 +189,39 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that takes the connection and never answers: the error says how long the call
+    /// really waited (it once printed the deadline it was given, which a paused peer's
+    /// keep-alive can cut short).
+    #[tokio::test]
+    async fn a_silent_peer_times_out_with_the_time_actually_waited() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let t = Transport::new(Duration::from_secs(1), None).unwrap();
+        let r: Result<u8, _> = t.call(&addr, "/x", &1u8, Duration::from_millis(300)).await;
+        match r {
+            Err(e @ TransportError::Timeout { .. }) => {
+                let msg = e.to_string();
+                let secs: f64 = msg
+                    .strip_prefix(&format!("{addr}: no answer after "))
+                    .and_then(|s| s.strip_suffix('s'))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected message: {msg}"));
+                assert!((0.3..5.0).contains(&secs), "{msg}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        held.abort();
+    }
 }

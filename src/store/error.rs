@@ -61,6 +61,11 @@ pub enum StoreError {
     /// An interactive transaction grew past its statement limit.
     #[error("{0}")]
     TxTooLarge(String),
+    /// A leadership transfer (`POST /leader`) that can never succeed as asked: to the
+    /// leader itself, or to no such voter. rqlite answers these 500 with this prefix.
+    /// (Added last: the variants before it keep their encoding on the internode wire.)
+    #[error("stepdown: {0}")]
+    StepDown(String),
 }
 
 impl From<crate::db::DbError> for StoreError {

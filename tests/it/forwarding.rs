@@ -101,7 +101,8 @@ async fn follower_write_is_forwarded_to_the_leader() {
 async fn redirect_on_a_follower_answers_301_to_the_leader() {
     // Steps: with `redirect`, a follower answers 301 to the same path and raw query on the
     // leader's API, with an empty body, and applies nothing (C200-C202); on the leader
-    // `redirect` has no effect; `level=none&redirect` on a follower is served locally (C203).
+    // `redirect` has no effect; `level=none&redirect` on a follower is served locally (C203);
+    // GET /db/request is a 405 (C204).
     let c = TestCluster::start(3).await;
     let (l, f) = c.leader_and_follower().await;
     let leader_api = c.members[l].api_url();
@@ -166,6 +167,12 @@ async fn redirect_on_a_follower_answers_301_to_the_leader() {
         r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[1,"fiona"],[2,"on leader"]]}]}"#
     );
     assert_eq!(served_by(&r), None);
+
+    // A wrong method is refused on the follower itself: 405, empty, labelled JSON (C204).
+    let r = c.client(f).get("/db/request?redirect&q=SELECT%201").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some(JSON_CT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,6 +347,13 @@ async fn without_a_leader_the_survivor_answers_503_leader_not_found() {
         assert_eq!(n["leader"], false, "{nodes}");
         assert_eq!(n.get("api_addr").is_some(), i == s, "{nodes}");
         assert_eq!(n.get("error").is_some(), i != s, "{nodes}");
+        if i != s {
+            // The peer's own failure (it is not called the leader), and the time the probe
+            // took, as rqlite reports both (C246).
+            let e = n["error"].as_str().unwrap_or_default();
+            assert!(!e.is_empty() && !e.contains("leader"), "{nodes}");
+            assert!(n["time"].as_f64().unwrap_or(0.0) > 0.0, "{nodes}");
+        }
     }
 }
 

@@ -87,6 +87,8 @@ async fn status_carries_rqlites_fields_with_true_values() {
     assert_eq!(st["mux"]["addr"], node.raft_addr);
     assert_eq!(st["mux"]["tls"], "disabled");
     assert_eq!(st["http"]["cluster"]["local_node_addr"], node.raft_addr);
+    // rqlite's cluster client timeout: -cluster-connect-timeout (C151: "30s").
+    assert_eq!(st["http"]["cluster"]["timeout"], "30s");
     assert!(int(&st, "runtime.GOMAXPROCS") >= 1);
     assert!(int(&st, "runtime.num_goroutine") >= 1);
     assert_eq!(
