@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Two sqlraftd builds side by side in one run: a 3-node cluster of each on free loopback
 # ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, 100
-# statements per request at c=16, RSS after. ROUNDS sets the rounds; POINTS, bench's
-# arguments for each point separated by ';', replaces the default points.
+# statements per request at c=16, RSS after. Each point's line ends with the leader's CPU
+# time per request (user + system, from /proc/PID/stat): steadier than ops/s on a shared
+# machine. ROUNDS sets the rounds; POINTS, bench's arguments for each point separated by ';',
+# replaces the default points; BENCH names a bench binary to use instead of building one.
 #   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
 #   ROUNDS=3 POINTS='--mode insert -c 64;--mode select --level strong -c 64' scripts/ab.sh OLD NEW 5
 # (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
@@ -13,8 +15,11 @@ rounds=${ROUNDS:-2}
 default='--mode insert -c 1;--mode insert -c 64;--mode select --level weak -c 64;--mode select --level none -c 64;--mode stmts --batch 100 -c 16'
 IFS=';' read -r -a points <<< "${POINTS:-$default}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet --example bench
-bench="$CARGO_TARGET_DIR/release/examples/bench"
+bench=${BENCH:-}   # a load generator built before (skips the build)
+if [ -z "$bench" ]; then
+  cargo build --release --quiet --example bench
+  bench="$CARGO_TARGET_DIR/release/examples/bench"
+fi
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm)"
 echo "date: $(date -u +%FT%TZ)"
@@ -34,8 +39,13 @@ for round in $(seq "$rounds"); do
     bin=${!v}; cluster $bin
     echo "== round $round $v"
     for p in "${points[@]}"; do
+      cpu0=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
       # shellcheck disable=SC2086 # each point is a list of arguments
-      $bench --url $url $p --seconds $secs
+      line=$($bench --url $url $p --seconds $secs)
+      cpu1=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
+      awk -v l="$line" -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN {
+        n = l; sub(/.* ops=/, "", n); sub(/ .*/, "", n)
+        printf "%s leader_cpu_us/op=%.1f\n", l, (n > 0 ? (b - a) / t * 1e6 / n : 0) }'
     done
     echo "rss: $(for p in "${pids[@]}"; do echo -n "$(( $(ps -o rss= -p $p) / 1024 ))MiB "; done)"
     stop
