@@ -194,7 +194,7 @@ fn run_line(s: &mut Session, line: &str, ok: &mut bool) -> bool {
     if line.is_empty() {
         return true;
     }
-    if line.starts_with('.') || ["QUIT", "EXIT"].contains(&line.to_ascii_uppercase().as_str()) {
+    if line.starts_with('.') || is_exit(line) {
         match commands::dot(s, line) {
             Ok(commands::Flow::Continue) => true,
             Ok(commands::Flow::Exit) => false,
@@ -207,10 +207,31 @@ fn run_line(s: &mut Session, line: &str, ok: &mut bool) -> bool {
     } else {
         if let Err(e) = commands::sql(s, line) {
             *ok = false;
-            eprintln!("ERR! {e}");
+            report(line, &e);
         }
         true
     }
+}
+
+/// Prints a statement's error as rqlite's shell does: `ERR!` for what it sends as a query
+/// (text starting with SELECT or PRAGMA), `Error:` for everything it sends as a write.
+fn report(stmt: &str, e: &str) {
+    let first = stmt
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .find(|w| !w.is_empty())
+        .unwrap_or_default();
+    if first.eq_ignore_ascii_case("SELECT") || first.eq_ignore_ascii_case("PRAGMA") {
+        eprintln!("ERR! {e}");
+    } else {
+        eprintln!("Error: {e}");
+    }
+}
+
+/// `.exit`, `.quit`, `exit` or `quit`, in any case: rqlite's shell leaves on each.
+fn is_exit(line: &str) -> bool {
+    [".exit", ".quit", "exit", "quit"]
+        .iter()
+        .any(|w| line.trim().trim_end_matches(';').eq_ignore_ascii_case(w))
 }
 
 /// The shell's entry point.
@@ -261,7 +282,7 @@ pub fn main() -> ExitCode {
 
     // Non-interactive: -e, or SQL piped in.
     if let Some(cmds) = args.execute.clone() {
-        run_script(&mut s, &cmds, &mut ok);
+        run_lines(&mut s, &cmds, &mut ok);
         return if ok {
             ExitCode::SUCCESS
         } else {
@@ -274,7 +295,7 @@ pub fn main() -> ExitCode {
             eprintln!("ERR! reading standard input: {e}");
             return ExitCode::FAILURE;
         }
-        run_script(&mut s, &input, &mut ok);
+        run_lines(&mut s, &input, &mut ok);
         return if ok {
             ExitCode::SUCCESS
         } else {
@@ -285,7 +306,24 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs a whole script: dot commands one per line, SQL split at `;`.
+/// Runs input given at once (piped in, or `-e`) line by line, exactly as typed lines run:
+/// what rqlite's shell does with a script, where each line is a statement of its own.
+pub fn run_lines(s: &mut Session, input: &str, ok: &mut bool) {
+    let mut pending = String::new();
+    for line in input.lines() {
+        if pending.is_empty() && line.trim().is_empty() {
+            continue;
+        }
+        if !typed_line(s, line, &mut pending, ok) {
+            return;
+        }
+    }
+    if !pending.trim().is_empty() {
+        run_line(s, pending.trim(), ok);
+    }
+}
+
+/// Runs a SQL file (`.read`): dot commands one per line, SQL split at `;`, as sqlite3 does.
 pub fn run_script(s: &mut Session, input: &str, ok: &mut bool) {
     let mut pending = String::new();
     for line in input.lines() {
@@ -404,34 +442,64 @@ fn interactive(s: &mut Session, ok: &mut bool) {
 /// (`pending`). Returns false on `.exit`.
 fn typed_line(s: &mut Session, line: &str, pending: &mut String, ok: &mut bool) -> bool {
     let trimmed = line.trim();
-    if pending.is_empty() && trimmed.starts_with('.') {
+    if !pending.is_empty() {
+        // An unfinished statement never traps the user: an exit leaves, and a dot command
+        // drops the statement (a continuation line never starts with `.` and a letter).
+        if is_exit(trimmed) {
+            return false;
+        }
+        let dot_command =
+            trimmed.starts_with('.') && trimmed[1..].starts_with(|c: char| c.is_ascii_alphabetic());
+        if dot_command {
+            eprintln!("ERR! unfinished statement dropped: {}", pending.trim());
+            *ok = false;
+            pending.clear();
+        }
+    }
+    if pending.is_empty() && (trimmed.starts_with('.') || is_exit(trimmed)) {
         return run_line(s, trimmed, ok);
     }
-    // A line without `;` runs at once, as in rqlite's shell, unless SQLite says the
-    // statement is not finished yet: then it starts a multi-line statement.
     if pending.is_empty() && !trimmed.contains(';') && single_line_sql(trimmed) {
-        match commands::sql(s, trimmed) {
-            Ok(()) => {}
-            Err(e) if e == "incomplete input" => *pending = format!("{line}\n"),
-            Err(e) => {
-                *ok = false;
-                eprintln!("ERR! {e}");
-            }
-        }
+        run_alone(s, trimmed, pending, ok);
         return true;
     }
     pending.push_str(line);
     pending.push('\n');
     let (stmts, rest) = split_statements(pending);
+    let ended = !stmts.is_empty();
     for st in stmts {
         run_line(s, &st, ok);
     }
-    *pending = if rest.trim().is_empty() {
-        String::new()
-    } else {
-        rest
-    };
+    pending.clear();
+    let rest = rest.trim();
+    if ended && (rest.starts_with('.') || is_exit(rest)) {
+        // `-e "SELECT 1; .tables"`: a dot command after the line's last `;`.
+        return run_line(s, rest, ok);
+    }
+    if ended && single_line_sql(rest) {
+        // What follows this line's last `;` is a statement of its own (`SELECT 1; SELECT 2`):
+        // rqlite's shell sends the whole line, so it runs too.
+        run_alone(s, rest, pending, ok);
+    } else if !rest.is_empty() {
+        *pending = format!("{rest}\n");
+    }
     true
+}
+
+/// A line without `;` runs at once, as in rqlite's shell, unless SQLite says the statement
+/// is not finished yet: then it starts a multi-line statement (`pending`).
+fn run_alone(s: &mut Session, stmt: &str, pending: &mut String, ok: &mut bool) {
+    if stmt.is_empty() {
+        return;
+    }
+    match commands::sql(s, stmt) {
+        Ok(()) => {}
+        Err(e) if e == "incomplete input" => *pending = format!("{stmt}\n"),
+        Err(e) => {
+            *ok = false;
+            report(stmt, &e);
+        }
+    }
 }
 
 /// rqlite's shell runs a line without `;` at once; a line that opens a quote or a

@@ -156,6 +156,20 @@ async fn shell_runs_sql_and_every_dot_command() {
         sh.pty.send("SELECT 'never").unwrap();
         sh.pty.send_control('c').unwrap();
         sh.expect_prompt();
+        // rqlite's wording (golden 4755): a write's error is `Error:`, a query's `ERR!`. What
+        // follows a line's last `;` runs too, as rqlite sends the whole line.
+        sh.run_all(&[
+            ("SELEC 1", "Error: near \"SELEC\": syntax error"),
+            (
+                "INSERT INTO nosuch VALUES(1)",
+                "Error: no such table: nosuch",
+            ),
+            ("SELECT 1 AS one; SELECT 2 AS two", "| two |"),
+        ]);
+        // An unfinished statement never traps the user: a dot command drops it.
+        sh.pty.send_line("SELECT 3 +").unwrap();
+        sh.expect(">   ");
+        sh.run(".tables", "ERR! unfinished statement dropped: SELECT 3 +");
         sh.run(".help", ".stepdown [NODEID]");
         sh.exit();
         let read = |name: &str| std::fs::read(d.join(name)).unwrap();
@@ -180,6 +194,14 @@ async fn shell_runs_sql_and_every_dot_command() {
         sh.expect_prompt();
         sh.pty.send_control('d').unwrap();
         sh.expect("bye~");
+
+        // `quit` without a dot leaves, even in the middle of an unfinished statement.
+        let mut sh = Shell::start(&port, &[], &hist, "");
+        sh.pty.send_line("SELECT 'open").unwrap();
+        sh.expect(">   ");
+        sh.pty.send_line("QUIT").unwrap();
+        sh.expect("bye~");
+        sh.pty.exp_eof().unwrap();
     })
     .await
     .unwrap();
@@ -221,6 +243,21 @@ async fn piped_sql_and_dash_e_run_and_report_errors_in_the_exit_status() {
     assert!(String::from_utf8_lossy(&e.stdout).contains("| 1        |"));
     let unreachable = run(&["-p", "1", "-e", "SELECT 1"], "");
     assert!(!unreachable.status.success());
+    // A script's lines without `;` each run on their own, as rqlite's shell runs them; a
+    // dot command may follow a line's last `;`.
+    let lines = run(
+        &["-p", &port],
+        "INSERT INTO t VALUES(2)\nINSERT INTO t VALUES(3)\nSELECT COUNT(*) FROM t\n",
+    );
+    assert!(lines.status.success(), "{lines:?}");
+    assert!(String::from_utf8_lossy(&lines.stdout).contains("| 3        |"));
+    let dot = run(&["-p", &port, "-e", "SELECT 5 AS five; .tables"], "");
+    assert!(dot.status.success(), "{dot:?}");
+    let out = String::from_utf8_lossy(&dot.stdout);
+    assert!(
+        out.contains("| five |") && out.contains("| name |"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +543,7 @@ async fn shell_begin_commit_and_rollback_map_to_interactive_transactions() {
         sh.expect_prompt();
         sh.run_all(&[
             ("SELECT v FROM t", "kept"),
-            ("COMMIT", "ERR! no transaction is open"),
+            ("COMMIT", "Error: no transaction is open"),
         ]);
         sh.exit();
     })
