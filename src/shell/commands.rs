@@ -86,7 +86,8 @@ pub fn sql(s: &mut Session, stmt: &str) -> Result<(), String> {
     }
     if s.timer {
         let t = reply.get("time").and_then(Value::as_f64).unwrap_or(0.0);
-        s.out(&format!("Run Time: {t} seconds\n"));
+        // Go's `%f`, as rqlite's shell prints it.
+        s.out(&format!("Run Time: {t:.6} seconds\n"));
     }
     Ok(())
 }
@@ -107,10 +108,49 @@ fn write_file(path: &str, data: &[u8]) -> Result<(), String> {
     std::fs::write(path, data).map_err(|e| format!("{path}: {e}"))
 }
 
+/// `.status KEY` and `.expvar KEY`: only that top-level key of the document, as rqlite's
+/// shell shows it; the whole document without one.
+fn only_key(mut doc: Value, key: Option<&str>, from: &str) -> Result<Value, String> {
+    let Some(key) = key else { return Ok(doc) };
+    match doc.get_mut(key).map(Value::take) {
+        Some(v) => Ok(serde_json::json!({ key: v })),
+        None => Err(format!("{from} has no key {key}")),
+    }
+}
+
 fn print_doc(s: &mut Session, v: &Value) {
     let mut out = String::new();
     format::yaml_like(v, 0, &mut out);
     s.out(&out);
+}
+
+/// The tables of `.dump FILE a, b`: the words after the file joined, split at commas and
+/// trimmed, as rqlite's shell reads them (`a,b` and `a, b` name the same two tables);
+/// percent-encoded for the query string. `None` when no table is named.
+fn tables_param(words: &[&str]) -> Option<String> {
+    let joined = words.join(" ");
+    let names: Vec<&str> = joined
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Runs one dot command (also `QUIT`/`EXIT`).
@@ -143,11 +183,11 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
         }
         ".status" => {
             let v = s.client.get_json("/status")?;
-            print_doc(s, &v);
+            print_doc(s, &only_key(v, arg, "/status")?);
         }
         ".expvar" => {
             let v = s.client.get_json("/debug/vars")?;
-            print_doc(s, &v);
+            print_doc(s, &only_key(v, arg, "/debug/vars")?);
         }
         // As rqlite's shell: the names in `/status?key=extensions`, one a line.
         ".extensions" => {
@@ -204,7 +244,7 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
         }
         ".dump" => {
             let file = need(arg, ".dump FILE [TABLE,...]")?;
-            let path = match rest.first() {
+            let path = match tables_param(&rest) {
                 Some(t) => format!("/db/backup?fmt=sql&tables={t}"),
                 None => "/db/backup?fmt=sql".to_string(),
             };
@@ -325,4 +365,29 @@ pub fn dot(s: &mut Session, line: &str) -> Result<Flow, String> {
         }
     }
     Ok(Flow::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_tables_are_split_at_commas_whatever_the_spaces() {
+        assert_eq!(tables_param(&["people,foo"]).as_deref(), Some("people,foo"));
+        assert_eq!(
+            tables_param(&["people,", "foo"]).as_deref(),
+            Some("people,foo")
+        );
+        assert_eq!(
+            tables_param(&["people", ",foo"]).as_deref(),
+            Some("people,foo")
+        );
+        assert_eq!(
+            tables_param(&["my", "table"]).as_deref(),
+            Some("my%20table")
+        );
+        assert_eq!(tables_param(&["a&b"]).as_deref(), Some("a%26b"));
+        assert_eq!(tables_param(&[]), None);
+        assert_eq!(tables_param(&[",", " "]), None);
+    }
 }

@@ -37,6 +37,11 @@ pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "<nil>".into(),
         Value::String(s) => s.clone(),
+        // A blob as an array of bytes (`.blobarray on`) prints as Go's `%v` does, as in
+        // rqlite's shell: `[222 173 190 239]`.
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(cell).collect::<Vec<_>>().join(" "))
+        }
         other => other.to_string(),
     }
 }
@@ -196,6 +201,7 @@ mod tests {
             "+----+-------+\n| id | name  |\n+----+-------+\n| 1  | alice |\n+----+-------+\n| 2  | <nil> |\n+----+-------+\n"
         );
         assert_eq!(rows(Mode::Csv, &cols, &vals), "id,name\n1,alice\n2,\n");
+        assert_eq!(cell(&json!([222, 173, 0])), "[222 173 0]");
         assert_eq!(
             rows(Mode::Line, &cols, &vals),
             "  id = 1\nname = alice\n\n  id = 2\nname = <nil>\n"

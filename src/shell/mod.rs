@@ -26,8 +26,9 @@ use format::Mode;
     version = crate::VERSION,
     about = "Interactive shell for sqlraft (and rqlite)",
     after_help = "Without -e and with standard input not a terminal, the shell runs what it \
-                  reads there and exits: 0 if every statement succeeded, 1 if any failed \
-                  (each failure is printed as ERR! ... on standard error).",
+                  reads there line by line, as typed lines run, and exits: 0 if every \
+                  statement succeeded, 1 if any failed (each failure is printed on standard \
+                  error: ERR! ... for a SELECT or PRAGMA, Error: ... for anything else).",
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -247,6 +248,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    if args.user.as_deref().is_some_and(|u| !u.contains(':')) {
+        // As rqlite's shell: a malformed -u is refused before anything is sent.
+        eprintln!("ERR! invalid Basic Auth credentials format (use -u user:password)");
+        return ExitCode::FAILURE;
+    }
     let timeout = crate::duration::parse(&args.http_timeout).unwrap_or(Duration::from_secs(30));
     let (scheme, host, port) = endpoint(&args);
     let opts = ClientOptions {

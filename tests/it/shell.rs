@@ -258,6 +258,31 @@ async fn piped_sql_and_dash_e_run_and_report_errors_in_the_exit_status() {
         out.contains("| five |") && out.contains("| name |"),
         "{out}"
     );
+    // `.status KEY` shows that key only; `.dump` takes `a, b` as two tables; a malformed -u
+    // is refused before anything is sent (all as rqlite's shell does).
+    let key = run(&["-p", &port, "-e", ".status http"], "");
+    let out = String::from_utf8_lossy(&key.stdout);
+    assert!(
+        key.status.success() && out.contains("http:") && !out.contains("build:"),
+        "{out}"
+    );
+    let dump = std::env::temp_dir().join(format!("sqlraft-shell-dump-{port}.sql"));
+    let d = dump.to_string_lossy().to_string();
+    let r = run(&["-p", &port], "CREATE TABLE u (v);\n");
+    assert!(r.status.success(), "{r:?}");
+    let r = run(&["-p", &port, "-e", &format!(".dump {d} t, u")], "");
+    assert!(r.status.success(), "{r:?}");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let _ = std::fs::remove_file(&dump);
+    assert!(
+        text.contains("CREATE TABLE t") && text.contains("CREATE TABLE u"),
+        "{text}"
+    );
+    let bad_u = run(&["-p", &port, "-u", "nocolon", "-e", "SELECT 1"], "");
+    assert!(!bad_u.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_u.stderr).contains("invalid Basic Auth credentials format")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
