@@ -450,7 +450,8 @@ fn typed_line(s: &mut Session, line: &str, pending: &mut String, ok: &mut bool) 
     let trimmed = line.trim();
     if !pending.is_empty() {
         // An unfinished statement never traps the user: an exit leaves, and a dot command
-        // drops the statement (a continuation line never starts with `.` and a letter).
+        // drops the statement. (SQL never goes on with a line starting with `.` and a
+        // letter, except inside a string literal left open, which this gives up.)
         if is_exit(trimmed) {
             return false;
         }
