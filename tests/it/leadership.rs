@@ -334,3 +334,35 @@ async fn a_short_leader_lease_makes_a_cut_off_leader_stop_sooner() {
     );
     c.set_isolated(l, false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_leadership_transfer_while_one_runs_is_refused() {
+    // Steps: 3 nodes; two POST /leader sent to the leader at the same moment, each naming a
+    // different voter. One transfer runs (two at once undid each other's pause of writes);
+    // the other is refused at once with 503, which invites a retry once it is over. Then the
+    // cluster agrees on the node the first one named.
+    let c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let body = |i: usize| format!(r#"{{"id":"{}"}}"#, c.members[i].id);
+    let (b0, b1) = (body(others[0]), body(others[1]));
+    let (c0, c1) = (c.client(l), c.client(l));
+    let (r0, r1) = tokio::join!(c0.post_json("/leader", &b0), c1.post_json("/leader", &b1));
+    let mut statuses = [r0.status, r1.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503], "{} / {}", r0.text(), r1.text());
+    let (moved_to, refused) = if r0.status == 200 {
+        (others[0], &r1)
+    } else {
+        (others[1], &r0)
+    };
+    assert_eq!(
+        refused.text().trim(),
+        "raft: a leadership transfer is already in progress"
+    );
+    wait_until(CLUSTER_WAIT, "leadership to reach the named node", || {
+        let agreed = c.agreed_leader(&[0, 1, 2]);
+        async move { agreed == Some(moved_to) }
+    })
+    .await;
+}
