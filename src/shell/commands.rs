@@ -126,7 +126,7 @@ fn print_doc(s: &mut Session, v: &Value) {
 
 /// The tables of `.dump FILE a, b`: the words after the file joined, split at commas and
 /// trimmed, as rqlite's shell reads them (`a,b` and `a, b` name the same two tables);
-/// percent-encoded for the query string. `None` when no table is named.
+/// encoded for the query string. `None` when no table is named.
 fn tables_param(words: &[&str]) -> Option<String> {
     let joined = words.join(" ");
     let names: Vec<&str> = joined
@@ -134,23 +134,8 @@ fn tables_param(words: &[&str]) -> Option<String> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    if names.is_empty() {
-        return None;
-    }
-    let mut out = String::new();
-    for (i, name) in names.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        for b in name.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-    Some(out)
+    (!names.is_empty())
+        .then(|| form_urlencoded::byte_serialize(names.join(",").as_bytes()).collect::<String>())
 }
 
 /// Runs one dot command (also `QUIT`/`EXIT`).
@@ -373,21 +358,20 @@ mod tests {
 
     #[test]
     fn dump_tables_are_split_at_commas_whatever_the_spaces() {
-        assert_eq!(tables_param(&["people,foo"]).as_deref(), Some("people,foo"));
-        assert_eq!(
-            tables_param(&["people,", "foo"]).as_deref(),
-            Some("people,foo")
-        );
-        assert_eq!(
-            tables_param(&["people", ",foo"]).as_deref(),
-            Some("people,foo")
-        );
-        assert_eq!(
-            tables_param(&["my", "table"]).as_deref(),
-            Some("my%20table")
-        );
-        assert_eq!(tables_param(&["a&b"]).as_deref(), Some("a%26b"));
-        assert_eq!(tables_param(&[]), None);
-        assert_eq!(tables_param(&[",", " "]), None);
+        // What the node reads back from the query string.
+        let tables = |words: &[&str]| {
+            tables_param(words).map(|p| {
+                form_urlencoded::parse(format!("tables={p}").as_bytes())
+                    .map(|(_, v)| v.into_owned())
+                    .collect::<String>()
+            })
+        };
+        assert_eq!(tables(&["people,foo"]).as_deref(), Some("people,foo"));
+        assert_eq!(tables(&["people,", "foo"]).as_deref(), Some("people,foo"));
+        assert_eq!(tables(&["people", ",foo"]).as_deref(), Some("people,foo"));
+        assert_eq!(tables(&["my", "table"]).as_deref(), Some("my table"));
+        assert_eq!(tables(&["a&b"]).as_deref(), Some("a&b"));
+        assert_eq!(tables(&[]), None);
+        assert_eq!(tables(&[",", " "]), None);
     }
 }

@@ -131,6 +131,34 @@ async fn caught_up(c: &Cluster, i: usize) -> Result<Duration, String> {
     wait_fingerprint(c, i, want, Duration::from_secs(30)).await
 }
 
+/// Gives the `full` nodes' tmpfs its 256 MiB back, then waits for node `i` to hold what the
+/// leader holds: a note saying how long that took, or a problem.
+async fn space_back(
+    c: &mut Cluster,
+    full: &[usize],
+    i: usize,
+    t0: Instant,
+    notes: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) {
+    let which: Vec<String> = full.iter().map(|n| (n + 1).to_string()).collect();
+    event(
+        &format!("grow the tmpfs of node(s) {} to 256 MiB", which.join(", ")),
+        t0,
+    );
+    for &n in full {
+        c.resize_tmpfs(n, "256m");
+    }
+    match caught_up(c, i).await {
+        Ok(d) => notes.push(format!(
+            "node {} caught up {:.2}s after space came back",
+            i + 1,
+            d.as_secs_f64()
+        )),
+        Err(e) => problems.push(format!("after space came back: {e}")),
+    }
+}
+
 async fn status_num(c: &Cluster, i: usize, key: &str) -> i64 {
     let s = c.store_status(i).await.unwrap_or(Value::Null);
     s["raft"][key].as_i64().unwrap_or(0)
@@ -375,15 +403,7 @@ pub async fn disk_full_follower_after_a_leader_crash(name: &str) {
         id += 1;
         c.restart(0).await;
     }
-    event("grow node 3's tmpfs to 256 MiB", t0);
-    c.resize_tmpfs(f, "256m");
-    match caught_up(&c, f).await {
-        Ok(d) => notes.push(format!(
-            "node 3 caught up {:.2}s after space came back",
-            d.as_secs_f64()
-        )),
-        Err(e) => problems.push(format!("after space came back: {e}")),
-    }
+    space_back(&mut c, &[f], f, t0, &mut notes, &mut problems).await;
     drop(c);
     finish(name, nemesis, &dir, &problems, &notes);
 }
@@ -464,17 +484,7 @@ pub async fn disk_full_leader(name: &str, follower_too: bool) {
         )),
         Err(e) => problems.push(format!("the node with a full disk did not answer: {e}")),
     }
-    event("grow the full nodes' tmpfs to 256 MiB", t0);
-    for &i in full {
-        c.resize_tmpfs(i, "256m");
-    }
-    match caught_up(&c, f).await {
-        Ok(d) => notes.push(format!(
-            "caught up {:.2}s after space came back",
-            d.as_secs_f64()
-        )),
-        Err(e) => problems.push(format!("after space came back: {e}")),
-    }
+    space_back(&mut c, full, f, t0, &mut notes, &mut problems).await;
     drop(c);
     finish(name, nemesis, &dir, &problems, &notes);
 }
