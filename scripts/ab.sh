@@ -4,7 +4,9 @@
 # statements per request at c=16, RSS after. Each point's line ends with the leader's CPU
 # time per request (user + system, from /proc/PID/stat): steadier than ops/s on a shared
 # machine. ROUNDS sets the rounds; POINTS, bench's arguments for each point separated by ';',
-# replaces the default points; BENCH names a bench binary to use instead of building one.
+# replaces the default points (FOLLOWER in a point stands for node 2's URL, as in
+# '--mode insert -c 64 --url FOLLOWER'); BENCH names a bench binary to use instead of
+# building one.
 #   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
 #   ROUNDS=3 POINTS='--mode insert -c 64;--mode select --level strong -c 64' scripts/ab.sh OLD NEW 5
 # (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
@@ -24,9 +26,10 @@ port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));pri
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm)"
 echo "date: $(date -u +%FT%TZ)"
 cluster() { # bin -> sets pids, url
-  local bin=$1; work=$(mktemp -d); pids=()
+  local bin=$1; work=$(mktemp -d); pids=(); urls=()
   local r1; for i in 1 2 3; do
     h=$(port); r=$(port); [ $i = 1 ] && { r1=$r; url=http://127.0.0.1:$h; }
+    urls+=("http://127.0.0.1:$h")
     j=(); [ $i -gt 1 ] && j=(-join 127.0.0.1:$r1)
     $bin -node-id $i -http-addr 127.0.0.1:$h -raft-addr 127.0.0.1:$r "${j[@]}" $work/n$i >$work/o$i 2>&1 &
     pids+=($!)
@@ -41,7 +44,7 @@ for round in $(seq "$rounds"); do
     for p in "${points[@]}"; do
       cpu0=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
       # shellcheck disable=SC2086 # each point is a list of arguments
-      line=$($bench --url $url $p --seconds $secs)
+      line=$($bench --url $url ${p//FOLLOWER/${urls[1]}} --seconds $secs)
       cpu1=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
       awk -v l="$line" -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN {
         n = l; sub(/.* ops=/, "", n); sub(/ .*/, "", n)

@@ -21,7 +21,7 @@ use crate::raft::NodeInfo;
 pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
     let store = cluster.store().clone();
     let me = store.me().clone();
-    let mut metrics = store.raft().metrics();
+    let mut metrics = store.raft().server_metrics();
     let mut retry = Duration::from_millis(200);
     loop {
         if let Some(voter) = outdated(&store.members(), &me) {

@@ -152,7 +152,7 @@ impl Store {
         // On every request: count voters in place rather than building the member list.
         let single = self
             .raft
-            .metrics()
+            .server_metrics()
             .borrow_watched()
             .membership_config
             .membership()
@@ -206,8 +206,8 @@ impl Store {
 
     /// The state `/status` reports: a leader whose lease lapsed is no longer acting as one.
     pub fn state_name(&self) -> &'static str {
-        let m = self.raft.metrics().borrow_watched().clone();
-        match m.state {
+        let state = self.raft.metrics().borrow_watched().state;
+        match state {
             ServerState::Leader if self.lease_valid() => "Leader",
             ServerState::Leader | ServerState::Follower | ServerState::Learner => "Follower",
             ServerState::Candidate => "Candidate",
@@ -266,25 +266,32 @@ impl Store {
     pub async fn run_lease_loop(self: Arc<Self>, stop: CancellationToken) {
         let every =
             (self.cfg.lease() / 5).clamp(Duration::from_millis(10), Duration::from_millis(200));
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
         let mut known_leader = None;
         loop {
-            // Metrics change on every apply: only a change of leadership triggers a renewal.
+            // Wakes on a change of vote, state, leader or membership, not on every append or
+            // apply; only a change of leadership triggers a renewal.
             let ticked = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => true,
                 changed = metrics.changed() => if changed.is_err() { return } else { false },
             };
+            // Read from what woke the loop: the full metrics are sent just after it.
+            let (now_leader, state) = {
+                let m = metrics.borrow_watched();
+                (m.current_leader, m.state)
+            };
             // Every new leader this node learns of (losing sight of one is not a change).
-            let now_leader = metrics.borrow_watched().current_leader;
             if now_leader.is_some() && now_leader != known_leader {
                 known_leader = now_leader;
                 self.metrics.store.leader_changes.inc();
             }
-            let leader = self.raft_is_leader();
+            let leader = state == ServerState::Leader
+                && now_leader == Some(self.id)
+                && self.raft.metrics().borrow_watched().state != ServerState::Shutdown;
             if leader && !was_leader {
                 self.leader_since.record();
             }

@@ -48,7 +48,7 @@ impl Store {
 
     /// All members (voters and learners) with whether each votes, sorted by id.
     pub fn members(&self) -> Vec<(NodeInfo, bool)> {
-        let m = self.raft.metrics();
+        let m = self.raft.server_metrics();
         let m = m.borrow_watched();
         let membership = m.membership_config.membership();
         let mut out: Vec<(NodeInfo, bool)> = membership
@@ -61,7 +61,7 @@ impl Store {
 
     /// Whether this node is a voter in the current configuration.
     pub fn is_voter(&self) -> bool {
-        let m = self.raft.metrics();
+        let m = self.raft.server_metrics();
         let m = m.borrow_watched();
         let voter = m
             .membership_config
@@ -85,7 +85,7 @@ impl Store {
 
     /// Watches the configuration for this node's removal (see [`Store::removed`]).
     pub async fn run_remove_watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let mut was_member = false;
         loop {
             let member = metrics
