@@ -3,7 +3,8 @@
 # ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, 100
 # statements per request at c=16, RSS after. Each point's line ends with the leader's CPU
 # time per request (user + system, from /proc/PID/stat): steadier than ops/s on a shared
-# machine. ROUNDS sets the rounds; POINTS, bench's arguments for each point separated by ';',
+# machine; then each node's (leader/node 2/node 3), and each node's context switches per
+# request (all its threads, from /proc/PID/task/*/status). ROUNDS sets the rounds; POINTS, bench's arguments for each point separated by ';',
 # replaces the default points (FOLLOWER in a point stands for node 2's URL, as in
 # '--mode insert -c 64 --url FOLLOWER'); BENCH names a bench binary to use instead of
 # building one.
@@ -37,18 +38,30 @@ cluster() { # bin -> sets pids, url
   done
 }
 stop() { kill "${pids[@]}"; wait 2>/dev/null; rm -rf "$work"; }
+# Per node: CPU ticks (user + system) and context switches (every thread's, voluntary and not).
+counters() {
+  for p in "${pids[@]}"; do
+    awk '{printf "%d ", $14 + $15}' "/proc/$p/stat"
+    cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {printf "%d ", s}'
+  done
+}
 for round in $(seq "$rounds"); do
   for v in old new; do
     bin=${!v}; cluster $bin
     echo "== round $round $v"
     for p in "${points[@]}"; do
-      cpu0=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
+      before=$(counters)
       # shellcheck disable=SC2086 # each point is a list of arguments
       line=$($bench --url $url ${p//FOLLOWER/${urls[1]}} --seconds $secs)
-      cpu1=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
-      awk -v l="$line" -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN {
-        n = l; sub(/.* ops=/, "", n); sub(/ .*/, "", n)
-        printf "%s leader_cpu_us/op=%.1f\n", l, (n > 0 ? (b - a) / t * 1e6 / n : 0) }'
+      after=$(counters)
+      awk -v l="$line" -v a="$before" -v b="$after" -v t="$(getconf CLK_TCK)" 'BEGIN {
+        n = l; sub(/.* ops=/, "", n); sub(/ .*/, "", n); if (n <= 0) n = 1
+        split(a, x, " "); split(b, y, " ")
+        printf "%s leader_cpu_us/op=%.1f cpu_us/op=", l, (y[1] - x[1]) / t * 1e6 / n
+        for (i = 1; i <= 5; i += 2) printf "%s%.0f", (i > 1 ? "/" : ""), (y[i] - x[i]) / t * 1e6 / n
+        printf " switches/op="
+        for (i = 2; i <= 6; i += 2) printf "%s%.1f", (i > 2 ? "/" : ""), (y[i] - x[i]) / n
+        printf "\n" }'
     done
     echo "rss: $(for p in "${pids[@]}"; do echo -n "$(( $(ps -o rss= -p $p) / 1024 ))MiB "; done)"
     stop
