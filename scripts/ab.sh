@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Two sqlraftd builds side by side in one run: a 3-node cluster of each on free loopback
 # ports, alternating, two rounds; 1-row INSERT and point reads (weak, none) at c=64, 100
-# statements per request at c=16, RSS after. Each point's line ends with the leader's CPU
-# time per request (user + system, from /proc/PID/stat): steadier than ops/s on a shared
-# machine; then each node's (leader/node 2/node 3), and each node's context switches per
-# request (all its threads, from /proc/PID/task/*/status). ROUNDS sets the rounds; POINTS, bench's arguments for each point separated by ';',
-# replaces the default points (FOLLOWER in a point stands for node 2's URL, as in
-# '--mode insert -c 64 --url FOLLOWER'); BENCH names a bench binary to use instead of
-# building one.
+# statements per request at c=16, RSS after. Each point's line ends with each node's CPU
+# time per request (user + system, from /proc/PID/stat; leader/node 2/node 3) and context
+# switches per request (all its threads, from /proc/PID/task/*/status): steadier than ops/s
+# on a shared machine. ROUNDS sets the rounds; POINTS, bench's arguments for each point
+# separated by ';', replaces the default points (FOLLOWER in a point stands for node 2's
+# URL, as in '--mode insert -c 64 --url FOLLOWER'); BENCH names a bench binary to use
+# instead of building one.
 #   scripts/ab.sh OLD_SQLRAFTD NEW_SQLRAFTD [seconds]
 #   ROUNDS=3 POINTS='--mode insert -c 64;--mode select --level strong -c 64' scripts/ab.sh OLD NEW 5
 # (build the old one from a worktree: git worktree add /tmp/old <commit>; cargo build --release)
@@ -57,7 +57,7 @@ for round in $(seq "$rounds"); do
       awk -v l="$line" -v a="$before" -v b="$after" -v t="$(getconf CLK_TCK)" 'BEGIN {
         n = l; sub(/.* ops=/, "", n); sub(/ .*/, "", n); if (n <= 0) n = 1
         split(a, x, " "); split(b, y, " ")
-        printf "%s leader_cpu_us/op=%.1f cpu_us/op=", l, (y[1] - x[1]) / t * 1e6 / n
+        printf "%s cpu_us/op=", l
         for (i = 1; i <= 5; i += 2) printf "%s%.0f", (i > 1 ? "/" : ""), (y[i] - x[i]) / t * 1e6 / n
         printf " switches/op="
         for (i = 2; i <= 6; i += 2) printf "%s%.1f", (i > 2 ? "/" : ""), (y[i] - x[i]) / n

@@ -98,7 +98,12 @@ impl Store {
     pub(crate) fn raft_is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        self.leads(m.state, m.current_leader)
+    }
+
+    /// openraft's view of leadership, from either of its metrics channels.
+    fn leads(&self, state: ServerState, leader: Option<NodeId>) -> bool {
+        state == ServerState::Leader && leader == Some(self.id)
     }
 
     /// Starts an election (after a won pre-vote, or when the leader hands over). Not while
@@ -289,8 +294,8 @@ impl Store {
                 known_leader = now_leader;
                 self.metrics.store.leader_changes.inc();
             }
-            let leader = state == ServerState::Leader
-                && now_leader == Some(self.id)
+            // (Only the full metrics say `Shutdown`.)
+            let leader = self.leads(state, now_leader)
                 && self.raft.metrics().borrow_watched().state != ServerState::Shutdown;
             if leader && !was_leader {
                 self.leader_since.record();
