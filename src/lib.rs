@@ -6,7 +6,8 @@
 //! what it owns and what it does not; `docs/design/` has one note per layer saying why.
 //!
 //! - [`http`]: the public API. `mod.rs` the router, `db.rs` the data endpoints (with
-//!   `/db/sql`), `status.rs` `/status`, `/readyz` and `/snapshot`, `members.rs` `/nodes`,
+//!   `/db/sql`), `status.rs` `/status` (host interfaces from `interfaces.rs`), `/readyz` and
+//!   `/snapshot`, `members.rs` `/nodes`,
 //!   `/leader` and `/remove`, `reap.rs` `/reap`, `vars.rs` and `scrape.rs` `/debug/vars` and
 //!   `/metrics`, `params.rs` and `body.rs` parse, `json.rs` writes Go-identical JSON,
 //!   `queue.rs` batches `?queue` writes, `error.rs` is the one place that picks status codes,
@@ -22,8 +23,9 @@
 //!   `leadership.rs` (leader lease and the pre-vote grant rule), `membership.rs`,
 //!   `images.rs` (load, boot, backup), `state_machine.rs` and `snapshot.rs`, `recovery.rs`
 //!   (`peers.json`), `error.rs` (the error vocabulary every layer above maps).
-//! - [`raft`]: openraft's type configuration, the durable log (`log_store/`), the network
-//!   client (`network.rs`) and the internode wire (`transport.rs`).
+//! - [`raft`]: openraft's type configuration, the durable log (`log_store/`), when each
+//!   commit index was learned (`commit_clock.rs`, for `freshness_strict`), the network client
+//!   (`network.rs`) and the internode wire (`transport.rs`).
 //! - [`db`]: SQLite with rqlite's semantics, knowing nothing of Raft. `engine.rs` (the one
 //!   writer thread), `reads.rs` (the reader pool), `exec.rs`, `values.rs`, `datetime.rs`,
 //!   `rewrite.rs`, `classify.rs`, `lexer.rs`, `dump.rs`, `conn.rs`, `stats.rs`, `image.rs`

@@ -10,6 +10,7 @@ pub mod cdc;
 pub mod console;
 pub mod db;
 pub mod error;
+mod interfaces;
 pub mod json;
 pub mod members;
 pub mod params;
@@ -63,6 +64,8 @@ pub struct HttpState {
     pub allow_origin: Option<HeaderValue>,
     /// `-cdc-config`: change data capture, for `GET /cdc` and `/status`.
     pub cdc: Option<Arc<crate::cdc::Cdc>>,
+    /// `-raft-reap-node-timeout` and `-raft-reap-read-only-node-timeout`, for `/status`.
+    pub reap_timeouts: [std::time::Duration; 2],
 }
 
 /// Builds the router: one dispatcher, because rqlite routes by path prefix.

@@ -218,6 +218,11 @@ async fn status_json(st: &HttpState) -> Json {
         ("open", obj(vec![])),
         ("raft", raft),
         (
+            "reap_read_only_timeout",
+            s(duration::format(st.reap_timeouts[1])),
+        ),
+        ("reap_timeout", s(duration::format(st.reap_timeouts[0]))),
+        (
             "ready",
             Json::Bool(leader.is_some() && store.health().is_healthy()),
         ),
@@ -262,6 +267,10 @@ async fn status_json(st: &HttpState) -> Json {
         // Snapshots are built in a directory of their own and renamed: no CAS lock to own.
         ("snapshot_cas", obj(vec![("owner", Json::Null)])),
         ("sqlite3", sqlite),
+        (
+            "strong_read_term",
+            Json::Int(store.strong_read_term() as i64),
+        ),
         ("trailing_logs", Json::Int(cfg.trailing_logs as i64)),
     ]);
     let https = me.api_https;
@@ -413,6 +422,7 @@ async fn status_json(st: &HttpState) -> Json {
         ("extensions", extensions),
         ("http", http),
         ("mux", mux),
+        ("network", super::interfaces::network()),
         ("node", node),
         ("os", os),
         ("runtime", runtime),

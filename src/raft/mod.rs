@@ -4,6 +4,7 @@
 //! response types) and where the log lives on disk.
 //! Does not: apply entries (the state machine lives in `store`), or serve HTTP.
 
+pub mod commit_clock;
 pub mod log_store;
 pub mod network;
 pub mod transport;

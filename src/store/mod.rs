@@ -162,6 +162,8 @@ pub struct Store {
     read_index: ReadIndex,
     /// Shared log barriers for `strong` reads.
     strong: crate::shared_call::SharedCall<u64, StoreError>,
+    /// The term in which the newest `strong` read's barrier was proposed (`/status`).
+    strong_read_term: std::sync::atomic::AtomicU64,
     /// Read-only connections: every local read runs here, never on the writer's thread.
     reads: Arc<ReadPool>,
     /// What is wrong with this node (a full disk, a failed apply).
@@ -234,6 +236,7 @@ impl Store {
             health.clone(),
             metrics.clone(),
             changes,
+            log.commit_clock().clone(),
         )
         .await
         .map_err(|e| StoreError::Raft(e.to_string()))?;
@@ -296,6 +299,7 @@ impl Store {
             proposals,
             read_index,
             strong: Default::default(),
+            strong_read_term: Default::default(),
             reads,
             health,
             metrics,
@@ -381,6 +385,12 @@ impl Store {
     }
 
     /// The newest index this node knows to be committed (as openraft last saved it).
+    /// The term in which the newest `strong` read's barrier was proposed (0: none yet).
+    pub fn strong_read_term(&self) -> u64 {
+        self.strong_read_term
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.log.committed().map(|l| l.index).unwrap_or(0)
     }

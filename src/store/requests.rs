@@ -147,6 +147,9 @@ impl Store {
         let raft_index = if self.resolve_level(opts.level) == ReadLevel::Strong {
             // A barrier that did not commit only means the read did not happen.
             let barrier = || async {
+                // The term before proposing, as rqlite records it: a later one could name a
+                // term the barrier was not proposed in.
+                let term = self.raft.metrics().borrow_watched().current_term;
                 let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
                     StoreError::OutcomeUnknown(_) => match self.leader() {
                         Some(_) => StoreError::Timeout(
@@ -157,6 +160,8 @@ impl Store {
                     },
                     e => e,
                 })?;
+                self.strong_read_term
+                    .fetch_max(term, std::sync::atomic::Ordering::Relaxed);
                 Ok(index)
             };
             Some(self.strong.call(barrier).await?)
@@ -252,17 +257,18 @@ impl Store {
     /// `none` reads with `freshness`: a follower that has not heard from a leader within
     /// `fresh` refuses. The leader ignores freshness.
     ///
-    /// With `strict`, a follower that still has log entries it has not applied is stale too
-    /// (rqlite compares timestamps from two clocks for this; comparing log positions on one
-    /// node cannot be fooled by clock skew).
+    /// With `strict`, a follower is stale too when it learned of a committed entry more than
+    /// `fresh` ago and has not applied it yet. rqlite measures that lag from the leader's
+    /// append time to the local apply time, two clocks; here both ends are this node's.
+    /// Entries appended and not yet known to be committed do not count: under a steady write
+    /// load a follower nearly always holds some.
     pub(super) fn check_freshness(&self, fresh: Duration, strict: bool) -> Result<(), StoreError> {
         if self.is_leader() {
             return Ok(());
         }
         if strict {
-            let m = self.raft.metrics().borrow_watched().clone();
-            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-            if applied < m.last_log_index.unwrap_or(0) {
+            let lag = self.log.commit_clock().unapplied_since();
+            if lag.is_some_and(|since| since.elapsed() > fresh) {
                 return Err(StoreError::StaleRead);
             }
         }

@@ -21,6 +21,7 @@ use crate::command::Command;
 use crate::db::{Db, Engine, Mode};
 use crate::health::Health;
 use crate::metrics::{Counter, DbCounters, Metrics};
+use crate::raft::commit_clock::CommitClock;
 use crate::raft::{
     Entry, EntryPayload, LogId, Response, Snapshot, SnapshotData, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -71,6 +72,8 @@ pub struct StateMachine {
     metrics: Arc<Metrics>,
     /// Where captured row changes go (`-cdc-config`).
     changes: Option<Arc<dyn ChangeSink>>,
+    /// Told what is applied, so a follower can tell how long its applying lags its commits.
+    commit_clock: Arc<CommitClock>,
 }
 
 /// A failure of the state machine. openraft 0.10 takes `io::Error`s and adds what it was
@@ -321,6 +324,7 @@ impl StateMachine {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         changes: Option<Arc<dyn ChangeSink>>,
+        commit_clock: Arc<CommitClock>,
     ) -> Result<Self, StorageError> {
         let assembly = Assembly::new(parts_dir).map_err(|e| {
             StorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Write, sm_err(e))
@@ -335,6 +339,7 @@ impl StateMachine {
             health,
             metrics,
             changes,
+            commit_clock,
         };
         let current = {
             let s = sm.snapshots.clone();
@@ -373,7 +378,15 @@ impl StateMachine {
             Ok(()) => self.metrics.store.restores.inc(),
             Err(_) => self.metrics.store.restores_failed.inc(),
         }
+        self.mark_applied();
         r
+    }
+
+    /// Tells the commit clock how far the state machine has applied.
+    fn mark_applied(&self) {
+        if let Some(l) = self.applied.lock().last_applied {
+            self.commit_clock.applied(l.index);
+        }
     }
 
     async fn install_inner(&self, stored: Stored) -> Result<(), io::Error> {
@@ -530,6 +543,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await
             .map_err(sm_err)?;
+        self.mark_applied();
         // Each applied entry's client gets its response, in log order; the responders of the
         // entry that failed and of those after it are dropped (their clients see Raft stop).
         for (resp, responder) in responses.into_iter().zip(responders) {

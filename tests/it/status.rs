@@ -24,7 +24,7 @@ fn int(v: &Value, path: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_carries_rqlites_fields_with_true_values() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Proc::spawn(dir.path(), &[]);
+    let node = Proc::spawn(dir.path(), &["-raft-reap-node-timeout", "90s"]);
     node.wait_ready().await;
     let c = &node.client;
     let r = c
@@ -34,9 +34,29 @@ async fn status_carries_rqlites_fields_with_true_values() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        status(c).await["store"]["strong_read_term"],
+        0,
+        "no strong read yet"
+    );
+    assert_eq!(
+        c.get("/db/query?level=strong&q=SELECT%201").await.status,
+        200
+    );
     assert_eq!(c.post_json("/snapshot", "").await.status, 200);
     let st = status(c).await;
     let store = &st["store"];
+    assert_eq!(store["strong_read_term"], store["raft"]["term"]);
+    assert_eq!(store["reap_timeout"], "1m30s");
+    assert_eq!(store["reap_read_only_timeout"], "0s");
+    let lo = &st["network"]["interfaces"]["lo"];
+    assert!(
+        lo["addresses"]
+            .as_array()
+            .is_some_and(|a| a.contains(&serde_json::json!({"address": "127.0.0.1/8"}))),
+        "{lo}"
+    );
+    assert!(lo["flags"].as_str().unwrap().contains("loopback"), "{lo}");
 
     // store.sqlite3: the database file and the settings each connection really runs with.
     let sq = &store["sqlite3"];

@@ -28,6 +28,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             Arc::default(),
             Arc::default(),
             None,
+            Arc::default(),
         )
         .await?;
         Ok((td, log, sm))

@@ -34,6 +34,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use redb::{Database, Durability, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::commit_clock::CommitClock;
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::health::Health;
 use writer::Writer;
@@ -141,6 +142,8 @@ pub struct LogStore {
     /// Set once the node stops: a batch refused for lack of space is then failed instead of
     /// retried, so that shutting down never waits for space.
     stopping: Arc<AtomicBool>,
+    /// When each commit index was learned, until the state machine applies it.
+    commit_clock: Arc<CommitClock>,
 }
 
 /// An error of the API sqlraft calls itself ([`LogStore::open`]).
@@ -228,6 +231,11 @@ impl LogStore {
                 cache.last = Some(entry.log_id);
             }
         }
+        let commit_clock = Arc::new(CommitClock::default());
+        if let Some(c) = cache.committed {
+            // Applied again from the last snapshot, from now.
+            commit_clock.learned(c.index);
+        }
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -251,6 +259,7 @@ impl LogStore {
             ops: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
             stopping,
+            commit_clock,
         })
     }
 
@@ -445,6 +454,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // from the leader (or re-electing) after a crash.
         let bytes = encode(&committed).map_err(io_err)?;
         self.cache().committed = committed;
+        if let Some(c) = committed {
+            self.commit_clock.learned(c.index);
+        }
         self.send(Op::Committed(bytes))
     }
 
@@ -559,6 +571,11 @@ impl LogStore {
     /// The newest committed log id openraft saved (for `/metrics`).
     pub fn committed(&self) -> Option<LogId> {
         self.cache().committed
+    }
+
+    /// When each commit index was learned; the state machine marks what it applies.
+    pub fn commit_clock(&self) -> &Arc<CommitClock> {
+        &self.commit_clock
     }
 
     /// Number of entries currently held (for `/status`).
