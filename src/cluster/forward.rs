@@ -37,20 +37,21 @@ pub enum Hop<T> {
     NotLeader(NodeInfo),
 }
 
-/// Serves a request here (`local`) or on the leader (`forward`). `me` is this node's id;
-/// with `allowed` false (`redirect`), "not leader" is returned for the caller to answer 301.
-pub async fn route<T, L, F, Fut>(
+/// Serves a request here (`local`, the answer this node gave) or on the leader (`forward`).
+/// `me` is this node's id; with `allowed` false (`redirect`), "not leader" is returned for
+/// the caller to answer 301. The caller runs the local attempt first and passes its answer,
+/// not its future: this future then never holds both, and it is moved with every request.
+pub async fn route<T, F, Fut>(
     me: &str,
     allowed: bool,
-    local: L,
+    local: Result<T, StoreError>,
     mut forward: F,
 ) -> Result<Served<T>, ClusterError>
 where
-    L: Future<Output = Result<T, StoreError>>,
     F: FnMut(NodeInfo) -> Fut,
     Fut: Future<Output = Result<Hop<T>, ClusterError>>,
 {
-    let leader = match local.await {
+    let leader = match local {
         Ok(v) => return Ok(Served::local(v)),
         Err(StoreError::NotLeader {
             leader: Some(leader),
@@ -59,7 +60,9 @@ where
     };
     let mut leader = leader;
     for hop in 0..2 {
-        match forward(leader.clone()).await? {
+        // Boxed: the internode call's state would otherwise sit in every local request's
+        // future, which is moved a few times per request.
+        match Box::pin(forward(leader.clone())).await? {
             Hop::Done(value) => {
                 return Ok(Served {
                     value,
@@ -108,7 +111,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        let r = rt.block_on(route("me", allowed, async { local }, |n| {
+        let r = rt.block_on(route("me", allowed, local, |n| {
             asked.borrow_mut().push(n.id.clone());
             let next = hops.borrow_mut().next().expect("an answer scripted");
             async move { next }

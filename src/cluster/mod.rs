@@ -192,7 +192,7 @@ impl Cluster {
         forward::route(
             &self.store.me().id,
             fwd.forward,
-            local(),
+            local().await,
             move |leader: NodeInfo| {
                 let r = req
                     .get_or_insert_with(|| remote.take().map(|f| f()))
@@ -222,7 +222,7 @@ impl Cluster {
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
         let timeout = route.timeout.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
-        let local = self.store.execute(req.clone());
+        let local = self.store.execute(req.clone()).await;
         forward::route(
             &self.store.me().id,
             route.forward,
@@ -289,7 +289,7 @@ impl Cluster {
         route: &Forwarding,
     ) -> Result<Served<Reply>, ClusterError> {
         if self.reads_after_read_index(opts, route) {
-            let local = self.await_read_index(opts, route).await?;
+            let local = Box::pin(self.await_read_index(opts, route)).await?;
             return Ok(Served::local(self.store.query(req, &local).await?));
         }
         let idempotent = opts.level != ReadLevel::Strong;
@@ -319,7 +319,7 @@ impl Cluster {
     ) -> Result<Served<Reply>, ClusterError> {
         // A read-only request is a read like `/db/query`'s; one with a write goes to the log.
         if self.reads_after_read_index(opts, route) && self.store.is_read_only(&req).await? {
-            let local = self.await_read_index(opts, route).await?;
+            let local = Box::pin(self.await_read_index(opts, route)).await?;
             return Ok(Served::local(self.store.request(req, &local).await?));
         }
         let r = req.clone();

@@ -105,7 +105,7 @@ pub fn redirect(
 /// Marks a response served by the leader with its Raft address, as rqlite does.
 pub fn served_by(mut r: Response, forwarded_to: Option<String>) -> Response {
     if let Some(v) = forwarded_to.and_then(|a| HeaderValue::from_str(&a).ok()) {
-        r.headers_mut().insert("X-Rqlite-Served-By", v);
+        r.headers_mut().insert(super::X_RQLITE_SERVED_BY, v);
     }
     r
 }

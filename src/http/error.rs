@@ -149,7 +149,7 @@ pub fn plain(status: StatusCode, msg: &str) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     h.insert(
-        "X-Content-Type-Options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     r

@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 
@@ -79,18 +79,23 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
+const X_RQLITE_VERSION: HeaderName = HeaderName::from_static("x-rqlite-version");
+pub(super) const X_RQLITE_SERVED_BY: HeaderName = HeaderName::from_static("x-rqlite-served-by");
+
 /// Headers rqlite puts on every response (CORS, version, and the auth challenge when `-auth`
 /// is set).
 async fn common_headers(State(st): State<Arc<HttpState>>, mut r: Response) -> Response {
     let h = r.headers_mut();
     // rqlite 8 announces Authorization and credentials whether or not auth is on (golden
     // corrections, item 1); the challenge only when it is.
+    // Header names as constants: a string name is parsed, and a mixed-case one copied to
+    // the heap, on every response (hyper writes names in lower case either way).
     h.insert(
-        "Access-Control-Allow-Headers",
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Content-Type, Authorization"),
     );
     h.insert(
-        "Access-Control-Allow-Credentials",
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
         HeaderValue::from_static("true"),
     );
     if st.auth.is_some() {
@@ -100,13 +105,13 @@ async fn common_headers(State(st): State<Arc<HttpState>>, mut r: Response) -> Re
         );
     }
     h.insert(
-        "Access-Control-Allow-Methods",
+        header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("OPTIONS, GET, POST"),
     );
     if let Some(origin) = &st.allow_origin {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     }
-    h.insert("X-Rqlite-Version", HeaderValue::from_static(VERSION));
+    h.insert(X_RQLITE_VERSION, HeaderValue::from_static(VERSION));
     r
 }
 

@@ -238,7 +238,9 @@ impl Store {
         if self.lease_valid() {
             return Ok(());
         }
-        self.confirm_leadership(self.cfg.election_timeout).await
+        // Boxed: a heartbeat round's state would otherwise make every read's future (moved
+        // a few times per request) larger, for the rare read that needs one.
+        Box::pin(self.confirm_leadership(self.cfg.election_timeout)).await
     }
 
     /// Confirms leadership with a quorum (a heartbeat round) and renews the lease.

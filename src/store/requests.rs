@@ -164,7 +164,8 @@ impl Store {
                     .fetch_max(term, std::sync::atomic::Ordering::Relaxed);
                 Ok(index)
             };
-            Some(self.strong.call(barrier).await?)
+            // Boxed, as the rounds in `check_read`: only strong reads carry a proposal's state.
+            Some(Box::pin(self.strong.call(barrier)).await?)
         } else {
             // rqlite does not translate `auto` on /db/request: a local read, no leader check.
             if !(kind == ReadKind::Request && opts.level == ReadLevel::Auto) {
@@ -173,7 +174,7 @@ impl Store {
             None
         };
         if let Some(index) = opts.min_index {
-            self.catch_up(index, opts.catch_up_timeout).await?;
+            Box::pin(self.catch_up(index, opts.catch_up_timeout)).await?;
         }
         let transaction = req.transaction;
         let statements = req.statements.len() as u64;
@@ -249,7 +250,9 @@ impl Store {
                 }
             }
             ReadLevel::Weak => self.ensure_leader().await,
-            ReadLevel::Linearizable => self.ensure_linearizable(opts.linearizable_timeout).await,
+            ReadLevel::Linearizable => {
+                Box::pin(self.ensure_linearizable(opts.linearizable_timeout)).await
+            }
             ReadLevel::Strong => Ok(()),
         }
     }

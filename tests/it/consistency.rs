@@ -113,9 +113,10 @@ async fn freshness_strict_counts_only_committed_entries_a_follower_has_not_appli
     // Steps: 1-row INSERTs to the leader one after another; meanwhile level=none reads with
     // freshness=5s&freshness_strict on a follower all answer (it nearly always holds entries
     // appended and not yet known to be committed, which do not make it stale; they did: 148
-    // of 200 such reads were refused before). Then one write that takes about a second to
-    // apply: while the follower applies it, knowing it is committed, the same read with
-    // freshness=50ms is refused with 503 "stale read"; once applied, it answers again.
+    // of 200 such reads were refused before). Then one write that takes seconds to apply:
+    // while the follower applies it, knowing it is committed, the same read with
+    // freshness=500ms (several heartbeats) is refused with 503 "stale read" where the read
+    // without freshness_strict answers; once applied, it answers again.
     let c = TestCluster::start(3).await;
     let (l, f) = c.leader_and_follower().await;
     c.client(l)
@@ -144,30 +145,33 @@ async fn freshness_strict_counts_only_committed_entries_a_follower_has_not_appli
     let slow = tokio::spawn(async move {
         leader
             .execute_ok(
-                "[\"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000) \
+                "[\"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 2000000) \
                  INSERT INTO big SELECT x, hex(x) FROM c\"]",
             )
             .await
     });
-    let strict = "level=none&freshness=50ms&freshness_strict";
+    let loose = "level=none&freshness=500ms";
+    let strict = &format!("{loose}&freshness_strict");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let r = query(c.client(f), strict, sql).await;
         if r.status == 503 {
             assert_eq!(r.text(), "stale read\n");
+            let r = query(c.client(f), loose, sql).await;
+            assert_eq!(r.status, 200, "the leader is heard from: {}", r.text());
             break;
         }
         assert_eq!(r.status, 200, "{}", r.text());
         let applied = query(c.client(f), "level=none", "SELECT COUNT(*) FROM big").await;
         assert!(
-            values(&applied) != json!([[1000000]]),
+            values(&applied) != json!([[2000000]]),
             "the follower applied the slow write before any read was refused"
         );
         assert!(std::time::Instant::now() < deadline, "no read refused");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     slow.await.expect("slow writer");
-    c.wait_all_see("SELECT COUNT(*) FROM big", &json!([[1000000]]))
+    c.wait_all_see("SELECT COUNT(*) FROM big", &json!([[2000000]]))
         .await;
     let r = query(c.client(f), strict, sql).await;
     assert_eq!(r.status, 200, "applied again: {}", r.text());
