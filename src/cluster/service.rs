@@ -110,8 +110,15 @@ fn accept<T: serde::de::DeserializeOwned>(st: &ServiceState, body: &[u8]) -> Res
 
 async fn append(State(st): State<Arc<ServiceState>>, body: Bytes) -> Result<Response, Refused> {
     let req: AppendEntriesRequest<TypeConfig> = accept(&st, &body)?;
+    // openraft saves a commit index only up to the entries this node holds; a follower that
+    // is catching up (or receiving a snapshot) knows the leader's from here, so that
+    // `freshness_strict` sees how far behind it is.
+    let leader_commit = req.leader_commit.map(|l| l.index);
     let resp = st.store().raft().append_entries(req).await;
     if resp.as_ref().is_ok_and(|r| r.is_success()) {
+        if let Some(c) = leader_commit {
+            st.store().commit_clock().learned(c);
+        }
         st.store().leader_contact().record();
     }
     Ok(reply(&resp))

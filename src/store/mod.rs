@@ -384,13 +384,18 @@ impl Store {
         &self.metrics
     }
 
-    /// The newest index this node knows to be committed (as openraft last saved it).
     /// The term in which the newest `strong` read's barrier was proposed (0: none yet).
     pub fn strong_read_term(&self) -> u64 {
         self.strong_read_term
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// When this node learned of each commit index it has not applied (`freshness_strict`).
+    pub fn commit_clock(&self) -> &Arc<crate::raft::commit_clock::CommitClock> {
+        self.log.commit_clock()
+    }
+
+    /// The newest index this node knows to be committed (as openraft last saved it).
     pub fn commit_index(&self) -> u64 {
         self.log.committed().map(|l| l.index).unwrap_or(0)
     }
