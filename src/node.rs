@@ -391,10 +391,8 @@ impl Node {
             auth,
             allow_origin,
             cdc,
-            reap_timeouts: [
-                cfg.raft.reap_node_timeout,
-                cfg.raft.reap_read_only_node_timeout,
-            ],
+            reap_node_timeout: cfg.raft.reap_node_timeout,
+            reap_read_only_node_timeout: cfg.raft.reap_read_only_node_timeout,
         });
         let counters = metrics.api.clone();
         let opts = serve_options("HTTP", api_tls, counters, &cfg.http, true);

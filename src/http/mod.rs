@@ -64,8 +64,10 @@ pub struct HttpState {
     pub allow_origin: Option<HeaderValue>,
     /// `-cdc-config`: change data capture, for `GET /cdc` and `/status`.
     pub cdc: Option<Arc<crate::cdc::Cdc>>,
-    /// `-raft-reap-node-timeout` and `-raft-reap-read-only-node-timeout`, for `/status`.
-    pub reap_timeouts: [std::time::Duration; 2],
+    /// `-raft-reap-node-timeout`, for `/status`.
+    pub reap_node_timeout: std::time::Duration,
+    /// `-raft-reap-read-only-node-timeout`, for `/status`.
+    pub reap_read_only_node_timeout: std::time::Duration,
 }
 
 /// Builds the router: one dispatcher, because rqlite routes by path prefix.

@@ -219,9 +219,9 @@ async fn status_json(st: &HttpState) -> Json {
         ("raft", raft),
         (
             "reap_read_only_timeout",
-            s(duration::format(st.reap_timeouts[1])),
+            s(duration::format(st.reap_read_only_node_timeout)),
         ),
-        ("reap_timeout", s(duration::format(st.reap_timeouts[0]))),
+        ("reap_timeout", s(duration::format(st.reap_node_timeout))),
         (
             "ready",
             Json::Bool(leader.is_some() && store.health().is_healthy()),

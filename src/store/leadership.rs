@@ -128,7 +128,7 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Raft(e.to_string()));
         }
-        let term = self.raft.metrics().borrow_watched().current_term;
+        let term = self.current_term();
         trigger
             .elect()
             .await

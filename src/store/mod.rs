@@ -32,6 +32,7 @@ pub use read_index::DEFAULT_LINEARIZABLE_TIMEOUT;
 pub use requests::{ReadLevel, ReadOpts};
 pub use tx::{TxAnswer, TxCall};
 
+use openraft::async_runtime::WatchReceiver;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -382,6 +383,11 @@ impl Store {
     /// The node's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The current Raft term as this node knows it.
+    pub(crate) fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// The term in which the newest `strong` read's barrier was proposed (0: none yet).

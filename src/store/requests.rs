@@ -5,7 +5,6 @@
 //! `weak`, `linearizable`, `strong` through a log barrier, `auto`) and `min_index`.
 //! Does not: execute SQL (`crate::db`) or forward (`crate::cluster`).
 
-use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
 use super::*;
@@ -149,7 +148,7 @@ impl Store {
             let barrier = || async {
                 // The term before proposing, as rqlite records it: a later one could name a
                 // term the barrier was not proposed in.
-                let term = self.raft.metrics().borrow_watched().current_term;
+                let term = self.current_term();
                 let (_, index) = self.propose(Command::Noop).await.map_err(|e| match e {
                     StoreError::OutcomeUnknown(_) => match self.leader() {
                         Some(_) => StoreError::Timeout(
@@ -270,7 +269,7 @@ impl Store {
             return Ok(());
         }
         if strict {
-            let lag = self.log.commit_clock().unapplied_since();
+            let lag = self.commit_clock().unapplied_since();
             if lag.is_some_and(|since| since.elapsed() > fresh) {
                 return Err(StoreError::StaleRead);
             }

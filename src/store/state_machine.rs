@@ -384,7 +384,9 @@ impl StateMachine {
 
     /// Tells the commit clock how far the state machine has applied.
     fn mark_applied(&self) {
-        if let Some(l) = self.applied.lock().last_applied {
+        // Read first: the applied state's lock is not held while the clock's is taken.
+        let applied = self.applied.lock().last_applied;
+        if let Some(l) = applied {
             self.commit_clock.applied(l.index);
         }
     }

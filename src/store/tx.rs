@@ -6,7 +6,6 @@
 //! one `Command::TxCommit` log entry. Does not: run SQL (`db::txn`) or decide a commit's
 //! verdict (the state machine does, on every node). See `docs/design/transactions.md`.
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -86,7 +85,7 @@ impl Store {
                 leader: self.leader(),
             });
         }
-        let term = self.raft.metrics().borrow_watched().current_term;
+        let term = self.current_term();
         match call {
             TxCall::Open => self.tx_open(term).await,
             TxCall::Run { id, req, mode } => self.tx_run(term, &id, req, mode).await,
