@@ -155,7 +155,7 @@ pub(super) fn data_reply(
         raft_index: o.raft_index.filter(|_| p.raft_index),
         ..Default::default()
     }
-    .to_json();
+    .into_json();
     Ok(served_by(error::json(render(&j, p)), forwarded_to))
 }
 
@@ -187,7 +187,7 @@ pub(super) fn prepare(
 
 /// rqlite's answer to a data request without statements.
 pub(super) fn no_results(p: &QueryParams) -> Response {
-    error::json(render(&Envelope::default().to_json(), p))
+    error::json(render(&Envelope::default().into_json(), p))
 }
 
 /// A body that cannot become statements: 413 for too many, else 400 with rqlite's message.
@@ -276,7 +276,7 @@ async fn enqueue(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         sequence_number: Some(seq as i64),
         ..Default::default()
     };
-    Ok(error::json(render(&env.to_json(), &p)))
+    Ok(error::json(render(&env.into_json(), &p)))
 }
 
 fn is_empty_array(bytes: &[u8]) -> bool {
@@ -360,7 +360,7 @@ pub async fn sql(st: &HttpState, mut call: Call) -> Result<Response, ApiError> {
         time: p.timings.then(|| started.elapsed().as_secs_f64()),
         ..Default::default()
     }
-    .to_json();
+    .into_json();
     Ok(error::json(render(&j, p)))
 }
 

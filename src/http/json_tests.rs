@@ -116,11 +116,11 @@ fn sorted_objects_keep_the_last_duplicate() {
 fn ddl_and_zero_fields_are_omitted_c26_c68() {
     let o = RenderOpts::default();
     assert_eq!(
-        envelope(&[exec(0, 0, 0.0)], &o).to_json().to_compact(),
+        envelope(&[exec(0, 0, 0.0)], &o).into_json().to_compact(),
         r#"{"results":[{}]}"#
     );
     assert_eq!(
-        envelope(&[exec(99, 0, 0.0)], &o).to_json().to_compact(),
+        envelope(&[exec(99, 0, 0.0)], &o).into_json().to_compact(),
         r#"{"results":[{"last_insert_id":99}]}"#
     );
 }
@@ -134,13 +134,15 @@ fn timings_shape_c28() {
     let mut env = envelope(&[exec(2, 1, 0.00012), exec(2, 1, 2.5e-7)], &o);
     env.time = Some(0.0015);
     assert_eq!(
-        env.to_json().to_compact(),
+        env.into_json().to_compact(),
         r#"{"results":[{"last_insert_id":2,"rows_affected":1,"time":0.00012},{"last_insert_id":2,"rows_affected":1,"time":2.5e-7}],"time":0.0015}"#
     );
     // Without the flag, stored times are not written.
     let o = RenderOpts::default();
     assert_eq!(
-        envelope(&[exec(2, 1, 0.00012)], &o).to_json().to_compact(),
+        envelope(&[exec(2, 1, 0.00012)], &o)
+            .into_json()
+            .to_compact(),
         r#"{"results":[{"last_insert_id":2,"rows_affected":1}]}"#
     );
 }
@@ -148,7 +150,7 @@ fn timings_shape_c28() {
 #[test]
 fn pretty_execute_c29() {
     let env = envelope(&[exec(3, 1, 0.0)], &RenderOpts::default());
-    let out = env.to_json().to_pretty();
+    let out = env.into_json().to_pretty();
     assert_eq!(
             out,
             "{\n    \"results\": [\n        {\n            \"last_insert_id\": 3,\n            \"rows_affected\": 1\n        }\n    ]\n}"
@@ -186,7 +188,7 @@ fn pretty_query_with_timings_c86() {
     ],
     "time": 0.25
 }"#;
-    assert_eq!(env.to_json().to_pretty(), want);
+    assert_eq!(env.into_json().to_pretty(), want);
 }
 
 #[test]
@@ -200,7 +202,7 @@ fn pretty_associative_empty_result_c145() {
         &[rows(&["id", "name"], &["integer", "text"], vec![], 0.0)],
         &o,
     );
-    let out = env.to_json().to_pretty();
+    let out = env.into_json().to_pretty();
     let want = r#"{
     "results": [
         {
@@ -225,7 +227,7 @@ fn empty_containers_in_pretty_output() {
     assert_eq!(j.to_pretty(), "{\n    \"a\": [],\n    \"b\": {}\n}");
     assert_eq!(Json::Arr(vec![]).to_pretty(), "[]");
     assert_eq!(
-        Envelope::default().to_json().to_pretty(),
+        Envelope::default().into_json().to_pretty(),
         "{\n    \"results\": []\n}"
     );
 }
@@ -265,7 +267,7 @@ fn all_value_kinds_c120_row_1_and_2() {
     );
     let env = envelope(&[r], &RenderOpts::default());
     assert_eq!(
-        env.to_json().to_compact(),
+        env.into_json().to_compact(),
         r#"{"results":[{"columns":["id","i","r","t","b","d"],"types":["integer","integer","real","text","blob","date"],"values":[[1,9007199254740993,1,"héllo ☃ 日本 😀 \"q\"","3q2+7w==",null],[3,-9223372036854775808,1e-7,null,null,"2024-01-02T00:00:00Z"],[4,null,1e+300,true,false,123456789012.5]]}]}"#
     );
 }
@@ -296,7 +298,7 @@ fn blob_array_c122() {
         0.0,
     );
     assert_golden(
-        envelope(&[r], &o).to_json().to_compact(),
+        envelope(&[r], &o).into_json().to_compact(),
         r#"{"results":[{"columns":["id","b","nt"],"types":["integer","blob",""],"values":[[1,[222,173,190,239],null],[10,null,"\u0000\ufffd"],[11,[1,2,3],null],[12,[202,254],null]]}]}"#,
         172,
     );
@@ -316,7 +318,7 @@ fn associative_blob_array_sorted_keys_c123() {
         0.0,
     );
     assert_golden(
-        envelope(&[r], &o).to_json().to_compact(),
+        envelope(&[r], &o).into_json().to_compact(),
         r#"{"results":[{"types":{"b":"blob","id":"integer"},"rows":[{"b":[222,173,190,239],"id":1}]}]}"#,
         91,
     );
@@ -356,7 +358,7 @@ fn expressions_without_decltype_c124() {
     );
     assert_golden(
         envelope(&[r], &RenderOpts::default())
-            .to_json()
+            .into_json()
             .to_compact(),
         r#"{"results":[{"columns":["COUNT(*)","x'00'","1.5","NULL","'txt'","1=1","2.0","1e-7","9007199254740993","CAST(1 AS REAL)"],"types":["integer","text","real","","text","integer","real","real","integer","real"],"values":[[1,"\u0000",1.5,null,"txt",1,2,1e-7,9007199254740993,1]]}]}"#,
         275,
@@ -384,7 +386,7 @@ fn request_associative_mixed_c131() {
         err("no such table: bar"),
     ];
     assert_golden(
-        envelope(&results, &o).to_json().to_compact(),
+        envelope(&results, &o).into_json().to_compact(),
         r#"{"results":[{"last_insert_id":401,"rows_affected":1,"rows":null},{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"},{"id":401,"name":"declan"}]},{"error":"no such table: bar"}]}"#,
         198,
     );
@@ -455,7 +457,7 @@ fn errors_never_carry_time_c52() {
         ..RenderOpts::default()
     };
     assert_eq!(
-        envelope(&[e], &o).to_json().to_compact(),
+        envelope(&[e], &o).into_json().to_compact(),
         r#"{"results":[{"error":"near \"VALUS\": syntax error"}]}"#
     );
 }
@@ -468,7 +470,7 @@ fn envelope_optional_fields_c64_c70_c78_c108() {
         ..base.clone()
     };
     assert_eq!(
-        with_index.to_json().to_compact(),
+        with_index.into_json().to_compact(),
         r#"{"results":[{"last_insert_id":96,"rows_affected":1}],"raft_index":30}"#
     );
     let zero_index = Envelope {
@@ -476,7 +478,7 @@ fn envelope_optional_fields_c64_c70_c78_c108() {
         ..base
     };
     assert_eq!(
-        zero_index.to_json().to_compact(),
+        zero_index.into_json().to_compact(),
         r#"{"results":[{"last_insert_id":96,"rows_affected":1}]}"#
     );
     let queued = Envelope {
@@ -484,7 +486,7 @@ fn envelope_optional_fields_c64_c70_c78_c108() {
         ..Envelope::default()
     };
     assert_eq!(
-        queued.to_json().to_compact(),
+        queued.into_json().to_compact(),
         r#"{"results":[],"sequence_number":1795694753569549507}"#
     );
     let all = Envelope {
@@ -494,7 +496,7 @@ fn envelope_optional_fields_c64_c70_c78_c108() {
         raft_index: Some(9),
     };
     assert_eq!(
-        all.to_json().to_compact(),
+        all.into_json().to_compact(),
         r#"{"results":[],"time":0.5,"sequence_number":7,"raft_index":9}"#
     );
 }
@@ -512,7 +514,7 @@ fn returning_on_execute_is_query_shaped_c59() {
     ];
     assert_golden(
         envelope(&results, &RenderOpts::default())
-            .to_json()
+            .into_json()
             .to_compact(),
         r#"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[90,"ret"]]},{"last_insert_id":91,"rows_affected":1}]}"#,
         128,

@@ -116,49 +116,85 @@ impl QueryParams {
 /// `db_timeout`, `linearizable_timeout`), integers (`retries`, `trailing_logs`), then `q=`.
 pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
     let raw = parse_query(raw_query.unwrap_or(""))?;
-    let has = |k: &str| raw.contains_key(k);
-    let get = |k: &str| raw.get(k).map(String::as_str);
+    let mut p = QueryParams::default();
+    // One pass over the few keys a request carries, instead of a lookup for each of the ~35
+    // names below; the values to check are kept and checked afterwards, in rqlite's order.
+    let mut freshness_given = false;
+    let (mut timeout, mut freshness, mut db_timeout, mut linearizable_timeout) =
+        (None, None, None, None);
+    let (mut retries, mut trailing_logs, mut min_index, mut tables) = (None, None, None, None);
+    for (k, v) in &raw {
+        let v = v.as_str();
+        match k.as_str() {
+            "pretty" => p.pretty = true,
+            "timings" => p.timings = true,
+            "transaction" => p.transaction = true,
+            "associative" => p.associative = true,
+            "blob_array" => p.blob_array = true,
+            "queue" => p.queue = true,
+            "wait" => p.wait = true,
+            "redirect" => p.redirect = true,
+            "raft_index" => p.raft_index = true,
+            "noparse" => p.noparse = true,
+            "norwrandom" => p.norwrandom = true,
+            "norwtime" => p.norwtime = true,
+            "noleader" => p.noleader = true,
+            "nonvoters" => p.nonvoters = true,
+            "sync" => p.sync = true,
+            "freshness_strict" => p.freshness_strict = true,
+            "qualify_columns" => p.qualify_columns = true,
+            "vacuum" => p.vacuum = true,
+            "compress" => p.compress = true,
+            "bypass" => p.bypass = true,
+            "timeout" => timeout = Some(v),
+            "freshness" => {
+                freshness_given = true;
+                freshness = Some(v);
+            }
+            "db_timeout" => db_timeout = Some(v),
+            "linearizable_timeout" => linearizable_timeout = Some(v),
+            "retries" => retries = Some(v),
+            "trailing_logs" => trailing_logs = Some(v),
+            "min_index" => min_index = Some(v),
+            "level" => p.level = ReadLevel::from_param(v),
+            "q" => p.q = Some(v.to_string()),
+            "fmt" => p.fmt = Some(v.to_string()),
+            "tables" => tables = Some(v),
+            "key" => p.key = Some(v.to_string()),
+            "ver" => p.ver = Some(v.to_string()),
+            _ => {}
+        }
+    }
 
-    if has("freshness_strict") && !has("freshness") {
+    if p.freshness_strict && !freshness_given {
         return Err(ParamError::FreshnessStrictWithoutFreshness);
     }
-    let duration = |k: &'static str| -> Result<Option<Duration>, ParamError> {
-        match get(k) {
-            None => Ok(None),
-            Some(v) => parse_go_duration(v)
-                .map(Some)
-                .ok_or(ParamError::InvalidDuration(k)),
-        }
+    let duration = |k: &'static str, v: Option<&str>| -> Result<Option<Duration>, ParamError> {
+        v.map(|v| parse_go_duration(v).ok_or(ParamError::InvalidDuration(k)))
+            .transpose()
     };
-    let timeout = duration("timeout")?;
-    let freshness = duration("freshness")?;
-    let db_timeout = duration("db_timeout")?;
-    let linearizable_timeout = duration("linearizable_timeout")?;
-    let integer = |k: &'static str| -> Result<Option<i64>, ParamError> {
-        match get(k) {
-            None => Ok(None),
-            // Rust's i64 parser accepts what Go's strconv.Atoi does: optional sign, digits.
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| ParamError::InvalidInteger(k)),
-        }
+    p.timeout = duration("timeout", timeout)?;
+    p.freshness = duration("freshness", freshness)?;
+    p.db_timeout = duration("db_timeout", db_timeout)?;
+    p.linearizable_timeout = duration("linearizable_timeout", linearizable_timeout)?;
+    // Rust's i64 parser accepts what Go's strconv.Atoi does: optional sign, digits.
+    let integer = |k: &'static str, v: Option<&str>| -> Result<Option<i64>, ParamError> {
+        v.map(|v| v.parse::<i64>().map_err(|_| ParamError::InvalidInteger(k)))
+            .transpose()
     };
-    let retries = integer("retries")?;
-    let trailing_logs = integer("trailing_logs")?;
+    p.retries = integer("retries", retries)?;
+    p.trailing_logs = integer("trailing_logs", trailing_logs)?;
     // A log index: a non-negative integer.
-    let min_index = match get("min_index") {
-        None => None,
-        Some(v) => Some(
+    p.min_index = min_index
+        .map(|v| {
             v.parse::<u64>()
-                .map_err(|_| ParamError::InvalidInteger("min_index"))?,
-        ),
-    };
-    if get("q") == Some("") {
+                .map_err(|_| ParamError::InvalidInteger("min_index"))
+        })
+        .transpose()?;
+    if p.q.as_deref() == Some("") {
         return Err(ParamError::EmptyQuery);
     }
-
-    let tables = get("tables").and_then(|t| {
+    p.tables = tables.and_then(|t| {
         let names: Vec<String> = t
             .split(',')
             .map(str::trim)
@@ -167,43 +203,8 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
             .collect();
         (!names.is_empty()).then_some(names)
     });
-
-    Ok(QueryParams {
-        pretty: has("pretty"),
-        timings: has("timings"),
-        transaction: has("transaction"),
-        associative: has("associative"),
-        blob_array: has("blob_array"),
-        queue: has("queue"),
-        wait: has("wait"),
-        redirect: has("redirect"),
-        raft_index: has("raft_index"),
-        noparse: has("noparse"),
-        norwrandom: has("norwrandom"),
-        norwtime: has("norwtime"),
-        noleader: has("noleader"),
-        nonvoters: has("nonvoters"),
-        sync: has("sync"),
-        freshness_strict: has("freshness_strict"),
-        qualify_columns: has("qualify_columns"),
-        vacuum: has("vacuum"),
-        compress: has("compress"),
-        bypass: has("bypass"),
-        timeout,
-        freshness,
-        db_timeout,
-        linearizable_timeout,
-        retries,
-        trailing_logs,
-        min_index,
-        level: get("level").map(ReadLevel::from_param).unwrap_or_default(),
-        q: get("q").map(str::to_string),
-        fmt: get("fmt").map(str::to_string),
-        tables,
-        key: get("key").map(str::to_string),
-        ver: get("ver").map(str::to_string),
-        raw,
-    })
+    p.raw = raw;
+    Ok(p)
 }
 
 /// Go's `url.ParseQuery`, keeping only the first value of each key. Like Go, it decodes every
@@ -268,7 +269,8 @@ fn query_unescape(s: &str) -> Result<String, String> {
             }
         }
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Go's `strconv.Quote`, close enough for the few bytes of an escape error.
