@@ -15,7 +15,9 @@
 //! `--mode cdc-sink --url http://127.0.0.1:PORT` is a CDC webhook: it acknowledges every POST,
 //! counts the row changes, and once none came for 3 s (or after `--seconds`) prints how many
 //! arrived and at what rate (first to last POST).
-//! `--skip-setup` keeps the table or keys an earlier run loaded (read modes).
+//! `--skip-setup` keeps the table or keys an earlier run loaded (read modes); `--setup-only`
+//! does only that preload and exits (`scripts/bench.sh` then drives the load with wrk and
+//! `scripts/wrk/points.lua`, which sends the same requests).
 //!
 //! `--url` may list several nodes, comma-separated: the first is set up (preload), and the
 //! workers are spread over all of them (worker `w` sends to URL `w % n`), e.g. to compare
@@ -40,11 +42,13 @@ struct Opts {
     level: String,
     rows: u64,
     skip_setup: bool,
+    /// Only the preload, then exit (`scripts/bench.sh` drives the load with wrk).
+    setup_only: bool,
     pids: Vec<u32>,
 }
 
 const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|stmts|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable|rss|cdc-sink] \
-                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N] [--skip-setup] [--pids P,P,..]";
+                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N] [--skip-setup] [--setup-only] [--pids P,P,..]";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -57,6 +61,7 @@ fn parse_opts() -> Result<Opts, String> {
         level: "weak".into(),
         rows: 10_000,
         skip_setup: false,
+        setup_only: false,
         pids: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -78,6 +83,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--level" => o.level = val()?,
             "--rows" => o.rows = num(val()?)?,
             "--skip-setup" => o.skip_setup = true,
+            "--setup-only" => o.setup_only = true,
             "--pids" => {
                 o.pids = val()?
                     .split(',')
@@ -393,6 +399,9 @@ async fn main() {
     if let Err(e) = preload(&client, &o).await {
         eprintln!("setup failed: {e}");
         std::process::exit(1);
+    }
+    if o.setup_only {
+        return;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(1_000_000));

@@ -11,6 +11,11 @@
 #                                      cluster without CDC, then on one sending to a webhook
 #                                      (bench's cdc-sink), and the events/s the webhook got.
 # Ports: BASE_PORT (default 24000) .. BASE_PORT+99 (+199 in cdc mode) on 127.0.0.1. Needs etcd (etcd-server).
+# Generator of the table's points: GEN=wrk (the default when Debian's `wrk` is installed: the
+# issue's rqlite figures were taken with a wrk-based generator) sends bench.rs's requests from
+# scripts/wrk/points.lua, with bench.rs doing only the preload; GEN=bench runs examples/bench.rs,
+# whose reqwest client costs about twice wrk's CPU per request on the two cores the cluster
+# shares with it. The reads/tx/cdc modes always use examples/bench.rs.
 #
 # Goals are the issue's rqlite-relative goals turned into etcd-relative ones with the issue's
 # own same-run measurements: rqlite's 1-row INSERT ran at 0.6x etcd's put at c=1 and 1.1x at
@@ -33,7 +38,8 @@ trap cleanup EXIT
 [ "$only" != all ] || command -v etcd >/dev/null || { echo "etcd not found (apt-get install etcd-server)" >&2; exit 1; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm), $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)  ${secs} s per point"
+gen=${GEN:-$(command -v wrk >/dev/null && echo wrk || echo bench)}
+echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)  ${secs} s per point  generator: $gen"
 
 # sqlraft: node 1 bootstraps, 2 and 3 join. start_cluster NAME PORT_BASE [flags...]
 sqlpids=()
@@ -95,11 +101,27 @@ done
 etcd="http://127.0.0.1:$((base + 51))"
 for _ in $(seq 100); do curl -sf "$etcd/health" | grep -q true && break; sleep 0.1; done
 
+# run_wrk bench-args...: the same point driven by wrk; bench.rs preloads (unless --skip-setup).
+run_wrk() {
+  local url="" mode=insert c=16 level=weak rows=10000 batch=100 skip="" args=("$@")
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --url) url=$2; shift ;; --mode) mode=$2; shift ;; -c) c=$2; shift ;;
+      --level) level=$2; shift ;; --rows) rows=$2; shift ;; --batch) batch=$2; shift ;;
+      --skip-setup) skip=1 ;;
+    esac
+    shift
+  done
+  [ -n "$skip" ] || "$bin/examples/bench" --setup-only "${args[@]}" || return 1
+  MODE=$mode LEVEL=$level ROWS=$rows BATCH=$batch CONNS=$c \
+    wrk -t "$((c < 2 ? 1 : 2))" -c "$c" -d "${secs}s" --timeout 30s -s scripts/wrk/points.lua "$url" | grep '^mode='
+}
 declare -A ops p50
 # run KEY bench-args...: one point; keeps ops/s and p50 under KEY, echoes the raw line to stderr.
 run() {
   local key=$1; shift
-  local line; line=$("$bin/examples/bench" --seconds "$secs" "$@")
+  local line
+  if [ "$gen" = wrk ]; then line=$(run_wrk "$@"); else line=$("$bin/examples/bench" --seconds "$secs" "$@"); fi
   echo "  $key: $line" >&2
   ops[$key]=$(sed -n 's/.* ops\/s=\([0-9]*\).*/\1/p' <<<"$line")
   p50[$key]=$(sed -n 's/.* p50=\([0-9.]*ms\).*/\1/p' <<<"$line")
