@@ -15,7 +15,8 @@
 # issue's rqlite figures were taken with a wrk-based generator) sends bench.rs's requests from
 # scripts/wrk/points.lua, with bench.rs doing only the preload; GEN=bench runs examples/bench.rs,
 # whose reqwest client costs about twice wrk's CPU per request on the two cores the cluster
-# shares with it. The reads/tx/cdc modes always use examples/bench.rs.
+# shares with it. The reads/tx/cdc modes always use examples/bench.rs. With wrk the p50 column
+# is wrk's (every answer, corrected for coordinated omission), not bench.rs's raw percentile.
 #
 # Goals are the rqlite-relative goals turned into etcd-relative ones with the issue's
 # own same-run measurements: rqlite's 1-row INSERT ran at 0.6x etcd's put at c=1 and 1.1x at
@@ -106,12 +107,14 @@ run_wrk() {
   local url="" mode=insert c=16 level=weak rows=10000 batch=100 skip="" args=("$@")
   while [ $# -gt 0 ]; do
     case $1 in
-      --url) url=$2; shift ;; --mode) mode=$2; shift ;; -c) c=$2; shift ;;
+      --url) url=$2; shift ;; --mode) mode=$2; shift ;; -c | --concurrency) c=$2; shift ;;
       --level) level=$2; shift ;; --rows) rows=$2; shift ;; --batch) batch=$2; shift ;;
       --skip-setup) skip=1 ;;
+      *) echo "run_wrk: $1 not supported with GEN=wrk" >&2; return 1 ;;
     esac
     shift
   done
+  [[ $url != *,* ]] || { echo "run_wrk: one URL only with GEN=wrk" >&2; return 1; }
   [ -n "$skip" ] || "$bin/examples/bench" --setup-only "${args[@]}" || return 1
   MODE=$mode LEVEL=$level ROWS=$rows BATCH=$batch CONNS=$c \
     wrk -t "$((c < 2 ? 1 : 2))" -c "$c" -d "${secs}s" --timeout 30s -s scripts/wrk/points.lua "$url" | grep '^mode='

@@ -87,8 +87,8 @@ pub struct QueryParams {
     /// `/nodes?ver=`.
     pub ver: Option<String>,
     /// Every key with its first value, for anything not typed above. A BTreeMap: a request
-    /// carries a handful of keys and `parse` looks up some 35 names, which SipHash made cost
-    /// as much as preparing the SQL (issue 12's read profile).
+    /// carries a handful of keys, and SipHash made a lookup cost more than the comparisons
+    /// (issue 12's read profile).
     pub raw: BTreeMap<String, String>,
 }
 
