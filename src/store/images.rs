@@ -125,8 +125,13 @@ impl Store {
         loaded(self.propose_parts(id, n, len, "load", parts).await?)
     }
 
-    /// `/boot` from a file: load into a single-node cluster and snapshot at once.
+    /// `/boot` from a file: load into a single-node cluster and snapshot at once. A follower
+    /// answers "not leader" first, as rqlite's does (golden C232); a leader of several nodes,
+    /// "not single-node".
     pub async fn boot_file(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if !self.raft_is_leader() {
+            return Err(self.not_leader());
+        }
         let m = self.raft.metrics().borrow_watched().clone();
         if m.membership_config.membership().nodes().count() > 1 {
             return Err(StoreError::NotSingleNode);

@@ -255,6 +255,34 @@ async fn backup_redirect_on_a_follower_is_labelled_octet_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_on_a_follower_answers_not_leader_and_on_the_leader_not_single_node() {
+    // Steps: POST /boot with a real SQLite file to a follower of a 3-node cluster: 503 "not
+    // leader", as rqlite's follower answers (golden C232); to the leader: 503 "not
+    // single-node" (/boot is for single-node clusters); the data is untouched on both.
+    let c = TestCluster::start(3).await;
+    let (l, f) = c.leader_and_follower().await;
+    c.client(l)
+        .execute_ok(r#"["CREATE TABLE kept (x)", "INSERT INTO kept VALUES(1)"]"#)
+        .await;
+    let image = c.client(l).get("/db/backup").await;
+    assert_eq!(image.status, 200, "{}", image.text());
+    for (node, want) in [(f, "not leader\n"), (l, "not single-node\n")] {
+        let r = c
+            .client(node)
+            .send(
+                "POST",
+                "/boot",
+                Some("application/octet-stream"),
+                Some(image.body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 503, "node {node}: {}", r.text());
+        assert_eq!(r.text(), want, "node {node}");
+    }
+    c.wait_all_see("SELECT x FROM kept", &json!([[1]])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_leader_the_survivor_answers_503_leader_not_found() {
     // Steps: 3 nodes, one row; the leader and one follower are cut off at the same moment
     // (so the survivor can win no election) and stopped. Once the survivor has given up on
