@@ -35,8 +35,9 @@
 //!   [`config::Config`] and shuts it down in reverse), [`config`] (flags, environment and file;
 //!   read only by the binaries), [`metrics`] (each node's counters, in one
 //!   [`metrics::Metrics`] handed to every component; `/metrics` and `/debug/vars` render it),
-//!   [`auth`], [`tls`], [`serve`], [`health`], [`duration`], [`shared_call`] (one call for
-//!   every caller waiting: strong reads' log barrier, followers' ReadIndex), [`auto`] (automatic backups and
+//!   [`allocator`] (mimalloc, as the binaries install it), [`auth`], [`tls`], [`serve`],
+//!   [`health`], [`duration`], [`shared_call`] (one call for every caller waiting: strong
+//!   reads' log barrier, followers' ReadIndex), [`auto`] (automatic backups and
 //!   the restore at first start, run by `node`), [`cdc`] (change data capture: the queue and
 //!   the leader's delivery; the hooks are `db/capture.rs`), and [`shell`] (the `sqlraft` shell, a
 //!   client of the public API only).
@@ -45,6 +46,7 @@
 //! below `http` depends on it; every layer may count into [`metrics`], which depends on
 //! nothing here.
 
+pub mod allocator;
 pub mod auth;
 pub mod auto;
 pub mod cdc;

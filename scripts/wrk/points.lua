@@ -21,7 +21,10 @@ local function b64(s)
   for i = 1, n, 3 do
     local a, b, c = s:byte(i, i + 2)
     local v = bit.bor(bit.lshift(a, 16), bit.lshift(b or 0, 8), c or 0)
-    local function ch(shift) return alphabet:sub(bit.band(bit.rshift(v, shift), 63) + 1, bit.band(bit.rshift(v, shift), 63) + 1) end
+    local function ch(shift)
+      local i = bit.band(bit.rshift(v, shift), 63) + 1
+      return alphabet:sub(i, i)
+    end
     out[#out + 1] = ch(18) .. ch(12) .. (b and ch(6) or "=") .. (c and ch(0) or "=")
   end
   return table.concat(out)

@@ -119,7 +119,6 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
     let mut p = QueryParams::default();
     // One pass over the few keys a request carries, instead of a lookup for each of the ~35
     // names below; the values to check are kept and checked afterwards, in rqlite's order.
-    let mut freshness_given = false;
     let (mut timeout, mut freshness, mut db_timeout, mut linearizable_timeout) =
         (None, None, None, None);
     let (mut retries, mut trailing_logs, mut min_index, mut tables) = (None, None, None, None);
@@ -147,10 +146,7 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
             "compress" => p.compress = true,
             "bypass" => p.bypass = true,
             "timeout" => timeout = Some(v),
-            "freshness" => {
-                freshness_given = true;
-                freshness = Some(v);
-            }
+            "freshness" => freshness = Some(v),
             "db_timeout" => db_timeout = Some(v),
             "linearizable_timeout" => linearizable_timeout = Some(v),
             "retries" => retries = Some(v),
@@ -166,7 +162,7 @@ pub fn parse(raw_query: Option<&str>) -> Result<QueryParams, ParamError> {
         }
     }
 
-    if p.freshness_strict && !freshness_given {
+    if p.freshness_strict && freshness.is_none() {
         return Err(ParamError::FreshnessStrictWithoutFreshness);
     }
     let duration = |k: &'static str, v: Option<&str>| -> Result<Option<Duration>, ParamError> {

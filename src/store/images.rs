@@ -129,9 +129,7 @@ impl Store {
     /// answers "not leader" first, as rqlite's does (golden C232); a leader of several nodes,
     /// "not single-node".
     pub async fn boot_file(&self, path: &std::path::Path) -> Result<(), StoreError> {
-        if !self.raft_is_leader() {
-            return Err(self.not_leader());
-        }
+        self.ensure_leader().await?;
         let m = self.raft.metrics().borrow_watched().clone();
         if m.membership_config.membership().nodes().count() > 1 {
             return Err(StoreError::NotSingleNode);
