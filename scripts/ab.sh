@@ -23,7 +23,7 @@ if [ -z "$bench" ]; then
   cargo build --release --quiet --example bench
   bench="$CARGO_TARGET_DIR/release/examples/bench"
 fi
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. scripts/common.sh
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm)"
 echo "date: $(date -u +%FT%TZ)"
 cluster() { # bin -> sets pids, url

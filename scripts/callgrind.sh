@@ -16,7 +16,7 @@ secs=${SECS:-10}
 out=${OUT:-$(mktemp -d)}
 cargo build --release --quiet --example bench
 bench="$CARGO_TARGET_DIR/release/examples/bench"
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. scripts/common.sh
 http=$(port); raft=$(port)
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/cg.out" \
   "$bin" -node-id 1 -http-addr "127.0.0.1:$http" -raft-addr "127.0.0.1:$raft" "$out/data" >"$out/node.log" 2>&1 &

@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet --example bench
 bin=${1:-$CARGO_TARGET_DIR/release/sqlraftd}; secs=${2:-3}
 bench="$CARGO_TARGET_DIR/release/examples/bench"
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. scripts/common.sh
 work=$(mktemp -d); pids=(); urls=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
