@@ -247,7 +247,10 @@ fn random_batches_leave_every_node_in_autocommit_with_the_same_rows() {
                 } else {
                     "/db/execute"
                 };
-                let r = c.client(via).post_json(target, &body).await;
+                let r = c
+                    .client(via)
+                    .post_json_across_elections(target, &body)
+                    .await;
                 assert_eq!(r.status, 200, "{body}: {}", r.text());
                 let l = c.leader().await;
                 c.client(l)

@@ -238,6 +238,24 @@ impl Client {
         self.send_json("POST", target, body).await
     }
 
+    /// [`Client::post_json`], sent again while the node answers 503 `leader not found` (for
+    /// up to 10 s): an election under way, so nothing was submitted, and rqlite's clients
+    /// retry it too. Test clusters elect with a 300 ms timeout on two shared cores, so an
+    /// election can fall in the middle of any test.
+    pub async fn post_json_across_elections(&self, target: &str, body: &str) -> Resp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.post_json(target, body).await;
+            if r.status != 503
+                || !r.text().contains("leader not found")
+                || Instant::now() >= deadline
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A JSON body with any method (`DELETE /remove`).
     pub async fn send_json(&self, method: &str, target: &str, body: &str) -> Resp {
         let body = Some(body.as_bytes().to_vec());
@@ -275,7 +293,7 @@ impl Client {
 
     /// Runs statements through `/db/execute` and asserts no statement failed.
     pub async fn execute_ok(&self, body: &str) -> serde_json::Value {
-        let r = self.post_json("/db/execute", body).await;
+        let r = self.post_json_across_elections("/db/execute", body).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let j = r.json();
         assert!(j.get("error").is_none(), "{j}");
