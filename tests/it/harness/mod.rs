@@ -243,17 +243,12 @@ impl Client {
     /// retry it too. Test clusters elect with a 300 ms timeout on two shared cores, so an
     /// election can fall in the middle of any test.
     pub async fn post_json_across_elections(&self, target: &str, body: &str) -> Resp {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("a node with a leader to take POST {target}");
+        wait_for(Duration::from_secs(10), &what, || async move {
             let r = self.post_json(target, body).await;
-            if r.status != 503
-                || !r.text().contains("leader not found")
-                || Instant::now() >= deadline
-            {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (r.status != 503 || !r.text().contains("leader not found")).then_some(r)
+        })
+        .await
     }
 
     /// A JSON body with any method (`DELETE /remove`).
