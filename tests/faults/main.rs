@@ -120,6 +120,17 @@ fn slow_leader_disk_loses_no_write() {
     nemesis_test("slow-disk-leader", 3, Nemesis::SlowDiskLeader);
 }
 
+/// A leader that restarted in its old term once reused log indexes its followers held other
+/// entries at, and the replicas diverged (CI, kill-all). Its slow disk makes the gap certain.
+#[test]
+fn whole_cluster_killed_while_the_leaders_log_lags_keeps_every_acknowledged_write() {
+    nemesis_test(
+        "slow-disk-leader-kill-all",
+        3,
+        Nemesis::SlowDiskLeaderKillAll,
+    );
+}
+
 #[test]
 fn lagging_follower_catches_up_by_a_small_snapshot() {
     scenario(|| {

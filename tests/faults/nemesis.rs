@@ -44,6 +44,10 @@ pub enum Nemesis {
     /// The leader's disk becomes slow: its process's writes to its own (loop device) disk
     /// are throttled to 20 IOPS and 1 MiB/s by a blkio cgroup.
     SlowDiskLeader,
+    /// The leader's disk slowed as in `SlowDiskLeader` until its log lags the followers', then
+    /// SIGKILL of every node and all restarted: the old leader comes back without entries the
+    /// followers acknowledged.
+    SlowDiskLeaderKillAll,
 }
 
 impl Nemesis {
@@ -66,6 +70,9 @@ impl Nemesis {
                 "membership: add a node, remove a follower, add a node, remove the leader"
             }
             Nemesis::SlowDiskLeader => "slow disk on the leader (20 write IOPS, 1 MiB/s)",
+            Nemesis::SlowDiskLeaderKillAll => {
+                "slow disk on the leader, then kill -9 of every node, then restart all"
+            }
         }
     }
 }
@@ -270,6 +277,32 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             for i in ctx.cluster.running() {
                 ctx.cluster.kill9(i);
             }
+            ctx.hold(fault / 4).await;
+            ctx.event("restart every node");
+            let members = ctx.cluster.members();
+            for &i in &members {
+                ctx.cluster.spawn(i);
+            }
+            for &i in &members {
+                ctx.cluster.wait_started(i).await;
+            }
+            ctx.mark("healed");
+        }
+        Nemesis::SlowDiskLeaderKillAll => {
+            let l = ctx.leader().await;
+            ctx.mark("fault");
+            ctx.event(format!("slow disk on leader node {}", l + 1));
+            if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
+                ctx.problems
+                    .push(format!("could not slow the disk down: {e}"));
+            }
+            // Long enough for the followers to commit entries the leader has not written.
+            ctx.hold(fault / 4).await;
+            ctx.event("kill -9 every node");
+            for i in ctx.cluster.running() {
+                ctx.cluster.kill9(i);
+            }
+            ctx.cluster.unthrottle_disk(l);
             ctx.hold(fault / 4).await;
             ctx.event("restart every node");
             let members = ctx.cluster.members();

@@ -296,7 +296,10 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
         dir.display()
     );
     let mut cluster = Cluster::new(spec.nodes, &spec.flags, &dir);
-    if spec.nemesis == Nemesis::SlowDiskLeader {
+    if matches!(
+        spec.nemesis,
+        Nemesis::SlowDiskLeader | Nemesis::SlowDiskLeaderKillAll
+    ) {
         for i in 0..spec.nodes {
             cluster.mount_loop_disk(i, 512);
         }

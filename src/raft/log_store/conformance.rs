@@ -79,6 +79,27 @@ async fn log_survives_reopen() {
     assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
 }
 
+/// A leader's own committed vote comes back after a restart as a vote only, so the node
+/// leads again only after an election in a newer term; the file keeps the committed vote
+/// until a newer one replaces it.
+#[tokio::test]
+async fn a_committed_vote_reopens_as_a_vote_only() {
+    let (_td, path, mut s) = fresh();
+    s.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    assert_eq!(
+        s.read_vote().await.unwrap(),
+        Some(Vote::new_committed(3, 1))
+    );
+    let mut s = reopen(s, &path);
+    assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    s.close();
+    let db = redb::Database::open(&path).unwrap();
+    let r = db.begin_read().unwrap();
+    let stored = r.open_table(META).unwrap().get(KEY_VOTE).unwrap().unwrap();
+    let stored: Vote = bincode::deserialize(stored.value()).unwrap();
+    assert_eq!(stored, Vote::new_committed(3, 1));
+}
+
 /// More than the memory budget of large entries: the oldest leave memory once durable
 /// and are read back from disk; a replication read is capped in bytes.
 #[tokio::test]
@@ -423,10 +444,8 @@ async fn logs_written_by_openraft_0_9_load() {
         w.commit().unwrap();
     }
     let mut s = LogStore::open(&path).unwrap();
-    assert_eq!(
-        s.read_vote().await.unwrap(),
-        Some(Vote::new_committed(5, 9))
-    );
+    // Stored committed; read back as a vote only (`without_leadership`).
+    assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(5, 9)));
     assert_eq!(s.read_committed().await.unwrap(), Some(log_id(3, 7, 43)));
     let st = s.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id, Some(log_id(3, 7, 42)));

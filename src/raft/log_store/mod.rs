@@ -160,6 +160,21 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
     bincode::serialize(v).map_err(|e| e.to_string())
 }
 
+/// The vote as openraft is to see it after a restart: the same term and candidate, but never
+/// an established leader. openraft 0.10 (alpha.17) resumes leadership at once, in the old
+/// term, when it finds its own committed vote; but a leader replicates entries before its own
+/// copy is durable, so after a kill -9 it may lack entries its followers hold, and it would
+/// give the same (term, index) to new entries. A follower that already holds an entry with
+/// that id keeps it (Raft matches logs by id), and the replicas diverge, acknowledged writes
+/// included. Without the committed flag the node restarts as a follower and leads again only
+/// through an election, in a new term (standard Raft; upstream later made this the
+/// `enable_leader_restore = false` option). The stored vote keeps its flag: writing the
+/// weaker vote would move the durable vote backwards, and the next saved vote replaces it.
+fn without_leadership(mut vote: Vote) -> Vote {
+    vote.committed = false;
+    vote
+}
+
 fn read_err(e: &dyn std::fmt::Display) -> StorageError {
     sto_err(ErrorSubject::Store, ErrorVerb::Read, e)
 }
@@ -203,7 +218,8 @@ impl LogStore {
             };
             let decode_err = |e: bincode::Error| read_err(&e);
             if let Some(v) = get(KEY_VOTE)? {
-                cache.vote = Some(bincode::deserialize(&v).map_err(decode_err)?);
+                let vote: Vote = bincode::deserialize(&v).map_err(decode_err)?;
+                cache.vote = Some(without_leadership(vote));
             }
             if let Some(v) = get(KEY_PURGED)? {
                 cache.last_purged = Some(bincode::deserialize(&v).map_err(decode_err)?);
