@@ -131,6 +131,16 @@ fn whole_cluster_killed_while_the_leaders_log_lags_keeps_every_acknowledged_writ
     );
 }
 
+/// The same, with only the leader killed and restarted before anyone else campaigns.
+#[test]
+fn leader_killed_while_its_log_lags_and_restarted_at_once_keeps_every_acknowledged_write() {
+    nemesis_test(
+        "slow-disk-leader-kill-leader",
+        3,
+        Nemesis::SlowDiskLeaderKillLeader,
+    );
+}
+
 #[test]
 fn lagging_follower_catches_up_by_a_small_snapshot() {
     scenario(|| {

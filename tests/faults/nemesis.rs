@@ -48,6 +48,8 @@ pub enum Nemesis {
     /// SIGKILL of every node and all restarted: the old leader comes back without entries the
     /// followers acknowledged.
     SlowDiskLeaderKillAll,
+    /// The same slow leader disk, then SIGKILL of the leader alone, restarted at once.
+    SlowDiskLeaderKillLeader,
 }
 
 impl Nemesis {
@@ -72,6 +74,9 @@ impl Nemesis {
             Nemesis::SlowDiskLeader => "slow disk on the leader (20 write IOPS, 1 MiB/s)",
             Nemesis::SlowDiskLeaderKillAll => {
                 "slow disk on the leader, then kill -9 of every node, then restart all"
+            }
+            Nemesis::SlowDiskLeaderKillLeader => {
+                "slow disk on the leader, then kill -9 of the leader, restarted at once"
             }
         }
     }
@@ -288,7 +293,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             }
             ctx.mark("healed");
         }
-        Nemesis::SlowDiskLeaderKillAll => {
+        Nemesis::SlowDiskLeaderKillAll | Nemesis::SlowDiskLeaderKillLeader => {
             let l = ctx.leader().await;
             ctx.mark("fault");
             ctx.event(format!("slow disk on leader node {}", l + 1));
@@ -298,18 +303,30 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             }
             // Long enough for the followers to commit entries the leader has not written.
             ctx.hold(fault / 4).await;
-            ctx.event("kill -9 every node");
-            for i in ctx.cluster.running() {
-                ctx.cluster.kill9(i);
-            }
-            ctx.cluster.unthrottle_disk(l);
-            ctx.hold(fault / 4).await;
-            ctx.event("restart every node");
-            let members = ctx.cluster.members();
-            for &i in &members {
+            let victims = if nemesis == Nemesis::SlowDiskLeaderKillAll {
+                ctx.event("kill -9 every node");
+                let all = ctx.cluster.members();
+                for i in ctx.cluster.running() {
+                    ctx.cluster.kill9(i);
+                }
+                ctx.cluster.unthrottle_disk(l);
+                ctx.hold(fault / 4).await;
+                all
+            } else {
+                // Back before the followers' election timeout, as a supervisor restarts it.
+                ctx.event(format!("kill -9 leader node {}, restart at once", l + 1));
+                ctx.cluster.kill9(l);
+                ctx.cluster.unthrottle_disk(l);
+                vec![l]
+            };
+            ctx.event(format!(
+                "restart node(s) {:?}",
+                victims.iter().map(|i| i + 1).collect::<Vec<_>>()
+            ));
+            for &i in &victims {
                 ctx.cluster.spawn(i);
             }
-            for &i in &members {
+            for &i in &victims {
                 ctx.cluster.wait_started(i).await;
             }
             ctx.mark("healed");

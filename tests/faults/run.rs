@@ -298,7 +298,9 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     let mut cluster = Cluster::new(spec.nodes, &spec.flags, &dir);
     if matches!(
         spec.nemesis,
-        Nemesis::SlowDiskLeader | Nemesis::SlowDiskLeaderKillAll
+        Nemesis::SlowDiskLeader
+            | Nemesis::SlowDiskLeaderKillAll
+            | Nemesis::SlowDiskLeaderKillLeader
     ) {
         for i in 0..spec.nodes {
             cluster.mount_loop_disk(i, 512);
