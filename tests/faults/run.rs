@@ -215,11 +215,19 @@ pub async fn heal_all(c: &mut Cluster) {
     }
 }
 
+/// Replicas that did not converge: why, and the leader's data if a `strong` read got it (the
+/// histories are still checked against it, so a lost acknowledged write is named).
+pub struct NotConverged {
+    pub why: String,
+    pub leader: Option<Vec<Value>>,
+}
+
 /// Waits until every member is ready and holds exactly the data a `strong` read returns;
 /// returns that data.
-pub async fn converge(c: &Cluster, within: Duration) -> Result<Vec<Value>, String> {
+pub async fn converge(c: &Cluster, within: Duration) -> Result<Vec<Value>, NotConverged> {
+    let fail = |why: String, leader: Option<Vec<Value>>| NotConverged { why, leader };
     let deadline = Instant::now() + within;
-    c.wait_ready(within).await?;
+    c.wait_ready(within).await.map_err(|e| fail(e, None))?;
     let fin = loop {
         let i = c.running()[fastrand::usize(..c.running().len())];
         match read_tables(&c.http, &c.nodes[i].base(), "strong").await {
@@ -228,7 +236,12 @@ pub async fn converge(c: &Cluster, within: Duration) -> Result<Vec<Value>, Strin
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(format!("no strong read of the final state: {e}")),
+            Err(e) => {
+                return Err(fail(
+                    format!("no strong read of the final state: {e}"),
+                    None,
+                ))
+            }
         }
     };
     for i in c.running() {
@@ -255,9 +268,9 @@ pub async fn converge(c: &Cluster, within: Duration) -> Result<Vec<Value>, Strin
                         .join("; "),
                     Err(e) => e,
                 };
-                return Err(format!(
-                    "node {} did not converge within {within:?}: {what}",
-                    i + 1
+                return Err(fail(
+                    format!("node {} did not converge within {within:?}: {what}", i + 1),
+                    Some(fin),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -379,7 +392,7 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
     }
     shared.history.event(match &converged {
         Ok(_) => "converged".to_string(),
-        Err(e) => format!("NOT converged: {e}"),
+        Err(e) => format!("NOT converged: {}", e.why),
     });
     let samples = monitor.stop().await;
     let members = cluster.members().len();
@@ -395,8 +408,12 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
         marks,
     };
 
-    let checks: Vec<Check> = match &converged {
-        Ok(fin) => {
+    let leader_data = match &converged {
+        Ok(fin) => Some(fin),
+        Err(e) => e.leader.as_ref(),
+    };
+    let checks: Vec<Check> = match leader_data {
+        Some(fin) => {
             let bank = BankFinal {
                 accounts: rows_of(&fin[0])
                     .iter()
@@ -429,10 +446,10 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
                 workload::check_set(&set_ops, &set),
             ]
         }
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     };
     if let Err(e) = &converged {
-        problems.push(e.clone());
+        problems.push(e.why.clone());
     }
     for c in &checks {
         if c.valid == Some(false) {
