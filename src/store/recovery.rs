@@ -10,8 +10,11 @@
 //! log, committed or not), and the data is untouched. The entry's log id has a term above
 //! every term this node has seen, and a leader id that every survivor computes alike (the
 //! smallest voter id of the file): survivors with the same log write the very same entry at
-//! the same index, and survivors with different logs write entries whose ids differ, which
-//! Raft's log matching then reconciles from whichever survivor is elected. Entries that were
+//! the same index, and survivors whose logs differ in length or highest term seen write
+//! entries whose ids differ, which Raft's log matching then reconciles from whichever survivor
+//! is elected. Not covered: two survivors whose logs end at the same index with different
+//! entries, having seen the same highest term (one took a newer leader's vote without its
+//! entries), write the same id, and the entries before it are never compared. Entries that were
 //! logged but never committed stay in the log and are committed by the new leader, as
 //! hashicorp's `RecoverCluster` does for rqlite.
 
