@@ -11,7 +11,8 @@
 //! before campaigning itself, so that two nodes that lost the same leader at the same moment
 //! do not both campaign and split the vote (a SIGSTOPped leader took several elections).
 //! A voter whose disk is too full to apply entries waits two election timeouts longer, so
-//! that a healthy voter leads if one can (`full_disk.rs`).
+//! that a healthy voter leads if one can (`full_disk.rs`). A sole voter campaigns without
+//! waiting (a restarted single node leads again within a few milliseconds).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +50,12 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
             .min(since_start)
             .min(since_attempt)
             .min(since_granted);
-        if silence < threshold {
+        // A sole voter has no leader to hear from and no one to split a vote with: after a
+        // restart (it never resumes leadership in its old term: `log_store`'s
+        // `without_leadership`) its first campaign is at once; later ones wait as others do.
+        let at_once = last_attempt.is_none()
+            && store.members().iter().filter(|(_, voter)| *voter).count() == 1;
+        if silence < threshold && !at_once {
             continue;
         }
         // A node whose disk is too full to apply would answer no write as leader: it lets
