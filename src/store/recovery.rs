@@ -7,14 +7,20 @@
 //!
 //! How: the membership is appended to the local log as a new configuration entry, so it
 //! becomes the effective configuration at start (Raft uses the latest configuration in its
-//! log, committed or not), and the data is untouched. The entry's log id has a term above
-//! every term this node has seen, and a leader id that every survivor computes alike (the
-//! smallest voter id of the file): survivors with the same log write the very same entry at
-//! the same index, and survivors whose logs differ in length or highest term seen write
-//! entries whose ids differ, which Raft's log matching then reconciles from whichever survivor
-//! is elected. Not covered: two survivors whose logs end at the same index with different
-//! entries, having seen the same highest term (one took a newer leader's vote without its
-//! entries), write the same id, and the entries before it are never compared. Entries that were
+//! log, committed or not), and the data is untouched. The entry's log id is computed from the
+//! node's log and vote alone, so survivors with the same log write the very same entry at the
+//! same index, and survivors with different logs write entries whose ids differ (Raft's log
+//! matching then reconciles them from whichever survivor is elected):
+//! - its term is one above every term this node has seen (its vote's, its last entry's);
+//! - its leader id's node part is the term of the node's last entry (not a node: a vote for
+//!   it is never a leader). Two different logs whose last entries share an index and whose
+//!   highest seen terms are equal differ in that term (one leader per term, and Raft's log
+//!   matching), so their recovery entries differ too, and they order as Raft orders the logs'
+//!   last entries: the more up-to-date log wins the election. With the smallest voter id
+//!   there, as before, such logs wrote the same id and the entries before it were never
+//!   compared again.
+//!
+//! Entries that were
 //! logged but never committed stay in the log and are committed by the new leader, as
 //! hashicorp's `RecoverCluster` does for rqlite.
 
@@ -85,7 +91,8 @@ pub fn read_peers(file: &Path, me: &str) -> Result<Option<Vec<Peer>>, StoreError
 }
 
 /// The configuration entry and vote that make `peers` this node's membership, given the
-/// node's last log id and vote. Pure, so every survivor computes the same. Fails when the
+/// node's last log id and vote. Pure, so survivors with the same log and vote compute the
+/// same (see the module doc for survivors whose logs differ). Fails when the
 /// peers make no valid membership (no voter), which [`read_peers`] rules out.
 pub fn recovery_entry(
     peers: &[Peer],
@@ -115,17 +122,17 @@ pub fn recovery_entry(
         .unwrap_or(0)
         .max(vote.map(|v| v.leader_id().term).unwrap_or(0));
     let term = seen + 1;
-    let leader = voters.iter().next().copied().unwrap_or_default();
+    let author = last_log.map(|l| l.leader_id.term).unwrap_or(0);
     let membership = Membership::new(vec![voters], nodes)
         .map_err(|e| StoreError::Io(format!("peers.json: not a valid membership: {e}")))?;
     let entry = Entry {
         log_id: LogId::new(
-            CommittedLeaderId::new(term, leader),
+            CommittedLeaderId::new(term, author),
             last_log.map(|l| l.index + 1).unwrap_or(0),
         ),
         payload: EntryPayload::Membership(membership),
     };
-    Ok((entry, Vote::new(term, leader)))
+    Ok((entry, Vote::new(term, author)))
 }
 
 /// Applies `<data>/raft/peers.json` if there is one (before Raft starts), then deletes it.
@@ -253,5 +260,25 @@ mod tests {
         assert!(b.log_id > a.log_id);
         let (c, _) = recovery_entry(&peers, short, Some(Vote::new(9, 1))).unwrap();
         assert!(c.log_id > b.log_id, "a higher term orders first");
+    }
+
+    #[test]
+    fn logs_of_one_length_and_one_highest_term_write_different_entries() {
+        // Node a ends with an entry of term 4 and took term 5's leader's vote without its
+        // entry at 120; node b has that entry. Both have seen term 5 at most.
+        let peers = [peer("1", true), peer("2", true)];
+        let a_last = Some(LogId::new(CommittedLeaderId::new(4, 77), 120));
+        let b_last = Some(LogId::new(CommittedLeaderId::new(5, 88), 120));
+        let vote = Vote::new_committed(5, 88);
+        let (a, va) = recovery_entry(&peers, a_last, Some(vote)).unwrap();
+        let (b, vb) = recovery_entry(&peers, b_last, Some(vote)).unwrap();
+        assert_eq!((a.log_id.index, b.log_id.index), (121, 121));
+        assert_ne!(a.log_id, b.log_id, "Raft must compare the logs before them");
+        // b's log is the more up to date (its last entry has the newer term): it still is.
+        assert!(b.log_id > a.log_id);
+        // Each vote is at least what the node held, and names no leader.
+        for v in [va, vb] {
+            assert!(v > vote && !v.committed, "{v:?}");
+        }
     }
 }
