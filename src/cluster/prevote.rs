@@ -11,8 +11,9 @@
 //! before campaigning itself, so that two nodes that lost the same leader at the same moment
 //! do not both campaign and split the vote (a SIGSTOPped leader took several elections).
 //! A voter whose disk is too full to apply entries waits two election timeouts longer, so
-//! that a healthy voter leads if one can (`full_disk.rs`). A sole voter campaigns without
-//! waiting (a restarted single node leads again within a few milliseconds).
+//! that a healthy voter leads if one can (`full_disk.rs`). A sole voter that has heard from no
+//! leader campaigns at its first check after starting (a restarted single node is ready in
+//! about 0.2 s, not after an election timeout).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +54,10 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         // A sole voter has no leader to hear from and no one to split a vote with: after a
         // restart (it never resumes leadership in its old term: `log_store`'s
         // `without_leadership`) its first campaign is at once; later ones wait as others do.
+        // One that has heard from a leader is not alone (say a data dir restored from a
+        // single-node era): it waits, so the leader can correct its log first.
         let at_once = last_attempt.is_none()
+            && contact.is_none()
             && store.members().iter().filter(|(_, voter)| *voter).count() == 1;
         if silence < threshold && !at_once {
             continue;

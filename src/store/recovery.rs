@@ -12,13 +12,16 @@
 //! same index, and survivors with different logs write entries whose ids differ (Raft's log
 //! matching then reconciles them from whichever survivor is elected):
 //! - its term is one above every term this node has seen (its vote's, its last entry's);
-//! - its leader id's node part is the term of the node's last entry (not a node: a vote for
+//! - its leader id's node part is the leader id of the node's last entry, packed: its term in
+//!   the high 32 bits, its node id folded to 32 bits in the low ones (not a node: a vote for
 //!   it is never a leader). Two different logs whose last entries share an index and whose
-//!   highest seen terms are equal differ in that term (one leader per term, and Raft's log
-//!   matching), so their recovery entries differ too, and they order as Raft orders the logs'
-//!   last entries: the more up-to-date log wins the election. With the smallest voter id
+//!   highest seen terms are equal have last entries of different leaders (Raft's log
+//!   matching; openraft's leader ids let two leaders share a term, hence the node too), so
+//!   their recovery entries differ, and they order as Raft orders the logs' last entries
+//!   (by term first): the more up-to-date log wins the election. With the smallest voter id
 //!   there, as before, such logs wrote the same id and the entries before it were never
-//!   compared again.
+//!   compared again. (Two leaders whose node ids fold to the same 32 bits would still
+//!   collide: about one chance in four billion per pair.)
 //!
 //! Entries that were
 //! logged but never committed stay in the log and are committed by the new leader, as
@@ -90,6 +93,14 @@ pub fn read_peers(file: &Path, me: &str) -> Result<Option<Vec<Peer>>, StoreError
     Ok(Some(peers))
 }
 
+/// The recovery entry's leader-id node part: `leader`'s term (at most `u32::MAX`) in the high
+/// 32 bits, its node id folded to 32 bits in the low ones (see the module doc).
+fn author_of(leader: &CommittedLeaderId) -> NodeId {
+    let term = leader.term.min(u64::from(u32::MAX));
+    let node = leader.node_id;
+    (term << 32) | ((node ^ (node >> 32)) & 0xffff_ffff)
+}
+
 /// The configuration entry and vote that make `peers` this node's membership, given the
 /// node's last log id and vote. Pure, so survivors with the same log and vote compute the
 /// same (see the module doc for survivors whose logs differ). Fails when the
@@ -122,7 +133,7 @@ pub fn recovery_entry(
         .unwrap_or(0)
         .max(vote.map(|v| v.leader_id().term).unwrap_or(0));
     let term = seen + 1;
-    let author = last_log.map(|l| l.leader_id.term).unwrap_or(0);
+    let author = last_log.map_or(0, |l| author_of(&l.leader_id));
     let membership = Membership::new(vec![voters], nodes)
         .map_err(|e| StoreError::Io(format!("peers.json: not a valid membership: {e}")))?;
     let entry = Entry {
@@ -260,6 +271,24 @@ mod tests {
         assert!(b.log_id > a.log_id);
         let (c, _) = recovery_entry(&peers, short, Some(Vote::new(9, 1))).unwrap();
         assert!(c.log_id > b.log_id, "a higher term orders first");
+    }
+
+    #[test]
+    fn logs_whose_last_entries_have_two_leaders_of_one_term_write_different_entries() {
+        // openraft's leader ids allow two leaders in one term (two candidates at once):
+        // each survivor ends with its own term-5 leader's entry at 120.
+        let peers = [peer("1", true), peer("2", true)];
+        let a_last = Some(LogId::new(CommittedLeaderId::new(5, node_id_of("1")), 120));
+        let b_last = Some(LogId::new(CommittedLeaderId::new(5, node_id_of("2")), 120));
+        let vote = Some(Vote::new(5, node_id_of("2")));
+        let (a, _) = recovery_entry(&peers, a_last, vote).unwrap();
+        let (b, _) = recovery_entry(&peers, b_last, vote).unwrap();
+        assert_ne!(a.log_id, b.log_id);
+        // A recovery entry that is itself the last entry (a second recovery before any
+        // election) is told apart the same way.
+        let (c, _) = recovery_entry(&peers, Some(a.log_id), vote).unwrap();
+        let (d, _) = recovery_entry(&peers, Some(b.log_id), vote).unwrap();
+        assert_ne!(c.log_id, d.log_id);
     }
 
     #[test]
