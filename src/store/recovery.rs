@@ -23,9 +23,8 @@
 //!   compared again. (Two leaders whose node ids fold to the same 32 bits would still
 //!   collide: about one chance in four billion per pair.)
 //!
-//! Entries that were
-//! logged but never committed stay in the log and are committed by the new leader, as
-//! hashicorp's `RecoverCluster` does for rqlite.
+//! Entries that were logged but never committed stay in the log and are committed by the new
+//! leader, as hashicorp's `RecoverCluster` does for rqlite.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
