@@ -100,6 +100,42 @@ async fn a_committed_vote_reopens_as_a_vote_only() {
     assert_eq!(stored, Vote::new_committed(3, 1));
 }
 
+/// While the writer waits for space, redb refuses reads (or is being reopened): a read of
+/// entries only on disk waits instead of failing (openraft would stop Raft), and returns them
+/// once the database is back. Once the writer no longer waits, a failing read fails.
+#[tokio::test]
+async fn a_disk_read_waits_while_the_writer_waits_for_space() {
+    let (_td, _, mut s) = fresh();
+    let entry = |i: u64| Entry {
+        log_id: log_id(1, 1, i),
+        payload: EntryPayload::Normal(crate::command::Command::Load(vec![i as u8; 1 << 20])),
+    };
+    s.blocking_append((1..=8).map(entry)).await.unwrap();
+    // Entry 1 has left memory (more than CACHE_BYTES came after it).
+    // What the writer does on a full disk: says it waits, and has no database while it
+    // reopens it.
+    s.space_wait.store(true, Ordering::SeqCst);
+    let db = s.db.write().unwrap().take().unwrap();
+    let mut reader = s.clone();
+    let mut read = std::pin::pin!(reader.limited_get_log_entries(1, 2));
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut read).await;
+    assert!(
+        waited.is_err(),
+        "the read returned instead of waiting: {waited:?}"
+    );
+    *s.db.write().unwrap() = Some(db);
+    s.space_wait.store(false, Ordering::SeqCst);
+    let got = read.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].log_id, log_id(1, 1, 1));
+    // No wait announced: the error comes back (after one retry).
+    let db = s.db.write().unwrap().take().unwrap();
+    let err = s.limited_get_log_entries(1, 2).await.unwrap_err();
+    assert!(err.to_string().contains("reopened"), "{err}");
+    *s.db.write().unwrap() = Some(db);
+    s.close();
+}
+
 /// More than the memory budget of large entries: the oldest leave memory once durable
 /// and are read back from disk; a replication read is capped in bytes.
 #[tokio::test]

@@ -142,6 +142,10 @@ pub struct LogStore {
     /// Set once the node stops: a batch refused for lack of space is then failed instead of
     /// retried, so that shutting down never waits for space.
     stopping: Arc<AtomicBool>,
+    /// Set while the writer waits for space (redb then refuses reads too, or is being
+    /// reopened): openraft's reads wait instead of failing (see
+    /// [`LogStore::read_through_full_disk`]).
+    space_wait: Arc<AtomicBool>,
     /// When each commit index was learned, until the state machine applies it.
     commit_clock: Arc<CommitClock>,
 }
@@ -255,6 +259,7 @@ impl LogStore {
         let db: Shared = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let space_wait = Arc::new(AtomicBool::new(false));
         let cache = Arc::new(Mutex::new(cache));
         let writer = {
             let w = Writer {
@@ -263,6 +268,7 @@ impl LogStore {
                 cache: cache.clone(),
                 health,
                 stopping: stopping.clone(),
+                space_wait: space_wait.clone(),
             };
             thread::Builder::new()
                 .name("raft-log-writer".into())
@@ -275,6 +281,7 @@ impl LogStore {
             ops: tx,
             writer: Arc::new(Mutex::new(Some(writer))),
             stopping,
+            space_wait,
             commit_clock,
         })
     }
@@ -419,13 +426,42 @@ fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     (start, end)
 }
 
+impl LogStore {
+    /// [`LogStore::read`] for openraft, which stops Raft for good on a read error. After a
+    /// write refused for lack of space, redb refuses reads too until the writer reopens it
+    /// (and has no database while it does), so entries no longer in memory (a follower
+    /// catching up, an apply) could not be read. Such a read waits while the writer waits
+    /// for space, checking every 100 ms; a read error just before the writer says so is
+    /// tried again once, 100 ms later. Any other error, or one once the node stops, is
+    /// returned.
+    async fn read_through_full_disk(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Entry>> {
+        let mut grace = true;
+        loop {
+            match self.read(start, end, max_bytes) {
+                Err(e) if self.stopping.load(Ordering::SeqCst) => return Err(e),
+                Err(e) if !self.space_wait.load(Ordering::SeqCst) && !grace => return Err(e),
+                Err(_) => {
+                    grace = self.space_wait.load(Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                ok => return ok,
+            }
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> io::Result<Vec<Entry>> {
         let (start, end) = bounds(&range);
-        self.read(start, end, usize::MAX)
+        self.read_through_full_disk(start, end, usize::MAX).await
     }
 
     /// The vote as last saved, durable or about to be: openraft 0.10's readers check it
@@ -435,7 +471,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        self.read(start, end, REPLICATION_BATCH_BYTES)
+        self.read_through_full_disk(start, end, REPLICATION_BATCH_BYTES)
+            .await
     }
 }
 

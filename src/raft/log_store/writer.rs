@@ -19,6 +19,8 @@ pub(super) struct Writer {
     pub(super) health: Arc<Health>,
     /// See [`super::LogStore::stop_waiting_for_space`].
     pub(super) stopping: Arc<AtomicBool>,
+    /// Set while a batch waits for space (see [`super::LogStore::read_through_full_disk`]).
+    pub(super) space_wait: Arc<AtomicBool>,
 }
 
 /// True for the errors that end when space is freed: ENOSPC, EDQUOT.
@@ -106,6 +108,9 @@ impl Writer {
                     None => Err("the Raft log could not be reopened".to_string()),
                 }
             };
+            let waiting = matches!(&result, Err(e) if out_of_space(e) || e.contains("could not be reopened"))
+                && !self.stopping();
+            self.space_wait.store(waiting, Ordering::SeqCst);
             match result {
                 Ok(()) => {
                     self.health.clear(crate::health::RAFT_LOG);
