@@ -28,6 +28,12 @@ fn out_of_space(msg: &str) -> bool {
     msg.contains("os error 28") || msg.contains("os error 122")
 }
 
+/// True for the failures a batch waits out: no space, or no database after a reopen failed
+/// (it is tried again after the next wait).
+fn waits_for_space(msg: &str) -> bool {
+    out_of_space(msg) || msg.contains("could not be reopened")
+}
+
 impl Writer {
     /// Commits queued operations in batches: one durable transaction (one fsync) per batch.
     pub(super) fn run(self, rx: mpsc::Receiver<Op>) {
@@ -108,15 +114,14 @@ impl Writer {
                     None => Err("the Raft log could not be reopened".to_string()),
                 }
             };
-            let waiting = matches!(&result, Err(e) if out_of_space(e) || e.contains("could not be reopened"))
-                && !self.stopping();
+            let waiting = matches!(&result, Err(e) if waits_for_space(e)) && !self.stopping();
             self.space_wait.store(waiting, Ordering::SeqCst);
             match result {
                 Ok(()) => {
                     self.health.clear(crate::health::RAFT_LOG);
                     return Ok(());
                 }
-                Err(e) if out_of_space(&e) || e.contains("could not be reopened") => {
+                Err(e) if waits_for_space(&e) => {
                     if self.stopping() {
                         let e = format!("{e}; not retried: the node is stopping");
                         tracing::error!(path = %self.path.display(), error = %e, "raft log write failed");
