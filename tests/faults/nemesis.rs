@@ -278,37 +278,17 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
         }
         Nemesis::KillAll => {
             ctx.mark("fault");
-            ctx.event("kill -9 every node");
-            for i in ctx.cluster.running() {
-                ctx.cluster.kill9(i);
-            }
+            let all = kill_all(ctx);
             ctx.hold(fault / 4).await;
-            ctx.event("restart every node");
-            let members = ctx.cluster.members();
-            for &i in &members {
-                ctx.cluster.spawn(i);
-            }
-            for &i in &members {
-                ctx.cluster.wait_started(i).await;
-            }
+            start_again(ctx, &all).await;
             ctx.mark("healed");
         }
         Nemesis::SlowDiskLeaderKillAll | Nemesis::SlowDiskLeaderKillLeader => {
-            let l = ctx.leader().await;
-            ctx.mark("fault");
-            ctx.event(format!("slow disk on leader node {}", l + 1));
-            if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
-                ctx.problems
-                    .push(format!("could not slow the disk down: {e}"));
-            }
+            let l = slow_leader_disk(ctx).await;
             // Long enough for the followers to commit entries the leader has not written.
             ctx.hold(fault / 4).await;
             let victims = if nemesis == Nemesis::SlowDiskLeaderKillAll {
-                ctx.event("kill -9 every node");
-                let all = ctx.cluster.members();
-                for i in ctx.cluster.running() {
-                    ctx.cluster.kill9(i);
-                }
+                let all = kill_all(ctx);
                 ctx.cluster.unthrottle_disk(l);
                 ctx.hold(fault / 4).await;
                 all
@@ -319,16 +299,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
                 ctx.cluster.unthrottle_disk(l);
                 vec![l]
             };
-            ctx.event(format!(
-                "restart node(s) {:?}",
-                victims.iter().map(|i| i + 1).collect::<Vec<_>>()
-            ));
-            for &i in &victims {
-                ctx.cluster.spawn(i);
-            }
-            for &i in &victims {
-                ctx.cluster.wait_started(i).await;
-            }
+            start_again(ctx, &victims).await;
             ctx.mark("healed");
         }
         Nemesis::PauseLeader => {
@@ -391,13 +362,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
         }
         Nemesis::Membership => membership(ctx).await,
         Nemesis::SlowDiskLeader => {
-            let l = ctx.leader().await;
-            ctx.mark("fault");
-            ctx.event(format!("slow disk on leader node {}", l + 1));
-            if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
-                ctx.problems
-                    .push(format!("could not slow the disk down: {e}"));
-            }
+            let l = slow_leader_disk(ctx).await;
             ctx.hold(fault).await;
             ctx.event(format!("disk of node {} back to full speed", l + 1));
             ctx.cluster.unthrottle_disk(l);
@@ -429,6 +394,42 @@ async fn probe_write(ctx: &Ctx<'_>, skip: usize, within: Duration) -> bool {
     }
     ctx.event(format!("no probe write succeeded within {within:?}"));
     false
+}
+
+/// Marks the fault and throttles the leader's disk (20 write IOPS, 1 MiB/s); returns the
+/// leader.
+async fn slow_leader_disk(ctx: &mut Ctx<'_>) -> usize {
+    let l = ctx.leader().await;
+    ctx.mark("fault");
+    ctx.event(format!("slow disk on leader node {}", l + 1));
+    if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
+        ctx.problems
+            .push(format!("could not slow the disk down: {e}"));
+    }
+    l
+}
+
+/// SIGKILL of every running node; returns the members.
+fn kill_all(ctx: &mut Ctx<'_>) -> Vec<usize> {
+    ctx.event("kill -9 every node");
+    for i in ctx.cluster.running() {
+        ctx.cluster.kill9(i);
+    }
+    ctx.cluster.members()
+}
+
+/// Starts `nodes` (all stopped) together, then waits for each one's startup line.
+async fn start_again(ctx: &mut Ctx<'_>, nodes: &[usize]) {
+    ctx.event(format!(
+        "restart node(s) {:?}",
+        nodes.iter().map(|i| i + 1).collect::<Vec<_>>()
+    ));
+    for &i in nodes {
+        ctx.cluster.spawn(i);
+    }
+    for &i in nodes {
+        ctx.cluster.wait_started(i).await;
+    }
 }
 
 fn heal_net(ctx: &Ctx<'_>) {

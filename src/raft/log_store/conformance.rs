@@ -100,17 +100,21 @@ async fn a_committed_vote_reopens_as_a_vote_only() {
     assert_eq!(stored, Vote::new_committed(3, 1));
 }
 
+/// An entry of term 1 at `index` carrying 1 MiB (every byte `index as u8`).
+fn mib_entry(index: u64) -> Entry {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(crate::command::Command::Load(vec![index as u8; 1 << 20])),
+    }
+}
+
 /// While the writer waits for space, redb refuses reads (or is being reopened): a read of
 /// entries only on disk waits instead of failing (openraft would stop Raft), and returns them
 /// once the database is back. Once the writer no longer waits, a failing read fails.
 #[tokio::test]
 async fn a_disk_read_waits_while_the_writer_waits_for_space() {
     let (_td, _, mut s) = fresh();
-    let entry = |i: u64| Entry {
-        log_id: log_id(1, 1, i),
-        payload: EntryPayload::Normal(crate::command::Command::Load(vec![i as u8; 1 << 20])),
-    };
-    s.blocking_append((1..=8).map(entry)).await.unwrap();
+    s.blocking_append((1..=8).map(mib_entry)).await.unwrap();
     // Entry 1 has left memory (more than CACHE_BYTES came after it).
     // What the writer does on a full disk: says it waits, and has no database while it
     // reopens it.
@@ -141,11 +145,7 @@ async fn a_disk_read_waits_while_the_writer_waits_for_space() {
 #[tokio::test]
 async fn large_entries_leave_memory_and_are_read_from_disk() {
     let (_td, _, mut s) = fresh();
-    let entry = |i: u64| Entry {
-        log_id: log_id(1, 1, i),
-        payload: EntryPayload::Normal(crate::command::Command::Load(vec![i as u8; 1 << 20])),
-    };
-    s.blocking_append((1..=48).map(entry)).await.unwrap();
+    s.blocking_append((1..=48).map(mib_entry)).await.unwrap();
     assert!(
         s.cached_bytes() <= CACHE_BYTES + (2 << 20),
         "{}",
