@@ -488,7 +488,7 @@ impl Cluster {
         let paused = self.store.pause_writes();
         // This node must not campaign meanwhile: it is handing leadership over.
         let _quiet = self.store.hold_campaigns();
-        let many = self.store.members().iter().filter(|(_, v)| *v).count() > 3;
+        let many = self.store.voter_count() > 3;
         // Back on when this ends, however it ends (a transfer dropped at shutdown too).
         let _heartbeats = many.then(|| HeartbeatsOff::new(self.store.raft().clone()));
         self.hand_over(&target, &paused).await

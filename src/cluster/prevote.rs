@@ -56,9 +56,7 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
         // `without_leadership`) its first campaign is at once; later ones wait as others do.
         // One that has heard from a leader is not alone (say a data dir restored from a
         // single-node era): it waits, so the leader can correct its log first.
-        let at_once = last_attempt.is_none()
-            && contact.is_none()
-            && store.members().iter().filter(|(_, voter)| *voter).count() == 1;
+        let at_once = last_attempt.is_none() && contact.is_none() && store.voter_count() == 1;
         if silence < threshold && !at_once {
             continue;
         }

@@ -59,6 +59,14 @@ impl Store {
         out
     }
 
+    /// How many voters the current configuration has.
+    pub fn voter_count(&self) -> usize {
+        let m = self.raft.server_metrics();
+        let m = m.borrow_watched();
+        let n = m.membership_config.membership().voter_ids().count();
+        n
+    }
+
     /// Whether this node is a voter in the current configuration.
     pub fn is_voter(&self) -> bool {
         let m = self.raft.server_metrics();

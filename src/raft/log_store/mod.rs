@@ -398,6 +398,35 @@ impl LogStore {
             .first()
             .map(|e| e.log_id))
     }
+
+    /// [`LogStore::read`] for openraft, which stops Raft for good on a read error. After a
+    /// write refused for lack of space, redb refuses reads too until the writer reopens it
+    /// (and has no database while it does), so entries no longer in memory (a follower
+    /// catching up, an apply) could not be read. Such a read waits while the writer waits
+    /// for space, checking every 100 ms; a read error just before the writer says so is
+    /// tried again once, 100 ms later. Any other error, or one once the node stops, is
+    /// returned.
+    async fn read_through_full_disk(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<Entry>> {
+        // One more try for an error the writer has not announced (yet).
+        let mut retry_unannounced = true;
+        loop {
+            let err = match self.read(start, end, max_bytes) {
+                Ok(entries) => return Ok(entries),
+                Err(e) => e,
+            };
+            let waiting = self.space_wait.load(Ordering::SeqCst);
+            if self.stopping.load(Ordering::SeqCst) || !(waiting || retry_unannounced) {
+                return Err(err);
+            }
+            retry_unannounced = waiting;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
@@ -424,35 +453,6 @@ fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
         Bound::Unbounded => u64::MAX,
     };
     (start, end)
-}
-
-impl LogStore {
-    /// [`LogStore::read`] for openraft, which stops Raft for good on a read error. After a
-    /// write refused for lack of space, redb refuses reads too until the writer reopens it
-    /// (and has no database while it does), so entries no longer in memory (a follower
-    /// catching up, an apply) could not be read. Such a read waits while the writer waits
-    /// for space, checking every 100 ms; a read error just before the writer says so is
-    /// tried again once, 100 ms later. Any other error, or one once the node stops, is
-    /// returned.
-    async fn read_through_full_disk(
-        &self,
-        start: u64,
-        end: u64,
-        max_bytes: usize,
-    ) -> io::Result<Vec<Entry>> {
-        let mut grace = true;
-        loop {
-            match self.read(start, end, max_bytes) {
-                Err(e) if self.stopping.load(Ordering::SeqCst) => return Err(e),
-                Err(e) if !self.space_wait.load(Ordering::SeqCst) && !grace => return Err(e),
-                Err(_) => {
-                    grace = self.space_wait.load(Ordering::SeqCst);
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                ok => return ok,
-            }
-        }
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
