@@ -154,17 +154,7 @@ impl Store {
     /// timeout, or a shorter `-raft-leader-lease-timeout`; always true for a single voter: it
     /// is its own quorum).
     pub(super) fn lease_valid(&self) -> bool {
-        // On every request: count voters in place rather than building the member list.
-        let single = self
-            .raft
-            .server_metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count()
-            <= 1;
-        single
+        self.voter_count() <= 1
             || self
                 .lease
                 .since_leader_contact()

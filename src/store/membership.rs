@@ -59,7 +59,8 @@ impl Store {
         out
     }
 
-    /// How many voters the current configuration has.
+    /// How many voters the current configuration has (counted in place: it runs on every
+    /// request, through `lease_valid`).
     pub fn voter_count(&self) -> usize {
         let m = self.raft.server_metrics();
         let m = m.borrow_watched();
