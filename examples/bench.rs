@@ -99,6 +99,25 @@ fn parse_opts() -> Result<Opts, String> {
         .first()
         .cloned()
         .ok_or("--url needs at least one URL")?;
+    // Checked here: a request of an unknown mode fails without awaiting anything, and the
+    // workers would spin on it past `--seconds`.
+    const MODES: [&str; 12] = [
+        "insert",
+        "batch",
+        "stmts",
+        "select",
+        "queued",
+        "tx",
+        "tx-hot",
+        "etcd-put",
+        "etcd-range",
+        "etcd-range-linearizable",
+        "rss",
+        "cdc-sink",
+    ];
+    if !MODES.contains(&o.mode.as_str()) {
+        return Err(format!("unknown mode {}\n{USAGE}", o.mode));
+    }
     Ok(o)
 }
 
