@@ -175,8 +175,9 @@ impl Node {
         let isolation = Isolation::default();
         // One set of counters for this node; each component counts into its part.
         let metrics = Arc::new(Metrics::default());
-        let network =
-            Network::new(transport.clone(), isolation.clone()).counting_into(metrics.clone());
+        let network = Network::new(transport.clone(), isolation.clone())
+            .counting_into(metrics.clone())
+            .replication_timeout(cfg.raft.election_timeout);
         // The operator's SQLite extensions, gathered where every connection loads them from.
         let extensions =
             crate::db::extensions::stage(&cfg.db.extensions_path, &cfg.data_dir.join("extensions"))

@@ -99,6 +99,7 @@ pub struct Network {
     transport: Transport,
     isolation: Isolation,
     metrics: Arc<Metrics>,
+    replication_timeout: Duration,
 }
 
 impl Network {
@@ -107,7 +108,18 @@ impl Network {
             transport,
             isolation,
             metrics: Arc::default(),
+            replication_timeout: Duration::ZERO,
         }
+    }
+
+    /// The least time a follower gets to answer an AppendEntries (openraft gives the
+    /// heartbeat interval): the election timeout. A late answer is still an answer, and
+    /// openraft treats a timed-out one as an unreachable peer and waits [`BACKOFF`] before
+    /// sending again, so a follower whose `fdatasync` outlasts a heartbeat interval stalled
+    /// every write. openraft's own heartbeat and ReadIndex rounds keep their shorter limit.
+    pub fn replication_timeout(mut self, at_least: Duration) -> Self {
+        self.replication_timeout = at_least;
+        self
     }
 
     /// Counts into the node's `metrics` (AppendEntries calls that got no answer) instead of
@@ -124,6 +136,7 @@ pub struct PeerClient {
     transport: Transport,
     isolation: Isolation,
     metrics: Arc<Metrics>,
+    replication_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -135,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             transport: self.transport.clone(),
             isolation: self.isolation.clone(),
             metrics: self.metrics.clone(),
+            replication_timeout: self.replication_timeout,
         }
     }
 }
@@ -169,21 +183,19 @@ impl PeerClient {
     }
 
     /// A Raft RPC: the peer answers with what its Raft returned. An error there means its Raft
-    /// stopped: unreachable, back off.
+    /// stopped: unreachable, back off. The callers pass openraft's `hard_ttl`, as with 0.9:
+    /// `soft_ttl` would cut the limit by a quarter.
     async fn rpc<Req, Resp>(
         &self,
         path: &str,
         req: &Req,
-        opt: &RPCOption,
+        timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        // `hard_ttl`, as with 0.9: `soft_ttl` would cut the limit (for replication, the
-        // heartbeat interval) by a quarter.
-        let answer: Result<Resp, RaftError<TypeConfig>> =
-            self.call(path, req, opt.hard_ttl()).await?;
+        let answer: Result<Resp, RaftError<TypeConfig>> = self.call(path, req, timeout).await?;
         answer.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 
@@ -280,7 +292,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let r = self.rpc(PATH_APPEND, &rpc, &option).await;
+        let timeout = option.hard_ttl().max(self.replication_timeout);
+        let r = self.rpc(PATH_APPEND, &rpc, timeout).await;
         // The leader's heartbeats and replication: a peer that did not answer.
         if matches!(r, Err(RPCError::Unreachable(_) | RPCError::Network(_))) {
             self.metrics.store.failed_heartbeats.inc();
@@ -293,7 +306,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc(PATH_VOTE, &rpc, &option).await
+        self.rpc(PATH_VOTE, &rpc, option.hard_ttl()).await
     }
 
     /// Streams the snapshot's file in chunks of openraft's `snapshot_max_chunk_size`, one
