@@ -24,6 +24,7 @@ mod workload;
 
 use std::time::Duration;
 
+use history::Outcome;
 use nemesis::Nemesis;
 use run::{run, scenario, RunData, RunSpec};
 
@@ -139,6 +140,47 @@ fn leader_killed_while_its_log_lags_and_restarted_at_once_keeps_every_acknowledg
         3,
         Nemesis::SlowDiskLeaderKillLeader,
     );
+}
+
+/// Both followers' disks slow (every commit waits for a slow follower `fdatasync`): the
+/// leader keeps acknowledging writes throughout, instead of losing its lease to answers
+/// that come later than a heartbeat interval.
+#[test]
+fn slow_follower_disks_slow_writes_down_but_never_stop_them() {
+    scenario(|| {
+        run(
+            spec("slow-disk-followers", 3, Nemesis::SlowDiskFollowers),
+            |d| {
+                let mut p = Vec::new();
+                for (k, (t, next)) in cycles(d).into_iter().enumerate() {
+                    let healed = d.mark_in("healed", t, next).unwrap_or(next);
+                    let writes = |outcome| {
+                        d.ops
+                            .iter()
+                            .filter(|o| o.is_write() && o.outcome == outcome)
+                            .filter(|o| o.end >= t && o.end < healed)
+                            .count()
+                    };
+                    let ok = writes(Outcome::Ok);
+                    // Refused, or no answer within the client's timeout.
+                    let lost = writes(Outcome::Fail) + writes(Outcome::Info);
+                    println!(
+                        "slow follower disks (cycle {}): {ok} writes acknowledged, {lost} refused or unanswered in {:.1}s",
+                        k + 1,
+                        secs(healed - t)
+                    );
+                    // Before the fix, as many writes went unanswered as were acknowledged.
+                    if ok == 0 || lost * 4 > ok {
+                        p.push(format!(
+                            "slow follower disks (cycle {}): {ok} writes acknowledged but {lost} refused or unanswered while the disks were slow",
+                            k + 1
+                        ));
+                    }
+                }
+                p
+            },
+        )
+    });
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub enum Nemesis {
     SlowDiskLeaderKillAll,
     /// The same slow leader disk, then SIGKILL of the leader alone, restarted at once.
     SlowDiskLeaderKillLeader,
+    /// Both followers' disks slowed as in `SlowDiskLeader`: every commit waits for a slow
+    /// `fdatasync` on a follower, and so does each follower's answer to the leader.
+    SlowDiskFollowers,
 }
 
 impl Nemesis {
@@ -78,6 +81,7 @@ impl Nemesis {
             Nemesis::SlowDiskLeaderKillLeader => {
                 "slow disk on the leader, then kill -9 of the leader, restarted at once"
             }
+            Nemesis::SlowDiskFollowers => "slow disks on both followers (20 write IOPS, 1 MiB/s)",
         }
     }
 }
@@ -366,6 +370,29 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             ctx.hold(fault).await;
             ctx.event(format!("disk of node {} back to full speed", l + 1));
             ctx.cluster.unthrottle_disk(l);
+            ctx.mark("healed");
+        }
+        Nemesis::SlowDiskFollowers => {
+            let l = ctx.leader().await;
+            let followers: Vec<usize> = ctx
+                .cluster
+                .members()
+                .into_iter()
+                .filter(|&i| i != l)
+                .collect();
+            ctx.mark("fault");
+            for &f in &followers {
+                ctx.event(format!("slow disk on follower node {}", f + 1));
+                if let Err(e) = ctx.cluster.throttle_disk(f, 20, 1 << 20) {
+                    ctx.problems
+                        .push(format!("could not slow the disk down: {e}"));
+                }
+            }
+            ctx.hold(fault).await;
+            for &f in &followers {
+                ctx.event(format!("disk of node {} back to full speed", f + 1));
+                ctx.cluster.unthrottle_disk(f);
+            }
             ctx.mark("healed");
         }
     }

@@ -314,6 +314,7 @@ pub async fn run(spec: RunSpec, expect: impl FnOnce(&RunData) -> Vec<String>) {
         Nemesis::SlowDiskLeader
             | Nemesis::SlowDiskLeaderKillAll
             | Nemesis::SlowDiskLeaderKillLeader
+            | Nemesis::SlowDiskFollowers
     ) {
         for i in 0..spec.nodes {
             cluster.mount_loop_disk(i, 512);
