@@ -382,11 +382,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
                 .collect();
             ctx.mark("fault");
             for &f in &followers {
-                ctx.event(format!("slow disk on follower node {}", f + 1));
-                if let Err(e) = ctx.cluster.throttle_disk(f, 20, 1 << 20) {
-                    ctx.problems
-                        .push(format!("could not slow the disk down: {e}"));
-                }
+                slow_disk(ctx, f, "follower");
             }
             ctx.hold(fault).await;
             for &f in &followers {
@@ -428,12 +424,17 @@ async fn probe_write(ctx: &Ctx<'_>, skip: usize, within: Duration) -> bool {
 async fn slow_leader_disk(ctx: &mut Ctx<'_>) -> usize {
     let l = ctx.leader().await;
     ctx.mark("fault");
-    ctx.event(format!("slow disk on leader node {}", l + 1));
-    if let Err(e) = ctx.cluster.throttle_disk(l, 20, 1 << 20) {
+    slow_disk(ctx, l, "leader");
+    l
+}
+
+/// Throttles node `i`'s disk to 20 write IOPS and 1 MiB/s; `role` names it in the event log.
+fn slow_disk(ctx: &mut Ctx<'_>, i: usize, role: &str) {
+    ctx.event(format!("slow disk on {role} node {}", i + 1));
+    if let Err(e) = ctx.cluster.throttle_disk(i, 20, 1 << 20) {
         ctx.problems
             .push(format!("could not slow the disk down: {e}"));
     }
-    l
 }
 
 /// SIGKILL of every running node; returns the members.
