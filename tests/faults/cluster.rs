@@ -213,6 +213,11 @@ impl Cluster {
         (0..self.len()).filter(|&i| self.nodes[i].member).collect()
     }
 
+    /// Indexes of members other than `skip`.
+    pub fn members_except(&self, skip: usize) -> Vec<usize> {
+        self.members().into_iter().filter(|&i| i != skip).collect()
+    }
+
     /// Indexes of running members.
     pub fn running(&self) -> Vec<usize> {
         self.members()

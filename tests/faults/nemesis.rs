@@ -129,9 +129,8 @@ impl Ctx<'_> {
     fn retarget_except(&self, skip: usize) {
         let t = self
             .cluster
-            .members()
+            .members_except(skip)
             .into_iter()
-            .filter(|&i| i != skip)
             .map(|i| (i, self.cluster.nodes[i].base()))
             .collect();
         self.shared.set_targets(t);
@@ -374,12 +373,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
         }
         Nemesis::SlowDiskFollowers => {
             let l = ctx.leader().await;
-            let followers: Vec<usize> = ctx
-                .cluster
-                .members()
-                .into_iter()
-                .filter(|&i| i != l)
-                .collect();
+            let followers = ctx.cluster.members_except(l);
             ctx.mark("fault");
             for &f in &followers {
                 slow_disk(ctx, f, "follower");
@@ -400,12 +394,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
 async fn probe_write(ctx: &Ctx<'_>, skip: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let http = crate::cluster::http_client(Duration::from_millis(500));
-    let others: Vec<usize> = ctx
-        .cluster
-        .members()
-        .into_iter()
-        .filter(|&i| i != skip)
-        .collect();
+    let others = ctx.cluster.members_except(skip);
     while Instant::now() < deadline {
         let i = others[fastrand::usize(..others.len())];
         if crate::workload::set_add(ctx.shared, &http, i, &ctx.cluster.nodes[i].base(), 1000).await
