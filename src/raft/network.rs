@@ -117,6 +117,8 @@ impl Network {
     /// openraft treats a timed-out one as an unreachable peer and waits [`BACKOFF`] before
     /// sending again, so a follower whose `fdatasync` outlasts a heartbeat interval stalled
     /// every write. openraft's own heartbeat and ReadIndex rounds keep their shorter limit.
+    /// The cost, with a peer that drops packets: openraft closes a replication stream by
+    /// waiting for its call in flight (`docs/design/cluster.md`, "Internode wire").
     pub fn replication_timeout(mut self, at_least: Duration) -> Self {
         self.replication_timeout = at_least;
         self
