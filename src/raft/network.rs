@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io::SeekFrom;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     ErrorSource, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -112,13 +112,15 @@ impl Network {
         }
     }
 
-    /// The least time a follower gets to answer an AppendEntries (openraft gives the
-    /// heartbeat interval): the election timeout. A late answer is still an answer, and
-    /// openraft treats a timed-out one as an unreachable peer and waits [`BACKOFF`] before
-    /// sending again, so a follower whose `fdatasync` outlasts a heartbeat interval stalled
-    /// every write. openraft's own heartbeat and ReadIndex rounds keep their shorter limit.
-    /// The cost, with a peer that drops packets: openraft closes a replication stream by
-    /// waiting for its call in flight (`docs/design/cluster.md`, "Internode wire").
+    /// The least time a follower that answered within the last such span gets to answer an
+    /// AppendEntries (openraft gives the heartbeat interval): the election timeout. A late
+    /// answer is still an answer, and openraft treats a timed-out one as an unreachable peer
+    /// and waits [`BACKOFF`] before sending again, so a follower whose `fdatasync` outlasted
+    /// a heartbeat interval stalled every write. A peer that went silent gets openraft's
+    /// limit again: openraft closes a replication stream (on a step-down, a removal) by
+    /// waiting, in its core loop, for the stream's call in flight, and a call to a peer that
+    /// drops packets would hold it for the whole limit (`docs/design/cluster.md`).
+    /// openraft's own heartbeat and ReadIndex rounds keep their shorter limit.
     pub fn replication_timeout(mut self, at_least: Duration) -> Self {
         self.replication_timeout = at_least;
         self
@@ -139,6 +141,8 @@ pub struct PeerClient {
     isolation: Isolation,
     metrics: Arc<Metrics>,
     replication_timeout: Duration,
+    /// When this peer last answered an AppendEntries.
+    answered: Option<Instant>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -151,6 +155,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             isolation: self.isolation.clone(),
             metrics: self.metrics.clone(),
             replication_timeout: self.replication_timeout,
+            // A new stream's first call gets the longer limit too.
+            answered: Some(Instant::now()),
         }
     }
 }
@@ -294,8 +300,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let timeout = option.hard_ttl().max(self.replication_timeout);
+        let lately = self
+            .answered
+            .is_some_and(|t| t.elapsed() < self.replication_timeout);
+        let timeout = match lately {
+            true => option.hard_ttl().max(self.replication_timeout),
+            false => option.hard_ttl(),
+        };
         let r = self.rpc(PATH_APPEND, &rpc, timeout).await;
+        if r.is_ok() {
+            self.answered = Some(Instant::now());
+        }
         // The leader's heartbeats and replication: a peer that did not answer.
         if matches!(r, Err(RPCError::Unreachable(_) | RPCError::Network(_))) {
             self.metrics.store.failed_heartbeats.inc();
