@@ -630,6 +630,24 @@ impl Cluster {
     }
 
     /// `DELETE /remove {"id": <node i's id>}` sent to node `via`; returns the HTTP status.
+    /// `POST /leader` on node `i`: it hands leadership over to another voter.
+    pub async fn step_down(&self, i: usize) -> Result<u16, String> {
+        let r = self
+            .http
+            .post(format!("{}/leader", self.nodes[i].base()))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        if status == 200 {
+            Ok(status)
+        } else {
+            Err(format!("HTTP {status}: {}", text.trim()))
+        }
+    }
+
     pub async fn remove(&self, i: usize, via: usize) -> Result<u16, String> {
         let r = self
             .http

@@ -296,6 +296,49 @@ fn paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
     });
 }
 
+/// A leader hands over while a follower is stopped (SIGSTOP): one election, and writes go on
+/// within 2 s. With an election timeout for every AppendEntries (f509ca7), closing the
+/// stream to the stopped follower held the old leader's Raft core that long: its vote
+/// reached the candidate too late, and a second election followed (term +2 in 2 of 2 runs;
+/// `cluster.md`, "Internode wire").
+#[test]
+fn step_down_with_a_stopped_follower_takes_one_election() {
+    scenario(|| {
+        let mut s = spec(
+            "pause-follower-step-down",
+            3,
+            Nemesis::PauseFollowerStepDown,
+        );
+        s.flags = vec!["-raft-election-timeout", "1s"];
+        run(s, |d| {
+            let mut p = Vec::new();
+            for (k, (t, next)) in cycles(d).into_iter().enumerate() {
+                match d.mark_in("first_write_after_fault", t, next) {
+                    Some(w) if w - t <= 2_000_000_000 => {}
+                    Some(w) => p.push(format!(
+                        "step-down (cycle {}): first successful write {:.2}s after POST /leader (want <= 2s)",
+                        k + 1,
+                        secs(w - t)
+                    )),
+                    None => p.push(format!(
+                        "step-down (cycle {}): no write succeeded after POST /leader",
+                        k + 1
+                    )),
+                }
+                let healed = d.mark_in("healed", t, next).unwrap_or(next);
+                let (before, after) = (d.term_before(t), d.term_before(healed));
+                if after - before != 1 {
+                    p.push(format!(
+                        "step-down (cycle {}): term went from {before} to {after}, want one election",
+                        k + 1
+                    ));
+                }
+            }
+            p
+        })
+    });
+}
+
 /// Issue 13, input 4 (a regression test since fixed): SIGTERM of the leader: it exits within 2 s, and writes through the other
 /// nodes succeed within 1 s of its exit.
 #[test]

@@ -50,6 +50,9 @@ pub enum Nemesis {
     SlowDiskLeaderKillAll,
     /// The same slow leader disk, then SIGKILL of the leader alone, restarted at once.
     SlowDiskLeaderKillLeader,
+    /// SIGSTOP of a follower, then `POST /leader` on the leader 1.2 s later; SIGCONT at the end
+    /// of the fault window.
+    PauseFollowerStepDown,
     /// Both followers' disks slowed as in `SlowDiskLeader`: every commit waits for a slow
     /// `fdatasync` on a follower, and so does each follower's answer to the leader.
     SlowDiskFollowers,
@@ -82,6 +85,9 @@ impl Nemesis {
                 "slow disk on the leader, then kill -9 of the leader, restarted at once"
             }
             Nemesis::SlowDiskFollowers => "slow disks on both followers (20 write IOPS, 1 MiB/s)",
+            Nemesis::PauseFollowerStepDown => {
+                "SIGSTOP of a follower, then POST /leader on the leader"
+            }
         }
     }
 }
@@ -318,6 +324,33 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             ctx.hold(pause.saturating_sub(t.elapsed())).await;
             ctx.event(format!("SIGCONT node {}", l + 1));
             ctx.cluster.resume(l);
+            ctx.mark("healed");
+        }
+        Nemesis::PauseFollowerStepDown => {
+            let l = ctx.leader().await;
+            let f = ctx.cluster.members_except(l)[0];
+            ctx.retarget_except(f);
+            let t = Instant::now();
+            ctx.event(format!("SIGSTOP follower node {}", f + 1));
+            ctx.cluster.pause(f);
+            // Just past the first election timeout (1 s) after the follower went silent:
+            // with the longer AppendEntries limit for every call, a call to it then held
+            // the old leader's Raft core when it stepped down (`cluster.md`).
+            ctx.hold(Duration::from_millis(1200)).await;
+            ctx.mark("fault");
+            match ctx.cluster.step_down(l).await {
+                Ok(_) => ctx.event(format!("POST /leader on node {}: 200", l + 1)),
+                Err(e) => ctx
+                    .problems
+                    .push(format!("POST /leader on node {}: {e}", l + 1)),
+            }
+            if probe_write(ctx, f, fault).await {
+                ctx.mark("first_write_after_fault");
+            }
+            ctx.hold(fault.saturating_sub(t.elapsed())).await;
+            ctx.event(format!("SIGCONT node {}", f + 1));
+            ctx.cluster.resume(f);
+            ctx.retarget();
             ctx.mark("healed");
         }
         Nemesis::TerminateLeader => {
