@@ -47,8 +47,30 @@ struct Opts {
     pids: Vec<u32>,
 }
 
-const USAGE: &str = "usage: bench [--url U[,U...]] [--mode insert|batch|stmts|select|queued|tx|tx-hot|etcd-put|etcd-range|etcd-range-linearizable|rss|cdc-sink] \
-                     [-c N] [--seconds S] [--batch N] [--level L] [--rows N] [--skip-setup] [--setup-only] [--pids P,P,..]";
+/// Every `--mode`. Checked when the options are read: a request of an unknown mode fails
+/// without awaiting anything, and the workers would spin on it past `--seconds`.
+const MODES: [&str; 12] = [
+    "insert",
+    "batch",
+    "stmts",
+    "select",
+    "queued",
+    "tx",
+    "tx-hot",
+    "etcd-put",
+    "etcd-range",
+    "etcd-range-linearizable",
+    "rss",
+    "cdc-sink",
+];
+
+fn usage() -> String {
+    format!(
+        "usage: bench [--url U[,U...]] [--mode {}] [-c N] [--seconds S] [--batch N] [--level L] \
+         [--rows N] [--skip-setup] [--setup-only] [--pids P,P,..]",
+        MODES.join("|")
+    )
+}
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -90,8 +112,8 @@ fn parse_opts() -> Result<Opts, String> {
                     .map(|p| p.trim().parse::<u32>().map_err(|e| format!("--pids: {e}")))
                     .collect::<Result<_, _>>()?
             }
-            "--help" | "-h" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+            "--help" | "-h" => return Err(usage()),
+            other => return Err(format!("unknown argument {other}\n{}", usage())),
         }
     }
     o.url = o
@@ -99,24 +121,8 @@ fn parse_opts() -> Result<Opts, String> {
         .first()
         .cloned()
         .ok_or("--url needs at least one URL")?;
-    // Checked here: a request of an unknown mode fails without awaiting anything, and the
-    // workers would spin on it past `--seconds`.
-    const MODES: [&str; 12] = [
-        "insert",
-        "batch",
-        "stmts",
-        "select",
-        "queued",
-        "tx",
-        "tx-hot",
-        "etcd-put",
-        "etcd-range",
-        "etcd-range-linearizable",
-        "rss",
-        "cdc-sink",
-    ];
     if !MODES.contains(&o.mode.as_str()) {
-        return Err(format!("unknown mode {}\n{USAGE}", o.mode));
+        return Err(format!("unknown mode {}\n{}", o.mode, usage()));
     }
     Ok(o)
 }
@@ -314,7 +320,7 @@ async fn one(
             );
             post(client, &format!("{}/v3/kv/range", o.url), body).await
         }
-        other => Err(format!("unknown mode {other}\n{USAGE}")),
+        other => Err(format!("unknown mode {other}\n{}", usage())),
     }
 }
 
