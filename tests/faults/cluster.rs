@@ -629,42 +629,35 @@ impl Cluster {
         Ok(())
     }
 
-    /// `DELETE /remove {"id": <node i's id>}` sent to node `via`; returns the HTTP status.
     /// `POST /leader` on node `i`: it hands leadership over to another voter.
     pub async fn step_down(&self, i: usize) -> Result<u16, String> {
-        let r = self
-            .http
-            .post(format!("{}/leader", self.nodes[i].base()))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        if status == 200 {
-            Ok(status)
-        } else {
-            Err(format!("HTTP {status}: {}", text.trim()))
-        }
+        admin(self.http.post(format!("{}/leader", self.nodes[i].base()))).await
     }
 
+    /// `DELETE /remove {"id": <node i's id>}` sent to node `via`; returns the HTTP status.
     pub async fn remove(&self, i: usize, via: usize) -> Result<u16, String> {
-        let r = self
+        let req = self
             .http
             .delete(format!("{}/remove", self.nodes[via].base()))
             .header("Content-Type", "application/json")
-            .body(serde_json::json!({ "id": self.nodes[i].id }).to_string())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        if status == 200 {
-            Ok(status)
-        } else {
-            Err(format!("HTTP {status}: {}", text.trim()))
-        }
+            .body(serde_json::json!({ "id": self.nodes[i].id }).to_string());
+        admin(req).await
+    }
+}
+
+/// Sends an admin request (10 s limit): 200, or the status and body it was refused with.
+async fn admin(req: reqwest::RequestBuilder) -> Result<u16, String> {
+    let r = req
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    if status == 200 {
+        Ok(status)
+    } else {
+        Err(format!("HTTP {status}: {}", text.trim()))
     }
 }
 
