@@ -248,6 +248,28 @@ fn cycles(d: &RunData) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// What is wrong, if anything, with the first successful write of cycle `k` of scenario
+/// `label` after `from` (and before `next`): later than `within_s` seconds after `after`, or
+/// none at all (`missing`). The nemesis marks it `first_write_after_fault`.
+fn first_write_problem(
+    d: &RunData,
+    (label, k): (&str, usize),
+    (from, next): (u64, u64),
+    within_s: u64,
+    after: &str,
+    missing: &str,
+) -> Option<String> {
+    match d.mark_in("first_write_after_fault", from, next) {
+        Some(w) if w - from <= within_s * 1_000_000_000 => None,
+        Some(w) => Some(format!(
+            "{label} (cycle {}): first successful write {:.2}s after {after} (want <= {within_s}s)",
+            k + 1,
+            secs(w - from)
+        )),
+        None => Some(format!("{label} (cycle {}): {missing}", k + 1)),
+    }
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -265,18 +287,14 @@ fn paused_leader_is_replaced_within_4s_with_at_most_2_term_bumps() {
         run(s, |d| {
             let mut p = Vec::new();
             for (k, (t, next)) in cycles(d).into_iter().enumerate() {
-                match d.mark_in("first_write_after_fault", t, next) {
-                    Some(w) if w - t <= 4_000_000_000 => {}
-                    Some(w) => p.push(format!(
-                        "paused leader (cycle {}): first successful write {:.2}s after SIGSTOP of the leader (want <= 4s)",
-                        k + 1,
-                        secs(w - t)
-                    )),
-                    None => p.push(format!(
-                        "paused leader (cycle {}): no write succeeded during the 8s the leader was stopped",
-                        k + 1
-                    )),
-                }
+                p.extend(first_write_problem(
+                    d,
+                    ("paused leader", k),
+                    (t, next),
+                    4,
+                    "SIGSTOP of the leader",
+                    "no write succeeded during the 8s the leader was stopped",
+                ));
                 let before = d.term_before(t);
                 let after = if next == u64::MAX {
                     d.last_term()
@@ -313,18 +331,14 @@ fn step_down_with_a_stopped_follower_takes_one_election() {
         run(s, |d| {
             let mut p = Vec::new();
             for (k, (t, next)) in cycles(d).into_iter().enumerate() {
-                match d.mark_in("first_write_after_fault", t, next) {
-                    Some(w) if w - t <= 2_000_000_000 => {}
-                    Some(w) => p.push(format!(
-                        "step-down (cycle {}): first successful write {:.2}s after POST /leader (want <= 2s)",
-                        k + 1,
-                        secs(w - t)
-                    )),
-                    None => p.push(format!(
-                        "step-down (cycle {}): no write succeeded after POST /leader",
-                        k + 1
-                    )),
-                }
+                p.extend(first_write_problem(
+                    d,
+                    ("step-down", k),
+                    (t, next),
+                    2,
+                    "POST /leader",
+                    "no write succeeded after POST /leader",
+                ));
                 let healed = d.mark_in("healed", t, next).unwrap_or(next);
                 let (before, after) = (d.term_before(t), d.term_before(healed));
                 if after - before != 1 {
@@ -357,18 +371,14 @@ fn terminated_leader_exits_within_2s_and_writes_resume_within_1s() {
                             secs(exited - t)
                         ));
                     }
-                    match d.mark_in("first_write_after_fault", exited, next) {
-                        Some(w) if w - exited <= 1_000_000_000 => {}
-                        Some(w) => p.push(format!(
-                            "terminated leader (cycle {}): first successful write {:.2}s after the old leader exited (want <= 1s)",
-                            k + 1,
-                            secs(w - exited)
-                        )),
-                        None => p.push(format!(
-                            "terminated leader (cycle {}): no write succeeded after the leader exited",
-                            k + 1
-                        )),
-                    }
+                    p.extend(first_write_problem(
+                        d,
+                        ("terminated leader", k),
+                        (exited, next),
+                        1,
+                        "the old leader exited",
+                        "no write succeeded after the leader exited",
+                    ));
                 }
                 p
             },
