@@ -191,8 +191,8 @@ impl PeerClient {
     }
 
     /// A Raft RPC: the peer answers with what its Raft returned. An error there means its Raft
-    /// stopped: unreachable, back off. The callers pass openraft's `hard_ttl`, as with 0.9:
-    /// `soft_ttl` would cut the limit by a quarter.
+    /// stopped: unreachable, back off. Limits start from openraft's `hard_ttl`, as with 0.9:
+    /// `soft_ttl` would cut them by a quarter.
     async fn rpc<Req, Resp>(
         &self,
         path: &str,
@@ -303,9 +303,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let lately = self
             .answered
             .is_some_and(|t| t.elapsed() < self.replication_timeout);
-        let timeout = match lately {
-            true => option.hard_ttl().max(self.replication_timeout),
-            false => option.hard_ttl(),
+        let timeout = if lately {
+            option.hard_ttl().max(self.replication_timeout)
+        } else {
+            option.hard_ttl()
         };
         let r = self.rpc(PATH_APPEND, &rpc, timeout).await;
         if r.is_ok() {
