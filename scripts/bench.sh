@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks on loopback (issue 12's table): a 3-node sqlraft cluster and, as the reference, a
 # 3-member etcd cluster, driven by the same load generator (examples/bench.rs), the etcd point
-# run just before the sqlraft points it is the reference for. Prints one table and RSS lines.
+# run just before the sqlraft points it is the reference for. Prints the table, where the
+# machine's time went per operation in each point (and what the goal would leave), and RSS lines.
+# TMPDIR=/dev/shm puts every member's data on tmpfs, where fsync costs nothing: a diagnostic of
+# what the disk costs both systems, not a figure for the table.
 #   SECS=3 scripts/bench.sh            (SECS: seconds per point, default 3; or the first arg)
 #   scripts/bench.sh SECS reads         only the read-scaling comparison: linearizable point reads
 #                                      through the leader alone, then through all three nodes.
@@ -102,32 +105,51 @@ done
 etcd="http://127.0.0.1:$((base + 51))"
 for _ in $(seq 100); do curl -sf "$etcd/health" | grep -q true && break; sleep 0.1; done
 
-# run_wrk bench-args...: the same point driven by wrk; bench.rs preloads (unless --skip-setup).
+# run_wrk bench-args...: the same point driven by wrk, on what bench.rs preloaded.
 run_wrk() {
-  local url="" mode=insert c=16 level=weak rows=10000 batch=100 skip="" args=("$@")
+  local url="" mode=insert c=16 level=weak rows=10000 batch=100
   while [ $# -gt 0 ]; do
     case $1 in
       --url) url=$2; shift ;; --mode) mode=$2; shift ;; -c | --concurrency) c=$2; shift ;;
       --level) level=$2; shift ;; --rows) rows=$2; shift ;; --batch) batch=$2; shift ;;
-      --skip-setup) skip=1 ;;
+      --skip-setup) ;;
       *) echo "run_wrk: $1 not supported with GEN=wrk" >&2; return 1 ;;
     esac
     shift
   done
   [[ $url != *,* ]] || { echo "run_wrk: one URL only with GEN=wrk" >&2; return 1; }
-  [ -n "$skip" ] || "$bin/examples/bench" --setup-only "${args[@]}" || return 1
   MODE=$mode LEVEL=$level ROWS=$rows BATCH=$batch CONNS=$c \
     wrk -t "$((c < 2 ? 1 : 2))" -c "$c" -d "${secs}s" --timeout 30s -s scripts/wrk/points.lua "$url" | grep '^mode='
 }
-declare -A ops p50
-# run KEY bench-args...: one point; keeps ops/s and p50 under KEY, echoes the raw line to stderr.
+# ticks PID...: CPU clock ticks: the machine's busy and idle (every core, from /proc/stat), then
+# each PID's user + system.
+ticks() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat
+  for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done
+}
+declare -A ops p50 cpu
+# run KEY bench-args...: one point; keeps ops/s and p50 under KEY, and where the machine's time
+# went per operation (cpu: the three members, the generator and the rest, idle; us), echoes the
+# raw line to stderr. The preload runs before the counters start.
 run() {
   local key=$1; shift
-  local line
-  if [ "$gen" = wrk ]; then line=$(run_wrk "$@"); else line=$("$bin/examples/bench" --seconds "$secs" "$@"); fi
+  local line before members=("${sqlpids[@]}")
+  [[ $key != etcd_* ]] || members=("${etcdpids[@]}")
+  [[ " $* " == *" --skip-setup "* ]] || "$bin/examples/bench" --setup-only "$@"
+  before=$(ticks "${members[@]}")
+  if [ "$gen" = wrk ]; then
+    line=$(run_wrk "$@" --skip-setup)
+  else
+    line=$("$bin/examples/bench" --seconds "$secs" "$@" --skip-setup)
+  fi
   echo "  $key: $line" >&2
   ops[$key]=$(sed -n 's/.* ops\/s=\([0-9]*\).*/\1/p' <<<"$line")
   p50[$key]=$(sed -n 's/.* p50=\([0-9.]*ms\).*/\1/p' <<<"$line")
+  cpu[$key]=$(awk -v a="$before" -v b="$(ticks "${members[@]}")" -v n="$((${ops[$key]:-0} * secs))" \
+    -v t="$(getconf CLK_TCK)" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); u = 1e6 / t / (n > 0 ? n : 1)
+    m = 0; for (i = 3; i in y; i++) { d = y[i] - x[i]; m += d; s = s (i > 3 ? "+" : "") int(d * u + 0.5) }
+    printf "%d %d %d %d %s", (y[1] - x[1] + y[2] - x[2]) * u, m * u, (y[1] - x[1] - m) * u, (y[2] - x[2]) * u, s }')
 }
 run etcd_put1 --url "$etcd" --mode etcd-put -c 1
 run ins1 --url "$leader" --mode insert -c 1
@@ -144,26 +166,49 @@ run etcd_lin --url "$etcd" --mode etcd-range-linearizable -c 64 --rows 2000 --sk
 run linearizable --url "$leader" --mode select --level linearizable -c 64 --skip-setup
 run strong --url "$leader" --mode select --level strong -c 64 --skip-setup
 
-# row LABEL KEY REFKEY REFLABEL GOAL: ratio = ops[KEY] / ops[REFKEY]; goal in x etcd.
-row() {
-  awk -v l="$1" -v o="${ops[$2]:-0}" -v p="${p50[$2]:-}" -v r="${ops[$3]:-0}" -v rl="$4" -v g="$5" 'BEGIN {
-    ratio = r > 0 ? o / r : 0
-    printf "| %s | %d | %s | %s %d | %.2fx | >= %.2fx | %s |\n", l, o, p, rl, r, ratio, g, (ratio >= g ? "met" : sprintf("missed: %.0f%% of goal", 100 * ratio / g))
-  }'
-}
+# The table's points: KEY|REFKEY|REFLABEL|GOAL (x etcd)|LABEL; ratio = ops[KEY] / ops[REFKEY].
+table=(
+  "ins1|etcd_put1|put c=1|1.2|1-row INSERT to leader, c=1"
+  "ins64|etcd_put64|put c=64|3.4|1-row INSERT to leader, c=64"
+  "fol64|etcd_put64|put c=64|3.06|1-row INSERT through a follower, c=64"
+  "stmts16|etcd_put64|put c=64|0.204|100 INSERT statements per request, c=16 (req/s)"
+  "values64|etcd_put64|put c=64|1.51|one 100-row VALUES per request, c=64 (req/s)"
+  "queued64|etcd_put64|put c=64|3.53|queued 1-row INSERT (?queue), c=64"
+  "none|etcd_ser|serializable range c=64|11.05|point read none, c=64"
+  "weak|etcd_ser|serializable range c=64|11.0|point read weak, c=64"
+  "linearizable|etcd_ser|serializable range c=64|10.04|point read linearizable, c=64"
+  "strong|etcd_ser|serializable range c=64|4.19|point read strong, c=64"
+)
 echo
 echo "| point | sqlraft ops/s | p50 | etcd reference ops/s | ratio | goal (x etcd) | |"
 echo "|---|---:|---:|---|---:|---:|---|"
-row "1-row INSERT to leader, c=1" ins1 etcd_put1 "put c=1" 1.2
-row "1-row INSERT to leader, c=64" ins64 etcd_put64 "put c=64" 3.4
-row "1-row INSERT through a follower, c=64" fol64 etcd_put64 "put c=64" 3.06
-row "100 INSERT statements per request, c=16 (req/s)" stmts16 etcd_put64 "put c=64" 0.204
-row "one 100-row VALUES per request, c=64 (req/s)" values64 etcd_put64 "put c=64" 1.51
-row "queued 1-row INSERT (?queue), c=64" queued64 etcd_put64 "put c=64" 3.53
-row "point read none, c=64" none etcd_ser "serializable range c=64" 11.05
-row "point read weak, c=64" weak etcd_ser "serializable range c=64" 11.0
-row "point read linearizable, c=64" linearizable etcd_ser "serializable range c=64" 10.04
-row "point read strong, c=64" strong etcd_ser "serializable range c=64" 4.19
+for t in "${table[@]}"; do
+  IFS='|' read -r key ref rl goal label <<<"$t"
+  awk -v l="$label" -v o="${ops[$key]:-0}" -v p="${p50[$key]:-}" -v r="${ops[$ref]:-0}" -v rl="$rl" -v g="$goal" 'BEGIN {
+    ratio = r > 0 ? o / r : 0
+    printf "| %s | %d | %s | %s %d | %.2fx | >= %.2fx | %s |\n", l, o, p, rl, r, ratio, g, (ratio >= g ? "met" : sprintf("missed: %.0f%% of goal", 100 * ratio / g))
+  }'
+done
+# Where the machine's time went per operation, and what the goal leaves: the machine's time
+# per operation at the goal's rate (the etcd rows are the references themselves).
+echo
+echo "Machine time per operation (us: $(nproc) cores x 1 s / ops/s), split into the three members (each; node 1, the leader, first), the generator with everything else, and idle:"
+echo "| point | machine | members (each) | generator and the rest | idle | machine at the goal |"
+echo "|---|---:|---:|---:|---:|---:|"
+budget_row() { # KEY REFKEY GOAL LABEL
+  local machine members rest idle each
+  read -r machine members rest idle each <<<"${cpu[$1]:-0 0 0 0 -}"
+  awk -v l="$4" -v m="$machine" -v c="$members" -v e="$each" -v r="$rest" -v i="$idle" \
+    -v o="${ops[$1]:-0}" -v q="${ops[$2]:-0}" -v g="$3" 'BEGIN {
+    printf "| %s | %d | %d (%s) | %d | %d | %s |\n", l, m, c, e, r, i, (g > 0 && q > 0 ? sprintf("%d", m * o / q / g) : "-") }'
+}
+declare -A shown
+for t in "${table[@]}"; do
+  IFS='|' read -r key ref rl goal label <<<"$t"
+  [ -n "${shown[$ref]:-}" ] || { budget_row "$ref" "$ref" 0 "etcd $rl"; shown[$ref]=1; }
+  budget_row "$key" "$ref" "$goal" "$label"
+done
+echo
 awk -v f="${ops[fol64]:-0}" -v l="${ops[ins64]:-0}" -v e="${ops[etcd_lin]:-0}" -v s="${ops[etcd_ser]:-0}" 'BEGIN {
   printf "follower / own leader at c=64: %.2fx (goal >= 0.9x)\n", (l > 0 ? f / l : 0)
   printf "etcd linearizable range c=64: %d ops/s (%.2fx its serializable range)\n", e, (s > 0 ? e / s : 0)
