@@ -121,16 +121,17 @@ run_wrk() {
   MODE=$mode LEVEL=$level ROWS=$rows BATCH=$batch CONNS=$c \
     wrk -t "$((c < 2 ? 1 : 2))" -c "$c" -d "${secs}s" --timeout 30s -s scripts/wrk/points.lua "$url" | grep '^mode='
 }
-# ticks PID...: CPU clock ticks: the machine's busy and idle (every core, from /proc/stat), then
-# each PID's user + system.
+# ticks PID...: CPU clock ticks: the machine's busy and idle (every core, from /proc/stat; time
+# stolen by the hypervisor is neither), then each PID's user + system (0 once it has exited).
 ticks() {
-  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat
-  for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6; exit }' /proc/stat
+  for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0; done
 }
 declare -A ops p50 cpu
 # run KEY bench-args...: one point; keeps ops/s and p50 under KEY, and where the machine's time
-# went per operation (cpu: the three members, the generator and the rest, idle; us), echoes the
-# raw line to stderr. The preload runs before the counters start.
+# went per operation under cpu[KEY] (us: the machine, the three members, the generator with the
+# rest, idle, then each member), echoes the raw line to stderr. The preload runs before the
+# counters start.
 run() {
   local key=$1; shift
   local line before members=("${sqlpids[@]}")
@@ -145,11 +146,11 @@ run() {
   echo "  $key: $line" >&2
   ops[$key]=$(sed -n 's/.* ops\/s=\([0-9]*\).*/\1/p' <<<"$line")
   p50[$key]=$(sed -n 's/.* p50=\([0-9.]*ms\).*/\1/p' <<<"$line")
-  cpu[$key]=$(awk -v a="$before" -v b="$(ticks "${members[@]}")" -v n="$((${ops[$key]:-0} * secs))" \
+  cpu[$key]=$(awk -v a="$before" -v b="$(ticks "${members[@]}")" -v n="$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$line")" \
     -v t="$(getconf CLK_TCK)" 'BEGIN {
     split(a, x, " "); split(b, y, " "); u = 1e6 / t / (n > 0 ? n : 1)
     m = 0; for (i = 3; i in y; i++) { d = y[i] - x[i]; m += d; s = s (i > 3 ? "+" : "") int(d * u + 0.5) }
-    printf "%d %d %d %d %s", (y[1] - x[1] + y[2] - x[2]) * u, m * u, (y[1] - x[1] - m) * u, (y[2] - x[2]) * u, s }')
+    printf "%.0f %.0f %.0f %.0f %s", (y[1] - x[1] + y[2] - x[2]) * u, m * u, (y[1] - x[1] - m) * u, (y[2] - x[2]) * u, s }')
 }
 run etcd_put1 --url "$etcd" --mode etcd-put -c 1
 run ins1 --url "$leader" --mode insert -c 1
@@ -192,7 +193,7 @@ done
 # Where the machine's time went per operation, and what the goal leaves: the machine's time
 # per operation at the goal's rate (the etcd rows are the references themselves).
 echo
-echo "Machine time per operation (us: $(nproc) cores x 1 s / ops/s), split into the three members (each; node 1, the leader, first), the generator with everything else, and idle:"
+echo "Machine time per operation (us; $(nproc) cores, busy + idle), split into the three members (each, in start order: sqlraft's node 1 leads, etcd's leader may be any), the generator with everything else, and idle:"
 echo "| point | machine | members (each) | generator and the rest | idle | machine at the goal |"
 echo "|---|---:|---:|---:|---:|---:|"
 budget_row() { # KEY REFKEY GOAL LABEL
