@@ -141,8 +141,9 @@ pub struct PeerClient {
     isolation: Isolation,
     metrics: Arc<Metrics>,
     replication_timeout: Duration,
-    /// When this peer last answered an AppendEntries.
-    answered: Option<Instant>,
+    /// When this peer last answered an AppendEntries (at first, when the client was made:
+    /// a new stream's first call gets the longer limit too).
+    answered: Instant,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -155,8 +156,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             isolation: self.isolation.clone(),
             metrics: self.metrics.clone(),
             replication_timeout: self.replication_timeout,
-            // A new stream's first call gets the longer limit too.
-            answered: Some(Instant::now()),
+            answered: Instant::now(),
         }
     }
 }
@@ -300,17 +300,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let lately = self
-            .answered
-            .is_some_and(|t| t.elapsed() < self.replication_timeout);
-        let timeout = if lately {
+        let timeout = if self.answered.elapsed() < self.replication_timeout {
             option.hard_ttl().max(self.replication_timeout)
         } else {
             option.hard_ttl()
         };
         let r = self.rpc(PATH_APPEND, &rpc, timeout).await;
         if r.is_ok() {
-            self.answered = Some(Instant::now());
+            self.answered = Instant::now();
         }
         // The leader's heartbeats and replication: a peer that did not answer.
         if matches!(r, Err(RPCError::Unreachable(_) | RPCError::Network(_))) {

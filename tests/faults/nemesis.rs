@@ -400,8 +400,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
         Nemesis::SlowDiskLeader => {
             let l = slow_leader_disk(ctx).await;
             ctx.hold(fault).await;
-            ctx.event(format!("disk of node {} back to full speed", l + 1));
-            ctx.cluster.unthrottle_disk(l);
+            fast_disk(ctx, l);
             ctx.mark("healed");
         }
         Nemesis::SlowDiskFollowers => {
@@ -413,8 +412,7 @@ async fn run_once(nemesis: Nemesis, ctx: &mut Ctx<'_>) {
             }
             ctx.hold(fault).await;
             for &f in &followers {
-                ctx.event(format!("disk of node {} back to full speed", f + 1));
-                ctx.cluster.unthrottle_disk(f);
+                fast_disk(ctx, f);
             }
             ctx.mark("healed");
         }
@@ -457,6 +455,12 @@ fn slow_disk(ctx: &mut Ctx<'_>, i: usize, role: &str) {
         ctx.problems
             .push(format!("could not slow the disk down: {e}"));
     }
+}
+
+/// Gives node `i`'s disk its full speed back (undoes [`slow_disk`]).
+fn fast_disk(ctx: &mut Ctx<'_>, i: usize) {
+    ctx.event(format!("disk of node {} back to full speed", i + 1));
+    ctx.cluster.unthrottle_disk(i);
 }
 
 /// SIGKILL of every running node; returns the members.
